@@ -1,0 +1,50 @@
+# The two commands: `make up` (the local environment) and `make test` (every test).
+# Both set everything up themselves: the virtualenv, the locked dependencies,
+# and Debian's etcd-server and redis-server when they are missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.keel-installed
+
+.PHONY: up test lint typecheck unit engines bench lock clean
+
+up: $(STAMP)
+	$(BIN)/keel up
+
+test: $(STAMP) engines lint typecheck
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+engines:
+	@bash scripts/ensure-engines.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+bench: $(STAMP) engines
+	$(BIN)/python bench/store.py --backend memory
+	$(BIN)/python bench/store.py --backend sqlite
+	$(BIN)/python bench/store.py --backend etcd
+
+# Re-pin every dependency (run after changing pyproject.toml).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet --disable-pip-version-check hatchling -e '.[dev]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^keel' > requirements.lock
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Make sure the real engines the tests start are installed: etcd (server and
+# etcdctl) and redis-server, from Debian's packages. Installs them with apt-get
+# when running as root; otherwise says what to run.
+set -euo pipefail
+
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "keel: the tests need ${missing[*]}: run 'sudo apt-get install -y ${missing[*]}' and retry." >&2
+  exit 2
+fi
+echo "keel: installing ${missing[*]} from Debian's packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the services it installs; the tests start their own on free ports.
+for svc in etcd redis-server; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done

@@ -1,0 +1,478 @@
+"""The store contract: the abstract :class:`Store` and :class:`Watch`.
+
+The MUST rules every backend follows are written here once, on the public
+methods. Public methods check their input (so bad input is refused the same
+way on every backend, before anything is written) and then call the
+backend's ``_do_*`` hook.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Final, Self
+
+from keel.errors import InvalidKeyError, StoreClosedError, ValidationError, ValueTooLargeError
+from keel.store._types import (
+    Compare,
+    Delete,
+    Event,
+    Get,
+    KeyValue,
+    Lease,
+    LeaseInfo,
+    Op,
+    Put,
+    Range,
+    StoreStatus,
+    TxnResult,
+)
+
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "DEFAULT_ROOT", "MAX_LEASE_TTL", "Store", "Watch"]
+
+DEFAULT_ROOT: Final = "/keel/"
+DEFAULT_MAX_VALUE_BYTES: Final = 1024 * 1024
+MAX_KEY_BYTES: Final = 4096
+MAX_LEASE_TTL: Final = 9_000_000_000  # etcd's MaxLeaseTTL
+MAX_TXN_OPS: Final = 128  # etcd's default --max-txn-ops
+
+
+def check_key(key: object, *, allow_empty: bool = False) -> str:
+    """Return ``key`` if it is a valid relative key, else raise InvalidKeyError."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"key must be a str, not {type(key).__name__}: decode bytes first")
+    if not key and not allow_empty:
+        raise InvalidKeyError("key is empty: give a key such as 'services/orders/1'")
+    if key.startswith("/"):
+        raise InvalidKeyError(
+            f"key {key!r} is outside the store's root: keys are relative to the root "
+            f"(e.g. '{key.lstrip('/')}'); drop the leading '/' and the root prefix"
+        )
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is longer than {MAX_KEY_BYTES} bytes: use a shorter key")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(f"key {key!r} is not valid UTF-8: {exc.reason}") from exc
+    return key
+
+
+def check_root(root: str) -> str:
+    """Return a normalized root prefix (leading and trailing '/'), or raise."""
+    if not isinstance(root, str) or not root.strip("/"):
+        raise ValidationError(f"root prefix {root!r} is empty: use something like '/keel/'")
+    return "/" + root.strip("/") + "/"
+
+
+class Watch(AsyncIterator[Event], abc.ABC):
+    """A stream of changes to one key or prefix.
+
+    MUST: deliver every change at a revision ``>= start_revision`` exactly once,
+    in revision order (events of one revision in the order the backend applied
+    them); replay history when ``start_revision`` is in the past; raise
+    :class:`keel.errors.CompactedError` from iteration when it is below the
+    compaction point; survive reconnects without gap or duplicate.
+
+    Use as ``async with store.watch(...) as events: async for ev in events``,
+    or iterate directly and call :meth:`aclose` when done. :meth:`start`
+    establishes the watch; after it, no change is missed even if iteration
+    begins later. ``start_revision`` holds the first revision covered.
+    """
+
+    def __init__(self, key: str, *, prefix: bool, start_revision: int | None) -> None:
+        self.key = key
+        self.prefix = prefix
+        self.start_revision = start_revision
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._started = False
+        self._closed = False
+        self._last_revision = 0
+
+    async def start(self) -> Self:
+        """Establish the watch (idempotent); return self."""
+        if self._closed:
+            raise StoreClosedError("this watch was closed: open a new one")
+        if not self._started:
+            self._started = True
+            await self._open()
+        return self
+
+    def _deliver(self, event: Event) -> None:
+        """Backend hook: queue one event (drops anything already delivered)."""
+        if self._closed:
+            return
+        self._queue.put_nowait(event)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Backend hook: end the stream with ``exc`` after the queued events."""
+        if not self._closed:
+            self._queue.put_nowait(exc)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed and self._queue.empty():
+            raise StopAsyncIteration
+        if not self._started:
+            await self.start()
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._closed = True
+            if isinstance(item, StopAsyncIteration):
+                raise StopAsyncIteration
+            raise item
+        self._last_revision = item.kv.mod_revision
+        return item
+
+    def get_nowait(self) -> Event | None:
+        """Return the next queued event without waiting, or None."""
+        if self._queue.empty():
+            return None
+        item = self._queue.get_nowait()
+        if isinstance(item, BaseException):
+            self._queue.put_nowait(item)
+            return None
+        self._last_revision = item.kv.mod_revision
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the watch and release what it holds (idempotent)."""
+        if self._closed and not self._started:
+            return
+        self._closed = True
+        if self._started:
+            self._started = False
+            await self._close()
+        self._queue.put_nowait(StopAsyncIteration())
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    async def _open(self) -> None:
+        """Register with the backend; set ``start_revision`` if it was None."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Unregister from the backend."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._started else "new")
+        kind = "prefix" if self.prefix else "key"
+        return (
+            f"<{type(self).__name__} {kind}={self.key!r} start={self.start_revision} "
+            f"last={self._last_revision} {state} queued={self._queue.qsize()}>"
+        )
+
+
+class Store(abc.ABC):
+    """A key-value store with revisions, leases, transactions and watches (etcd v3's model).
+
+    Keys are ``str`` relative to the connection's root prefix; values are
+    ``bytes``. Every write advances one global revision. Implementations:
+    ``keel.backends.memory``, ``keel.backends.sqlite``, ``keel.backends.etcd``;
+    obtain one with :func:`keel.connect`.
+    """
+
+    backend: str = "abstract"
+
+    def __init__(self, *, root: str = DEFAULT_ROOT, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES):
+        self.root = check_root(root)
+        if max_value_bytes < 1:
+            raise ValidationError("max_value_bytes must be at least 1")
+        self.max_value_bytes = max_value_bytes
+        self._closed = False
+
+    # -- input checks -------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self.backend} store is closed: connect again")
+
+    def _check_value(self, key: str, value: object) -> bytes:
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise ValidationError(
+                f"value for {key!r} must be bytes, not {type(value).__name__}: encode it first"
+            )
+        data = bytes(value)
+        if len(data) > self.max_value_bytes:
+            raise ValueTooLargeError(
+                f"value for {key!r} is {len(data)} bytes, over the limit of "
+                f"{self.max_value_bytes} bytes: store it elsewhere and keep a reference, "
+                f"or raise max_value_bytes"
+            )
+        return data
+
+    @staticmethod
+    def _check_lease(lease: object) -> int:
+        if lease is None:
+            return 0
+        if not isinstance(lease, int) or isinstance(lease, bool) or lease < 0:
+            raise ValidationError(f"lease must be a lease id (int >= 0), not {lease!r}")
+        return lease
+
+    def _check_op(self, op: Op) -> Op:
+        if isinstance(op, Put):
+            check_key(op.key)
+            return Put(op.key, self._check_value(op.key, op.value), self._check_lease(op.lease))
+        if isinstance(op, Get):
+            check_key(op.key)
+            return op
+        if isinstance(op, Range):
+            check_key(op.key, allow_empty=op.prefix)
+            if op.limit is not None and op.limit < 0:
+                raise ValidationError("range limit must be >= 0 (0 or None: no limit)")
+            return op
+        if isinstance(op, Delete):
+            check_key(op.key, allow_empty=op.prefix)
+            return op
+        raise ValidationError(f"unknown transaction op {op!r}: use Put, Get, Range or Delete")
+
+    # -- the contract -------------------------------------------------------
+
+    async def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
+        """Set ``key`` to ``value``; return the new revision.
+
+        Raises:
+            LeaseNotFoundError: ``lease`` does not exist.
+            ValidationError: bad key or value (nothing is written).
+        """
+        self._check_open()
+        check_key(key)
+        return await self._do_put(key, self._check_value(key, value), self._check_lease(lease))
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return the key's record, or None."""
+        self._check_open()
+        check_key(key)
+        return await self._do_get(key)
+
+    async def range(
+        self,
+        key: str = "",
+        *,
+        prefix: bool = True,
+        limit: int | None = None,
+        revision: int | None = None,
+    ) -> tuple[list[KeyValue], int]:
+        """Return the records under ``key`` (a prefix, or one key) sorted by key, and the revision.
+
+        Args:
+            key: the prefix ("" = everything under the root) or, with
+                ``prefix=False``, one key.
+            limit: at most this many records (None or 0: all).
+            revision: read as of this past revision (MVCC); None: now.
+
+        Raises:
+            CompactedError: ``revision`` is below the compaction point.
+            ValidationError: ``revision`` is in the future.
+        """
+        self._check_open()
+        check_key(key, allow_empty=prefix)
+        if limit is not None and limit < 0:
+            raise ValidationError("range limit must be >= 0 (0 or None: no limit)")
+        if revision is not None and revision < 0:
+            raise ValidationError("revision must be >= 0 (0 or None: the current revision)")
+        return await self._do_range(key, prefix, limit or None, revision or None)
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        """Delete the key (or every key under the prefix); return how many were deleted."""
+        self._check_open()
+        check_key(key, allow_empty=prefix)
+        return await self._do_delete(key, prefix)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        """Run ``success`` if every compare holds, else ``failure``, atomically.
+
+        All writes of one transaction share one new revision (none if it
+        writes nothing). A key may be written at most once per branch.
+
+        Raises:
+            ValidationError: a bad op, or one key written twice (nothing is written).
+            LeaseNotFoundError: a Put names a lease that does not exist.
+        """
+        self._check_open()
+        for c in compare:
+            if not isinstance(c, Compare):
+                raise ValidationError(f"compare must be a Compare, not {c!r}")
+            check_key(c.key)
+        checked = [tuple(self._check_op(op) for op in ops) for ops in (success, failure)]
+        for ops in checked:
+            self._check_no_overlap(ops)
+            if len(ops) > MAX_TXN_OPS:
+                raise ValidationError(
+                    f"a transaction branch has {len(ops)} ops, over the limit of "
+                    f"{MAX_TXN_OPS}: split it"
+                )
+        return await self._do_txn(tuple(compare), checked[0], checked[1])
+
+    @staticmethod
+    def _check_no_overlap(ops: Sequence[Op]) -> None:
+        written: list[tuple[str, bool]] = []
+        for op in ops:
+            if isinstance(op, Put):
+                span = (op.key, False)
+            elif isinstance(op, Delete):
+                span = (op.key, op.prefix)
+            else:
+                continue
+            for key, pfx in written:
+                a_in_b = span[0] == key or (pfx and span[0].startswith(key))
+                b_in_a = key == span[0] or (span[1] and key.startswith(span[0]))
+                if a_in_b or b_in_a:
+                    raise ValidationError(
+                        f"a transaction writes {span[0]!r} more than once: merge those ops into one"
+                    )
+            written.append(span)
+
+    async def grant(self, ttl: int) -> Lease:
+        """Grant a lease of ``ttl`` whole seconds."""
+        self._check_open()
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_LEASE_TTL:
+            raise ValidationError(f"lease ttl must be whole seconds from 1 to {MAX_LEASE_TTL}")
+        return await self._do_grant(ttl)
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Renew the lease to its full TTL; return that TTL.
+
+        Raises:
+            LeaseNotFoundError: the lease has expired or was revoked.
+        """
+        self._check_open()
+        return await self._do_keepalive(self._check_lease(lease_id))
+
+    async def revoke(self, lease_id: int) -> None:
+        """End the lease now, deleting every key attached to it.
+
+        Raises:
+            LeaseNotFoundError: no such lease.
+        """
+        self._check_open()
+        await self._do_revoke(self._check_lease(lease_id))
+
+    async def time_to_live(self, lease_id: int) -> LeaseInfo | None:
+        """Return the lease's remaining TTL and keys, or None if it does not exist."""
+        self._check_open()
+        return await self._do_time_to_live(self._check_lease(lease_id))
+
+    async def leases(self) -> list[int]:
+        """Return the ids of the live leases."""
+        self._check_open()
+        return await self._do_leases()
+
+    def watch(
+        self, key: str = "", *, prefix: bool = False, start_revision: int | None = None
+    ) -> Watch:
+        """Watch a key or prefix; see :class:`Watch` for the guarantees."""
+        self._check_open()
+        check_key(key, allow_empty=prefix)
+        if start_revision is not None and start_revision < 0:
+            raise ValidationError("start_revision must be >= 0 (None: changes after now)")
+        return self._make_watch(key, prefix, start_revision or None)
+
+    async def compact(self, revision: int) -> None:
+        """Forget history before ``revision`` (reads and watches below it raise Compacted).
+
+        Raises:
+            CompactedError: ``revision`` is already compacted.
+            ValidationError: ``revision`` is in the future.
+        """
+        self._check_open()
+        if not isinstance(revision, int) or revision < 1:
+            raise ValidationError("compact revision must be an int >= 1")
+        await self._do_compact(revision)
+
+    async def status(self) -> StoreStatus:
+        """Return a summary of the store: backend, revision, key count, size."""
+        self._check_open()
+        return await self._do_status()
+
+    async def close(self) -> None:
+        """Close the connection; live watches end (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await self._do_close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- backend hooks ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _do_put(self, key: str, value: bytes, lease: int) -> int: ...
+
+    @abc.abstractmethod
+    async def _do_get(self, key: str) -> KeyValue | None: ...
+
+    @abc.abstractmethod
+    async def _do_range(
+        self, key: str, prefix: bool, limit: int | None, revision: int | None
+    ) -> tuple[list[KeyValue], int]: ...
+
+    @abc.abstractmethod
+    async def _do_delete(self, key: str, prefix: bool) -> int: ...
+
+    @abc.abstractmethod
+    async def _do_txn(
+        self, compare: tuple[Compare, ...], success: tuple[Op, ...], failure: tuple[Op, ...]
+    ) -> TxnResult: ...
+
+    @abc.abstractmethod
+    async def _do_grant(self, ttl: int) -> Lease: ...
+
+    @abc.abstractmethod
+    async def _do_keepalive(self, lease_id: int) -> int: ...
+
+    @abc.abstractmethod
+    async def _do_revoke(self, lease_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def _do_time_to_live(self, lease_id: int) -> LeaseInfo | None: ...
+
+    @abc.abstractmethod
+    async def _do_leases(self) -> list[int]: ...
+
+    @abc.abstractmethod
+    def _make_watch(self, key: str, prefix: bool, start_revision: int | None) -> Watch: ...
+
+    @abc.abstractmethod
+    async def _do_compact(self, revision: int) -> None: ...
+
+    @abc.abstractmethod
+    async def _do_status(self) -> StoreStatus: ...
+
+    @abc.abstractmethod
+    async def _do_close(self) -> None: ...
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} root={self.root!r} {state}>"

@@ -1,0 +1,16 @@
+"""Helpers for testing code that uses keel.
+
+- :class:`FakeClock`: a :class:`keel.clock.Clock` whose time moves only when a
+  test says so, so timeouts, backoffs and lease expiry are checked without
+  waiting for them.
+- :class:`EtcdCluster`: real etcd processes on free loopback ports, for tests
+  and benchmarks (Debian's ``etcd-server``).
+- :class:`RedisServer`: a real ``redis-server`` on a free loopback port.
+"""
+
+from keel.testing._clock import FakeClock
+from keel.testing._etcd import EtcdCluster
+from keel.testing._ports import free_port
+from keel.testing._redis import RedisServer
+
+__all__ = ["EtcdCluster", "FakeClock", "RedisServer", "free_port"]
