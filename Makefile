@@ -42,8 +42,8 @@ bench: $(STAMP) engines
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install --quiet --disable-pip-version-check hatchling -e '.[dev]'
-	.lockenv/bin/pip freeze --exclude-editable | grep -v '^keel' > requirements.lock
+	.lockenv/bin/pip install --quiet --disable-pip-version-check hatchling editables -e '.[dev]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^keel' | grep -v '^#' | sort -f > requirements.lock
 	rm -rf .lockenv
 
 clean:
