@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.keel-installed
 
-.PHONY: up test lint typecheck unit engines bench lock clean
+.PHONY: up test lint typecheck unit engines bench bench-resilience lock clean
 
 up: $(STAMP)
 	$(BIN)/keel up
@@ -39,10 +39,13 @@ bench: $(STAMP) engines
 	$(BIN)/python bench/store.py --backend sqlite
 	$(BIN)/python bench/store.py --backend etcd
 
+bench-resilience: $(STAMP) engines
+	$(BIN)/python bench/resilience.py
+
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install --quiet --disable-pip-version-check hatchling editables -e '.[dev]'
+	.lockenv/bin/pip install --quiet --disable-pip-version-check hatchling editables -e '.[dev,bench]'
 	.lockenv/bin/pip freeze --exclude-editable | grep -v '^keel' | grep -v '^#' | sort -f > requirements.lock
 	rm -rf .lockenv
 
