@@ -178,10 +178,7 @@ async def test_default_limit_is_one_mebibyte(store: Store) -> None:
 
 async def test_roots_isolate_namespaces(store_url: str, backend: str) -> None:
     """Two connections with different roots on one store do not see each other's keys."""
-    if backend == "memory":
-        base = "memory://"
-    else:
-        base = store_url.split("?")[0]
+    base = "memory://" if backend == "memory" else store_url.split("?")[0]
     async with keel.connect(f"{base}?root=/ns-a/") as a, keel.connect(f"{base}?root=/ns-b/") as b:
         await a.put("shared-name", b"a")
         assert await b.get("shared-name") is None

@@ -1,0 +1,62 @@
+"""The ``keel`` command line (typer + rich).
+
+``keel up`` runs the local environment; ``keel store ...`` works on the store
+directly. ``--store URL`` (or ``KEEL_STORE``) picks the store; the default is
+the embedded SQLite file ``.keel/keel.db``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keel.cli import _store_cmds
+from keel.cli._common import console, run, state
+from keel.cli._up import run_up
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="keel: registry, config, locks, scheduling and resilience for Python services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(_store_cmds.app, name="store")
+
+
+@app.callback()
+def _options(
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="KEEL_STORE",
+            help="Store URL: memory://, sqlite:///path.db, etcd://host:port[,host:port]. "
+            "Default: sqlite:// (.keel/keel.db).",
+        ),
+    ] = None,
+) -> None:
+    state.store_url = store
+
+
+@app.command("up")
+def up_cmd(
+    duration: Annotated[
+        float, typer.Option(help="Stop by itself after this many seconds (0 = until Ctrl-C).")
+    ] = 0.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+) -> None:
+    """Run the local environment on the embedded store with a live view, until Ctrl-C."""
+    try:
+        run(run_up(state.url, duration_s=duration or None, once=once))
+    except typer.Exit as exc:
+        if exc.exit_code != 130:
+            raise
+    console.print("keel up: stopped cleanly")
+
+
+def main() -> None:
+    """Entry point of the ``keel`` script."""
+    app()

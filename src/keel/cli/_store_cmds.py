@@ -1,0 +1,288 @@
+"""``keel store ...``: read, write, list, watch and inspect the store directly."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli._common import console, fail, parse_lease_id, run, with_store, write_bytes
+from keel.store import Event, EventType, KeyValue, Store
+
+__all__ = ["app", "lease_app"]
+
+app = typer.Typer(help="Read and write keys, watch changes, manage leases.", no_args_is_help=True)
+lease_app = typer.Typer(help="Grant, revoke and inspect leases.", no_args_is_help=True)
+app.add_typer(lease_app, name="lease")
+
+
+def _text(value: bytes, limit: int | None = None) -> str:
+    """A value as text for tables: UTF-8 if it decodes, else a byte count."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(value)} bytes binary>"
+    if limit is not None and len(text) > limit:
+        return text[: limit - 1] + "…"
+    return text
+
+
+def _record(kv: KeyValue) -> dict[str, object]:
+    try:
+        value: object = kv.value.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        value = base64.b64encode(kv.value).decode()
+        encoding = "base64"
+    return {
+        "key": kv.key,
+        "value": value,
+        "encoding": encoding,
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+        "lease": kv.lease,
+    }
+
+
+@app.command("get")
+def get_cmd(
+    key: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole record as JSON.")
+    ] = False,
+) -> None:
+    """Print a key's value (raw bytes), or its record with --json."""
+
+    @with_store
+    async def go(store: Store) -> KeyValue | None:
+        return await store.get(key)
+
+    kv = run(go())
+    if kv is None:
+        fail(f"key {key!r} not found: list keys with 'keel store ls'", code=1)
+    if as_json:
+        console.print_json(json.dumps(_record(kv)))
+    else:
+        write_bytes(
+            kv.value + (b"" if kv.value.endswith(b"\n") or not sys.stdout.isatty() else b"\n")
+        )
+
+
+@app.command("put")
+def put_cmd(
+    key: str,
+    value: Annotated[str | None, typer.Argument(help="The value; omit with --file.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the value from a file ('-': stdin).")
+    ] = None,
+    lease: Annotated[str | None, typer.Option(help="Attach the key to this lease id.")] = None,
+) -> None:
+    """Set a key; print the new revision."""
+    if (value is None) == (file is None):
+        fail("give the value as an argument or with --file (exactly one of them)")
+    if file is not None:
+        data = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
+    else:
+        data = (value or "").encode()
+    lease_id = parse_lease_id(lease) if lease else None
+
+    @with_store
+    async def go(store: Store) -> int:
+        return await store.put(key, data, lease=lease_id)
+
+    console.print(f"revision {run(go())}")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}; check the path")
+
+
+@app.command("ls")
+def ls_cmd(
+    prefix: Annotated[str, typer.Argument(help="Key prefix ('' = everything).")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many keys (0 = all).")] = 0,
+    revision: Annotated[int, typer.Option(help="Read as of this past revision.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
+) -> None:
+    """List keys under a prefix with their versions, revisions and leases."""
+
+    @with_store
+    async def go(store: Store) -> tuple[list[KeyValue], int]:
+        return await store.range(prefix, limit=limit or None, revision=revision or None)
+
+    kvs, rev = run(go())
+    if as_json:
+        for kv in kvs:
+            print(json.dumps(_record(kv)))
+        return
+    table = Table(title=f"{len(kvs)} keys at revision {rev}", title_justify="left")
+    for column in ("key", "value", "version", "mod rev", "lease"):
+        table.add_column(column, overflow="fold")
+    for kv in kvs:
+        lease_text = f"{kv.lease:x}" if kv.lease else ""
+        table.add_row(
+            kv.key, _text(kv.value, 60), str(kv.version), str(kv.mod_revision), lease_text
+        )
+    console.print(table)
+
+
+@app.command("rm")
+def rm_cmd(
+    key: str,
+    prefix: Annotated[bool, typer.Option("--prefix", help="Delete every key under KEY.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm deleting the whole namespace.")
+    ] = False,
+) -> None:
+    """Delete a key (or a prefix); print how many were deleted."""
+    if prefix and key == "" and not yes:
+        fail("an empty prefix deletes every key of the namespace: add --yes if you mean it")
+
+    @with_store
+    async def go(store: Store) -> int:
+        return await store.delete(key, prefix=prefix)
+
+    console.print(f"deleted {run(go())}")
+
+
+def _event_line(event: Event) -> str:
+    if event.type is EventType.PUT:
+        value = _text(event.kv.value, 200)
+        return f"PUT {event.kv.key} rev={event.revision} v{event.kv.version} {value}"
+    return f"DELETE {event.kv.key} rev={event.revision}"
+
+
+@app.command("watch")
+def watch_cmd(
+    key: Annotated[str, typer.Argument(help="Key or prefix to watch.")] = "",
+    prefix: Annotated[bool, typer.Option("--prefix", help="Watch every key under KEY.")] = False,
+    rev: Annotated[int, typer.Option("--rev", help="Replay from this revision (inclusive).")] = 0,
+    count: Annotated[
+        int, typer.Option(help="Stop after this many events (0 = run until Ctrl-C).")
+    ] = 0,
+) -> None:
+    """Print changes as they happen, one line each, until Ctrl-C."""
+    if key == "" and not prefix:
+        prefix = True
+
+    @with_store
+    async def go(store: Store) -> None:
+        seen = 0
+        async with store.watch(key, prefix=prefix, start_revision=rev or None) as events:
+            async for event in events:
+                print(_event_line(event), flush=True)
+                seen += 1
+                if count and seen >= count:
+                    return
+
+    run(go())
+
+
+@app.command("status")
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show the backend, revision, key count and size of the store."""
+
+    @with_store
+    async def go(store: Store) -> dict[str, object]:
+        s = await store.status()
+        return {
+            "backend": s.backend,
+            "endpoint": s.endpoint,
+            "root": s.root,
+            "revision": s.revision,
+            "compact_revision": s.compact_revision,
+            "keys": s.keys,
+            "leases": s.leases,
+            "size_bytes": s.size_bytes,
+            **s.details,
+        }
+
+    info = run(go())
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False, box=None)
+    for name, value in info.items():
+        table.add_row(f"[bold]{name}[/]", "" if value is None else str(value))
+    console.print(table)
+
+
+@app.command("compact")
+def compact_cmd(revision: int) -> None:
+    """Forget history older than REVISION."""
+
+    @with_store
+    async def go(store: Store) -> None:
+        await store.compact(revision)
+
+    run(go())
+    console.print(f"compacted at revision {revision}")
+
+
+@lease_app.command("grant")
+def lease_grant_cmd(
+    ttl: Annotated[int, typer.Argument(help="Time to live in whole seconds.")],
+    keepalive: Annotated[
+        bool, typer.Option("--keepalive", help="Keep the lease alive until Ctrl-C, then revoke it.")
+    ] = False,
+) -> None:
+    """Grant a lease; print its id."""
+
+    @with_store
+    async def go(store: Store) -> None:
+        lease = await store.grant(ttl)
+        console.print(f"lease {lease.id} (hex {lease.id:x}) granted with TTL {lease.ttl}s")
+        if not keepalive:
+            return
+        try:
+            while True:
+                await asyncio.sleep(max(0.2, ttl / 3))
+                await store.keepalive(lease.id)
+        finally:
+            await store.revoke(lease.id)
+
+    run(go())
+
+
+@lease_app.command("revoke")
+def lease_revoke_cmd(lease_id: str) -> None:
+    """Revoke a lease, deleting every key attached to it."""
+    lid = parse_lease_id(lease_id)
+
+    @with_store
+    async def go(store: Store) -> None:
+        await store.revoke(lid)
+
+    run(go())
+    console.print(f"lease {lid} revoked")
+
+
+@lease_app.command("ttl")
+def lease_ttl_cmd(lease_id: str) -> None:
+    """Show a lease's remaining TTL and its keys."""
+    lid = parse_lease_id(lease_id)
+
+    @with_store
+    async def go(store: Store) -> None:
+        info = await store.time_to_live(lid)
+        if info is None:
+            fail(
+                f"lease {lid} not found (expired or revoked): list leases with 'keel store status'"
+            )
+        console.print(f"lease {lid} (hex {lid:x}): {info.ttl}s left of {info.granted_ttl}s")
+        for key in info.keys:
+            console.print(f"  {key}")
+
+    run(go())

@@ -1,0 +1,183 @@
+"""``keel up``: the local environment on the embedded store, with a live terminal view.
+
+It opens the store (the SQLite file by default), joins it with a session of its
+own (a lease with a presence key under ``up/``), and shows, until Ctrl-C:
+the store's revision and size, keys counted by area (the first path segment:
+``services``, ``config``, ``locks``...), live leases, and a tail of watch
+events. The view is fed by one watch started at the revision of the initial
+listing, so its counts are exact, not polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+import keel
+from keel.cli._common import console
+from keel.coord import Session
+from keel.store import Event, EventType, LeaseInfo, Store, StoreStatus
+
+__all__ = ["UpView", "run_up"]
+
+_TAIL = 12
+_MAX_LEASES_SHOWN = 8
+
+
+def area_of(key: str) -> str:
+    """The area of a key: its first path segment (``services/orders/1`` → ``services``)."""
+    head, sep, _ = key.partition("/")
+    return head if sep else "(top)"
+
+
+@dataclass
+class UpView:
+    """What ``keel up`` shows; updated from the watch, rendered by :meth:`render`."""
+
+    url: str
+    keys: dict[str, str] = field(default_factory=dict)
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=_TAIL))
+    event_count: int = 0
+    status: StoreStatus | None = None
+    leases: list[LeaseInfo] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def load(self, keys: list[str]) -> None:
+        """Seed the key index from the initial listing."""
+        self.keys = {k: area_of(k) for k in keys}
+
+    def apply(self, event: Event) -> None:
+        """Fold one watch event into the view."""
+        if event.type is EventType.PUT:
+            self.keys[event.kv.key] = area_of(event.kv.key)
+        else:
+            self.keys.pop(event.kv.key, None)
+        self.events.append(event)
+        self.event_count += 1
+
+    def render(self) -> RenderableType:
+        """The whole screen as one rich renderable."""
+        return Group(self._header(), self._areas_and_leases(), self._tail())
+
+    def _header(self) -> RenderableType:
+        s = self.status
+        line = f"[bold]keel up[/]  store [cyan]{self.url}[/]"
+        if s is not None:
+            size = f"{s.size_bytes / 1024:.0f} KiB" if s.size_bytes is not None else "?"
+            line += (
+                f"\nrevision [bold]{s.revision}[/]  keys {s.keys}  leases {s.leases}  "
+                f"size {size}  events seen {self.event_count}  "
+                f"up {time.monotonic() - self.started:.0f}s"
+            )
+        return Panel(line + "\n[dim]Ctrl-C to stop[/]", border_style="blue")
+
+    def _areas_and_leases(self) -> RenderableType:
+        areas = Table(title="keys by area", title_justify="left", expand=True)
+        areas.add_column("area")
+        areas.add_column("keys", justify="right")
+        for area, count in sorted(Counter(self.keys.values()).items()):
+            areas.add_row(area, str(count))
+        leases = Table(title="leases", title_justify="left", expand=True)
+        for column in ("lease", "ttl", "keys"):
+            leases.add_column(column)
+        for info in self.leases:
+            shown = ", ".join(info.keys[:3]) + (" …" if len(info.keys) > 3 else "")
+            leases.add_row(f"{info.id:x}", f"{info.ttl}/{info.granted_ttl}s", shown)
+        grid = Table.grid(expand=True, padding=(0, 2))
+        grid.add_column(ratio=1)
+        grid.add_column(ratio=2)
+        grid.add_row(areas, leases)
+        return grid
+
+    def _tail(self) -> RenderableType:
+        table = Table(title="recent events", title_justify="left", expand=True)
+        for column in ("rev", "type", "key", "value"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for ev in self.events:
+            value = ev.kv.value[:80].decode("utf-8", "replace") if ev.type is EventType.PUT else ""
+            style = "green" if ev.type is EventType.PUT else "red"
+            table.add_row(str(ev.revision), f"[{style}]{ev.type.value}[/]", ev.kv.key, value)
+        return table
+
+
+async def _refresh(store: Store, view: UpView) -> None:
+    view.status = await store.status()
+    infos = []
+    for lease_id in (await store.leases())[:_MAX_LEASES_SHOWN]:
+        info = await store.time_to_live(lease_id)
+        if info is not None:
+            infos.append(info)
+    view.leases = infos
+
+
+async def _follow(store: Store, view: UpView, start_revision: int) -> None:
+    async with store.watch("", prefix=True, start_revision=start_revision) as events:
+        async for event in events:
+            view.apply(event)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+async def run_up(url: str, *, duration_s: float | None = None, once: bool = False) -> UpView:
+    """Run the local environment until Ctrl-C/SIGTERM (or ``duration_s``); return the last view.
+
+    Args:
+        url: the store URL (the embedded SQLite file by default).
+        duration_s: stop by itself after this many seconds.
+        once: render one snapshot and return (for scripts and CI).
+    """
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with keel.connect(url) as store, Session(store, ttl_s=10) as session:
+        presence = {"host": socket.gethostname(), "pid": os.getpid(), "version": keel.__version__}
+        await store.put(
+            f"up/{presence['host']}-{presence['pid']}",
+            json.dumps(presence).encode(),
+            lease=session.lease_id,
+        )
+        kvs, revision = await store.range("")
+        view = UpView(url)
+        view.load([kv.key for kv in kvs])
+        await _refresh(store, view)
+        if once:
+            console.print(view.render())
+            return view
+        async with asyncio.TaskGroup() as tasks:
+            follower = tasks.create_task(_follow(store, view, revision + 1))
+            deadline = time.monotonic() + duration_s if duration_s else None
+            with Live(
+                view.render(), console=console, refresh_per_second=4, redirect_stdout=False
+            ) as live:
+                while not stop.is_set() and not session.lost.is_set():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    await _wait(stop, 0.5)
+                    await _refresh(store, view)
+                    live.update(view.render())
+            follower.cancel()
+        if session.lost.is_set():
+            console.print(f"[red]keel up: session lost: {session.lost.reason}[/]")
+    return view

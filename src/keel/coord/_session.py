@@ -1,0 +1,198 @@
+"""Session: one lease kept alive for everything a process owns.
+
+A process opens one :class:`Session` and hangs its registrations, locks and
+candidacies on the session's lease, so one keepalive every ``ttl/3`` serves
+them all, and so they all end together when the process dies. When the
+keepalive has failed for longer than the TTL (or the store says the lease is
+gone), the session is *lost*: ``session.lost`` is set and owners react. A lost
+session never quietly takes a new lease; owners that want to go on open a new
+session.
+
+The keepalive decision (when to renew next, when to declare loss) is the pure
+function :func:`next_step`; the loop around it only does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.coord._flag import LossFlag
+from keel.errors import KeelError, LeaseNotFoundError, SessionLostError, ValidationError
+from keel.store import Store
+
+__all__ = ["Session", "SessionStatistics", "next_step"]
+
+log = logging.getLogger("keel.coord.session")
+
+_MIN_RETRY_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    """Counters of one session.
+
+    Attributes:
+        lease_id: the lease (0 before the session starts).
+        ttl_s: the lease TTL.
+        keepalives: successful renewals.
+        failures: renewals that failed (store unreachable or slow).
+        last_renewed_s_ago: seconds since the last successful renewal.
+        lost: whether the session is lost.
+    """
+
+    lease_id: int
+    ttl_s: int
+    keepalives: int
+    failures: int
+    last_renewed_s_ago: float
+    lost: bool
+
+
+def next_step(*, now: float, last_ok: float, ttl_s: float, failed: bool) -> float | None:
+    """Decide the wait before the next renewal, or None when the session is lost.
+
+    Renew every ``ttl/3`` while renewals succeed; after a failure retry at
+    ``ttl/10`` (so two or three more tries fit before expiry); once ``ttl``
+    has passed since the last success, the server has expired the lease (or
+    will before we can reach it): lost.
+    """
+    expires_in = last_ok + ttl_s - now
+    if expires_in <= 0:
+        return None
+    wait = ttl_s / 10 if failed else ttl_s / 3
+    return max(_MIN_RETRY_S, min(wait, expires_in))
+
+
+class Session:
+    """A lease on ``store`` kept alive in the background while the session is open.
+
+    Use as ``async with Session(store, ttl_s=10) as session:``; on exit the
+    lease is revoked, so everything attached to it goes at once instead of
+    after the TTL.
+
+    Args:
+        store: the store to hold the lease on.
+        ttl_s: lease TTL in whole seconds; the owner's keys outlive a crash by
+            at most this long.
+        clock: time source (tests pass a FakeClock).
+    """
+
+    def __init__(self, store: Store, ttl_s: int = 10, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or ttl_s < 1:
+            raise ValidationError(f"session ttl_s must be whole seconds >= 1, got {ttl_s!r}")
+        self.store = store
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lease_id = 0
+        self._last_ok = 0.0
+        self._keepalives = 0
+        self._failures = 0
+        self.lost = LossFlag()
+        """Set when the lease is gone or could not be renewed within its TTL."""
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def lease_id(self) -> int:
+        """The session's lease id, to attach keys to (``store.put(..., lease=...)``).
+
+        Raises:
+            SessionLostError: the session is lost or not started.
+        """
+        if self.lost.is_set():
+            raise SessionLostError(f"session lease {self._lease_id} is lost: {self.lost.reason}")
+        if not self._lease_id:
+            raise SessionLostError("session is not started: use 'async with Session(...)'")
+        return self._lease_id
+
+    async def __aenter__(self) -> Self:
+        lease = await self.store.grant(self.ttl_s)
+        self._lease_id = lease.id
+        self._last_ok = self._clock.monotonic()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._keep_alive(), name=f"keel-session-{lease.id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(None, None, None)
+        if not self.lost.is_set():
+            self.lost.set("session closed")
+            with contextlib.suppress(KeelError):
+                async with asyncio.timeout(max(1.0, self.ttl_s / 3)):
+                    await self.store.revoke(self._lease_id)
+        elif not self.store.closed:
+            with contextlib.suppress(KeelError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.store.revoke(self._lease_id)
+
+    async def _keep_alive(self) -> None:
+        failed = False
+        while not self._stop.is_set():
+            wait = next_step(
+                now=self._clock.monotonic(), last_ok=self._last_ok, ttl_s=self.ttl_s, failed=failed
+            )
+            if wait is None:
+                self.lost.set(f"lease {self._lease_id} not renewed within its {self.ttl_s}s TTL")
+                log.warning("session lost: %s", self.lost.reason)
+                return
+            if await self._wait_or_stop(wait):
+                return
+            try:
+                async with asyncio.timeout(max(_MIN_RETRY_S, self.ttl_s / 3)):
+                    await self.store.keepalive(self._lease_id)
+            except LeaseNotFoundError:
+                self.lost.set(f"lease {self._lease_id} expired or was revoked")
+                log.warning("session lost: %s", self.lost.reason)
+                return
+            except (KeelError, TimeoutError) as exc:
+                failed = True
+                self._failures += 1
+                log.info("session keepalive failed, will retry: %s", exc)
+            else:
+                failed = False
+                self._keepalives += 1
+                self._last_ok = self._clock.monotonic()
+
+    async def _wait_or_stop(self, seconds: float) -> bool:
+        """Sleep on the clock unless the session is closed first; True if closed."""
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+        return self._stop.is_set()
+
+    def statistics(self) -> SessionStatistics:
+        """A snapshot of the session's counters."""
+        ago = self._clock.monotonic() - self._last_ok if self._lease_id else 0.0
+        return SessionStatistics(
+            lease_id=self._lease_id,
+            ttl_s=self.ttl_s,
+            keepalives=self._keepalives,
+            failures=self._failures,
+            last_renewed_s_ago=ago,
+            lost=self.lost.is_set(),
+        )
+
+    def __repr__(self) -> str:
+        state = f"lost ({self.lost.reason})" if self.lost.is_set() else "alive"
+        return (
+            f"<Session lease={self._lease_id} ttl={self.ttl_s}s {state} "
+            f"renewals={self._keepalives}>"
+        )

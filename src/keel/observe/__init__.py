@@ -1,0 +1,14 @@
+"""Observability for keel: Prometheus metrics (tracing and logs come later).
+
+Library code reports through small hooks (:class:`ResilienceListener`) so the
+leaf packages never depend on a metrics backend; :class:`PrometheusListener`
+is the hook that turns those reports into ``prometheus-client`` series.
+"""
+
+from keel.observe.metrics import (
+    PrometheusListener,
+    ResilienceListener,
+    default_listener,
+)
+
+__all__ = ["PrometheusListener", "ResilienceListener", "default_listener"]
