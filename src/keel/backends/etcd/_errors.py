@@ -1,0 +1,156 @@
+"""gRPC failures of etcd, sorted and translated into keel's error tree.
+
+Two questions are asked of every failed call, and both are answered here as
+pure functions of the gRPC status so the retry rules can be read in one place:
+
+- *what kind of failure is it* (:func:`classify`): was the request certainly
+  not applied (the connection never came up, or the member refused it before
+  proposing it to raft), was it lost with an unknown outcome (connection
+  dropped mid-call, deadline, "request timed out"), did the auth token
+  expire, or is it a definite answer from etcd (lease not found, compacted...);
+- *which keel error does the caller see* (:func:`translate`).
+
+etcd reports its own errors as gRPC statuses whose details start with
+``etcdserver:``; the strings matched below are those of etcd's
+``api/v3rpc/rpctypes`` package, stable across 3.x releases.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+from keel.errors import (
+    AuthError,
+    CompactedError,
+    KeelError,
+    LeaseNotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+)
+
+__all__ = [
+    "Failure",
+    "classify",
+    "describe_connect_failure",
+    "is_tls_failure",
+    "translate",
+    "unknown_outcome",
+]
+
+
+class Failure(enum.Enum):
+    """How a failed call may be handled."""
+
+    UNSENT = "unsent"
+    """The request certainly was not applied: any call may be retried elsewhere."""
+    LOST = "lost"
+    """The member failed mid-call: reads may be retried, a write's outcome is unknown."""
+    TOKEN = "token"
+    """The auth token is invalid or expired: authenticate again and retry."""
+    ANSWER = "answer"
+    """etcd answered with a definite error: translate it and raise."""
+
+
+# Rejected by the member before the request reached raft (etcd rpctypes).
+_UNSENT_DETAILS = (
+    "failed to connect to all addresses",
+    "etcdserver: no leader",
+    "etcdserver: too many requests",
+    "etcdserver: not capable",
+)
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
+
+
+def _details(exc: grpc.aio.AioRpcError) -> str:
+    return str(exc.details() or "")
+
+
+def classify(exc: grpc.aio.AioRpcError) -> Failure:
+    """Sort a failed call (pure: depends only on the status code and details)."""
+    code, details = exc.code(), _details(exc)
+    if code is grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details:
+        return Failure.TOKEN
+    if any(marker in details for marker in _UNSENT_DETAILS):
+        return Failure.UNSENT
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+    ):
+        return Failure.LOST
+    return Failure.ANSWER
+
+
+def is_tls_failure(details: str) -> bool:
+    """Whether a connect failure's details name a TLS/certificate problem."""
+    low = details.lower()
+    return any(marker in low for marker in _TLS_MARKERS)
+
+
+def describe_connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError:
+    """The error for an endpoint that would not connect, naming the likely fix."""
+    low = details.lower()
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return AuthError(
+            f"etcd at {endpoint} presented a certificate this client does not trust: "
+            f"check ca_file (the CA that signed the server certificate) and server_name"
+        )
+    if tls and ("certificate_required" in low or "alert" in low or "handshake" in low):
+        return AuthError(
+            f"etcd at {endpoint} refused the TLS handshake (it likely requires a client "
+            f"certificate it trusts): check cert_file/key_file and ca_file"
+        )
+    if tls and ("wrong_version_number" in low or "socket closed" in low):
+        return StoreUnavailableError(
+            f"etcd at {endpoint} closed the TLS connection: check that it serves TLS "
+            f"(https) and that cert_file/key_file are accepted by its trusted CA ({details})"
+        )
+    if not tls and is_tls_failure(details):
+        return AuthError(
+            f"etcd at {endpoint} expects TLS: add ca_file=... (or tls=1) to the store URL"
+        )
+    return StoreUnavailableError(f"etcd at {endpoint} is unreachable: {details}")
+
+
+def translate(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> KeelError:
+    """The keel error for a definite answer from etcd (``what`` names the call)."""
+    code, details = exc.code(), _details(exc)
+    if "requested lease not found" in details:
+        return LeaseNotFoundError(f"{what}: lease not found (expired or revoked): grant a new one")
+    if "required revision has been compacted" in details:
+        # etcd does not say where the compaction point is; the caller fills it in.
+        return CompactedError(0, f"{what}: the requested revision is compacted")
+    if "future revision" in details:
+        return ValidationError(f"{what}: the revision is in the future (after the current one)")
+    if "authentication failed" in details:
+        return AuthError(
+            f"etcd at {endpoint} refused the user name or password: check user:password "
+            f"in the store URL"
+        )
+    if "user name is empty" in details or code is grpc.StatusCode.UNAUTHENTICATED:
+        return AuthError(
+            f"etcd at {endpoint} requires authentication: put user:password@ in the store URL"
+        )
+    if "permission denied" in details or code is grpc.StatusCode.PERMISSION_DENIED:
+        return AuthError(
+            f"etcd at {endpoint} denied {what}: grant the user a role with read/write "
+            f"permission on the store's root prefix"
+        )
+    if "request is too large" in details:
+        return ValidationError(f"{what}: request too large for etcd (--max-request-bytes)")
+    if "too many operations in txn" in details:
+        return ValidationError(f"{what}: too many operations for etcd (--max-txn-ops)")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return ValidationError(f"{what}: etcd refused the request: {details}")
+    return StoreUnavailableError(f"etcd at {endpoint} failed {what}: {code.name}: {details}")
+
+
+def unknown_outcome(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> StoreUnavailableError:
+    """The error for a write whose outcome is unknown (never retried silently)."""
+    return StoreUnavailableError(
+        f"etcd at {endpoint} failed during {what} ({exc.code().name}: {_details(exc)}): "
+        f"the write may or may not have been applied; read the key before writing again"
+    )

@@ -1,0 +1,107 @@
+"""Lease keepalives: one LeaseKeepAlive stream per connection, for every lease.
+
+aetcd's ``refresh()`` opens a new stream for each renewal (measured 2.2x
+slower than reusing one). Here one stream carries every lease: a renewal
+writes a request with the lease id and waits for the next response with that
+id (responses for one id come back in request order, so waiters of one id are
+served first in, first out). Renewing is idempotent, so when the stream breaks
+the requests still waiting are simply sent again on the new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aetcd import rpc
+
+from keel.backends.etcd._channel import Member
+from keel.backends.etcd._stream import SharedStream
+from keel.errors import KeelError, LeaseNotFoundError, StoreUnavailableError
+
+__all__ = ["KeepAliveHub"]
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    future: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    sent_on: int = -1  # the stream generation that carries this request
+
+
+class KeepAliveHub(SharedStream):
+    """The connection's one LeaseKeepAlive stream and the renewals waiting on it."""
+
+    name = "keepalive"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiters: dict[int, deque[_Waiter]] = {}
+
+    async def renew(self, lease_id: int) -> int:
+        """Renew ``lease_id``; return its TTL.
+
+        Raises:
+            LeaseNotFoundError: the lease expired or was revoked (etcd answers TTL 0).
+            StoreUnavailableError: no answer within the connection's timeout.
+        """
+        waiter = _Waiter()
+        self._waiters.setdefault(lease_id, deque()).append(waiter)
+        self.ensure_running()
+        timeout_s = self._conn.settings.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._lock:
+                    if self._call is not None and await self._write(self._request(lease_id)):
+                        waiter.sent_on = self.generation
+                ttl = await waiter.future
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"etcd did not renew lease {lease_id} within {timeout_s:g}s "
+                f"(endpoints {', '.join(self._conn.settings.endpoints)})"
+            ) from None
+        finally:
+            self._forget(lease_id, waiter)
+        if ttl <= 0:
+            raise LeaseNotFoundError(f"lease {lease_id} not found (expired or revoked)")
+        return ttl
+
+    @staticmethod
+    def _request(lease_id: int) -> Any:
+        return rpc.LeaseKeepAliveRequest(ID=lease_id)
+
+    def _forget(self, lease_id: int, waiter: _Waiter) -> None:
+        queue = self._waiters.get(lease_id)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+        if not queue:
+            self._waiters.pop(lease_id, None)
+
+    def _open(self, member: Member) -> Any:
+        self._conn.keepalive_streams_opened += 1
+        return member.lease.LeaseKeepAlive(metadata=self._conn.metadata())
+
+    async def _resend(self) -> None:
+        for lease_id, queue in list(self._waiters.items()):
+            for waiter in list(queue):
+                if waiter.sent_on != self.generation and await self._write(self._request(lease_id)):
+                    waiter.sent_on = self.generation
+
+    def _on_message(self, message: Any) -> None:
+        for waiter in self._waiters.get(int(message.ID), ()):
+            if waiter.sent_on == self.generation and not waiter.future.done():
+                waiter.future.set_result(int(message.TTL))
+                return
+
+    def _on_refused(self, exc: KeelError) -> None:
+        for queue in self._waiters.values():
+            for waiter in queue:
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+
+    def __repr__(self) -> str:
+        pending = sum(len(q) for q in self._waiters.values())
+        return f"<KeepAliveHub pending={pending} generation={self.generation}>"

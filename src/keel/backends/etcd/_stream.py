@@ -1,0 +1,152 @@
+"""A long-lived bidirectional stream that follows the member in use.
+
+The watch stream and the keepalive stream share one shape: a single gRPC
+stream per connection, multiplexing many callers; opened lazily; when it
+breaks, or when the connection moves to another member, it is reopened on the
+member in use and the subclass resends what it still needs (watch creates
+from the next revision, pending keepalives). That loop lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from typing import Any
+
+import grpc
+
+from keel.backends.etcd._channel import Connection, Member
+from keel.backends.etcd._errors import Failure, classify, translate
+from keel.errors import KeelError, StoreUnavailableError
+
+__all__ = ["SharedStream"]
+
+_BACKOFF_S = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class SharedStream(abc.ABC):
+    """One bidi stream to the member in use, reopened (with resends) whenever it breaks."""
+
+    name = "stream"
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._call: Any = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.generation = 0
+
+    def ensure_running(self) -> None:
+        """Start the supervising task if it is not running."""
+        if self._closed:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"keel-etcd-{self.name}"
+            )
+
+    async def send(self, request: Any) -> bool:
+        """Write one request on the open stream; False if there is none (it will resend)."""
+        async with self._lock:
+            return await self._write(request)
+
+    async def _write(self, request: Any) -> bool:
+        if self._call is None:
+            return False
+        try:
+            await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return False
+        return True
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                if await self._one_stream():
+                    attempt = 0
+            except StoreUnavailableError:
+                pass  # no member answered in time; callers have their own deadlines
+            except KeelError as exc:  # e.g. a certificate refused after a failover
+                self._on_refused(exc)
+            attempt += 1
+            await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+
+    async def _one_stream(self) -> bool:
+        """Serve one stream until it breaks or the member moves; True if it got a message."""
+        loop = asyncio.get_running_loop()
+        member = await self._conn.member(loop.time() + self._conn.settings.timeout_s)
+        token = self._conn.metadata()
+        call = self._open(member)
+        got: list[bool] = []
+        try:
+            async with self._lock:
+                self._call = call
+                self.generation += 1
+                await self._resend()
+            await self._serve(call, member, got)
+        except grpc.aio.AioRpcError as exc:
+            await self._broken(exc, member, token)
+        finally:
+            self._call = None
+            call.cancel()
+        return bool(got)
+
+    async def _serve(self, call: Any, member: Member, got: list[bool]) -> None:
+        reader = asyncio.ensure_future(self._read_all(call, got))
+        moved = asyncio.ensure_future(self._conn.wait_moved(member))
+        try:
+            await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, moved):
+                task.cancel()
+            await asyncio.gather(reader, moved, return_exceptions=True)
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            raise error
+
+    async def _read_all(self, call: Any, got: list[bool]) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            if not got:
+                got.append(True)
+            self._on_message(message)
+
+    async def _broken(self, exc: grpc.aio.AioRpcError, member: Member, md: Any) -> None:
+        kind = classify(exc)
+        if kind is Failure.TOKEN and self._conn.settings.user:
+            stale = dict(md).get("token")
+            deadline = asyncio.get_running_loop().time() + self._conn.settings.timeout_s
+            await self._conn.reauthenticate(stale, deadline)
+        elif kind in (Failure.ANSWER, Failure.TOKEN):
+            self._on_refused(translate(exc, member.endpoint, f"the {self.name} stream"))
+        else:
+            await self._conn.fail(member, str(exc.details()))
+
+    async def close(self) -> None:
+        """Stop the stream for good."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- what a subclass provides -------------------------------------------------
+
+    @abc.abstractmethod
+    def _open(self, member: Member) -> Any:
+        """Open the gRPC stream call on ``member`` (and count it)."""
+
+    @abc.abstractmethod
+    async def _resend(self) -> None:
+        """Write, with :meth:`_write`, what the new stream must carry (lock held)."""
+
+    @abc.abstractmethod
+    def _on_message(self, message: Any) -> None:
+        """Handle one response."""
+
+    @abc.abstractmethod
+    def _on_refused(self, exc: KeelError) -> None:
+        """etcd refused the stream with a definite error (permission, auth)."""
