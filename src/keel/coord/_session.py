@@ -4,7 +4,10 @@ A process opens one :class:`Session` and hangs its registrations, locks and
 candidacies on the session's lease, so one keepalive every ``ttl/3`` serves
 them all, and so they all end together when the process dies. When the
 keepalive has failed for longer than the TTL (or the store says the lease is
-gone), the session is *lost*: ``session.lost`` is set and owners react. A lost
+gone), the session is *lost*: ``session.lost`` is set and owners react. The
+TTL is counted from when each renewal was *sent*, so the process learns of the
+loss no later than the store expires the lease, before any other process can
+take over what it owned. A lost
 session never quietly takes a new lease; owners that want to go on open a new
 session.
 
@@ -17,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
@@ -97,6 +101,7 @@ class Session:
         """Set when the lease is gone or could not be renewed within its TTL."""
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        self._mutexes: dict[str, asyncio.Lock] = {}
 
     @property
     def lease_id(self) -> int:
@@ -112,9 +117,10 @@ class Session:
         return self._lease_id
 
     async def __aenter__(self) -> Self:
+        asked = self._clock.monotonic()
         lease = await self.store.grant(self.ttl_s)
         self._lease_id = lease.id
-        self._last_ok = self._clock.monotonic()
+        self._last_ok = asked
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._keep_alive(), name=f"keel-session-{lease.id}")
@@ -127,17 +133,25 @@ class Session:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        self.lost.set("session closed")  # ends the owners' monitors before the group joins
         if self._tasks is not None:
             await self._tasks.__aexit__(None, None, None)
-        if not self.lost.is_set():
-            self.lost.set("session closed")
-            with contextlib.suppress(KeelError):
+            self._tasks = None
+        if not self.store.closed:
+            with contextlib.suppress(KeelError, TimeoutError):
                 async with asyncio.timeout(max(1.0, self.ttl_s / 3)):
                     await self.store.revoke(self._lease_id)
-        elif not self.store.closed:
-            with contextlib.suppress(KeelError, TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.store.revoke(self._lease_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run an owner's background task for the session's lifetime (it must not raise)."""
+        if self._tasks is None:
+            coro.close()
+            raise SessionLostError("session is not started: use 'async with Session(...)'")
+        return self._tasks.create_task(coro, name=name)
+
+    def _local_mutex(self, key: str) -> asyncio.Lock:
+        """A process-local FIFO mutex per store key, so one session queues its own contenders."""
+        return self._mutexes.setdefault(key, asyncio.Lock())
 
     async def _keep_alive(self) -> None:
         failed = False
@@ -151,6 +165,7 @@ class Session:
                 return
             if await self._wait_or_stop(wait):
                 return
+            sent = self._clock.monotonic()
             try:
                 async with asyncio.timeout(max(_MIN_RETRY_S, self.ttl_s / 3)):
                     await self.store.keepalive(self._lease_id)
@@ -165,7 +180,10 @@ class Session:
             else:
                 failed = False
                 self._keepalives += 1
-                self._last_ok = self._clock.monotonic()
+                # The server renewed at some moment after `sent`, so its expiry is
+                # later than sent + ttl: counting from `sent` means this process
+                # declares loss no later than the server expires the lease.
+                self._last_ok = sent
 
     async def _wait_or_stop(self, seconds: float) -> bool:
         """Sleep on the clock unless the session is closed first; True if closed."""
