@@ -184,14 +184,13 @@ class SqliteStore(Store):
                 f"cannot create the sqlite store at {self.path} ({exc}): create its "
                 f"directory with write access, or choose another path"
             ) from exc
-        self._hub = acquire_hub(self.path, partial(self._connect, True))
         self._writer = Worker(
             "keel-sqlite-writer",
             self.path,
             partial(self._connect, False),
             busy_timeout_s=self.options.busy_timeout_s,
             gate=gate,
-            on_commit=self._hub.notify,
+            on_commit=self._notify_poller,
         )
         self._reader = Worker(
             "keel-sqlite-reader",
@@ -201,6 +200,7 @@ class SqliteStore(Store):
         )
         try:
             await self._writer.call(init_schema, gated=True)
+            self._hub = acquire_hub(self.path, partial(self._connect, True))
             boot_id = _leases.current_boot_id()
             await self._write(lambda txn: _leases.check_boot(txn, boot_id))
         except BaseException:
@@ -212,6 +212,12 @@ class SqliteStore(Store):
         return self
 
     # -- plumbing -------------------------------------------------------------
+
+    def _notify_poller(self) -> None:
+        """Wake this process's poller after a commit (writer thread)."""
+        hub = self._hub
+        if hub is not None:
+            hub.notify()
 
     async def _write(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in one write transaction, after expiring the leases that are due."""
