@@ -106,11 +106,18 @@ class SqliteOptions:
 
 
 def _prepare_files(path: str) -> None:
-    """Create the directory (0700) and the database file (0600) if they are missing."""
+    """Create the directories (0700) and the database file (0600) that are missing."""
+    missing: list[str] = []
     directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o700)
+        except FileExistsError:  # another process made it first
+            continue
+        os.chmod(created, 0o700)  # whatever the umask
     # SQLite gives -wal and -shm the mode of the database file, so 0600 here covers them.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -1,0 +1,209 @@
+"""SQLite backend specifics in one process: files, options, history, leases, sharing, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+import keel
+from keel.backends.sqlite import SqliteStore
+from keel.backends.sqlite._gate import WriteGate
+from keel.errors import CompactedError, StoreUnavailableError, ValidationError
+from keel.store import EventType
+from keel.testing import FakeClock
+from tests.backends.sqlite._procs import check_file
+
+
+def url_of(path: Path, query: str = "") -> str:
+    """The sqlite URL of a file."""
+    return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+async def test_directories_are_0700_and_files_0600(tmp_path: Path) -> None:
+    """Created directories are 0700; the database, its WAL, SHM and lock file 0600."""
+    db = tmp_path / "made" / "here" / "keel.db"
+    async with keel.connect(url_of(db)) as store:
+        await store.put("k", b"v")
+        for directory in (db.parent, db.parent.parent):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        for name in ("keel.db", "keel.db-wal", "keel.db-shm", "keel.db-lock"):
+            assert stat.S_IMODE((db.parent / name).stat().st_mode) == 0o600, name
+
+
+async def test_a_directory_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """A path under a regular file raises StoreUnavailable naming the path and the fix."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailableError, match="cannot create the sqlite store"):
+        await keel.connect(url_of(blocker / "sub" / "keel.db"))
+
+
+async def test_bad_options_are_refused(tmp_path: Path) -> None:
+    """Unknown synchronous modes and non-numeric retention are bad input."""
+    with pytest.raises(ValidationError, match="synchronous"):
+        await keel.connect(url_of(tmp_path / "a.db", "synchronous=off"))
+    with pytest.raises(ValidationError, match="retention"):
+        await keel.connect(url_of(tmp_path / "a.db", "retention=lots"))
+
+
+async def test_status_names_the_file_and_the_durability(tmp_path: Path) -> None:
+    """status() reports path, revision, keys under the root, leases, size and pragmas."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db, "synchronous=normal")) as store:
+        lease = await store.grant(30)
+        rev = await store.put("a", b"1", lease=lease.id)
+        status = await store.status()
+    assert (status.backend, status.endpoint, status.revision) == ("sqlite", str(db), rev)
+    assert (status.keys, status.leases) == (1, 1)
+    assert status.size_bytes is not None and status.size_bytes > 0
+    assert status.details["journal_mode"] == "wal"
+    assert status.details["synchronous"] == "normal"
+    assert status.details["events_kept"] == "1"
+
+
+async def test_retention_compacts_automatically(tmp_path: Path) -> None:
+    """With retention=5 the log keeps about 5 events and old revisions raise Compacted."""
+    async with keel.connect(url_of(tmp_path / "keel.db", "retention=5")) as store:
+        first = await store.put("k", b"0")
+        for i in range(1, 20):
+            last = await store.put("k", str(i).encode())
+        status = await store.status()
+        assert status.compact_revision == last - 4
+        assert status.details["events_kept"] == "5"
+        with pytest.raises(CompactedError):
+            await store.range("k", revision=first)
+        kvs, _ = await store.range("k", revision=last - 4)
+        assert [kv.value for kv in kvs] == [b"15"]
+        with pytest.raises(CompactedError):
+            async with store.watch("k", start_revision=first) as events, asyncio.timeout(5):
+                await anext(events)
+
+
+async def test_history_reads_span_roots_and_deletes(tmp_path: Path) -> None:
+    """Past reads undo newer events per root, including prefix deletes and lease revokes."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db, "root=/a/")) as a, keel.connect(url_of(db, "root=/b/")) as b:
+        lease = await a.grant(30)
+        await a.put("x/1", b"1", lease=lease.id)
+        await b.put("x/1", b"other root")
+        before = await a.put("x/2", b"2")
+        await a.delete("x/", prefix=True)
+        await a.put("x/3", b"3")
+        await a.revoke(lease.id)
+        kvs, _ = await a.range("x/", revision=before)
+        assert [(kv.key, kv.value) for kv in kvs] == [("x/1", b"1"), ("x/2", b"2")]
+        kvs, _ = await b.range("", revision=before)
+        assert [(kv.key, kv.value) for kv in kvs] == [("x/1", b"other root")]
+
+
+async def test_replay_and_live_tail_meet_without_gap_or_duplicate(tmp_path: Path) -> None:
+    """A watch opened from the past while writes continue sees each revision exactly once."""
+    async with keel.connect(url_of(tmp_path / "keel.db")) as store:
+        first = await store.put("w/0", b"0")
+
+        async def write() -> int:
+            rev = first
+            for i in range(1, 150):
+                rev = await store.put(f"w/{i % 7}", b"v")
+            return rev
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.02)
+        async with store.watch("w/", prefix=True, start_revision=first) as events:
+            last = await writer
+            async with asyncio.timeout(10):
+                seen = [(await anext(events)).revision for _ in range(last - first + 1)]
+            assert events.get_nowait() is None
+    assert seen == list(range(first, last + 1))
+
+
+async def test_stores_on_one_file_share_a_poller_and_close_alone(tmp_path: Path) -> None:
+    """Two stores of one process share one poller; closing one leaves the other working."""
+    db = tmp_path / "keel.db"
+    first = await keel.connect(url_of(db))
+    second = await keel.connect(url_of(db))
+    assert isinstance(first, SqliteStore) and isinstance(second, SqliteStore)
+    assert first._hub is second._hub
+    mine = await first.watch("k").start()
+    theirs = await second.watch("k").start()
+    await first.close()
+    async with asyncio.timeout(5):
+        assert [e async for e in mine] == []
+    rev = await second.put("k", b"1")
+    async with asyncio.timeout(5):
+        event = await anext(theirs)
+    assert event.revision == rev
+    await theirs.aclose()
+    await second.close()
+
+
+async def test_a_cancelled_write_leaves_the_store_consistent(tmp_path: Path) -> None:
+    """Cancelling callers mid-write never leaves the connection inside a transaction."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db)) as store:
+        tasks = [asyncio.create_task(store.put(f"c/{i}", b"v")) for i in range(40)]
+        await asyncio.sleep(0.005)
+        for task in tasks[::2]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        rev = await store.put("after", b"ok")
+        kvs, now = await store.range("c/")
+        assert now == rev and len(kvs) == rev - 2
+    revision, revs = check_file(db)
+    assert revision == rev and revs == list(range(2, rev + 1))
+
+
+async def test_a_held_write_lock_times_out_as_unavailable(tmp_path: Path) -> None:
+    """A writer that holds the lock past busy_timeout_s makes others fail, then recover."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db, "busy_timeout_s=0.3")) as store:
+        gate = WriteGate(str(db) + "-lock")
+        gate.acquire(1.0)
+        try:
+            with pytest.raises(StoreUnavailableError, match="locked"):
+                await store.put("k", b"blocked")
+        finally:
+            gate.release()
+            gate.close()
+        rev = await store.put("k", b"free")
+        kv = await store.get("k")
+        assert kv is not None and (kv.value, kv.mod_revision) == (b"free", rev)
+
+
+async def test_injected_clock_drives_lease_expiry(tmp_path: Path) -> None:
+    """With a FakeClock, moving time past the TTL expires the lease and deletes its key."""
+    clock = FakeClock()
+    async with keel.connect(url_of(tmp_path / "keel.db"), clock=clock) as store:
+        lease = await store.grant(5)
+        await store.put("eph", b"x", lease=lease.id)
+        async with store.watch("eph") as events:
+            clock.advance(6)
+            async with asyncio.timeout(5):
+                event = await anext(events)
+        assert event.type is EventType.DELETE
+        assert await store.time_to_live(lease.id) is None
+
+
+async def test_a_reboot_expires_every_lease(tmp_path: Path) -> None:
+    """A database last used under another boot id drops its leases and their keys."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db)) as store:
+        lease = await store.grant(3600)
+        rev = await store.put("owned", b"x", lease=lease.id)
+        await store.put("kept", b"y")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE name = 'boot_id'")
+    conn.close()
+    async with keel.connect(url_of(db)) as store:
+        assert await store.leases() == []
+        assert await store.get("owned") is None
+        assert await store.get("kept") is not None
+        async with store.watch("owned", start_revision=rev + 1) as events:
+            async with asyncio.timeout(5):
+                event = await anext(events)
+        assert event.type is EventType.DELETE
