@@ -1,11 +1,14 @@
 """``keel up``: the local environment on the embedded store, with a live terminal view.
 
 It opens the store (the SQLite file by default), joins it with a session of its
-own (a lease with a presence key under ``up/``), and shows, until Ctrl-C:
-the store's revision and size, keys counted by area (the first path segment:
-``services``, ``config``, ``locks``...), live leases, and a tail of watch
-events. The view is fed by one watch started at the revision of the initial
-listing, so its counts are exact, not polled.
+own (a lease with a presence key under ``up/``), campaigns in the ``keel/up``
+election, and runs a small demo that takes the ``demo/heartbeat`` lock every
+two seconds to write a counter guarded by its fencing token. It shows, until
+Ctrl-C: the store's revision and size, keys counted by area (the first path
+segment: ``services``, ``config``, ``locks``...), live leases, locks and
+leaders with their fencing tokens, and a tail of watch events. The view is
+fed by one watch started at the revision of the initial listing, so its
+counts are exact, not polled.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from rich.table import Table
 
 import keel
 from keel.cli._common import console
-from keel.coord import Session
-from keel.store import Event, EventType, LeaseInfo, Store, StoreStatus
+from keel.coord import Election, Lock, Session, group_lines
+from keel.coord._inspect import KINDS
+from keel.store import Event, EventType, KeyValue, LeaseInfo, Put, Store, StoreStatus
 
 __all__ = ["UpView", "run_up"]
 
@@ -48,28 +52,46 @@ class UpView:
 
     url: str
     keys: dict[str, str] = field(default_factory=dict)
+    coord: dict[str, KeyValue] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=_TAIL))
     event_count: int = 0
     status: StoreStatus | None = None
     leases: list[LeaseInfo] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    def load(self, keys: list[str]) -> None:
+    def load(self, kvs: list[KeyValue]) -> None:
         """Seed the key index from the initial listing."""
-        self.keys = {k: area_of(k) for k in keys}
+        self.keys = {kv.key: area_of(kv.key) for kv in kvs}
+        self.coord = {kv.key: kv for kv in kvs if kv.key.startswith(tuple(KINDS))}
 
     def apply(self, event: Event) -> None:
         """Fold one watch event into the view."""
+        key = event.kv.key
         if event.type is EventType.PUT:
-            self.keys[event.kv.key] = area_of(event.kv.key)
+            self.keys[key] = area_of(key)
+            if key.startswith(tuple(KINDS)):
+                self.coord[key] = event.kv
         else:
-            self.keys.pop(event.kv.key, None)
+            self.keys.pop(key, None)
+            self.coord.pop(key, None)
         self.events.append(event)
         self.event_count += 1
 
     def render(self) -> RenderableType:
         """The whole screen as one rich renderable."""
-        return Group(self._header(), self._areas_and_leases(), self._tail())
+        return Group(self._header(), self._areas_and_leases(), self._coordination(), self._tail())
+
+    def _coordination(self) -> RenderableType:
+        table = Table(title="locks and leaders", title_justify="left", expand=True)
+        for column in ("kind", "name", "owner / leader", "token", "waiting"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for line in group_lines(self.coord.values()):
+            owner = line.owner
+            shown = ""
+            if owner is not None:
+                shown = owner.value[:60].decode("utf-8", "replace") or f"lease {owner.lease:x}"
+            table.add_row(line.kind, line.name, shown, str(line.fencing_token), str(line.waiters))
+        return table
 
     def _header(self) -> RenderableType:
         s = self.status
@@ -122,6 +144,24 @@ async def _refresh(store: Store, view: UpView) -> None:
     view.leases = infos
 
 
+async def _lead(session: Session, presence: bytes) -> None:
+    """Stand in the keel/up election and hold leadership until cancelled."""
+    async with Election(session, "keel/up").campaign(presence) as leadership:
+        await leadership.lost
+
+
+async def _heartbeat(session: Session) -> None:
+    """The demo: take a lock every 2 s and write a counter guarded by its fencing token."""
+    beats = 0
+    while not session.lost.is_set():
+        async with Lock(session, "demo/heartbeat") as held:
+            beats += 1
+            body = json.dumps({"beat": beats, "token": held.fencing_token}).encode()
+            await session.store.txn([held.guard()], [Put("demo/heartbeat", body)])
+            await asyncio.sleep(1.0)  # hold it a moment, so the view shows an owner
+        await asyncio.sleep(1.0)
+
+
 async def _follow(store: Store, view: UpView, start_revision: int) -> None:
     async with store.watch("", prefix=True, start_revision=start_revision) as events:
         async for event in events:
@@ -153,20 +193,21 @@ async def run_up(url: str, *, duration_s: float | None = None, once: bool = Fals
     _stop_on_signals(stop)
     async with keel.connect(url) as store, Session(store, ttl_s=10) as session:
         presence = {"host": socket.gethostname(), "pid": os.getpid(), "version": keel.__version__}
-        await store.put(
-            f"up/{presence['host']}-{presence['pid']}",
-            json.dumps(presence).encode(),
-            lease=session.lease_id,
-        )
+        me = json.dumps(presence).encode()
+        await store.put(f"up/{presence['host']}-{presence['pid']}", me, lease=session.lease_id)
         kvs, revision = await store.range("")
         view = UpView(url)
-        view.load([kv.key for kv in kvs])
+        view.load(kvs)
         await _refresh(store, view)
         if once:
             console.print(view.render())
             return view
         async with asyncio.TaskGroup() as tasks:
-            follower = tasks.create_task(_follow(store, view, revision + 1))
+            background = [
+                tasks.create_task(_follow(store, view, revision + 1)),
+                tasks.create_task(_lead(session, me)),
+                tasks.create_task(_heartbeat(session)),
+            ]
             deadline = time.monotonic() + duration_s if duration_s else None
             with Live(
                 view.render(), console=console, refresh_per_second=4, redirect_stdout=False
@@ -177,7 +218,8 @@ async def run_up(url: str, *, duration_s: float | None = None, once: bool = Fals
                     await _wait(stop, 0.5)
                     await _refresh(store, view)
                     live.update(view.render())
-            follower.cancel()
+            for task in background:
+                task.cancel()
         if session.lost.is_set():
             console.print(f"[red]keel up: session lost: {session.lost.reason}[/]")
     return view

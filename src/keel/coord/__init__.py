@@ -9,6 +9,7 @@ See ``docs/coordination.md``.
 
 from keel.coord._election import Election, Leader, Leadership
 from keel.coord._flag import LossFlag
+from keel.coord._inspect import LineState, group_lines, read_lines
 from keel.coord._lock import HeldLock, Lock
 from keel.coord._semaphore import HeldSlot, RWLock, Semaphore
 from keel.coord._session import Session, SessionStatistics, next_step
@@ -19,11 +20,14 @@ __all__ = [
     "HeldSlot",
     "Leader",
     "Leadership",
+    "LineState",
     "Lock",
     "LossFlag",
     "RWLock",
     "Semaphore",
     "Session",
     "SessionStatistics",
+    "group_lines",
     "next_step",
+    "read_lines",
 ]
