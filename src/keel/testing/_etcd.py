@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -152,11 +153,31 @@ class EtcdCluster:
 
     def _healthy(self, member: _Member) -> bool:
         if self._tls:
-            return True  # the port answered; health over mTLS needs client certs
+            return self._tls_handshake(member)
         try:
             url = f"http://127.0.0.1:{member.client_port}/health"
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return b'"true"' in resp.read()
+        except (OSError, ssl.SSLError):
+            return False
+
+    @staticmethod
+    def _tls_handshake(member: _Member) -> bool:
+        """Whether the member completes a TLS handshake (it then serves clients).
+
+        /health over mutual TLS would need a client certificate; a completed
+        handshake is enough to know the listener is up.
+        """
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", member.client_port), timeout=1) as raw,
+                context.wrap_socket(raw) as tls,
+            ):
+                tls.do_handshake()
+                return True
         except (OSError, ssl.SSLError):
             return False
 
@@ -186,13 +207,13 @@ class EtcdCluster:
     def pause(self, index: int) -> None:
         """``SIGSTOP`` member ``index``: it stops answering but keeps its sockets."""
         proc = self.members[index].process
-        if proc is not None:
+        if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGSTOP)
 
     def resume(self, index: int) -> None:
         """``SIGCONT`` member ``index``."""
         proc = self.members[index].process
-        if proc is not None:
+        if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
 
     def etcdctl(self, *args: str, env: dict[str, str] | None = None) -> str:
@@ -201,6 +222,13 @@ class EtcdCluster:
         full_env = {**os.environ, "ETCDCTL_API": "3", **(env or {})}
         out = subprocess.run(cmd, check=True, capture_output=True, env=full_env, timeout=30)
         return out.stdout.decode()
+
+    def enable_auth(self, password: str, *, user: str = "root") -> None:
+        """Create ``user`` (etcd's ``root`` has every permission) and turn auth on."""
+        self.etcdctl("user", "add", user, "--interactive=false", f"--new-user-password={password}")
+        if user != "root":
+            self.etcdctl("user", "grant-role", user, "root")
+        self.etcdctl("auth", "enable")
 
     def stop(self) -> None:
         """Stop every member and delete the data directory."""

@@ -33,8 +33,7 @@ from aetcd import rpc
 from keel.backends.etcd._errors import (
     Failure,
     classify,
-    describe_connect_failure,
-    is_tls_failure,
+    connect_failure,
     translate,
     unknown_outcome,
 )
@@ -190,6 +189,8 @@ class Connection:
             await member.maintenance.Status(rpc.StatusRequest(), timeout=1.0)
         except grpc.aio.AioRpcError as exc:
             return str(exc.details() or exc.code().name)
+        except grpc.aio.UsageError:
+            return "the connection was retired after a failover"
         return ""
 
     async def member(self, deadline: float) -> Member:
@@ -211,10 +212,13 @@ class Connection:
                 pause = _BACKOFF_S[min(tried // len(self.settings.endpoints), 4)]
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
 
+    def _definite(self, endpoint: str, reason: str) -> KeelError | None:
+        return connect_failure(endpoint, reason, tls=self.settings.secure)
+
     def _unreachable(self) -> KeelError:
         for endpoint, reason in self._reasons.items():
-            if is_tls_failure(reason):
-                return describe_connect_failure(endpoint, reason, tls=self.settings.secure)
+            if (error := self._definite(endpoint, reason)) is not None:
+                return error
         listed = "; ".join(
             f"{e} ({self._reasons.get(e, 'not tried')})" for e in self.settings.endpoints
         )
@@ -246,6 +250,8 @@ class Connection:
             token = self._token
             try:
                 return await method(member)(request, timeout=remaining, metadata=self.metadata())
+            except grpc.aio.UsageError:
+                continue  # another task retired this channel before the call went out
             except grpc.aio.AioRpcError as exc:
                 kind = classify(exc)
                 if kind is Failure.TOKEN and not reauthenticated and self.settings.user:
@@ -297,13 +303,17 @@ class Connection:
     async def connect(self) -> None:
         """Find a member that answers (authenticating if a user is set), within the timeout.
 
+        Endpoints are tried in turn until one answers; a certificate problem
+        or refused credentials end the search at once.
+
         Raises:
             StoreUnavailableError: no endpoint answered; the message lists each one's reason.
             AuthError: bad credentials, or a TLS certificate problem.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout_s
-        for _ in self.settings.endpoints:
+        tried = 0
+        while True:
             member = self._current()
             reason = await self._ready(member, deadline)
             if reason is None:
@@ -312,10 +322,14 @@ class Connection:
                     return
                 except grpc.aio.AioRpcError as exc:
                     reason = str(exc.details())
+            if (error := self._definite(member.endpoint, reason or "")) is not None:
+                raise error
             await self.fail(member, reason or "did not answer")
+            tried += 1
             if loop.time() >= deadline:
-                break
-        raise self._unreachable()
+                raise self._unreachable()
+            if tried % len(self.settings.endpoints) == 0:
+                await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
     async def _probe(self, member: Member, deadline: float) -> None:
         if self.settings.user is not None:

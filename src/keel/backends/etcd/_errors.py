@@ -33,8 +33,7 @@ from keel.errors import (
 __all__ = [
     "Failure",
     "classify",
-    "describe_connect_failure",
-    "is_tls_failure",
+    "connect_failure",
     "translate",
     "unknown_outcome",
 ]
@@ -60,7 +59,17 @@ _UNSENT_DETAILS = (
     "etcdserver: too many requests",
     "etcdserver: not capable",
 )
-_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
+_UNTRUSTED_SERVER = ("certificate_verify_failed", "certificate verify failed")
+# A server that rejects the client certificate aborts the TLS 1.3 session after
+# the client considers the handshake done; gRPC then reports the next read as
+# "Unwrap failed (TSI_DATA_CORRUPTED)" (the alert itself only reaches its log).
+_CLIENT_CERT_REFUSED = (
+    "certificate_required",
+    "bad_certificate",
+    "unknown_ca",
+    "tsi_data_corrupted",
+)
+_PLAIN_VS_TLS = ("wrong_version_number", "http_request", "record_overflow")
 
 
 def _details(exc: grpc.aio.AioRpcError) -> str:
@@ -84,35 +93,27 @@ def classify(exc: grpc.aio.AioRpcError) -> Failure:
     return Failure.ANSWER
 
 
-def is_tls_failure(details: str) -> bool:
-    """Whether a connect failure's details name a TLS/certificate problem."""
-    low = details.lower()
-    return any(marker in low for marker in _TLS_MARKERS)
+def connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError | None:
+    """The error for a definite TLS problem in a connect failure's details, else None.
 
-
-def describe_connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError:
-    """The error for an endpoint that would not connect, naming the likely fix."""
+    None means the failure may be transient (refused, reset, timed out) and
+    is worth another try; an error returned here will not fix itself.
+    """
     low = details.lower()
-    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+    if any(marker in low for marker in _UNTRUSTED_SERVER):
         return AuthError(
             f"etcd at {endpoint} presented a certificate this client does not trust: "
             f"check ca_file (the CA that signed the server certificate) and server_name"
         )
-    if tls and ("certificate_required" in low or "alert" in low or "handshake" in low):
+    if tls and any(marker in low for marker in _CLIENT_CERT_REFUSED):
         return AuthError(
-            f"etcd at {endpoint} refused the TLS handshake (it likely requires a client "
-            f"certificate it trusts): check cert_file/key_file and ca_file"
+            f"etcd at {endpoint} refused the client certificate (or its absence): "
+            f"check cert_file/key_file and ca_file"
         )
-    if tls and ("wrong_version_number" in low or "socket closed" in low):
-        return StoreUnavailableError(
-            f"etcd at {endpoint} closed the TLS connection: check that it serves TLS "
-            f"(https) and that cert_file/key_file are accepted by its trusted CA ({details})"
-        )
-    if not tls and is_tls_failure(details):
-        return AuthError(
-            f"etcd at {endpoint} expects TLS: add ca_file=... (or tls=1) to the store URL"
-        )
-    return StoreUnavailableError(f"etcd at {endpoint} is unreachable: {details}")
+    if any(marker in low for marker in _PLAIN_VS_TLS):
+        fix = "drop ca_file/tls from the URL" if tls else "add ca_file=... (or tls=1) to the URL"
+        return AuthError(f"etcd at {endpoint} and this client disagree about TLS: {fix}")
+    return None
 
 
 def translate(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> KeelError:

@@ -55,8 +55,8 @@ class KeepAliveHub(SharedStream):
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._lock:
-                    if self._call is not None and await self._write(self._request(lease_id)):
-                        waiter.sent_on = self.generation
+                    if waiter.sent_on != self.generation:
+                        await self._send_one(lease_id, waiter)
                 ttl = await waiter.future
         except TimeoutError:
             raise StoreUnavailableError(
@@ -84,11 +84,17 @@ class KeepAliveHub(SharedStream):
         self._conn.keepalive_streams_opened += 1
         return member.lease.LeaseKeepAlive(metadata=self._conn.metadata())
 
+    async def _send_one(self, lease_id: int, waiter: _Waiter) -> None:
+        # Marked before the write: the answer may be read before the write returns.
+        waiter.sent_on = self.generation
+        if not await self._write(self._request(lease_id)):
+            waiter.sent_on = -1
+
     async def _resend(self) -> None:
         for lease_id, queue in list(self._waiters.items()):
             for waiter in list(queue):
-                if waiter.sent_on != self.generation and await self._write(self._request(lease_id)):
-                    waiter.sent_on = self.generation
+                if waiter.sent_on != self.generation:
+                    await self._send_one(lease_id, waiter)
 
     def _on_message(self, message: Any) -> None:
         for waiter in self._waiters.get(int(message.ID), ()):

@@ -78,7 +78,10 @@ class SharedStream(abc.ABC):
         loop = asyncio.get_running_loop()
         member = await self._conn.member(loop.time() + self._conn.settings.timeout_s)
         token = self._conn.metadata()
-        call = self._open(member)
+        try:
+            call = self._open(member)
+        except grpc.aio.UsageError:  # retired by a failover in the meantime
+            return False
         got: list[bool] = []
         try:
             async with self._lock:

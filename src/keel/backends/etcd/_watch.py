@@ -36,6 +36,7 @@ class EtcdWatch(Watch):
         self._hub = hub
         self.watch_id = 0
         self.next_revision: int | None = start
+        self.sent_on = -1  # the stream generation that carries this watch
 
     async def _open(self) -> None:
         await self._hub.add(self)
@@ -75,7 +76,9 @@ class WatchHub(SharedStream):
         created = asyncio.get_running_loop().create_future()
         self._created[watch.watch_id] = created
         self.ensure_running()
-        await self.send(self._create_request(watch))  # else the stream's (re)open sends it
+        async with self._lock:  # else the stream's (re)open sends it
+            if watch.sent_on != self.generation:
+                await self._send_create(watch)
         timeout_s = self._conn.settings.timeout_s
         try:
             async with asyncio.timeout(timeout_s):
@@ -99,9 +102,15 @@ class WatchHub(SharedStream):
         self._conn.watch_streams_opened += 1
         return member.watch.Watch(metadata=self._conn.metadata())
 
+    async def _send_create(self, watch: EtcdWatch) -> None:
+        # One create per watch per stream: a second would be refused as a duplicate id.
+        watch.sent_on = self.generation
+        if not await self._write(self._create_request(watch)):
+            watch.sent_on = -1
+
     async def _resend(self) -> None:
         for watch in list(self._watches.values()):
-            await self._write(self._create_request(watch))
+            await self._send_create(watch)
 
     def _on_message(self, message: Any) -> None:
         watch = self._watches.get(message.watch_id)
