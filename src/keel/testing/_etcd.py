@@ -58,9 +58,17 @@ class EtcdCluster:
         size: number of members.
         tls: serve clients over TLS with these files.
         binary: the etcd executable.
+        extra_args: more etcd flags for every member (e.g. ``--auth-token-ttl=1``).
     """
 
-    def __init__(self, size: int = 1, *, tls: EtcdTLS | None = None, binary: str = "etcd") -> None:
+    def __init__(
+        self,
+        size: int = 1,
+        *,
+        tls: EtcdTLS | None = None,
+        binary: str = "etcd",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         path = shutil.which(binary)
         if path is None:
             raise RuntimeError(
@@ -69,6 +77,7 @@ class EtcdCluster:
             )
         self._binary = path
         self._tls = tls
+        self._extra_args = extra_args
         self._tmp = tempfile.mkdtemp(prefix="keel-etcd-")
         self.members = [
             _Member(f"m{i}", free_port(), free_port(), Path(self._tmp) / f"m{i}")
@@ -109,6 +118,7 @@ class EtcdCluster:
             "--logger=zap",
             "--log-level=error",
             "--quota-backend-bytes=1073741824",
+            *self._extra_args,
         ]
         if self._tls:
             cmd += [f"--cert-file={self._tls.cert_file}", f"--key-file={self._tls.key_file}"]

@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 import keel
+from keel.backends.etcd import EtcdStore
 from keel.errors import AuthError, KeelError
 from keel.testing import EtcdCluster
 from keel.testing._etcd import EtcdTLS
@@ -133,3 +134,21 @@ async def test_no_credentials_on_an_auth_cluster_fails_with_auth_error(
     with pytest.raises(AuthError, match="user:password"):
         async with asyncio.timeout(20):
             await keel.connect(auth_cluster.url)
+
+
+async def test_an_expired_token_is_renewed_transparently() -> None:
+    """When etcd forgets the auth token (TTL 1 s), calls and watches re-authenticate."""
+    with EtcdCluster(1, extra_args=("--auth-token-ttl=1",)) as cluster:
+        cluster.enable_auth("s3cret")
+        url = cluster.url.replace("etcd://", "etcd://root:s3cret@") + "?root=/ttl/"
+        async with asyncio.timeout(30), keel.connect(url) as store:
+            assert isinstance(store, EtcdStore)
+            await store.put("k", b"1")
+            await asyncio.sleep(2.5)
+            rev = await store.put("k", b"2")
+            async with store.watch("k", start_revision=rev) as events:
+                event = await anext(events)
+            kv = await store.get("k")
+            renewed = store.statistics().authentications
+    assert event.revision == rev and kv is not None and kv.value == b"2"
+    assert renewed >= 2
