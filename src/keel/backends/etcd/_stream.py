@@ -56,7 +56,7 @@ class SharedStream(abc.ABC):
             return False
         try:
             await self._call.write(request)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return False
         return True
 
