@@ -222,8 +222,11 @@ class Bulkhead:
         if isinstance(self._clock, SystemClock):
             return loop.call_later(timeout, expire)
 
+        when = self._clock.monotonic() + timeout
+
         async def watch() -> None:
-            await self._clock.sleep(timeout)
+            # Measured from the arming, not from when this task first runs.
+            await self._clock.sleep(when - self._clock.monotonic())
             expire()
 
         return loop.create_task(watch())
