@@ -181,3 +181,41 @@ def test_keel_up_once_shows_areas_and_leases(tmp_path: Path) -> None:
     out = keel(url, "up", "--once")
     assert out.returncode == 0, out.stderr
     assert "keys by area" in out.stdout and "services" in out.stdout and "leases" in out.stdout
+
+
+def test_lock_runs_a_command_with_its_fencing_token(cli_url: str) -> None:
+    """keel lock NAME -- CMD runs CMD with KEEL_FENCING_TOKEN and returns its exit code."""
+    proc = keel(
+        cli_url, "lock", "nightly", "--", "sh", "-c", 'echo "token=$KEEL_FENCING_TOKEN"; exit 7'
+    )
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout.startswith("token=") and int(proc.stdout.split("=")[1]) > 0
+    listed = keel(cli_url, "locks")
+    assert "nightly" not in listed.stdout
+
+
+def test_lock_timeout_when_held_elsewhere(cli_url: str) -> None:
+    """A second keel lock with --timeout gives up with exit 2 while the first holds."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    holder = subprocess.Popen(
+        [*KEEL, "--store", cli_url, "lock", "busy", "--", "sleep", "30"], env=env
+    )
+    try:
+        for _ in range(100):
+            if "busy" in keel(cli_url, "locks").stdout:
+                break
+            time.sleep(0.2)
+        shown = keel(cli_url, "locks")
+        assert "busy" in shown.stdout
+        second = keel(cli_url, "lock", "--timeout", "0.5", "busy", "--", "true")
+        assert second.returncode == 2 and "not acquired" in second.stderr
+    finally:
+        holder.terminate()
+        holder.wait(timeout=30)
+    assert "busy" not in keel(cli_url, "locks").stdout  # SIGTERM released it at once
+
+
+def test_leader_shows_no_leader(cli_url: str) -> None:
+    """keel leader on an empty election says so."""
+    proc = keel(cli_url, "leader", "nobody")
+    assert proc.returncode == 0 and "no leader" in proc.stdout

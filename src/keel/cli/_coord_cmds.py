@@ -73,6 +73,10 @@ async def _run_locked(
                 proc = await asyncio.create_subprocess_exec(*command, env=env)
             except OSError as exc:
                 fail(f"cannot run {command[0]!r}: {exc.strerror}")
+            # SIGTERM to keel is passed on to the command; the lock is released after it ends.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: proc.send_signal(signal.SIGTERM)
+            )
             waiter = asyncio.ensure_future(proc.wait())
             loser = asyncio.ensure_future(held.lost.wait())
             await asyncio.wait([waiter, loser], return_when=asyncio.FIRST_COMPLETED)

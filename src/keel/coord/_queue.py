@@ -25,6 +25,7 @@ from keel.store import Compare, Delete, EventType, Get, KeyValue, Put, Range, St
 __all__ = ["Entry", "check_name", "enqueue", "leave", "monitor", "race_loss", "wait_for_deletes"]
 
 log = logging.getLogger("keel.coord")
+MONITOR_DELAY_S = 0.5
 T = TypeVar("T")
 
 
@@ -166,6 +167,11 @@ def monitor(
     """A task body that sets ``lost`` when the session is lost or our key is deleted."""
 
     async def watch_key() -> None:
+        # Short holds never pay for a watch: the key is watched only once the
+        # hold has lasted a moment. The watch starts at the key's creation
+        # revision + 1, so a deletion during the delay is replayed, not missed;
+        # session loss is raced from the first instant.
+        await asyncio.sleep(MONITOR_DELAY_S)
         while True:
             try:
                 await wait_for_delete(session.store, key, revision + 1)
