@@ -9,8 +9,8 @@
 """
 
 from keel.testing._clock import FakeClock
-from keel.testing._etcd import EtcdCluster
+from keel.testing._etcd import EtcdCluster, EtcdTLS
 from keel.testing._ports import free_port
 from keel.testing._redis import RedisServer
 
-__all__ = ["EtcdCluster", "FakeClock", "RedisServer", "free_port"]
+__all__ = ["EtcdCluster", "EtcdTLS", "FakeClock", "RedisServer", "free_port"]
