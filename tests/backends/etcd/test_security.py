@@ -12,8 +12,7 @@ import trustme
 import keel
 from keel.backends.etcd import EtcdStore
 from keel.errors import AuthError, KeelError
-from keel.testing import EtcdCluster
-from keel.testing._etcd import EtcdTLS
+from keel.testing import EtcdCluster, EtcdTLS
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
