@@ -33,9 +33,7 @@ arrivals = st.lists(
 
 @pytest.mark.parametrize("kind", sorted(FACTORIES))
 @settings(max_examples=60, deadline=None)
-@given(
-    rate=st.floats(0.5, 50.0), burst=st.integers(3, 20), events=arrivals
-)
+@given(rate=st.floats(0.5, 50.0), burst=st.integers(3, 20), events=arrivals)
 def test_never_more_than_burst_plus_rate_times_t(
     kind: str, rate: float, burst: int, events: list[tuple[float, int]]
 ) -> None:
