@@ -207,3 +207,20 @@ async def test_a_reboot_expires_every_lease(tmp_path: Path) -> None:
             async with asyncio.timeout(5):
                 event = await anext(events)
         assert event.type is EventType.DELETE
+
+
+async def test_closing_one_watch_while_events_flow_spares_the_others(tmp_path: Path) -> None:
+    """A watch closed as an event is fanned out never makes its neighbours miss that event."""
+    async with keel.connect(url_of(tmp_path / "keel.db")) as store:
+        for _ in range(20):
+            leaving = await store.watch("k").start()
+            staying = await store.watch("k").start()
+            first = await store.put("k", b"1")
+            async with asyncio.timeout(5):
+                await anext(leaving)
+            await leaving.aclose()
+            second = await store.put("k", b"2")
+            async with asyncio.timeout(5):
+                got = [(await anext(staying)).revision for _ in range(2)]
+            await staying.aclose()
+            assert got == [first, second]

@@ -168,28 +168,33 @@ class Hub:
             conn.close()
 
     def _step(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
         with self._lock:
             joining, self._joining = self._joining, []
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version and not joining and self.position is not None:
             return
-        conn.execute("BEGIN")
         try:
+            conn.execute("BEGIN")
             current, compact = revisions(conn)
-            self._data_version = version
             if self.position is None:
                 self.position = current
             self._advance(conn, current, compact)
-            for sub in joining:
-                self._catch_up(conn, sub, compact)
+            while joining:
+                self._catch_up(conn, joining[0], compact)
+                joining.pop(0)
+            self._data_version = version
         finally:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if joining:  # an error cut the pass short: retry them (next_rev marks progress)
+                with self._lock:
+                    self._joining[:0] = [s for s in joining if s.active]
 
     def _advance(self, conn: sqlite3.Connection, current: int, compact: int) -> None:
         assert self.position is not None
         with self._lock:
-            live = [s for s in self._live if s.active]
-            self._live = live
+            self._live = [s for s in self._live if s.active]
+            live = tuple(self._live)  # a copy: unsubscribe() edits self._live from other threads
         if not live or current <= self.position:
             self.position = max(self.position, current)
             return
