@@ -1,0 +1,49 @@
+"""Service registry and discovery over the store contract.
+
+Services register an :class:`Instance` (readable JSON at
+``services/<service>/<instance-id>`` on the process's session lease) and find
+each other through :class:`Discovery`, a watch-fed local cache. A
+leader-elected :class:`HealthChecker` marks failing instances under
+``health/<service>/<instance-id>``. See ``docs/registry.md``.
+"""
+
+from keel.registry._discovery import Discovery, DiscoveryStatistics, ServiceStatistics, select
+from keel.registry._model import (
+    DRAINING,
+    UP,
+    HealthCheck,
+    Instance,
+    Status,
+    decode_instance,
+    encode_instance,
+)
+from keel.registry._registry import (
+    InstanceDeregistered,
+    InstanceRegistered,
+    InstanceReregistered,
+    InstanceUpdated,
+    Registration,
+    Registry,
+    RegistryEvent,
+)
+
+__all__ = [
+    "DRAINING",
+    "UP",
+    "Discovery",
+    "DiscoveryStatistics",
+    "HealthCheck",
+    "Instance",
+    "InstanceDeregistered",
+    "InstanceRegistered",
+    "InstanceReregistered",
+    "InstanceUpdated",
+    "Registration",
+    "Registry",
+    "RegistryEvent",
+    "ServiceStatistics",
+    "Status",
+    "decode_instance",
+    "encode_instance",
+    "select",
+]

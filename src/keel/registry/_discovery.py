@@ -1,0 +1,416 @@
+"""Discovery: a local cache of each service's instances, fed by watches.
+
+The first lookup of a service reads its instances and health marks in one
+transaction (one revision), then watches both prefixes from the next
+revision, so no change between the read and the watch is lost. Every lookup
+after that is served from memory with no I/O. While the store is unreachable
+the last known list is served and marked stale; a snapshot file per service
+(as Nacos's failover snapshot) lets a process start with the last list when
+the store is down at boot.
+
+Filtering: DRAINING instances and instances the health checker marked
+failing are left out, except that when the healthy share of a service falls
+under its protection threshold every UP instance is returned (Nacos's
+protection threshold: better to spread load over all than to crush the few).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.errors import CompactedError, KeelError, StoreClosedError, ValidationError
+from keel.registry._model import (
+    HEALTH,
+    UP,
+    Instance,
+    check_service_name,
+    decode_instance,
+    encode_instance,
+    service_prefix,
+)
+from keel.store import Event, EventType, KeyValue, Range, Store
+
+__all__ = ["Discovery", "DiscoveryStatistics", "ServiceStatistics", "select"]
+
+log = logging.getLogger("keel.registry.discovery")
+_RETRY_S = 0.5
+_PROBE_KEY = "registry/.probe"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatistics:
+    """What the cache knows of one service.
+
+    Attributes:
+        instances: instances in the cache (any status).
+        failing: instances marked failing by the health checker.
+        revision: the store revision the cache reflects.
+        stale: True while the store is unreachable (the list may be outdated).
+        from_snapshot: True if the list came from the snapshot file.
+    """
+
+    instances: int
+    failing: int
+    revision: int
+    stale: bool
+    from_snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatistics:
+    """Per-service cache statistics."""
+
+    services: dict[str, ServiceStatistics]
+
+
+def select(
+    instances: Iterable[Instance],
+    failing: set[str],
+    *,
+    protect_threshold: float = 0.0,
+    zone: str | None = None,
+    tags: Iterable[str] = (),
+    version: str | None = None,
+    include_draining: bool = False,
+) -> list[Instance]:
+    """Filter a service's instances (pure): status, health, protection, zone, tags, version."""
+    wanted = set(tags)
+    pool = [
+        i
+        for i in instances
+        if (include_draining or i.status == UP)
+        and (zone is None or i.zone == zone)
+        and (version is None or i.version == version or _version_match(i.version, version))
+        and wanted.issubset(i.tags)
+    ]
+    healthy = [i for i in pool if i.id not in failing]
+    if pool and len(healthy) / len(pool) < protect_threshold:
+        return sorted(pool, key=lambda i: i.id)
+    return sorted(healthy, key=lambda i: i.id)
+
+
+def _version_match(have: str, pattern: str) -> bool:
+    return pattern.endswith("*") and have.startswith(pattern[:-1])
+
+
+@dataclass
+class _Cache:
+    service: str
+    instances: dict[str, Instance] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
+    revision: int = 0
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    attempted: asyncio.Event = field(default_factory=asyncio.Event)
+    error: KeelError | None = None
+    from_snapshot: bool = False
+    subscribers: list[asyncio.Queue[None]] = field(default_factory=list)
+
+    def apply(self, event: Event) -> None:
+        key = event.kv.key
+        if key.startswith(HEALTH):
+            instance_id = key.split("/", 2)[2]
+            if event.type is EventType.PUT and _is_failing(event.kv.value):
+                self.failing.add(instance_id)
+            else:
+                self.failing.discard(instance_id)
+        elif event.type is EventType.PUT:
+            self._put(event.kv)
+        else:
+            self.instances.pop(key.split("/", 2)[2], None)
+        self.revision = max(self.revision, event.revision)
+
+    def _put(self, kv: KeyValue) -> None:
+        try:
+            instance = decode_instance(kv.key, kv.value)
+        except ValidationError as exc:
+            log.warning("ignoring malformed instance record: %s", exc)
+            return
+        self.instances[instance.id] = instance
+
+    def load(self, kvs: list[KeyValue], health: list[KeyValue], revision: int) -> None:
+        self.instances.clear()
+        for kv in kvs:
+            self._put(kv)
+        self.failing = {kv.key.split("/", 2)[2] for kv in health if _is_failing(kv.value)}
+        self.revision = revision
+        self.from_snapshot = False
+
+    def notify(self) -> None:
+        for queue in self.subscribers:
+            if queue.empty():
+                queue.put_nowait(None)
+
+
+def _is_failing(value: bytes) -> bool:
+    try:
+        return bool(json.loads(value).get("status") == "failing")
+    except (ValueError, AttributeError):
+        return False
+
+
+class Discovery:
+    """Find instances of services; ``async with Discovery(store) as discovery``.
+
+    Args:
+        store: the store.
+        snapshot_dir: where to keep one JSON snapshot per service (None: no snapshots).
+        protect_threshold: default protection threshold (0..1); see :func:`select`.
+        thresholds: per-service protection thresholds.
+        probe_interval_s: how often the store's reachability is checked, to
+            mark caches stale during an outage.
+        clock: time source.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        protect_threshold: float = 0.0,
+        thresholds: dict[str, float] | None = None,
+        probe_interval_s: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        for value in [protect_threshold, *(thresholds or {}).values()]:
+            if not 0.0 <= value <= 1.0:
+                raise ValidationError(f"protection threshold {value!r}: use a fraction 0..1")
+        self.store = store
+        self._snapshots = Path(snapshot_dir) if snapshot_dir is not None else None
+        self._threshold = protect_threshold
+        self._thresholds = dict(thresholds or {})
+        self._probe_interval_s = probe_interval_s
+        self._clock = clock
+        self._caches: dict[str, _Cache] = {}
+        self._stale = False
+        self._tasks: asyncio.TaskGroup | None = None
+        self._own: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._own = [self._tasks.create_task(self._probe(), name="keel-discovery-probe")]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tasks is not None:
+            for task in self._own:
+                task.cancel()
+            await self._tasks.__aexit__(None, None, None)
+            self._tasks = None
+
+    async def instances(
+        self,
+        service: str,
+        *,
+        zone: str | None = None,
+        tags: Iterable[str] = (),
+        version: str | None = None,
+        include_draining: bool = False,
+    ) -> list[Instance]:
+        """The instances of ``service`` that should get traffic (cached after the first call).
+
+        Args:
+            zone: only this zone.
+            tags: only instances carrying all these tags.
+            version: only this version (``2.*`` matches a prefix).
+            include_draining: also return DRAINING instances.
+        """
+        cache = await self._cache(service)
+        return select(
+            cache.instances.values(),
+            cache.failing,
+            protect_threshold=self._thresholds.get(service, self._threshold),
+            zone=zone,
+            tags=tags,
+            version=version,
+            include_draining=include_draining,
+        )
+
+    async def all_instances(self, service: str) -> list[Instance]:
+        """Every cached instance of ``service``, whatever its status or health."""
+        cache = await self._cache(service)
+        return sorted(cache.instances.values(), key=lambda i: i.id)
+
+    async def failing(self, service: str) -> set[str]:
+        """Ids of the instances the health checker marked failing."""
+        return set((await self._cache(service)).failing)
+
+    async def subscribe(self, service: str) -> AsyncIterator[list[Instance]]:
+        """Yield the service's instance list now and after every change (bursts coalesced)."""
+        cache = await self._cache(service)
+        queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        cache.subscribers.append(queue)
+        try:
+            while True:
+                yield await self.instances(service)
+                await queue.get()
+        finally:
+            cache.subscribers.remove(queue)
+
+    async def _cache(self, service: str) -> _Cache:
+        cache = self._caches.get(service)
+        if cache is None:
+            check_service_name(service)
+            if self._tasks is None:
+                raise StoreClosedError("discovery is not started: use 'async with Discovery(...)'")
+            cache = self._caches[service] = _Cache(service)
+            self._own.append(
+                self._tasks.create_task(self._follow(cache), name=f"keel-discovery-{service}")
+            )
+        await cache.attempted.wait()
+        if not cache.loaded.is_set():
+            assert cache.error is not None
+            raise cache.error
+        return cache
+
+    async def _follow(self, cache: _Cache) -> None:
+        """Keep one service's cache current, forever: load, watch, reload on compaction."""
+        while True:
+            try:
+                revision = await self._load(cache)
+                await self._watch(cache, revision + 1)
+            except CompactedError:
+                continue
+            except StoreClosedError:
+                return
+            except KeelError as exc:
+                if not cache.loaded.is_set():
+                    self._load_snapshot(cache)
+                    cache.error = exc
+                    cache.attempted.set()
+                log.info("discovery of %s interrupted (%s); retrying", cache.service, exc)
+                await self._clock.sleep(_RETRY_S)
+
+    async def _load(self, cache: _Cache) -> int:
+        prefix = service_prefix(cache.service)
+        result = await self.store.txn([], [Range(prefix), Range(f"{HEALTH}{cache.service}/")])
+        kvs, health = result.results
+        assert isinstance(kvs, list) and isinstance(health, list)
+        cache.load(kvs, health, result.revision)
+        cache.loaded.set()
+        cache.attempted.set()
+        cache.notify()
+        self._save_snapshot(cache)
+        return result.revision
+
+    async def _watch(self, cache: _Cache, start: int) -> None:
+        prefixes = (service_prefix(cache.service), f"{HEALTH}{cache.service}/")
+        watches = [self.store.watch(p, prefix=True, start_revision=start) for p in prefixes]
+        async with contextlib.AsyncExitStack() as stack:
+            for watch in watches:
+                await stack.enter_async_context(watch)
+            queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+            async with asyncio.TaskGroup() as pumps:
+                for watch in watches:
+                    pumps.create_task(_pump(watch, queue))
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    cache.apply(item)
+                    if queue.empty():
+                        cache.notify()
+                        self._save_snapshot(cache)
+
+    async def _probe(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(max(0.5, self._probe_interval_s)):
+                    await self.store.get(_PROBE_KEY)
+                self._stale = False
+            except StoreClosedError:
+                return
+            except (KeelError, TimeoutError):
+                self._stale = True
+            await self._clock.sleep(self._probe_interval_s)
+
+    def _snapshot_path(self, service: str) -> Path | None:
+        return None if self._snapshots is None else self._snapshots / f"{service}.json"
+
+    def _save_snapshot(self, cache: _Cache) -> None:
+        path = self._snapshot_path(cache.service)
+        if path is None or cache.from_snapshot:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        body = {
+            "revision": cache.revision,
+            "instances": [json.loads(encode_instance(i)) for i in cache.instances.values()],
+            "failing": sorted(cache.failing),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, path)
+
+    def _load_snapshot(self, cache: _Cache) -> None:
+        path = self._snapshot_path(cache.service)
+        if path is None or not path.exists():
+            return
+        try:
+            body = json.loads(path.read_text())
+            kvs = [
+                KeyValue(
+                    f"{service_prefix(cache.service)}{r['id']}", json.dumps(r).encode(), 0, 0, 1
+                )
+                for r in body["instances"]
+            ]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("discovery snapshot %s unreadable: %s", path, exc)
+            return
+        cache.load(kvs, [], int(body.get("revision", 0)))
+        cache.failing = set(body.get("failing", ()))
+        cache.from_snapshot = True
+        cache.loaded.set()
+        cache.attempted.set()
+        cache.notify()
+
+    def cached(self, service: str) -> list[Instance] | None:
+        """The cached instances of ``service`` without any I/O, or None if not cached yet."""
+        cache = self._caches.get(service)
+        if cache is None or not cache.loaded.is_set():
+            return None
+        return select(
+            cache.instances.values(),
+            cache.failing,
+            protect_threshold=self._thresholds.get(service, self._threshold),
+        )
+
+    def statistics(self) -> DiscoveryStatistics:
+        """Per-service cache counters and staleness."""
+        return DiscoveryStatistics(
+            {
+                name: ServiceStatistics(
+                    instances=len(c.instances),
+                    failing=len(c.failing),
+                    revision=c.revision,
+                    stale=self._stale or c.from_snapshot,
+                    from_snapshot=c.from_snapshot,
+                )
+                for name, c in self._caches.items()
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"<Discovery services={sorted(self._caches)} stale={self._stale}>"
+
+
+async def _pump(watch: AsyncIterator[Event], queue: asyncio.Queue[Event | BaseException]) -> None:
+    try:
+        async for event in watch:
+            queue.put_nowait(event)
+    except KeelError as exc:
+        queue.put_nowait(exc)
