@@ -188,6 +188,12 @@ class CircuitBreaker:
         self._probes = CountWindow(s.half_open_max_calls)
         self._state = BreakerState.CLOSED
         self._generation = 0
+        # The generation in which the hot path may record a good call (-1: never).
+        self._fast_ok = isinstance(self._window, CountWindow) and listener is None
+        self._fast_window = (
+            self._window if isinstance(self._window, CountWindow) else CountWindow(1)
+        )
+        self._fast_generation = 0 if self._fast_ok else -1
         self._opened_at = -math.inf
         self._permits = 0
         self._rejected = 0
@@ -248,6 +254,12 @@ class CircuitBreaker:
                 new = BreakerState.OPEN if tripped else BreakerState.CLOSED
                 self._transition(new, self._clock.monotonic())
 
+    def _after_good_call(self, now: float) -> None:
+        w = self._fast_window
+        w.prune()
+        if w.bad and self._tripped(w.calls, w.failures, w.slow):
+            self._transition(BreakerState.OPEN, now)
+
     def _release(self, generation: int) -> None:
         if generation == self._generation and self._state is BreakerState.HALF_OPEN:
             self._permits -= 1
@@ -272,6 +284,8 @@ class CircuitBreaker:
             self._opened_at = now
         if new is BreakerState.CLOSED:
             self._window.reset()
+        fast = new is _CLOSED and self._fast_ok
+        self._fast_generation = self._generation if fast else -1
         if self._listener is not None:
             self._listener.on_state_change("breaker", self.name, new.value)
         if self._on_state_change is not None:
@@ -324,12 +338,12 @@ class CircuitBreaker:
             self._release(generation)
             raise
         end = now()
-        if generation == self._generation and self._state is _CLOSED and self._listener is None:
-            # The hot path, inlined: a success recorded in the closed window.
-            w = self._window
-            w.record(False, end - start >= self._slow_s, end)
-            if w.slow and self._tripped(w.calls, w.failures, w.slow):
-                self._transition(BreakerState.OPEN, end)
+        if generation == self._fast_generation and end - start < self._slow_s:
+            # The hot path: a good call, closed, count window, no listener.
+            w = self._fast_window
+            w.seq += 1
+            if w.bad:
+                self._after_good_call(end)
         else:
             self._record(generation, False, end - start)
         return result

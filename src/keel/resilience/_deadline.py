@@ -166,15 +166,22 @@ class DeadlineScope(Deadline):
     __slots__ = ("_fired", "_seconds", "_task", "_token", "_watchdog", "deadline")
 
     def __init__(
-        self, seconds: float, clock: Clock = SYSTEM_CLOCK, watchdog: _Watchdog | None = None
+        self,
+        seconds: float,
+        clock: Clock = SYSTEM_CLOCK,
+        watchdog: _Watchdog | None = None,
+        task: asyncio.Task[Any] | None = None,
+        expires_at: float = math.inf,
     ) -> None:
-        super().__init__(math.inf, clock)
+        # No super().__init__(): this runs once per call on the hot path.
+        self.expires_at = expires_at
+        self.clock = clock
         self._seconds = seconds
         self._watchdog = watchdog
         self._token: Token[Deadline | None] | None = None
-        self._task: asyncio.Task[Any] | None = None
+        self._task = task
         self._fired = False
-        self.deadline: Deadline | None = None
+        self.deadline: Deadline | None = None if task is None else self
 
     def enter(self) -> None:
         """Install the deadline; watch it only if it is earlier than the outer one.
@@ -301,23 +308,26 @@ class Timeout:
             if outer.remaining() <= 0:
                 raise DeadlineExceededError("the deadline passed before the call started")
             return await fn(*args, **kwargs)
-        # DeadlineScope.enter/exit inlined: this is the per-call hot path.
-        scope = DeadlineScope(self.seconds, self.clock, watchdog)
-        scope.expires_at = expires_at
-        scope.deadline = scope
-        scope._task = asyncio.current_task()
-        scope._token = _CURRENT.set(scope)
-        watchdog.add(scope, expires_at)
+        # DeadlineScope.enter/exit and the watchdog's add/discard, inlined:
+        # this is the per-call hot path.
+        scope = DeadlineScope(
+            self.seconds, self.clock, watchdog, asyncio.current_task(), expires_at
+        )
+        token = scope._token = _CURRENT.set(scope)
+        scopes = watchdog._scopes
+        scopes[scope] = None
+        if expires_at < watchdog._armed_at:
+            watchdog._arm(expires_at)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             scope.exit(exc)
             raise
-        if scope._fired:
+        if scope._fired or watchdog._fake:
             scope.exit(None)
         else:
-            watchdog.discard(scope)
-            _CURRENT.reset(scope._token)
+            scopes.pop(scope, None)
+            _CURRENT.reset(token)
         return result
 
     def __repr__(self) -> str:

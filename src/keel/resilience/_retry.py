@@ -24,11 +24,12 @@ first delay and ``n`` the retry number (0 for the first retry),
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, ParamSpec, TypeVar
 
-from keel.clock import SYSTEM_CLOCK, Clock
+from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
 from keel.errors import CircuitOpenError, RetryableError, ValidationError
 from keel.observe.metrics import ResilienceListener
 from keel.resilience._budget import NoRetryBudget, RetryBudget
@@ -150,8 +151,10 @@ class Retry:
         "_budget",
         "_calls",
         "_clock",
+        "_deposit",
         "_gave_up",
         "_listener",
+        "_now",
         "_retries",
         "_rng",
         "name",
@@ -173,7 +176,9 @@ class Retry:
         self.settings = settings or RetrySettings()
         self.retry_on = retry_on
         self._budget = budget if budget is not None else NoRetryBudget()
+        self._deposit = None if budget is None else budget.deposit
         self._clock = clock
+        self._now = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
         self._rng = rng or random.Random()
         self.name = name
         self._listener = listener
@@ -219,15 +224,17 @@ class Retry:
                 not allowed by ``retry_on``, the budget, or the deadline.
         """
         self._calls += 1
-        self._budget.deposit()
-        start = self._clock.monotonic()
+        if self._deposit is not None:
+            self._deposit()
+        now = self._now
+        start = now()
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:
             error: Exception = exc
         attempts, delay = 1, self.settings.base_delay_s
         while True:
-            next_delay = self.next_delay(attempts, error, self._clock.monotonic() - start, delay)
+            next_delay = self.next_delay(attempts, error, now() - start, delay)
             if next_delay is None or not self._budget.try_withdraw():
                 self._gave_up += 1
                 if self._listener is not None:

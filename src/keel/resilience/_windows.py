@@ -2,8 +2,8 @@
 
 Both windows keep running totals so a decision is O(1):
 
-- :class:`CountWindow`: the last ``size`` outcomes in a ring of bytes
-  (bit 0 failed, bit 1 slow), as Resilience4j's ``FixedSizeSlidingWindowMetrics``.
+- :class:`CountWindow`: the last ``size`` outcomes, as Resilience4j's
+  ``FixedSizeSlidingWindowMetrics`` (stored sparsely: see the class).
 - :class:`TimeWindow`: ``size`` one-second buckets keyed by whole second, as
   Resilience4j's ``SlidingTimeWindowMetrics``; buckets older than the window
   are subtracted lazily when time moves on.
@@ -11,41 +11,58 @@ Both windows keep running totals so a decision is O(1):
 
 from __future__ import annotations
 
+from collections import deque
+
 __all__ = ["CountWindow", "TimeWindow"]
 
 
 class CountWindow:
-    """Outcomes of the last ``size`` calls."""
+    """Outcomes of the last ``size`` calls.
 
-    __slots__ = ("_i", "_ring", "_size", "calls", "failures", "slow")
+    Only bad outcomes (failed or slow) are stored, with their call sequence
+    number, so a good call costs one increment of :attr:`seq` - the breaker's
+    hot path does exactly that - and old bad outcomes leave lazily in
+    :meth:`prune`.
+    """
+
+    __slots__ = ("_size", "bad", "failures", "seq", "slow")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._ring = bytearray(size)
-        self._i = 0
-        self.calls = self.failures = self.slow = 0
+        self.seq = 0
+        self.bad: deque[tuple[int, bool, bool]] = deque()
+        self.failures = self.slow = 0
+
+    @property
+    def calls(self) -> int:
+        """Calls in the window."""
+        return self.seq if self.seq < self._size else self._size
 
     def record(self, failed: bool, slow: bool, now: float) -> None:
         """Add one outcome, evicting the oldest when full (``now`` is unused)."""
-        i = self._i
-        if self.calls == self._size:
-            old = self._ring[i]
-            self.failures -= old & 1
-            self.slow -= old >> 1
-        else:
-            self.calls += 1
-        self._ring[i] = failed | (slow << 1)
-        self.failures += failed
-        self.slow += slow
-        self._i = i + 1 if i + 1 < self._size else 0
+        self.seq += 1
+        if failed or slow:
+            self.bad.append((self.seq, failed, slow))
+            self.failures += failed
+            self.slow += slow
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget bad outcomes that slid out of the window."""
+        bad, cutoff = self.bad, self.seq - self._size
+        while bad and bad[0][0] <= cutoff:
+            _, failed, slow = bad.popleft()
+            self.failures -= failed
+            self.slow -= slow
 
     def roll(self, now: float) -> None:
-        """Count windows do not age."""
+        """Count windows do not age with time."""
+        self.prune()
 
     def reset(self) -> None:
         """Forget every outcome."""
-        self._ring = bytearray(self._size)
-        self._i = self.calls = self.failures = self.slow = 0
+        self.bad.clear()
+        self.seq = self.failures = self.slow = 0
 
 
 class TimeWindow:
