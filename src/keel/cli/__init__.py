@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _coord_cmds, _store_cmds
+from keel.cli import _coord_cmds, _registry_cmds, _store_cmds
 from keel.cli._common import console, run, state
 from keel.cli._up import run_up
 
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(_store_cmds.app, name="store")
 _coord_cmds.register(app)
+_registry_cmds.register(app)
 
 
 @app.callback()

@@ -8,6 +8,7 @@ leader-elected :class:`HealthChecker` marks failing instances under
 """
 
 from keel.registry._discovery import Discovery, DiscoveryStatistics, ServiceStatistics, select
+from keel.registry._health import CheckState, HealthChecker, probe
 from keel.registry._model import (
     DRAINING,
     UP,
@@ -30,9 +31,11 @@ from keel.registry._registry import (
 __all__ = [
     "DRAINING",
     "UP",
+    "CheckState",
     "Discovery",
     "DiscoveryStatistics",
     "HealthCheck",
+    "HealthChecker",
     "Instance",
     "InstanceDeregistered",
     "InstanceRegistered",
@@ -45,5 +48,6 @@ __all__ = [
     "Status",
     "decode_instance",
     "encode_instance",
+    "probe",
     "select",
 ]

@@ -1,0 +1,207 @@
+"""Registry commands: services, instances, register, deregister, health-checker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import Counter
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli._common import console, fail, run, with_store
+from keel.coord import Session
+from keel.errors import ValidationError
+from keel.registry import DRAINING, HealthCheck, HealthChecker, Instance, Registry, decode_instance
+from keel.registry._model import HEALTH, SERVICES, instance_key
+from keel.store import Store
+
+__all__ = ["register"]
+
+
+async def _read_all(store: Store) -> tuple[list[Instance], set[str]]:
+    kvs, _ = await store.range(SERVICES)
+    health, _ = await store.range(HEALTH)
+    instances: list[Instance] = []
+    for kv in kvs:
+        try:
+            instances.append(decode_instance(kv.key, kv.value))
+        except ValidationError:
+            continue
+    failing = {kv.key.removeprefix(HEALTH) for kv in health if b'"failing"' in kv.value}
+    return instances, failing
+
+
+def services_cmd() -> None:
+    """List services with their instances up, draining and failing."""
+
+    @with_store
+    async def go(store: Store) -> tuple[list[Instance], set[str]]:
+        return await _read_all(store)
+
+    instances, failing = run(go())
+    counts: dict[str, Counter[str]] = {}
+    for i in instances:
+        c = counts.setdefault(i.service, Counter())
+        c["failing" if f"{i.service}/{i.id}" in failing else i.status] += 1
+    table = Table(title=f"{len(counts)} services", title_justify="left")
+    for column in ("service", "up", "draining", "failing"):
+        table.add_column(column, justify="left" if column == "service" else "right")
+    for name, c in sorted(counts.items()):
+        table.add_row(name, str(c["UP"]), str(c[DRAINING]), str(c["failing"]))
+    console.print(table)
+
+
+def instances_cmd(
+    service: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
+) -> None:
+    """List the instances of SERVICE with address, zone, weight, status and health."""
+
+    @with_store
+    async def go(store: Store) -> tuple[list[Instance], set[str]]:
+        return await _read_all(store)
+
+    instances, failing = run(go())
+    mine = sorted((i for i in instances if i.service == service), key=lambda i: i.id)
+    if as_json:
+        for i in mine:
+            print(
+                json.dumps(
+                    {
+                        "id": i.id,
+                        "url": i.url,
+                        "zone": i.zone,
+                        "weight": i.weight,
+                        "status": i.status,
+                        "failing": f"{service}/{i.id}" in failing,
+                    }
+                )
+            )
+        return
+    table = Table(title=f"{service}: {len(mine)} instances", title_justify="left")
+    for column in ("id", "url", "zone", "version", "weight", "status", "health"):
+        table.add_column(column)
+    for i in mine:
+        health = (
+            "failing" if f"{service}/{i.id}" in failing else ("checked" if i.check else "lease")
+        )
+        table.add_row(i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
+    console.print(table)
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        fail(f"address {text!r}: write host:port, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def _parse_meta(items: list[str]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--meta {item!r}: write key=value")
+        meta[key] = value
+    return meta
+
+
+def _parse_check(text: str | None) -> HealthCheck | None:
+    if not text:
+        return None
+    kind, _, path = text.partition(":")
+    if kind == "tcp":
+        return HealthCheck(type="tcp")
+    if kind == "http":
+        return HealthCheck(type="http", path=path or "/healthz")
+    fail(f"--check {text!r}: use http:/path or tcp")
+
+
+def register_cmd(
+    service: str,
+    address: Annotated[str, typer.Argument(help="host:port clients connect to.")],
+    ttl: Annotated[
+        int, typer.Option(help="Session TTL: how long the entry outlives a crash.")
+    ] = 10,
+    instance_id: Annotated[str, typer.Option("--id", help="Instance id (default host:port).")] = "",
+    zone: Annotated[str, typer.Option(help="Availability zone.")] = "",
+    weight: Annotated[int, typer.Option(help="Relative traffic share, 1-1000.")] = 100,
+    version: Annotated[str, typer.Option(help="Service version.")] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="key=value (repeatable).")
+    ] = None,
+    check: Annotated[str | None, typer.Option(help="Health check: http:/healthz or tcp.")] = None,
+) -> None:
+    """Register an instance and hold the registration until Ctrl-C (for non-Python services)."""
+    host, port = _parse_address(address)
+    try:
+        instance = Instance(
+            service=service,
+            address=host,
+            port=port,
+            id=instance_id,
+            zone=zone,
+            weight=weight,
+            version=version,
+            tags=tuple(tag or ()),
+            metadata=_parse_meta(meta or []),
+            check=_parse_check(check),
+        )
+    except ValidationError as exc:
+        fail(str(exc))
+
+    @with_store
+    async def go(store: Store) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        async with Registry(store, ttl_s=ttl) as registry, registry.register(instance) as reg:
+            console.print(
+                f"registered {reg.instance.service}/{reg.instance.id} "
+                f"({reg.instance.url}); Ctrl-C to deregister"
+            )
+            registry.on_event(lambda event: console.print(f"event: {type(event).__name__}"))
+            await stop.wait()
+
+    run(go())
+
+
+def deregister_cmd(service: str, instance_id: str) -> None:
+    """Remove an instance record now (its owner, if alive, is not told)."""
+
+    @with_store
+    async def go(store: Store) -> int:
+        return await store.delete(instance_key(service, instance_id))
+
+    if run(go()) == 0:
+        fail(f"no instance {service}/{instance_id}: list them with 'keel instances {service}'", 1)
+    console.print(f"deregistered {service}/{instance_id}")
+
+
+def health_checker_cmd(
+    ttl: Annotated[int, typer.Option(help="Session TTL of the checker.")] = 10,
+    node: Annotated[str | None, typer.Option(help="Name shown as the checker leader.")] = None,
+) -> None:
+    """Run a health checker (one of many: they elect a leader that probes)."""
+
+    @with_store
+    async def go(store: Store) -> None:
+        async with Session(store, ttl_s=ttl) as session:
+            checker = HealthChecker(session, node=node)
+            console.print(f"health checker {checker.node} campaigning; Ctrl-C to stop")
+            await checker.run()
+
+    run(go())
+
+
+def register(app: typer.Typer) -> None:
+    """Add the registry commands to the root app."""
+    app.command("services")(services_cmd)
+    app.command("instances")(instances_cmd)
+    app.command("register")(register_cmd)
+    app.command("deregister")(deregister_cmd)
+    app.command("health-checker")(health_checker_cmd)
