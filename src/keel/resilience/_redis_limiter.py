@@ -127,11 +127,9 @@ class _RedisLimiter:
         if not (timeout_s > 0 and retry_interval_s > 0):
             raise ValidationError("timeout_s and retry_interval_s must be > 0")
         self._owned = isinstance(redis, str)
-        self.redis = (
-            aredis.Redis.from_url(redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-            if isinstance(redis, str)
-            else redis
-        )
+        # No socket_timeout on our own client: redis-py would arm a timer per
+        # read; the one asyncio.timeout around each decision bounds it all.
+        self.redis = aredis.Redis.from_url(redis) if isinstance(redis, str) else redis
         self.key = key
         self.local = local
         self.timeout_s, self.retry_interval_s = timeout_s, retry_interval_s
