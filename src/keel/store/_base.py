@@ -100,7 +100,7 @@ class Watch(AsyncIterator[Event], abc.ABC):
         return self
 
     def _deliver(self, event: Event) -> None:
-        """Backend hook: queue one event (drops anything already delivered)."""
+        """Backend hook: queue one event (the backend delivers each revision once)."""
         if self._closed:
             return
         self._queue.put_nowait(event)
