@@ -5,8 +5,9 @@ own (a lease with a presence key under ``up/``), campaigns in the ``keel/up``
 election, and runs a small demo that takes the ``demo/heartbeat`` lock every
 two seconds to write a counter guarded by its fencing token. It shows, until
 Ctrl-C: the store's revision and size, keys counted by area (the first path
-segment: ``services``, ``config``, ``locks``...), live leases, locks and
-leaders with their fencing tokens, and a tail of watch events. The view is
+segment: ``services``, ``config``, ``locks``...), live leases, registered
+services and their health (it also runs a health checker candidate), locks
+and leaders with their fencing tokens, and a tail of watch events. The view is
 fed by one watch started at the revision of the initial listing, so its
 counts are exact, not polled.
 """
@@ -32,11 +33,14 @@ import keel
 from keel.cli._common import console
 from keel.coord import Election, Lock, Session, group_lines
 from keel.coord._inspect import KINDS
+from keel.errors import ValidationError
+from keel.registry import HealthChecker, decode_instance
 from keel.store import Event, EventType, KeyValue, LeaseInfo, Put, Store, StoreStatus
 
 __all__ = ["UpView", "run_up"]
 
 _TAIL = 12
+_TRACKED = (*KINDS, "services/", "health/")
 _MAX_LEASES_SHOWN = 8
 
 
@@ -62,14 +66,14 @@ class UpView:
     def load(self, kvs: list[KeyValue]) -> None:
         """Seed the key index from the initial listing."""
         self.keys = {kv.key: area_of(kv.key) for kv in kvs}
-        self.coord = {kv.key: kv for kv in kvs if kv.key.startswith(tuple(KINDS))}
+        self.coord = {kv.key: kv for kv in kvs if kv.key.startswith(_TRACKED)}
 
     def apply(self, event: Event) -> None:
         """Fold one watch event into the view."""
         key = event.kv.key
         if event.type is EventType.PUT:
             self.keys[key] = area_of(key)
-            if key.startswith(tuple(KINDS)):
+            if key.startswith(_TRACKED):
                 self.coord[key] = event.kv
         else:
             self.keys.pop(key, None)
@@ -79,7 +83,29 @@ class UpView:
 
     def render(self) -> RenderableType:
         """The whole screen as one rich renderable."""
-        return Group(self._header(), self._areas_and_leases(), self._coordination(), self._tail())
+        return Group(
+            self._header(),
+            self._areas_and_leases(),
+            self._services(),
+            self._coordination(),
+            self._tail(),
+        )
+
+    def _services(self) -> RenderableType:
+        table = Table(title="services", title_justify="left", expand=True)
+        for column in ("service", "instance", "url", "zone", "status", "health"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for key, kv in sorted(self.coord.items()):
+            if not key.startswith("services/"):
+                continue
+            try:
+                inst = decode_instance(key, kv.value)
+            except ValidationError:
+                continue
+            mark = self.coord.get(f"health/{inst.service}/{inst.id}")
+            health = "failing" if mark is not None else ("checked" if inst.check else "lease")
+            table.add_row(inst.service, inst.id, inst.url, inst.zone, inst.status, health)
+        return table
 
     def _coordination(self) -> RenderableType:
         table = Table(title="locks and leaders", title_justify="left", expand=True)
@@ -207,6 +233,7 @@ async def run_up(url: str, *, duration_s: float | None = None, once: bool = Fals
                 tasks.create_task(_follow(store, view, revision + 1)),
                 tasks.create_task(_lead(session, me)),
                 tasks.create_task(_heartbeat(session)),
+                tasks.create_task(HealthChecker(session, node=f"keel-up-{os.getpid()}").run()),
             ]
             deadline = time.monotonic() + duration_s if duration_s else None
             with Live(
