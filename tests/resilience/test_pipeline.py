@@ -216,6 +216,11 @@ async def test_prometheus_listener_counts_calls_rejections_and_states() -> None:
         "keel_resilience_rejections_total", policy="token_bucket", name="api", reason="limited"
     )
     assert keel.observe.default_listener() is keel.observe.default_listener()
+    pipeline = Pipeline.from_config({"retry": {"max_attempts": 1}}, name="p", listener=listener)
+    with pytest.raises(StoreUnavailableError):
+        await pipeline.run(fail)
+    assert value("keel_resilience_calls_total", policy="pipeline", name="p", outcome="failure")
+    assert "Pipeline(name='p'" in repr(pipeline)
 
 
 async def test_timeout_inside_pipeline_is_a_deadline_error() -> None:

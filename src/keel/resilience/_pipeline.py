@@ -73,12 +73,18 @@ class Pipeline:
     Args:
         policies: outermost first, e.g. ``Timeout(2), Retry(), CircuitBreaker(),
             TokenBucket(100, 20), Bulkhead(10)``.
+        name: label for metrics and ``repr``.
+        listener: metrics hook; counts every call's outcome when given.
     """
 
-    __slots__ = ("_rest", "_runs", "policies")
+    __slots__ = ("_listener", "_rest", "_runs", "name", "policies")
 
-    def __init__(self, *policies: Policy) -> None:
+    def __init__(
+        self, *policies: Policy, name: str = "pipeline", listener: ResilienceListener | None = None
+    ) -> None:
         self.policies = policies
+        self.name = name
+        self._listener = listener
         runs = tuple(policy.run for policy in policies)
         self._runs = runs
         self._rest = runs[1:]
@@ -92,9 +98,23 @@ class Pipeline:
         """
         if not self._runs:
             return await fn(*args, **kwargs)
+        if self._listener is not None:
+            return await self._run_counted(fn, *args, **kwargs)
         # runs[0](runs[1], ..., fn, *args): each run awaits its first argument
         # with the rest, so the chain unwinds without a closure per layer.
         result: T = await self._runs[0](*self._rest, fn, *args, **kwargs)
+        return result
+
+    async def _run_counted(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        assert self._listener is not None
+        try:
+            result: T = await self._runs[0](*self._rest, fn, *args, **kwargs)
+        except Exception:
+            self._listener.on_call("pipeline", self.name, "failure")
+            raise
+        self._listener.on_call("pipeline", self.name, "success")
         return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -154,10 +174,11 @@ class Pipeline:
             for section in SECTIONS
             if section in config and _options(config, section).get("enabled", True)
         ]
-        return cls(*policies)
+        return cls(*policies, name=name, listener=listener)
 
     def __repr__(self) -> str:
-        return f"Pipeline({', '.join(repr(p) for p in self.policies)})"
+        inner = ", ".join(repr(p) for p in self.policies)
+        return f"Pipeline(name={self.name!r}, policies=[{inner}])"
 
 
 def _options(config: Mapping[str, Any], section: str) -> dict[str, Any]:
