@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
+import weakref
 
 import pytest
 
@@ -143,3 +145,16 @@ def test_bad_budgets_are_rejected() -> None:
         Timeout(math.inf)
     with pytest.raises(ValidationError):
         deadline(-1.0)
+
+
+def test_watchdogs_do_not_keep_finished_loops_alive() -> None:
+    """The per-loop watchdog registry is weak: a finished event loop can be collected."""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await Timeout(30.0).run(asyncio.sleep, 0)
+
+    asyncio.run(main())
+    gc.collect()
+    assert loops[0]() is None

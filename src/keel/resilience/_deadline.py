@@ -82,15 +82,16 @@ def remaining() -> float:
 class _Watchdog:
     """One timer per (loop, clock) for every live scope; see the module docstring."""
 
-    __slots__ = ("_armed_at", "_clock", "_fake", "_handle", "_loop", "_scopes")
+    # No strong reference to the loop, not even through the timer handle (it
+    # holds its loop): the registry below is weakly keyed by the loop.
+    __slots__ = ("_armed_at", "_clock", "_fake", "_handle", "_scopes")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
-        self._loop = loop
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._scopes: dict[DeadlineScope, None] = {}
         self._fake = not isinstance(clock, SystemClock)
         self._armed_at = math.inf
-        self._handle: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        self._handle: weakref.ref[asyncio.TimerHandle | asyncio.Task[None]] | None = None
 
     def add(self, scope: DeadlineScope, expires_at: float) -> None:
         self._scopes[scope] = None
@@ -100,22 +101,27 @@ class _Watchdog:
     def discard(self, scope: DeadlineScope) -> None:
         scopes = self._scopes
         scopes.pop(scope, None)
-        if not scopes and self._fake and self._handle is not None:
+        if not scopes and self._fake:
             # Fake clocks: leave no sleeper behind (a real loop timer is left
             # armed on purpose; it fires once and finds nothing to do).
-            self._handle.cancel()
-            self._handle, self._armed_at = None, math.inf
+            self._cancel_timer()
+            self._armed_at = math.inf
+
+    def _cancel_timer(self) -> None:
+        handle = None if self._handle is None else self._handle()
+        if handle is not None:
+            handle.cancel()
+        self._handle = None
 
     def _arm(self, when: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        self._cancel_timer()
         self._armed_at = when
         if self._fake:
-            self._handle = self._loop.create_task(self._sleep_until(when))
+            task = asyncio.get_running_loop().create_task(self._sleep_until(when))
+            self._handle = weakref.ref(task)
         else:
-            self._handle = self._loop.call_later(
-                max(0.0, when - self._clock.monotonic()), self._fire
-            )
+            delay = max(0.0, when - self._clock.monotonic())
+            self._handle = weakref.ref(asyncio.get_running_loop().call_later(delay, self._fire))
 
     async def _sleep_until(self, when: float) -> None:
         # The delay is measured when the task starts, not when it was armed.
@@ -150,7 +156,7 @@ def _watchdog(clock: Clock) -> _Watchdog:
         per_loop = _WATCHDOGS[loop] = {}
     found = per_loop.get(clock)
     if found is None:
-        found = per_loop[clock] = _Watchdog(loop, clock)
+        found = per_loop[clock] = _Watchdog(clock)
     return found
 
 

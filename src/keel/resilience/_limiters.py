@@ -22,6 +22,7 @@ Sources:
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,7 @@ class LimiterStatistics:
     waited_s: float
 
 
-class _Limiter:
+class _Limiter(abc.ABC):
     """What every local limiter shares: counters, ``acquire`` and ``run``."""
 
     __slots__ = ("_admitted", "_clock", "_listener", "_rejected", "_waited", "name")
@@ -68,13 +69,13 @@ class _Limiter:
         self._admitted = self._rejected = 0
         self._waited = 0.0
 
+    @abc.abstractmethod
     def try_acquire(self, n: int = 1) -> bool:
         """Take ``n`` permits now if they are free; never waits."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def retry_after(self, n: int = 1) -> float:
         """Seconds until ``n`` permits could be admitted (0 if now, inf if never)."""
-        raise NotImplementedError
 
     def _limited(self, n: int, retry_after: float) -> RateLimitedError:
         if self._listener is not None:

@@ -145,7 +145,8 @@ class _RedisLimiter:
         self.last_retry_after_s = 0.0
 
     def _args(self, n: int) -> list[float]:
-        raise NotImplementedError
+        """The script's ARGV for a decision on ``n`` permits (each subclass has its own)."""
+        return [n]
 
     async def _eval(self, n: int) -> list[int]:
         # EVALSHA straight away; load the script on the first NOSCRIPT (after
