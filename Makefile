@@ -35,9 +35,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 bench: $(STAMP) engines
-	$(BIN)/python bench/store.py --backend memory
-	$(BIN)/python bench/store.py --backend sqlite
-	$(BIN)/python bench/store.py --backend etcd
+	for b in store locks locks_redis registry balance resilience; do \
+	  test -f bench/$$b.py && $(BIN)/python bench/$$b.py || exit 1; \
+	done
 
 bench-resilience: $(STAMP) engines
 	$(BIN)/python bench/resilience.py
