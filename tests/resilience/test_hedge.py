@@ -108,8 +108,9 @@ async def test_all_attempts_failing_raise_the_last_error() -> None:
     async def down() -> None:
         raise StoreUnavailableError("down")
 
-    with pytest.raises(StoreUnavailableError):
-        await Hedge(HedgeSettings(delay_s=0.1, max_hedges=2), clock=clock).run(down)
+    async with asyncio.timeout(5):
+        with pytest.raises(StoreUnavailableError):
+            await Hedge(HedgeSettings(delay_s=0.1, max_hedges=2), clock=clock).run(down)
 
 
 async def test_adaptive_delay_follows_the_percentile() -> None:

@@ -81,11 +81,12 @@ async def test_acquire_timeout_raises_with_retry_after() -> None:
     clock = FakeClock(autojump=True)
     bucket = TokenBucket(1.0, 1, clock=clock)
     bucket.try_acquire()
-    with pytest.raises(RateLimitedError) as caught:
-        await bucket.acquire(1, timeout_s=0.5)
+    async with asyncio.timeout(5):
+        with pytest.raises(RateLimitedError) as caught:
+            await bucket.acquire(1, timeout_s=0.5)
+        with pytest.raises(RateLimitedError):
+            await bucket.acquire(2)  # more than the burst: never
     assert caught.value.retry_after_s == pytest.approx(1.0)
-    with pytest.raises(RateLimitedError):
-        await bucket.acquire(2)  # more than the burst: never
 
 
 async def test_run_fails_fast_when_limited() -> None:

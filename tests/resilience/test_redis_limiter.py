@@ -28,12 +28,16 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def key() -> str:
+    """A Redis key no other test uses."""
     return f"test:{uuid.uuid4().hex}"
 
 
 async def test_gcra_admits_burst_then_refuses(redis_server: RedisServer) -> None:
     """A fresh Redis GCRA admits its burst, then refuses with a retry-after."""
-    async with RedisGCRA(redis_server.url, key(), rate=1.0, burst=3) as limiter:
+    async with (
+        asyncio.timeout(10),
+        RedisGCRA(redis_server.url, key(), rate=1.0, burst=3) as limiter,
+    ):
         results = [await limiter.try_acquire() for _ in range(4)]
         assert results == [True, True, True, False]
         assert 0.5 < limiter.last_retry_after_s <= 1.0
@@ -47,6 +51,7 @@ async def test_sliding_window_counts_across_clients(redis_server: RedisServer) -
     """Two clients on one key share one sliding-window count."""
     shared = key()
     async with (
+        asyncio.timeout(10),
         RedisSlidingWindow(redis_server.url, shared, limit=5, window_s=60) as a,
         RedisSlidingWindow(redis_server.url, shared, limit=5, window_s=60) as b,
     ):
