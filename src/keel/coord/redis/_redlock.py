@@ -227,7 +227,8 @@ class Redlock:
         retry_delay_s: after a lost round, wait a random time between half this
             and this before the next one.
         server_timeout_s: how long one round waits for each server (default
-            ``ttl_s / 100`` clamped to 50-500 ms).
+            ``ttl_s / 20`` clamped to 0.1-1 s: short against the TTL, long
+            enough for a first connection on a busy host).
         prefix: the Redis key prefix (default ``keel:redlock:``).
         clock: the time source.
 
@@ -253,7 +254,7 @@ class Redlock:
         self.ttl_ms = check_ttl(ttl_s)
         self.ttl_s = float(ttl_s)
         if server_timeout_s is None:
-            server_timeout_s = min(max(self.ttl_s / 100, 0.05), 0.5)
+            server_timeout_s = min(max(self.ttl_s / 20, 0.1), 1.0)
         delays = {"retry_delay_s": retry_delay_s, "server_timeout_s": server_timeout_s}
         for what, value in delays.items():
             if not value > 0:
