@@ -24,8 +24,10 @@ from keel.resilience import (
     BreakerSettings,
     Bulkhead,
     CircuitBreaker,
+    Fallback,
     NoBulkhead,
     NoCircuitBreaker,
+    NoFallback,
     NoHedge,
     NoRateLimiter,
     NoRetry,
@@ -249,3 +251,25 @@ def test_all_is_sorted_and_complete(module: Any) -> None:
         n for n, v in vars(module).items() if not n.startswith("_") and not inspect.ismodule(v)
     }
     assert set(names) == public
+
+
+async def test_fallback_answers_for_handled_errors_only() -> None:
+    """Fallback replaces the result for errors `on` accepts and lets others through."""
+
+    async def cached(exc: Exception) -> str:
+        return f"cached ({type(exc).__name__})"
+
+    async def down() -> str:
+        raise StoreUnavailableError("down")
+
+    async def bad() -> str:
+        raise ValueError("bad input")
+
+    fallback = Fallback(cached, on=lambda exc: isinstance(exc, StoreUnavailableError))
+    pipeline = Pipeline(fallback, Retry(RetrySettings(max_attempts=1)))
+    assert await pipeline.run(down) == "cached (StoreUnavailableError)"
+    with pytest.raises(ValueError):
+        await pipeline.run(bad)
+    assert fallback.used == 1
+    with pytest.raises(StoreUnavailableError):
+        await NoFallback().run(down)

@@ -40,6 +40,7 @@ from keel.resilience._deadline import (
     deadline,
     remaining,
 )
+from keel.resilience._fallback import Fallback
 from keel.resilience._hedge import Hedge, HedgeSettings, HedgeStatistics
 from keel.resilience._keyed import KeyedLimiter, KeyedStatistics, LeakyBucketShaper, LocalLimiter
 from keel.resilience._limiters import (
@@ -52,6 +53,7 @@ from keel.resilience._limiters import (
 from keel.resilience._noop import (
     NoBulkhead,
     NoCircuitBreaker,
+    NoFallback,
     NoHedge,
     NoRateLimiter,
     NoRetry,
@@ -86,6 +88,7 @@ __all__ = [
     "CircuitBreaker",
     "Deadline",
     "DeadlineScope",
+    "Fallback",
     "Hedge",
     "HedgeSettings",
     "HedgeStatistics",
@@ -98,6 +101,7 @@ __all__ = [
     "LocalLimiter",
     "NoBulkhead",
     "NoCircuitBreaker",
+    "NoFallback",
     "NoHedge",
     "NoRateLimiter",
     "NoRetry",

@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 __all__ = [
     "NoBulkhead",
     "NoCircuitBreaker",
+    "NoFallback",
     "NoHedge",
     "NoRateLimiter",
     "NoRetry",
@@ -43,6 +44,12 @@ class NoTimeout(_Passthrough):
 
 class NoRetry(_Passthrough):
     """Twin of :class:`~keel.resilience.Retry`: one attempt, errors pass through."""
+
+    __slots__ = ()
+
+
+class NoFallback(_Passthrough):
+    """Twin of :class:`~keel.resilience.Fallback`: errors pass through."""
 
     __slots__ = ()
 
