@@ -28,6 +28,7 @@ Lower-layer exceptions (``sqlite3.OperationalError``, ``grpc.aio.AioRpcError``,
     ├── NotLeaderError
     ├── ConflictError
     ├── NotFoundError                  (also LookupError)
+    │   └── NoInstanceError
     ├── ValidationError                (also ValueError)
     │   ├── InvalidKeyError
     │   ├── ValueTooLargeError
@@ -59,6 +60,7 @@ __all__ = [
     "LeaseNotFoundError",
     "LockLost",
     "LockLostError",
+    "NoInstanceError",
     "NotFoundError",
     "NotLeader",
     "NotLeaderError",
@@ -156,6 +158,10 @@ class ConflictError(KeelError):
 
 class NotFoundError(KeelError, LookupError):
     """The named thing does not exist."""
+
+
+class NoInstanceError(NotFoundError):
+    """A balancer was asked to pick from an empty list of instances."""
 
 
 class ValidationError(KeelError, ValueError):
