@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
+from keel.coord.redis._lane import lane
 from keel.coord.redis._renew import Renewer
 from keel.coord.redis._scripts import (
     ACQUIRE,
@@ -335,7 +336,12 @@ class RedisLock:
         bound = min(bound, self._max_block_s)
         if bound > 0:
             # Redis takes fractional seconds; 0 would mean "for ever".
-            await self.client.blpop([self.keys.wake], timeout=max(bound, 0.001))
+            seconds = f"{max(bound, 0.001):.3f}"
+            road = lane(self.client)
+            if road is None:  # pragma: no cover - single-connection clients are refused
+                await self.client.blpop([self.keys.wake], timeout=float(seconds))
+            else:
+                await road.execute("BLPOP", self.keys.wake, seconds)
 
     async def _abandon(self, owner: str) -> None:
         """Undo an acquire whose answer may be lost and pass on a consumed wake-up."""
