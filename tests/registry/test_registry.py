@@ -39,7 +39,7 @@ async def until(discovery: Discovery, service: str, ids: set[str], **kw: object)
 async def test_register_update_deregister_are_seen(store: Store) -> None:
     """A watcher's cache follows register, status change, metadata update and deregister."""
     async with Registry(store) as registry, Discovery(store) as discovery:
-        assert await discovery.instances("orders") == []
+        assert await discovery.instances("orders") == ()
         async with registry.register(inst(1, zone="a", tags=("blue",))) as reg:
             await until(discovery, "orders", {"10.0.0.1:8080"})
             await reg.update(metadata={"build": "42"}, weight=300)
@@ -192,6 +192,7 @@ async def test_lookups_after_the_first_do_no_io(store: Store) -> None:
         await until(discovery, "orders", {"10.0.0.1:8080"})
         cached = discovery.cached("orders")
         assert cached is not None and [i.id for i in cached] == ["10.0.0.1:8080"]
+        assert discovery.cached("orders") is cached  # the same tuple until a change
         assert discovery.cached("payments") is None
 
 

@@ -115,7 +115,7 @@ class Leadership:
         if self._monitor is not None:
             self._monitor.cancel()
         try:
-            await leave(self.election.session.store, self.key, self.fencing_token)
+            await leave(self.election.session.store, self.key)
         finally:
             self.lost.set("resigned")
             self.election._mutex.release()
@@ -191,7 +191,7 @@ class Election:
             try:
                 entry = await enqueue(self.session, self.prefix, key, value)
             except BaseException:
-                await leave(store, key, lease=self.session._lease_id)
+                await leave(store, key)
                 raise
             try:
                 if _predecessor(entry) is not None:
@@ -202,7 +202,7 @@ class Election:
                     )
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await leave(store, entry.key, entry.revision)
+                    await leave(store, entry.key)
                 raise
         except BaseException:
             self._mutex.release()

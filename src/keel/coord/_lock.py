@@ -84,7 +84,7 @@ class HeldLock:
         if self._monitor is not None:
             self._monitor.cancel()
         try:
-            await leave(self._lock.session.store, self.key, self.fencing_token)
+            await leave(self._lock.session.store, self.key)
         finally:
             self.lost.set("released")
             self._lock._mutex.release()
@@ -165,12 +165,12 @@ class Lock:
         try:
             entry = await enqueue(self.session, self.prefix, key, b"")
         except BaseException:
-            await leave(store, key, lease=self.session._lease_id)
+            await leave(store, key)
             raise
         try:
             if _predecessor(entry) is not None:
                 if not wait:
-                    await leave(store, entry.key, entry.revision)
+                    await leave(store, entry.key)
                     return None
                 what = f"waiting for lock {self.name!r}"
                 await race_loss(
@@ -180,7 +180,7 @@ class Lock:
                 )
         except BaseException:
             with contextlib.suppress(Exception):
-                await leave(store, entry.key, entry.revision)
+                await leave(store, entry.key)
             raise
         held = HeldLock(self, entry.key, entry.revision)
         held._monitor = self.session._spawn(

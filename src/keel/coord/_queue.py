@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from keel.coord._flag import LossFlag
 from keel.coord._session import Session
 from keel.errors import KeelError, SessionLostError, StoreUnavailableError, ValidationError
-from keel.store import Compare, Delete, EventType, Get, KeyValue, Put, Range, Store
+from keel.store import Compare, EventType, Get, KeyValue, Put, Range, Store
 
 __all__ = ["Entry", "check_name", "enqueue", "leave", "monitor", "race_loss", "wait_for_deletes"]
 
@@ -134,22 +134,18 @@ async def race_loss(work: Awaitable[T], lost: LossFlag, what: str) -> T:
     raise SessionLostError(f"{what}: session lost ({lost.reason})")
 
 
-async def leave(store: Store, key: str, revision: int = 0, *, lease: int = 0) -> None:
+async def leave(store: Store, key: str) -> None:
     """Delete our key (shielded from cancellation).
 
-    Deletes only the incarnation we created (``revision``), or, when a
-    cancelled enqueue left us not knowing it, any key on our ``lease``.
+    A plain delete is enough: the key's name carries our session's lease id
+    (and, for semaphores, a per-process serial), so no other contender can
+    ever own a key by that name.
     """
-    guard = (
-        Compare.create_revision(key, "==", revision)
-        if revision
-        else Compare.lease(key, "==", lease)
-    )
 
     async def delete() -> None:
         with contextlib.suppress(KeelError, TimeoutError):
             async with asyncio.timeout(5):
-                await store.txn([guard], [Delete(key)])
+                await store.delete(key)
 
     if store.closed:
         return

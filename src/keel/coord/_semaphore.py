@@ -70,7 +70,7 @@ class HeldSlot:
         self._released = True
         self._monitor.cancel()
         try:
-            await leave(self._session.store, self.key, self.fencing_token)
+            await leave(self._session.store, self.key)
         finally:
             self.lost.set("released")
 
@@ -100,17 +100,17 @@ async def _join(
     try:
         entry: Entry = await enqueue(session, prefix, key, value)
     except BaseException:
-        await leave(store, key, lease=session._lease_id)
+        await leave(store, key)
         raise
     try:
         if blocker(entry) is not None:
             if not wait:
-                await leave(store, key, entry.revision)
+                await leave(store, key)
                 return None
             await race_loss(wait_for_deletes(store, prefix, entry, blocker), session.lost, what)
     except BaseException:
         with contextlib.suppress(Exception):
-            await leave(store, key, entry.revision)
+            await leave(store, key)
         raise
     return HeldSlot(session, key, entry.revision, what)
 

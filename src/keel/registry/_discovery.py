@@ -82,7 +82,7 @@ def select(
     tags: Iterable[str] = (),
     version: str | None = None,
     include_draining: bool = False,
-) -> list[Instance]:
+) -> tuple[Instance, ...]:
     """Filter a service's instances (pure): status, health, protection, zone, tags, version."""
     wanted = set(tags)
     pool = [
@@ -95,8 +95,8 @@ def select(
     ]
     healthy = [i for i in pool if i.id not in failing]
     if pool and len(healthy) / len(pool) < protect_threshold:
-        return sorted(pool, key=lambda i: i.id)
-    return sorted(healthy, key=lambda i: i.id)
+        return tuple(sorted(pool, key=lambda i: i.id))
+    return tuple(sorted(healthy, key=lambda i: i.id))
 
 
 def _version_match(have: str, pattern: str) -> bool:
@@ -114,6 +114,7 @@ class _Cache:
     error: KeelError | None = None
     from_snapshot: bool = False
     subscribers: list[asyncio.Queue[None]] = field(default_factory=list)
+    selected: tuple[Instance, ...] | None = None
 
     def apply(self, event: Event) -> None:
         key = event.kv.key
@@ -146,6 +147,7 @@ class _Cache:
         self.from_snapshot = False
 
     def notify(self) -> None:
+        self.selected = None  # the default selection is rebuilt on the next lookup
         for queue in self.subscribers:
             if queue.empty():
                 queue.put_nowait(None)
@@ -221,8 +223,11 @@ class Discovery:
         tags: Iterable[str] = (),
         version: str | None = None,
         include_draining: bool = False,
-    ) -> list[Instance]:
+    ) -> tuple[Instance, ...]:
         """The instances of ``service`` that should get traffic (cached after the first call).
+
+        The unfiltered answer is the same tuple object until the service changes,
+        so balancers can skip their per-list bookkeeping.
 
         Args:
             zone: only this zone.
@@ -231,6 +236,8 @@ class Discovery:
             include_draining: also return DRAINING instances.
         """
         cache = await self._cache(service)
+        if zone is None and not tags and version is None and not include_draining:
+            return self._default(cache)
         return select(
             cache.instances.values(),
             cache.failing,
@@ -241,6 +248,15 @@ class Discovery:
             include_draining=include_draining,
         )
 
+    def _default(self, cache: _Cache) -> tuple[Instance, ...]:
+        if cache.selected is None:
+            cache.selected = select(
+                cache.instances.values(),
+                cache.failing,
+                protect_threshold=self._thresholds.get(cache.service, self._threshold),
+            )
+        return cache.selected
+
     async def all_instances(self, service: str) -> list[Instance]:
         """Every cached instance of ``service``, whatever its status or health."""
         cache = await self._cache(service)
@@ -250,7 +266,7 @@ class Discovery:
         """Ids of the instances the health checker marked failing."""
         return set((await self._cache(service)).failing)
 
-    async def subscribe(self, service: str) -> AsyncIterator[list[Instance]]:
+    async def subscribe(self, service: str) -> AsyncIterator[tuple[Instance, ...]]:
         """Yield the service's instance list now and after every change (bursts coalesced)."""
         cache = await self._cache(service)
         queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
@@ -378,16 +394,12 @@ class Discovery:
         cache.attempted.set()
         cache.notify()
 
-    def cached(self, service: str) -> list[Instance] | None:
+    def cached(self, service: str) -> tuple[Instance, ...] | None:
         """The cached instances of ``service`` without any I/O, or None if not cached yet."""
         cache = self._caches.get(service)
         if cache is None or not cache.loaded.is_set():
             return None
-        return select(
-            cache.instances.values(),
-            cache.failing,
-            protect_threshold=self._thresholds.get(service, self._threshold),
-        )
+        return self._default(cache)
 
     def statistics(self) -> DiscoveryStatistics:
         """Per-service cache counters and staleness."""
