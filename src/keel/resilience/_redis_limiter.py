@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisError
@@ -44,7 +44,8 @@ T = TypeVar("T")
 log = logging.getLogger("keel.resilience")
 
 # KEYS[1]: the limiter key. ARGV: interval_us, tolerance_us (burst * interval), n.
-# Returns {admitted 0|1, microseconds until n would conform}.
+# Returns 0 when admitted, else the microseconds until n would conform (>= 1):
+# one integer, the cheapest reply to parse.
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -55,13 +56,13 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + n * interval
 local wait = new_tat - tolerance - now
-if wait > 0 then return {0, wait} end
+if wait > 0 then return math.ceil(wait) end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
            math.ceil((new_tat - now) / 1000) + 1)
-return {1, 0}
+return 0
 """
 
-# KEYS[1]: the limiter hash. ARGV: window_us, limit, n.
+# KEYS[1]: the limiter hash. ARGV: window_us, limit, n. Returns as the GCRA script.
 _SLIDING_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -84,11 +85,11 @@ if estimate + n > limit then
   if prev > 0 and cur + n <= limit then
     wait = math.min(wait, (estimate + n - limit) * window / prev)
   end
-  return {0, math.ceil(wait)}
+  return math.max(1, math.ceil(wait))
 end
 redis.call('HSET', KEYS[1], 'i', string.format('%.0f', idx), 'c', cur + n, 'p', prev)
 redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000))
-return {1, 0}
+return 0
 """
 
 # Failures that mean "Redis is not there right now" (OSError covers sockets).
@@ -148,7 +149,7 @@ class _RedisLimiter:
         """The script's ARGV for a decision on ``n`` permits (each subclass has its own)."""
         return [n]
 
-    async def _eval(self, n: int) -> list[int]:
+    async def _eval(self, n: int) -> int:
         # EVALSHA straight away; load the script on the first NOSCRIPT (after
         # a Redis restart too).
         try:
@@ -156,7 +157,7 @@ class _RedisLimiter:
         except NoScriptError:
             await self.redis.script_load(self._lua)
             result = await self.redis.evalsha(self._sha, 1, self.key, *self._args(n))
-        return cast("list[int]", result)
+        return int(result)
 
     @property
     def mode(self) -> str:
@@ -172,14 +173,14 @@ class _RedisLimiter:
         now = self._clock.monotonic()
         if self._down_since is None or now >= self._next_try:
             try:
-                admitted, wait_us = await self._io_timeout.run(self._eval, n)
+                wait_us = await self._io_timeout.run(self._eval, n)
             except _REDIS_DOWN as exc:
                 self._degrade(now, exc)
             else:
                 self._recover()
                 self._remote += 1
-                self.last_retry_after_s = int(wait_us) / 1e6
-                return self._count(bool(admitted))
+                self.last_retry_after_s = wait_us / 1e6
+                return self._count(wait_us == 0)
         self._local += 1
         ok = self.local.try_acquire(n)
         self.last_retry_after_s = 0.0 if ok else self.local.retry_after(n)
