@@ -10,7 +10,7 @@
 Both mirror :class:`keel.coord.Lock` (``async with lock as held``,
 ``acquire(timeout_s=...)``, ``try_acquire()``, ``held.fencing_token``,
 ``held.lost``) so code can switch. Neither is as safe as the store-backed
-``Lock`` when fencing matters: see ``docs/coordination-redis.md``.
+``Lock`` when fencing matters: see ``docs/coordination.md``.
 """
 
 from keel.coord.redis._lock import HeldRedisLock, RedisLock

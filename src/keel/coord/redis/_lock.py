@@ -27,7 +27,7 @@ It is not fair (a process that releases and re-acquires at once may win
 again before the woken waiter's retry arrives) and it is only as safe as one
 Redis server: a failover to a replica that missed the key, or a restart
 without persistence, can let two processes hold it. See
-``docs/coordination-redis.md``.
+``docs/coordination.md``.
 """
 
 from __future__ import annotations
