@@ -47,3 +47,23 @@ def test_clocks_satisfy_the_protocol() -> None:
     assert isinstance(FakeClock(), Clock)
     with pytest.raises(ValueError, match="backwards"):
         FakeClock().advance(-1)
+
+
+async def test_autojump_never_skips_a_sleep_started_by_a_woken_task() -> None:
+    """A task woken by a jump runs before time jumps again, so its next sleep is honoured."""
+    clock = FakeClock(autojump=True)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        for _ in range(3):
+            await clock.sleep(1)
+            ticks.append(clock.monotonic())
+
+    async def long_sleeper() -> None:
+        await clock.sleep(10)
+
+    async with asyncio.timeout(2), asyncio.TaskGroup() as tasks:
+        tasks.create_task(ticker())
+        tasks.create_task(long_sleeper())
+    assert ticks == [1, 2, 3]
+    assert clock.monotonic() == 10

@@ -33,6 +33,7 @@ class FakeClock:
         self._autojump = autojump
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._jump_pending = False
 
     def monotonic(self) -> float:
         """The fake monotonic reading."""
@@ -54,14 +55,31 @@ class FakeClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
         if self._autojump:
-            asyncio.get_running_loop().call_soon(self._jump)
+            self._schedule_jump()
         await fut
 
+    def _schedule_jump(self) -> None:
+        if not self._jump_pending:
+            self._jump_pending = True
+            asyncio.get_running_loop().call_soon(self._jump)
+
     def _jump(self) -> None:
+        """Move to the earliest sleeper's time, but only once nothing else is ready to run.
+
+        Jumping while woken tasks have not run yet would skip past sleeps they
+        are about to start (trio's autojump has the same rule: jump when idle).
+        """
+        loop = asyncio.get_running_loop()
+        if getattr(loop, "_ready", None):  # other callbacks still to run: wait for idle
+            loop.call_soon(self._jump)
+            return
+        self._jump_pending = False
         while self._sleepers and self._sleepers[0][2].done():
             heapq.heappop(self._sleepers)
         if self._sleepers:
             self._set(max(self._now, self._sleepers[0][0]))
+            if self._sleepers:
+                self._schedule_jump()
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every sleeper now due."""
