@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "backends": {"clock", "errors", "store", "observe"},
     "coord": {"clock", "errors", "store", "observe"},
     "testing": {"clock", "errors"},
+    "config": {"clock", "errors", "store", "coord", "observe"},
     "registry": {"clock", "errors", "store", "coord", "observe", "balance"},
 }
 

@@ -38,7 +38,7 @@ from keel.registry._model import (
     encode_instance,
     service_prefix,
 )
-from keel.store import Event, EventType, KeyValue, Range, Store
+from keel.store import Event, EventType, KeyValue, Range, Store, merged
 
 __all__ = ["Discovery", "DiscoveryStatistics", "ServiceStatistics", "select"]
 
@@ -330,18 +330,11 @@ class Discovery:
         async with contextlib.AsyncExitStack() as stack:
             for watch in watches:
                 await stack.enter_async_context(watch)
-            queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-            async with asyncio.TaskGroup() as pumps:
-                for watch in watches:
-                    pumps.create_task(_pump(watch, queue))
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    cache.apply(item)
-                    if queue.empty():
-                        cache.notify()
-                        self._save_snapshot(cache)
+            async for event, more in merged(watches):
+                cache.apply(event)
+                if not more:
+                    cache.notify()
+                    self._save_snapshot(cache)
 
     async def _probe(self) -> None:
         while True:
@@ -419,10 +412,3 @@ class Discovery:
     def __repr__(self) -> str:
         return f"<Discovery services={sorted(self._caches)} stale={self._stale}>"
 
-
-async def _pump(watch: AsyncIterator[Event], queue: asyncio.Queue[Event | BaseException]) -> None:
-    try:
-        async for event in watch:
-            queue.put_nowait(event)
-    except KeelError as exc:
-        queue.put_nowait(exc)

@@ -7,6 +7,7 @@ guarantees; obtain a store with :func:`keel.connect`.
 """
 
 from keel.store._base import DEFAULT_MAX_VALUE_BYTES, DEFAULT_ROOT, MAX_LEASE_TTL, Store, Watch
+from keel.store._merge import merged
 from keel.store._types import (
     Compare,
     CompareOp,
@@ -53,5 +54,6 @@ __all__ = [
     "TxnResult",
     "Watch",
     "default_url",
+    "merged",
     "parse_url",
 ]

@@ -1,0 +1,37 @@
+"""Config center: named documents with history, rollback, gray release and typed hot reload.
+
+``ConfigCenter(store)`` publishes (compare-and-swap on the version; current
+record and history in one transaction), lists, diffs, rolls back and runs gray
+releases; ``await center.bind(name, Model)`` gives a :class:`LiveConfig` whose
+``value`` follows every valid publish. See ``docs/config.md``.
+"""
+
+from keel.config._center import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_RETENTION,
+    ConfigCenter,
+    ConfigSummary,
+)
+from keel.config._formats import FORMATS, Format, guess_format, parse, parse_properties
+from keel.config._live import ENV_PREFIX, LiveConfig, Source, env_overrides, merge
+from keel.config._model import ConfigDocument, GrayRelease, GrayRule
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_RETENTION",
+    "ENV_PREFIX",
+    "FORMATS",
+    "ConfigCenter",
+    "ConfigDocument",
+    "ConfigSummary",
+    "Format",
+    "GrayRelease",
+    "GrayRule",
+    "LiveConfig",
+    "Source",
+    "env_overrides",
+    "guess_format",
+    "merge",
+    "parse",
+    "parse_properties",
+]

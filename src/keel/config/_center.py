@@ -1,0 +1,406 @@
+"""ConfigCenter: publish with compare-and-swap, history, diff, rollback, gray release.
+
+Every change is ONE transaction: a publish writes the current record and its
+history entry (and prunes the oldest history entry past retention) together,
+guarded by a compare on the current record's version, so two admins cannot
+overwrite each other and a publisher killed mid-way leaves either everything
+or nothing. A promote writes the new version and removes the gray release in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import os
+import socket
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from keel.config._formats import Format, check_format, guess_format, parse
+from keel.config._live import LiveConfig
+from keel.config._model import (
+    ConfigDocument,
+    GrayRelease,
+    GrayRule,
+    check_config_name,
+    current_key,
+    gray_key,
+    history_key,
+    history_prefix,
+    md5_of,
+)
+from keel.coord import Session
+from keel.errors import ConflictError, NotFoundError, ValidationError
+from keel.observe import ConfigMetrics, config_metrics
+from keel.store import Compare, Delete, Get, KeyValue, Op, Put, Store
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_RETENTION", "ConfigCenter", "ConfigSummary"]
+
+T = TypeVar("T")
+DEFAULT_MAX_BYTES = 256 * 1024
+DEFAULT_RETENTION = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSummary:
+    """One config in :meth:`ConfigCenter.list`.
+
+    Attributes:
+        name: the config.
+        version: its current version.
+        format: its format.
+        md5: md5 of the current content.
+        published_at: when the current version was published.
+        gray: whether a gray release is in progress.
+    """
+
+    name: str
+    version: int
+    format: Format
+    md5: str
+    published_at: float
+    gray: bool
+
+
+class ConfigCenter:
+    """Publish and read configs on a store.
+
+    Args:
+        store: the store (its root is the namespace: dev, staging, prod...).
+        max_bytes: largest document accepted (default 256 KiB).
+        retention: history versions kept per config (default 100).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        retention: int = DEFAULT_RETENTION,
+    ) -> None:
+        if retention < 1:
+            raise ValidationError("retention must keep at least 1 version")
+        self.store = store
+        self.max_bytes = max_bytes
+        self.retention = retention
+
+    def _validate(self, name: str, content: str, fmt: Format | None) -> Format:
+        check_config_name(name)
+        if not isinstance(content, str):
+            raise ValidationError("config content must be text (str): decode it first")
+        size = len(content.encode())
+        if size > self.max_bytes:
+            raise ValidationError(
+                f"{name} is {size} bytes, over the limit of {self.max_bytes}: split it, "
+                f"or raise max_bytes"
+            )
+        chosen = check_format(fmt) if fmt is not None else guess_format(name)
+        parse(chosen, content, name=name)
+        return chosen
+
+    async def get(self, name: str) -> ConfigDocument | None:
+        """The current version of ``name``, or None."""
+        kv = await self.store.get(current_key(check_config_name(name)))
+        return ConfigDocument.decode(kv.value) if kv else None
+
+    async def _read_current(self, name: str) -> tuple[KeyValue | None, int]:
+        """The current record and the last version ever published (history survives delete)."""
+        kv = await self.store.get(current_key(name))
+        if kv is not None:
+            return kv, ConfigDocument.decode(kv.value).version
+        kept, _ = await self.store.range(history_prefix(name))
+        return None, (ConfigDocument.decode(kept[-1].value).version if kept else 0)
+
+    async def publish(
+        self,
+        name: str,
+        content: str,
+        *,
+        format: Format | None = None,
+        author: str = "",
+        comment: str = "",
+        expected_version: int | None = None,
+    ) -> ConfigDocument:
+        """Publish ``content`` as the next version of ``name``.
+
+        Args:
+            format: the document format (default: from the name's extension).
+            expected_version: publish only if the current version is this one
+                (0: only if the config does not exist yet).
+
+        Raises:
+            ValidationError: the document does not parse (the message names the
+                line and column), is too large, or the name is bad; nothing is written.
+            ConflictError: the current version is not ``expected_version``.
+        """
+        fmt = self._validate(name, content, format)
+        kv, last = await self._read_current(name)
+        version = last if kv is not None else 0
+        if expected_version is not None and expected_version != version:
+            raise ConflictError(
+                f"{name} is at version {version}, not {expected_version}: someone published "
+                f"first; read it again and retry with --expected-version {version}"
+            )
+        doc = ConfigDocument(
+            name=name,
+            content=content,
+            format=fmt,
+            version=last + 1,
+            md5=md5_of(content),
+            author=author,
+            comment=comment,
+            published_at=time.time(),
+        )
+        guard = (
+            Compare.mod_revision(current_key(name), "==", kv.mod_revision)
+            if kv is not None
+            else Compare.absent(current_key(name))
+        )
+        await self._commit(doc, [guard], ())
+        return doc
+
+    async def _commit(
+        self, doc: ConfigDocument, compares: list[Compare], extra: tuple[Op, ...]
+    ) -> None:
+        """Write current + history (+ retention prune + extra ops) in one transaction."""
+        ops: list[Op] = [
+            Put(current_key(doc.name), doc.encode()),
+            Put(history_key(doc.name, doc.version), doc.encode()),
+            *extra,
+        ]
+        stale = doc.version - self.retention
+        if stale > 0:
+            ops.append(Delete(history_key(doc.name, stale)))
+        checks = [*compares, Compare.absent(history_key(doc.name, doc.version))]
+        result = await self.store.txn(checks, ops, [Get(current_key(doc.name))])
+        if not result.succeeded:
+            now = result.results[0]
+            have = ConfigDocument.decode(now.value).version if isinstance(now, KeyValue) else 0
+            raise ConflictError(
+                f"{doc.name} changed while publishing (now version {have}): read it again and retry"
+            )
+
+    async def list(self) -> list[ConfigSummary]:
+        """Every config with its current version, sorted by name."""
+        kvs, _ = await self.store.range("config/")
+        grays, _ = await self.store.range("config-gray/")
+        on_gray = {kv.key.removeprefix("config-gray/") for kv in grays}
+        out = []
+        for kv in kvs:
+            doc = ConfigDocument.decode(kv.value)
+            out.append(
+                ConfigSummary(
+                    doc.name,
+                    doc.version,
+                    doc.format,
+                    doc.md5,
+                    doc.published_at,
+                    doc.name in on_gray,
+                )
+            )
+        return out
+
+    async def history(self, name: str) -> builtins.list[ConfigDocument]:
+        """Every kept version of ``name``, oldest first."""
+        kvs, _ = await self.store.range(history_prefix(check_config_name(name)))
+        return [ConfigDocument.decode(kv.value) for kv in kvs]
+
+    async def version(self, name: str, version: int) -> ConfigDocument:
+        """One version of ``name`` from history.
+
+        Raises:
+            NotFoundError: the version was never published or is past retention.
+        """
+        kv = await self.store.get(history_key(check_config_name(name), version))
+        if kv is None:
+            raise NotFoundError(
+                f"{name} has no version {version} (never published, or past retention): "
+                f"see 'keel config history {name}'"
+            )
+        return ConfigDocument.decode(kv.value)
+
+    async def diff(self, name: str, a: int, b: int) -> str:
+        """A unified diff from version ``a`` to version ``b``."""
+        old, new = await self.version(name, a), await self.version(name, b)
+        return "".join(
+            difflib.unified_diff(
+                old.content.splitlines(keepends=True),
+                new.content.splitlines(keepends=True),
+                fromfile=f"{name}@{a}",
+                tofile=f"{name}@{b}",
+            )
+        )
+
+    async def rollback(self, name: str, to_version: int, *, author: str = "") -> ConfigDocument:
+        """Publish the content of an old version as a new version (history is never rewritten)."""
+        old = await self.version(name, to_version)
+        current = await self.get(name)
+        return await self.publish(
+            name,
+            old.content,
+            format=old.format,
+            author=author,
+            comment=f"rollback to version {to_version}",
+            expected_version=current.version if current else 0,
+        )
+
+    async def delete(self, name: str) -> bool:
+        """Delete the current record and any gray release; history is kept."""
+        check_config_name(name)
+        result = await self.store.txn([], [Delete(current_key(name)), Delete(gray_key(name))])
+        deleted = result.results[0]
+        return isinstance(deleted, int) and deleted > 0
+
+    # -- gray release ---------------------------------------------------------
+
+    async def publish_gray(
+        self,
+        name: str,
+        content: str,
+        rule: GrayRule,
+        *,
+        author: str = "",
+        comment: str = "",
+        replace: bool = False,
+    ) -> GrayRelease:
+        """Start a gray release: clients matching ``rule`` get ``content``; others keep the main.
+
+        Raises:
+            NotFoundError: the config has no main version yet (publish it first).
+            ConflictError: a gray release is already running (``replace=True`` replaces it).
+        """
+        current = await self.get(name)
+        if current is None:
+            raise NotFoundError(f"{name} does not exist: publish a first version before a gray")
+        fmt = self._validate(name, content, current.format)
+        gray = GrayRelease(
+            name=name,
+            content=content,
+            format=fmt,
+            md5=md5_of(content),
+            rule=rule,
+            base_version=current.version,
+            author=author,
+            comment=comment,
+            published_at=time.time(),
+        )
+        compares = [] if replace else [Compare.absent(gray_key(name))]
+        result = await self.store.txn(compares, [Put(gray_key(name), gray.encode())])
+        if not result.succeeded:
+            raise ConflictError(
+                f"{name} already has a gray release: promote or abort it first (or replace it)"
+            )
+        return gray
+
+    async def gray(self, name: str) -> GrayRelease | None:
+        """The gray release of ``name`` in progress, or None."""
+        kv = await self.store.get(gray_key(check_config_name(name)))
+        return GrayRelease.decode(kv.value) if kv else None
+
+    async def promote(self, name: str, *, author: str = "") -> ConfigDocument:
+        """Make the gray content the next main version and end the gray, in one transaction."""
+        gray_kv = await self.store.get(gray_key(check_config_name(name)))
+        if gray_kv is None:
+            raise NotFoundError(f"{name} has no gray release to promote")
+        gray = GrayRelease.decode(gray_kv.value)
+        kv, last = await self._read_current(name)
+        doc = ConfigDocument(
+            name=name,
+            content=gray.content,
+            format=gray.format,
+            version=last + 1,
+            md5=gray.md5,
+            author=author or gray.author,
+            comment=f"promote gray: {gray.comment}".rstrip(": "),
+            published_at=time.time(),
+        )
+        guards = [Compare.mod_revision(gray_key(name), "==", gray_kv.mod_revision)]
+        guards.append(
+            Compare.mod_revision(current_key(name), "==", kv.mod_revision)
+            if kv is not None
+            else Compare.absent(current_key(name))
+        )
+        await self._commit(doc, guards, (Delete(gray_key(name)),))
+        return doc
+
+    async def abort_gray(self, name: str) -> bool:
+        """End the gray release; gray clients go back to the main version."""
+        return await self.store.delete(gray_key(check_config_name(name))) > 0
+
+    # -- live binding ---------------------------------------------------------
+
+    def bind(
+        self,
+        name: str,
+        model: type[T] | Any = dict,
+        *,
+        labels: Mapping[str, str] | None = None,
+        client_id: str | None = None,
+        file: str | os.PathLike[str] | None = None,
+        snapshot_dir: str | os.PathLike[str] | None = None,
+        session: Session | None = None,
+        environ: Mapping[str, str] | None = None,
+        metrics: ConfigMetrics | None = None,
+    ) -> _Binding[T]:
+        """Bind ``name`` to ``model`` (a pydantic model, dataclass, ``dict``...) and follow it.
+
+        ``live = await center.bind(...)`` or ``async with center.bind(...) as live``.
+
+        Args:
+            labels: this client's labels, matched by gray rules (``zone``, ``version``...).
+            client_id: this client's id for gray rules (default: host-pid).
+            file: a local document layered under the store's.
+            snapshot_dir: where to keep the last good document for cold starts.
+            session: when given, the binding reports its version under
+                ``config-clients/<name>/<client-id>`` on this session's lease.
+            environ: the environment for ``KEEL_CFG__...`` overrides (default: os.environ).
+            metrics: where to count reloads (default: the process-wide registry).
+
+        Raises:
+            ValidationError: the current document does not validate and there is
+                no earlier value to keep.
+            StoreUnavailableError: the store is down and there is no snapshot.
+        """
+        check_config_name(name)
+        live: LiveConfig[T] = LiveConfig(
+            self.store,
+            name,
+            model,
+            client_id=client_id or f"{socket.gethostname()}-{os.getpid()}",
+            labels=labels or {},
+            file=Path(file) if file is not None else None,
+            snapshot_dir=Path(snapshot_dir) if snapshot_dir is not None else None,
+            session=session,
+            environ=environ if environ is not None else os.environ,
+            metrics=metrics or config_metrics(),
+        )
+        return _Binding(live)
+
+    def __repr__(self) -> str:
+        return f"<ConfigCenter root={self.store.root!r} retention={self.retention}>"
+
+
+class _Binding(Generic[T]):
+    """What :meth:`ConfigCenter.bind` returns: await it, or ``async with`` it."""
+
+    def __init__(self, live: LiveConfig[T]) -> None:
+        self._live = live
+
+    def __await__(self) -> Generator[Any, None, LiveConfig[T]]:
+        return self._live.start().__await__()
+
+    async def __aenter__(self) -> LiveConfig[T]:
+        return await self._live.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._live.close()

@@ -1,0 +1,382 @@
+"""Live binding: a typed config value that follows publishes, and never breaks the service.
+
+``live.value`` is a plain attribute holding the last *valid* value: reading it
+costs an attribute lookup, nothing is parsed on read. A publish that does not
+validate against the binding's model keeps the old value, logs one clear
+error, counts ``keel_config_reloads_total{outcome="invalid"}`` and calls the
+``on_invalid`` callbacks.
+
+Layers, lowest first: the model's defaults < a local ``file`` < the store's
+document (the gray one if this client is on gray) < environment variables
+``KEEL_CFG__<CONFIG>__<FIELD>[__<SUB>...]`` (``<CONFIG>`` is the config name
+without its extension, upper-cased, other characters as ``_``: ``orders.yaml``
+→ ``KEEL_CFG__ORDERS__TIMEOUT_S=3``). A snapshot file keeps the last good
+document so a service starts with it while the store is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from keel.config._formats import Format, guess_format, parse
+from keel.config._model import ConfigDocument, GrayRelease, client_key, current_key, gray_key
+from keel.coord import Session
+from keel.errors import KeelError, StoreClosedError, ValidationError
+from keel.observe import ConfigMetrics
+from keel.store import Event, EventType, Get, KeyValue, Store, merged
+
+__all__ = ["ENV_PREFIX", "LiveConfig", "Source", "env_overrides", "merge"]
+
+log = logging.getLogger("keel.config")
+T = TypeVar("T")
+ENV_PREFIX = "KEEL_CFG"
+_RETRY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the running value came from.
+
+    Attributes:
+        version: the main version it is based on (0: none yet).
+        gray: whether it is the gray content.
+        md5: md5 of the document applied.
+        from_snapshot: True when loaded from the local snapshot (store unreachable).
+    """
+
+    version: int
+    gray: bool
+    md5: str
+    from_snapshot: bool = False
+
+
+def merge(base: Any, top: Any) -> Any:
+    """Deep-merge ``top`` over ``base`` (mappings merge key by key; anything else replaces)."""
+    if isinstance(base, Mapping) and isinstance(top, Mapping):
+        out = dict(base)
+        for key, value in top.items():
+            out[key] = merge(out.get(key), value) if key in out else value
+        return out
+    return top
+
+
+def env_overrides(config: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``KEEL_CFG__<CONFIG>__...`` variables for ``config`` as a nested dict."""
+    stem = config.rsplit(".", 1)[0] if "." in config else config
+    prefix = f"{ENV_PREFIX}__{re.sub(r'[^A-Za-z0-9]', '_', stem).upper()}__"
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(prefix):
+            continue
+        path = [p.lower() for p in name[len(prefix) :].split("__") if p]
+        if not path:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[path[-1]] = json.loads(raw)
+        except ValueError:
+            node[path[-1]] = raw
+    return out
+
+
+class LiveConfig(Generic[T]):
+    """A config bound to a model; see the module docstring.
+
+    Attributes:
+        value: the last valid value (read it freely: it is a plain attribute).
+        source: which version (and whether gray) ``value`` came from.
+        invalid: how many publishes this binding refused.
+    """
+
+    value: T
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        model: Any,
+        *,
+        client_id: str,
+        labels: Mapping[str, str],
+        file: Path | None,
+        snapshot_dir: Path | None,
+        session: Session | None,
+        environ: Mapping[str, str],
+        metrics: ConfigMetrics,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.client_id = client_id
+        self.labels = dict(labels)
+        self._adapter: TypeAdapter[T] = TypeAdapter(model)
+        self._file = file
+        self._snapshot = snapshot_dir / f"{name}.json" if snapshot_dir else None
+        self._session = session
+        self._environ = environ
+        self._metrics = metrics
+        self._main: ConfigDocument | None = None
+        self._gray: GrayRelease | None = None
+        self.source = Source(0, False, "")
+        self.invalid = 0
+        self._on_change: list[Callable[[T, T], object]] = []
+        self._on_invalid: list[Callable[[Exception, Source], object]] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- callbacks ------------------------------------------------------------
+
+    def on_change(self, callback: Callable[[T, T], object]) -> None:
+        """Call ``callback(old, new)`` after each applied change."""
+        self._on_change.append(callback)
+
+    def on_invalid(self, callback: Callable[[Exception, Source], object]) -> None:
+        """Call ``callback(error, source)`` when a publish fails validation."""
+        self._on_invalid.append(callback)
+
+    async def changes(self) -> AsyncIterator[T]:
+        """Yield each new value as it is applied."""
+        seen = self.source
+
+        def moved() -> bool:
+            return self.source != seen
+
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(moved)
+            seen = self.source
+            yield self.value
+
+    # -- building a value -------------------------------------------------------
+
+    def _effective(self) -> tuple[str, Format, Source] | None:
+        gray = self._gray
+        if gray is not None and gray.rule.matches(self.name, self.client_id, self.labels):
+            base = self._main.version if self._main else gray.base_version
+            return gray.content, gray.format, Source(base, True, gray.md5)
+        if self._main is not None:
+            m = self._main
+            return m.content, m.format, Source(m.version, False, m.md5)
+        return None
+
+    def _build(self, content: str | None, fmt: Format) -> T:
+        layers: Any = {}
+        if self._file is not None and self._file.exists():
+            text = self._file.read_text()
+            layers = parse(guess_format(self._file.name), text, name=str(self._file))
+        if content is not None:
+            document = parse(fmt, content, name=self.name)
+            layers = merge(layers, document) if isinstance(document, Mapping) else document
+        overrides = env_overrides(self.name, self._environ)
+        if overrides:
+            layers = merge(layers if isinstance(layers, Mapping) else {}, overrides)
+        return self._adapter.validate_python(layers)
+
+    def _apply(self, source_hint: bool = False) -> None:
+        effective = self._effective()
+        content: str | None = None
+        fmt: Format = "text"
+        source = Source(0, False, "")
+        if effective is not None:
+            content, fmt, source = effective
+        if source_hint:
+            source = Source(source.version, source.gray, source.md5, from_snapshot=True)
+        if source == self.source and hasattr(self, "value"):
+            return
+        try:
+            new = self._build(content, fmt)
+        except (PydanticValidationError, ValidationError, OSError) as exc:
+            self._refuse(exc, source)
+            return
+        old = getattr(self, "value", new)
+        had_value = hasattr(self, "value")
+        self.value = new
+        self.source = source
+        self._metrics.applied(self.name, source.version)
+        if had_value:
+            for callback in self._on_change:
+                with contextlib.suppress(Exception):
+                    callback(old, new)
+
+    def _refuse(self, exc: Exception, source: Source) -> None:
+        self.invalid += 1
+        self._metrics.invalid(self.name)
+        log.error(
+            "config %s version %s%s is invalid for this service, keeping version %s: %s",
+            self.name,
+            source.version,
+            " (gray)" if source.gray else "",
+            self.source.version,
+            str(exc).replace("\n", "; "),
+        )
+        for callback in self._on_invalid:
+            with contextlib.suppress(Exception):
+                callback(exc, source)
+
+    # -- loading and following ------------------------------------------------------
+
+    async def _load(self) -> int:
+        result = await self.store.txn([], [Get(current_key(self.name)), Get(gray_key(self.name))])
+        main, gray = result.results
+        self._main = ConfigDocument.decode(main.value) if isinstance(main, KeyValue) else None
+        self._gray = GrayRelease.decode(gray.value) if isinstance(gray, KeyValue) else None
+        return result.revision
+
+    async def start(self) -> Self:
+        """Load the value (from the store, or the snapshot if the store is down) and follow it."""
+        try:
+            revision = await self._load()
+        except KeelError as exc:
+            if not self._load_snapshot():
+                raise
+            log.warning("config %s: store unreachable (%s); running the snapshot", self.name, exc)
+            revision = 0
+        else:
+            self._apply()
+            if not hasattr(self, "value"):
+                raise ValidationError(
+                    f"config {self.name} does not validate and no earlier value exists: fix it "
+                    f"and publish again"
+                )
+            await self._after_change()
+        self._task = asyncio.ensure_future(self._follow(revision))
+        return self
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                if revision == 0:
+                    revision = await self._load()
+                    await self._changed_now()
+                await self._watch(revision + 1)
+            except StoreClosedError:
+                return
+            except KeelError as exc:
+                log.info("config %s: watch interrupted (%s); reloading", self.name, exc)
+                await asyncio.sleep(_RETRY_S)
+                revision = 0
+
+    async def _watch(self, start: int) -> None:
+        keys = (current_key(self.name), gray_key(self.name))
+        async with (
+            self.store.watch(keys[0], start_revision=start) as main,
+            self.store.watch(keys[1], start_revision=start) as gray,
+        ):
+            async for event, more in merged([main, gray]):
+                self._fold(event)
+                if not more:
+                    await self._changed_now()
+
+    def _fold(self, event: Event) -> None:
+        is_main = event.kv.key == current_key(self.name)
+        if event.type is EventType.DELETE:
+            if is_main:
+                self._main = None
+            else:
+                self._gray = None
+        elif is_main:
+            self._main = ConfigDocument.decode(event.kv.value)
+        else:
+            self._gray = GrayRelease.decode(event.kv.value)
+
+    async def _changed_now(self) -> None:
+        before = self.source
+        self._apply()
+        if self.source != before:
+            await self._after_change()
+
+    async def _after_change(self) -> None:
+        self._save_snapshot()
+        async with self._changed:
+            self._changed.notify_all()
+        await self._report()
+
+    async def _report(self) -> None:
+        if self._session is None or self._session.lost.is_set():
+            return
+        body = {
+            "version": self.source.version,
+            "gray": self.source.gray,
+            "md5": self.source.md5,
+            "labels": self.labels,
+        }
+        with contextlib.suppress(KeelError):
+            await self.store.put(
+                client_key(self.name, self.client_id),
+                json.dumps(body).encode(),
+                lease=self._session.lease_id,
+            )
+
+    def _save_snapshot(self) -> None:
+        effective = self._effective()
+        if self._snapshot is None or effective is None:
+            return
+        content, fmt, source = effective
+        self._snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._snapshot.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "content": content,
+                    "format": fmt,
+                    "version": source.version,
+                    "gray": source.gray,
+                    "md5": source.md5,
+                }
+            )
+        )
+        os.replace(tmp, self._snapshot)
+
+    def _load_snapshot(self) -> bool:
+        if self._snapshot is None or not self._snapshot.exists():
+            return False
+        data = json.loads(self._snapshot.read_text())
+        self._main = ConfigDocument(
+            name=self.name,
+            content=data["content"],
+            format=data["format"],
+            version=data["version"],
+            md5=data["md5"],
+        )
+        self._apply(source_hint=True)
+        return hasattr(self, "value")
+
+    async def close(self) -> None:
+        """Stop following the store (the value stays readable)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        s = self.source
+        return (
+            f"<LiveConfig {self.name} v{s.version}{' gray' if s.gray else ''}"
+            f"{' snapshot' if s.from_snapshot else ''} invalid={self.invalid}>"
+        )
