@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -84,9 +85,11 @@ async def spawn() -> AsyncIterator[Spawn]:
     yield start
     for child in children:
         if child.proc.returncode is None:
-            os.kill(child.proc.pid, signal.SIGCONT)
-            child.proc.kill()
-        await child.proc.wait()
+            with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                os.kill(child.proc.pid, signal.SIGCONT)
+                child.proc.kill()
+        async with asyncio.timeout(30):
+            await child.proc.communicate()  # reaps it and closes its pipes
 
 
 async def test_eight_processes_keep_a_counter_exact(url: str, spawn: Spawn) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -70,8 +71,10 @@ async def test_killed_owner_vanishes_within_ttl(url: str) -> None:
             assert took <= TTL + 2
     finally:
         if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        async with asyncio.timeout(30):
+            await proc.communicate()  # reaps it and closes its pipe
 
 
 async def test_instance_registered_by_etcdctl_is_discovered(etcd_cluster: EtcdCluster) -> None:

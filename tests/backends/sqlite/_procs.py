@@ -86,9 +86,7 @@ class Children:
             child.kill9()
         for child in self.started:
             async with asyncio.timeout(10):
-                await child.proc.wait()
-            if child.proc.stdin is not None:
-                child.proc.stdin.close()
+                await child.proc.communicate()  # reaps it and closes both pipes
 
 
 @pytest.fixture
