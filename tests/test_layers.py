@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"clock", "errors"},
     "config": {"clock", "errors", "store", "coord", "observe"},
     "registry": {"clock", "errors", "store", "coord", "observe", "balance"},
+    "schedule": {"clock", "errors", "store", "coord", "registry", "resilience", "observe"},
 }
 
 
