@@ -23,14 +23,6 @@ class Orders(BaseModel):
     region: str = "eu"
 
 
-async def next_change(live: LiveConfig[Orders]) -> Orders:
-    """The next applied value."""
-    async with asyncio.timeout(10):
-        async for value in live.changes():
-            return value
-    raise AssertionError("unreachable")
-
-
 async def until(live: LiveConfig[Orders], timeout_s: float) -> Orders:
     """Wait until the binding's timeout_s is ``timeout_s`` (already, or after changes)."""
     async with asyncio.timeout(10):

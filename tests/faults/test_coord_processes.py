@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,38 +14,10 @@ import pytest
 import keel
 from keel.coord import Election, Leader, Session
 from keel.testing import EtcdCluster
+from tests._procs import Child, Children
 
-ROOT = Path(__file__).resolve().parents[2]
 TTL = 2
 pytestmark = pytest.mark.slow
-
-
-class Child:
-    """One child process running tests/faults/coord_child.py."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-
-    async def expect(self, word: str, timeout_s: float = 20.0) -> list[str]:
-        """Read lines until one starts with ``word``; return its fields."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(f"child ended before {word!r}: {self.lines}")
-                line = raw.decode().strip()
-                self.lines.append(line)
-                if line.split()[0] == word:
-                    return line.split()[1:]
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
@@ -60,36 +29,19 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{cluster.url}?root=/coord-{tmp_path.name}/"
 
 
-Spawn = Callable[..., Awaitable["Child"]]
+Spawn = Callable[..., Awaitable[Child]]
 
 
 @pytest.fixture
 async def spawn() -> AsyncIterator[Spawn]:
-    """Start children; kill whatever is left at teardown."""
-    children: list[Child] = []
+    """Start coord_child processes; kill and reap whatever is left at teardown."""
+    children = Children()
 
     async def start(*args: str) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.faults.coord_child",
-            *args,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        child = Child(proc)
-        children.append(child)
-        return child
+        return await children.start("tests.faults.coord_child", *args)
 
     yield start
-    for child in children:
-        if child.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):  # it may have just exited
-                os.kill(child.proc.pid, signal.SIGCONT)
-                child.proc.kill()
-        async with asyncio.timeout(30):
-            await child.proc.communicate()  # reaps it and closes its pipes
+    await children.close()
 
 
 async def test_eight_processes_keep_a_counter_exact(url: str, spawn: Spawn) -> None:

@@ -35,7 +35,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "memory": _COMMON_OPTIONS | {"history_limit"},
     "sqlite": _COMMON_OPTIONS | {"synchronous", "retention", "busy_timeout_s"},
     "etcd": _COMMON_OPTIONS
-    | {"ca_file", "cert_file", "key_file", "server_name", "timeout_s", "tls"},
+    | {"ca_file", "cert_file", "key_file", "server_name", "timeout_s", "tls", "lazy"},
 }
 
 

@@ -9,6 +9,7 @@ what etcd does not say (the compaction point behind a "compacted" error).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aetcd import rpc
@@ -259,13 +260,17 @@ async def open_etcd(url: StoreURL, **options: Any) -> EtcdStore:
     Args:
         url: the parsed URL (endpoints, credentials, root, TLS options).
         **options: override URL options: ``timeout_s``, ``ca_file``, ``cert_file``,
-            ``key_file``, ``server_name``, ``tls``.
+            ``key_file``, ``server_name``, ``tls``; and ``lazy`` (also a URL option):
+            do not wait for an endpoint now, connect on the first call (a service
+            that must start while etcd is down, running on snapshots).
 
     Raises:
         StoreUnavailableError: no endpoint answered within the timeout.
         AuthError: bad credentials or a refused/untrusted certificate.
         ValidationError: bad options (missing files, a key without a certificate).
     """
-    settings = EtcdSettings.from_url(url, **options)
+    lazy = str(options.pop("lazy", url.options.get("lazy", ""))).lower() in ("1", "true", "yes")
+    url_options = {k: v for k, v in url.options.items() if k != "lazy"}
+    settings = EtcdSettings.from_url(replace(url, options=url_options), **options)
     store = EtcdStore(settings, root=url.root, max_value_bytes=url.max_value_bytes)
-    return await store.start()
+    return store if lazy else await store.start()
