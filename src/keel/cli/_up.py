@@ -23,6 +23,7 @@ import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.live import Live
@@ -31,16 +32,19 @@ from rich.table import Table
 
 import keel
 from keel.cli._common import console
+from keel.config import ConfigCenter, ConfigDocument, LiveConfig
 from keel.coord import Election, Lock, Session, group_lines
 from keel.coord._inspect import KINDS
-from keel.errors import ValidationError
+from keel.errors import ConflictError, ValidationError
 from keel.registry import HealthChecker, decode_instance
 from keel.store import Event, EventType, KeyValue, LeaseInfo, Put, Store, StoreStatus
 
 __all__ = ["UpView", "run_up"]
 
 _TAIL = 12
-_TRACKED = (*KINDS, "services/", "health/")
+_TRACKED = (*KINDS, "services/", "health/", "config/", "config-gray/")
+DEMO_CONFIG = "keel-up.yaml"
+_DEMO_DOCUMENT = "# Change me: keel config publish keel-up.yaml FILE\nheartbeat_interval_s: 2\n"
 _MAX_LEASES_SHOWN = 8
 
 
@@ -87,9 +91,25 @@ class UpView:
             self._header(),
             self._areas_and_leases(),
             self._services(),
+            self._configs(),
             self._coordination(),
             self._tail(),
         )
+
+    def _configs(self) -> RenderableType:
+        table = Table(title="configs", title_justify="left", expand=True)
+        for column in ("config", "version", "format", "author", "gray"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for key, kv in sorted(self.coord.items()):
+            if not key.startswith("config/"):
+                continue
+            try:
+                doc = ConfigDocument.decode(kv.value)
+            except (ValueError, KeyError):
+                continue
+            gray = "yes" if f"config-gray/{doc.name}" in self.coord else ""
+            table.add_row(doc.name, str(doc.version), doc.format, doc.author, gray)
+        return table
 
     def _services(self) -> RenderableType:
         table = Table(title="services", title_justify="left", expand=True)
@@ -176,16 +196,29 @@ async def _lead(session: Session, presence: bytes) -> None:
         await leadership.lost
 
 
-async def _heartbeat(session: Session) -> None:
-    """The demo: take a lock every 2 s and write a counter guarded by its fencing token."""
+async def _heartbeat(session: Session, live: LiveConfig[dict[str, Any]]) -> None:
+    """The demo: take a lock and write a counter guarded by its fencing token.
+
+    The pace comes from the live-bound ``keel-up.yaml`` config: publish a new
+    ``heartbeat_interval_s`` and the next beat follows it.
+    """
     beats = 0
     while not session.lost.is_set():
         async with Lock(session, "demo/heartbeat") as held:
             beats += 1
             body = json.dumps({"beat": beats, "token": held.fencing_token}).encode()
             await session.store.txn([held.guard()], [Put("demo/heartbeat", body)])
-            await asyncio.sleep(1.0)  # hold it a moment, so the view shows an owner
-        await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)  # hold it a moment, so the view shows an owner
+        interval = live.value.get("heartbeat_interval_s", 2)
+        await asyncio.sleep(max(0.1, float(interval) if isinstance(interval, int | float) else 2))
+
+
+async def _demo_config(store: Store, session: Session) -> LiveConfig[dict[str, Any]]:
+    """Publish the demo config if it is missing, and bind it live."""
+    center = ConfigCenter(store)
+    with contextlib.suppress(ConflictError):
+        await center.publish(DEMO_CONFIG, _DEMO_DOCUMENT, author="keel up", expected_version=0)
+    return await center.bind(DEMO_CONFIG, dict[str, Any], session=session, client_id="keel-up")
 
 
 async def _follow(store: Store, view: UpView, start_revision: int) -> None:
@@ -221,32 +254,48 @@ async def run_up(url: str, *, duration_s: float | None = None, once: bool = Fals
         presence = {"host": socket.gethostname(), "pid": os.getpid(), "version": keel.__version__}
         me = json.dumps(presence).encode()
         await store.put(f"up/{presence['host']}-{presence['pid']}", me, lease=session.lease_id)
-        kvs, revision = await store.range("")
-        view = UpView(url)
-        view.load(kvs)
-        await _refresh(store, view)
-        if once:
-            console.print(view.render())
-            return view
-        async with asyncio.TaskGroup() as tasks:
-            background = [
-                tasks.create_task(_follow(store, view, revision + 1)),
-                tasks.create_task(_lead(session, me)),
-                tasks.create_task(_heartbeat(session)),
-                tasks.create_task(HealthChecker(session, node=f"keel-up-{os.getpid()}").run()),
-            ]
-            deadline = time.monotonic() + duration_s if duration_s else None
-            with Live(
-                view.render(), console=console, refresh_per_second=4, redirect_stdout=False
-            ) as live:
-                while not stop.is_set() and not session.lost.is_set():
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-                    await _wait(stop, 0.5)
-                    await _refresh(store, view)
-                    live.update(view.render())
-            for task in background:
-                task.cancel()
+        config = await _demo_config(store, session)
+        async with config:
+            kvs, revision = await store.range("")
+            view = UpView(url)
+            view.load(kvs)
+            await _refresh(store, view)
+            if once:
+                console.print(view.render())
+                return view
+            await _run_live(store, session, view, revision, me, config, stop, duration_s)
         if session.lost.is_set():
             console.print(f"[red]keel up: session lost: {session.lost.reason}[/]")
     return view
+
+
+async def _run_live(
+    store: Store,
+    session: Session,
+    view: UpView,
+    revision: int,
+    me: bytes,
+    config: LiveConfig[dict[str, Any]],
+    stop: asyncio.Event,
+    duration_s: float | None,
+) -> None:
+    """The background parts of keel up and the screen refresh loop."""
+    async with asyncio.TaskGroup() as tasks:
+        background = [
+            tasks.create_task(_follow(store, view, revision + 1)),
+            tasks.create_task(_lead(session, me)),
+            tasks.create_task(_heartbeat(session, config)),
+            tasks.create_task(HealthChecker(session, node=f"keel-up-{os.getpid()}").run()),
+        ]
+        deadline = time.monotonic() + duration_s if duration_s else None
+        with Live(
+            view.render(), console=console, refresh_per_second=4, redirect_stdout=False
+        ) as live:
+            while not stop.is_set() and not session.lost.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                await _wait(stop, 0.5)
+                await _refresh(store, view)
+                live.update(view.render())
+        for task in background:
+            task.cancel()
