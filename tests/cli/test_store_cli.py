@@ -219,3 +219,27 @@ def test_leader_shows_no_leader(cli_url: str) -> None:
     """keel leader on an empty election says so."""
     proc = keel(cli_url, "leader", "nobody")
     assert proc.returncode == 0 and "no leader" in proc.stdout
+
+
+def test_config_publish_history_diff_rollback(cli_url: str, tmp_path: Path) -> None:
+    """keel config: publish, CAS conflict, invalid document refused, diff, rollback, gray."""
+    one, two, bad = tmp_path / "one.yaml", tmp_path / "two.yaml", tmp_path / "bad.yaml"
+    one.write_text("timeout_s: 1\n")
+    two.write_text("timeout_s: 2\n")
+    bad.write_text("timeout_s: [\n")
+    assert keel(cli_url, "config", "publish", "orders.yaml", str(one), "-m", "init").returncode == 0
+    assert keel(cli_url, "config", "publish", "orders.yaml", str(two)).returncode == 0
+    stale = keel(cli_url, "config", "publish", "orders.yaml", str(one), "--expected-version", "1")
+    assert stale.returncode == 2 and "version 2, not 1" in stale.stderr
+    invalid = keel(cli_url, "config", "publish", "orders.yaml", str(bad))
+    assert invalid.returncode == 2 and "line 2, column 1" in invalid.stderr
+    diff = keel(cli_url, "config", "diff", "orders.yaml", "1", "2")
+    assert "-timeout_s: 1" in diff.stdout and "+timeout_s: 2" in diff.stdout
+    assert "version 3" in keel(cli_url, "config", "rollback", "orders.yaml", "1").stdout
+    assert keel(cli_url, "config", "get", "orders.yaml").stdout == "timeout_s: 1\n"
+    gray = keel(cli_url, "config", "gray", "orders.yaml", str(two), "--labels", "zone=a")
+    assert gray.returncode == 0, gray.stderr
+    assert "gray over version 3" in keel(cli_url, "config", "status", "orders.yaml").stdout
+    assert "version 4" in keel(cli_url, "config", "promote", "orders.yaml").stdout
+    history = keel(cli_url, "config", "history", "orders.yaml").stdout
+    assert "init" in history and "promote gray" in history
