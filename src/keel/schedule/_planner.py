@@ -1,0 +1,440 @@
+"""The elected planner: one per group turns triggers into execution records.
+
+It campaigns in ``Election(session, "schedule/<group>")``; while it leads it
+keeps one wheel timer per job at ``next fire - lookahead``, and when a timer
+fires it writes that job's new executions and its progress
+(``jobs/<job>/planned``) in one transaction guarded by its leadership and by
+the progress key's mod_revision. So:
+
+- a deposed leader writes nothing (the guard fails);
+- a new leader resumes from the persisted progress and applies the misfire
+  policy to the fires it finds missed (:func:`plan_fires`);
+- the same fire is never written twice: progress and executions move
+  together, and each execution is created only if absent.
+
+Planning ``lookahead_s`` ahead lets workers see a run before it is due and
+start it on time, so lateness does not include the planner's write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.coord import Election, Leadership, Session
+from keel.errors import KeelError, NotLeaderError, SessionLostError, ValidationError
+from keel.registry import Discovery, Instance
+from keel.schedule._history import apply_retention
+from keel.schedule._model import (
+    JOBS_PREFIX,
+    Execution,
+    JobDef,
+    Status,
+    parse_key,
+    planned_key,
+    run_name,
+)
+from keel.schedule._policies import Plan, pick_worker, plan_fires, shard_workers
+from keel.schedule._worker import worker_service
+from keel.schedule.wheel import Timer, TimingWheel
+from keel.store import Compare, Event, EventType, KeyValue, Op, Put
+
+__all__ = ["Planner", "PlannerStatistics"]
+
+log = logging.getLogger("keel.schedule.planner")
+_MAX_OPS = 100  # per txn, under the store's 128
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerStatistics:
+    """Counters of one planner.
+
+    Attributes:
+        leading: whether it leads its group now.
+        terms: how many times it became leader.
+        jobs: jobs of its group it follows.
+        planned: executions written.
+        skipped: missed fires recorded SKIPPED.
+        dropped: missed fires beyond ``misfire_limit``.
+        conflicts: planning txns that failed their compares.
+    """
+
+    leading: bool
+    terms: int
+    jobs: int
+    planned: int
+    skipped: int
+    dropped: int
+    conflicts: int
+
+
+@dataclass
+class _Job:
+    defn: JobDef
+    planned_mod: int = 0
+    last: datetime | None = None
+    timer: Timer[str] | None = None
+    counter: int = 0
+    running: dict[str, str] = field(default_factory=dict)
+
+
+class Planner:
+    """Campaigns for its group and, while leading, plans executions.
+
+    Args:
+        session: the session its candidacy lives on.
+        group: the scheduler group.
+        lookahead_s: write executions this long before they are due.
+        grace_s: a fire missed by less than this is still run on time.
+        retention_every_s: how often the leader trims finished runs.
+        node_id: the value it proclaims as leader.
+        clock: time source.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        group: str = "default",
+        lookahead_s: float = 1.0,
+        grace_s: float = 1.0,
+        retention_every_s: float = 30.0,
+        node_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if lookahead_s < 0 or grace_s < 0:
+            raise ValidationError("lookahead_s and grace_s must be >= 0 seconds")
+        self.session = session
+        self.store = session.store
+        self.group = group
+        self.lookahead_s = lookahead_s
+        self.grace_s = grace_s
+        self.retention_every_s = retention_every_s
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._clock = clock
+        self._jobs: dict[str, _Job] = {}
+        self._wheel = TimingWheel[str](tick_s=0.01, start=clock.time())
+        self._wake = asyncio.Event()
+        self._workers: tuple[Instance, ...] = ()
+        self._leadership: Leadership | None = None
+        self.leading = asyncio.Event()
+        """Set while this planner leads its group."""
+        self._counts = dict.fromkeys(("terms", "planned", "skipped", "dropped", "conflicts"), 0)
+
+    async def run(self) -> None:
+        """Campaign, lead until leadership is lost, campaign again; until cancelled.
+
+        Raises:
+            SessionLostError: the session is lost (open a new one and run again).
+        """
+        election = Election(self.session, f"schedule/{self.group}")
+        while True:
+            async with election.campaign(self.node_id) as leadership:
+                self._leadership = leadership
+                self._counts["terms"] += 1
+                self.leading.set()
+                log.info("planner %s leads group %r", self.node_id, self.group)
+                try:
+                    await _until_lost(self._lead(leadership), leadership)
+                except NotLeaderError as exc:
+                    log.warning("planner %s: %s", self.node_id, exc)
+                finally:
+                    self.leading.clear()
+                    self._leadership = None
+                    self._reset()
+            if self.session.lost.is_set():
+                raise SessionLostError(f"planner session lost: {self.session.lost.reason}")
+
+    def _reset(self) -> None:
+        for job in self._jobs.values():
+            if job.timer is not None:
+                job.timer.cancel()
+        self._jobs.clear()
+
+    async def _lead(self, leadership: Leadership) -> None:
+        kvs, revision = await self.store.range(JOBS_PREFIX)
+        for kv in kvs:
+            self._apply_put(kv, initial=True)
+        for name in list(self._jobs):
+            self._arm(name, at=0.0)
+        async with asyncio.TaskGroup() as tg, Discovery(self.store, clock=self._clock) as disc:
+            tasks = [
+                tg.create_task(self._follow(revision + 1)),
+                tg.create_task(self._members(disc)),
+                tg.create_task(self._retention()),
+            ]
+            try:
+                await self._drive(leadership)
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+    # -- following definitions and progress -----------------------------------
+
+    async def _follow(self, start: int) -> None:
+        async with self.store.watch(JOBS_PREFIX, prefix=True, start_revision=start) as events:
+            async for event in events:
+                self._apply(event)
+
+    async def _members(self, discovery: Discovery) -> None:
+        async for members in discovery.subscribe(worker_service(self.group)):
+            self._workers = members
+
+    def _apply(self, event: Event) -> None:
+        if event.type is EventType.PUT:
+            self._apply_put(event.kv)
+            return
+        parsed = parse_key(event.kv.key)
+        if parsed and parsed[1] == "def" and parsed[0] in self._jobs:
+            job = self._jobs.pop(parsed[0])
+            if job.timer is not None:
+                job.timer.cancel()
+
+    def _apply_put(self, kv: KeyValue, *, initial: bool = False) -> None:
+        parsed = parse_key(kv.key)
+        if parsed is None:
+            return
+        name, kind, rest = parsed
+        if kind == "def":
+            try:
+                defn = JobDef.decode(kv.value)
+            except ValidationError as exc:
+                log.warning("ignoring job %s: %s", name, exc)
+                return
+            if defn.group != self.group:
+                return
+            job = self._jobs.setdefault(name, _Job(defn))
+            job.defn = defn
+            if not initial:
+                self._arm(name, at=0.0)
+        elif kind == "planned":
+            known = self._jobs.get(name)
+            if known is not None and kv.mod_revision > known.planned_mod:
+                known.planned_mod = kv.mod_revision
+                known.last = datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC)
+        elif kind == "runs" and name in self._jobs:
+            self._track_busy(self._jobs[name], f"{name}/{rest}", kv.value)
+
+    def _track_busy(self, job: _Job, run_id: str, value: bytes) -> None:
+        if job.defn.routing != "least_busy":
+            return
+        try:
+            rec = Execution.decode(value)
+        except ValidationError:
+            return
+        if rec.status is Status.RUNNING:
+            job.running[run_id] = rec.worker
+        else:
+            job.running.pop(run_id, None)
+
+    # -- planning -------------------------------------------------------------
+
+    def _arm(self, name: str, *, at: float) -> None:
+        job = self._jobs.get(name)
+        if job is None:
+            return
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        if job.defn.paused or not job.defn.trigger:
+            return
+        job.timer = self._wheel.add(at, name)
+        self._wake.set()
+
+    async def _drive(self, leadership: Leadership) -> None:
+        while True:
+            for name in self._wheel.advance(self._clock.time()):
+                job = self._jobs.get(name)
+                if job is not None:
+                    job.timer = None
+                    await self._plan(name, job, leadership)
+            nxt = self._wheel.next_deadline()
+            wait = 0.5 if nxt is None else min(0.5, max(0.001, nxt - self._clock.time()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def _plan(self, name: str, job: _Job, leadership: Leadership) -> None:
+        trigger = job.defn.make_trigger()
+        if trigger is None or job.defn.paused:
+            return
+        plan = plan_fires(
+            trigger,
+            last=job.last,
+            now=self._clock.now(),
+            lookahead_s=self.lookahead_s,
+            grace_s=self.grace_s,
+            misfire=job.defn.misfire,
+            misfire_limit=job.defn.misfire_limit,
+        )
+        if plan.dropped:
+            self._counts["dropped"] += plan.dropped
+            log.warning("job %s: %d missed fires beyond misfire_limit dropped", name, plan.dropped)
+        try:
+            ok = await self._write(job, plan, leadership)
+        except KeelError as exc:
+            log.warning("job %s: planning failed, will retry: %s", name, exc)
+            ok = False
+        if not ok:
+            self._arm(name, at=self._clock.time() + 0.2)
+        elif plan.next_fire is not None:
+            self._arm(name, at=plan.next_fire.timestamp() - self.lookahead_s)
+
+    def _records(self, job: _Job, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
+        defn = job.defn
+        handlers = [
+            w.id for w in self._workers if defn.handler in w.metadata.get("handlers", "").split(",")
+        ]
+        busy: dict[str, int] = {}
+        for worker in job.running.values():
+            busy[worker] = busy.get(worker, 0) + 1
+        tz = defn.trigger.get("tz") or "UTC"
+        out: list[tuple[datetime, list[Execution]]] = []
+        skipped = set(plan.skipped)
+        for fire in sorted([*plan.run, *plan.skipped]):
+            job.counter += 1
+            if defn.shards > 1:
+                hints = shard_workers(handlers, defn.shards, job.counter)
+            else:
+                hints = [
+                    pick_worker(
+                        defn.routing, handlers, job=defn.name, counter=job.counter, busy=busy
+                    )
+                ]
+            records = []
+            for shard in range(defn.shards):
+                rec = Execution(
+                    job=defn.name,
+                    name=run_name(fire.timestamp(), shard),
+                    handler=defn.handler,
+                    fire=fire.timestamp(),
+                    tz=tz,
+                    shard=shard,
+                    shards=defn.shards,
+                    shard_param=defn.shard_params[shard] if defn.shard_params else None,
+                    args=defn.args,
+                    kind="scheduled",
+                    retries=defn.retries,
+                    backoff=_backoff_dict(defn),
+                    timeout_s=defn.timeout_s,
+                    overlap=defn.overlap,
+                    hint=hints[shard],
+                )
+                if fire in skipped:
+                    rec = rec.with_changes(
+                        status=Status.SKIPPED,
+                        finished_at=self._clock.time(),
+                        error="skipped: missed while no scheduler led (misfire policy)",
+                    )
+                records.append(rec)
+            out.append((fire, records))
+        return out
+
+    async def _write(self, job: _Job, plan: Plan, leadership: Leadership) -> bool:
+        """Write the plan in chunks; return False when a compare failed (state re-read)."""
+        if plan.last is None:
+            return True
+        chunk: list[tuple[datetime, list[Execution]]] = []
+        size = 0
+        for fire, records in self._records(job, plan):
+            if chunk and size + len(records) > _MAX_OPS:
+                if not await self._write_chunk(job, chunk, chunk[-1][0], leadership):
+                    return False
+                chunk, size = [], 0
+            chunk.append((fire, records))
+            size += len(records)
+        return await self._write_chunk(job, chunk, plan.last, leadership)
+
+    async def _write_chunk(
+        self,
+        job: _Job,
+        chunk: list[tuple[datetime, list[Execution]]],
+        last: datetime,
+        leadership: Leadership,
+    ) -> bool:
+        name = job.defn.name
+        progress = json.dumps(
+            {"fire": last.timestamp(), "fire_iso": last.isoformat(), "leader": self.node_id}
+        ).encode()
+        compares = [
+            leadership.guard(),
+            Compare.mod_revision(planned_key(name), "==", job.planned_mod),
+        ]
+        ops: list[Op] = [Put(planned_key(name), progress)]
+        for _, records in chunk:
+            for rec in records:
+                compares.append(Compare.absent(rec.key))
+                ops.append(Put(rec.key, rec.encode()))
+        result = await self.store.txn(compares, ops)
+        if result.succeeded:
+            job.planned_mod = result.revision
+            job.last = last
+            for _, records in chunk:
+                for rec in records:
+                    self._counts["skipped" if rec.status is Status.SKIPPED else "planned"] += 1
+            return True
+        self._counts["conflicts"] += 1
+        await self._reload(job, leadership)
+        return False
+
+    async def _reload(self, job: _Job, leadership: Leadership) -> None:
+        """After a failed compare: still leading? Then re-read the job's progress."""
+        mine = await self.store.get(leadership.key)
+        if mine is None or mine.create_revision != leadership.fencing_token:
+            leadership.lost.set("leader key is gone")
+            raise NotLeaderError(f"lost the lead of schedule/{self.group}")
+        kv = await self.store.get(planned_key(job.defn.name))
+        job.planned_mod = kv.mod_revision if kv else 0
+        job.last = datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC) if kv else None
+
+    async def _retention(self) -> None:
+        while True:
+            await self._clock.sleep(self.retention_every_s)
+            for job in list(self._jobs.values()):
+                with contextlib.suppress(KeelError):
+                    await apply_retention(self.store, job.defn, now=self._clock.time())
+
+    def statistics(self) -> PlannerStatistics:
+        """A snapshot of the counters."""
+        return PlannerStatistics(
+            leading=self.leading.is_set(), jobs=len(self._jobs), **self._counts
+        )
+
+    def __repr__(self) -> str:
+        state = "leading" if self.leading.is_set() else "candidate"
+        return f"<Planner group={self.group!r} {state} jobs={len(self._jobs)} node={self.node_id}>"
+
+
+def _backoff_dict(defn: JobDef) -> dict[str, object]:
+    b = defn.backoff
+    return {
+        "base_delay_s": b.base_delay_s,
+        "max_delay_s": b.max_delay_s,
+        "multiplier": b.multiplier,
+        "jitter": b.jitter,
+    }
+
+
+async def _until_lost(work: object, leadership: Leadership) -> None:
+    """Run ``work`` until it ends or leadership is lost (then cancel it)."""
+    assert asyncio.iscoroutine(work)
+    task = asyncio.ensure_future(work)
+    lost = asyncio.ensure_future(leadership.lost.wait())
+    try:
+        await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        lost.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.done() and not task.cancelled():
+        task.result()

@@ -1,0 +1,286 @@
+"""``Scheduler``: jobs declared in code, and a process that runs a worker and a planner candidate.
+
+::
+
+    scheduler = Scheduler(store, group="default")
+
+    @scheduler.job("reports.daily", cron="0 2 * * *", tz="Asia/Shanghai", shards=4, retries=3)
+    async def daily(ctx: JobContext) -> None: ...
+
+    await scheduler.run()          # until cancelled or SIGTERM
+
+Each process that runs the scheduler is a worker for the handlers it has and
+a candidate for planning its group; one of them plans, all of them work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.coord import Session
+from keel.errors import ConflictError, SessionLostError, ValidationError
+from keel.resilience import RetrySettings
+from keel.schedule._admin import enqueue, put_job
+from keel.schedule._context import Handler
+from keel.schedule._model import JobDef, Misfire, Overlap, Routing, check_job_name, def_key
+from keel.schedule._planner import Planner
+from keel.schedule._triggers import CronTrigger, DateTrigger, IntervalTrigger
+from keel.schedule._worker import Worker
+from keel.store import Store
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("keel.schedule")
+
+
+def make_trigger_dict(
+    *,
+    cron: str | None,
+    tz: str,
+    interval_s: float | None,
+    start: datetime | None,
+    end: datetime | None,
+    jitter_s: float,
+    at: datetime | None,
+    name: str,
+) -> dict[str, Any]:
+    """The stored trigger form of the options given (at most one kind).
+
+    Raises:
+        ValidationError: more than one of cron, interval_s and at.
+    """
+    given = [k for k, v in (("cron", cron), ("interval_s", interval_s), ("at", at)) if v]
+    if len(given) > 1:
+        raise ValidationError(f"job {name!r}: give one of cron, interval_s, at; not {given}")
+    if cron:
+        return CronTrigger(cron, tz).to_dict()
+    if interval_s:
+        return IntervalTrigger(interval_s, start=start, end=end, jitter_s=jitter_s).to_dict()
+    if at:
+        return DateTrigger(at).to_dict()
+    return {}
+
+
+class Scheduler:
+    """Jobs declared in code plus the process that runs them.
+
+    Args:
+        store: the store.
+        group: the scheduler group (planned by one elected planner).
+        ttl_s: session TTL: a dead worker's runs are re-run after this long.
+        worker: run a worker in :meth:`run`.
+        planner: stand for planner in :meth:`run`.
+        lookahead_s, grace_s: see :class:`Planner`.
+        max_concurrency, steal_after_s: see :class:`Worker`.
+        worker_id: this worker's id (default: host-pid-random).
+        clock: time source.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        group: str = "default",
+        ttl_s: int = 10,
+        worker: bool = True,
+        planner: bool = True,
+        lookahead_s: float = 1.0,
+        grace_s: float = 1.0,
+        max_concurrency: int = 64,
+        steal_after_s: float = 1.0,
+        worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.store = store
+        self.group = group
+        self.ttl_s = ttl_s
+        self._run_worker = worker
+        self._run_planner = planner
+        self._lookahead_s = lookahead_s
+        self._grace_s = grace_s
+        self._max_concurrency = max_concurrency
+        self._steal_after_s = steal_after_s
+        self._worker_id = worker_id
+        self._clock = clock
+        self.handlers: dict[str, Handler] = {}
+        self.jobs: dict[str, JobDef] = {}
+        self.worker: Worker | None = None
+        self.planner: Planner | None = None
+        self.ready = asyncio.Event()
+        """Set once definitions are stored and the worker has loaded the runs."""
+
+    def handler(self, name: str) -> Callable[[Handler], Handler]:
+        """Register an async function as handler ``name`` (for delayed tasks and API-made jobs)."""
+        check_job_name(name)
+
+        def register(fn: Handler) -> Handler:
+            self.handlers[name] = fn
+            return fn
+
+        return register
+
+    def job(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        tz: str = "UTC",
+        interval_s: float | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        jitter_s: float = 0.0,
+        at: datetime | None = None,
+        shards: int = 1,
+        shard_params: tuple[str, ...] = (),
+        args: Any = None,
+        retries: int = 0,
+        backoff: RetrySettings | None = None,
+        timeout_s: float | None = None,
+        overlap: Overlap = "allow",
+        misfire: Misfire = "once",
+        misfire_limit: int = 100,
+        routing: Routing = "round_robin",
+        keep_last: int = 100,
+        max_age_s: float | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Declare a job and its handler (stored when :meth:`run` starts).
+
+        Give at most one of ``cron`` (with ``tz``), ``interval_s`` (with
+        ``start``/``end``/``jitter_s``) and ``at``; none makes a job fired only
+        by hand. The other options are :class:`JobDef`'s.
+
+        Raises:
+            ValidationError: a bad option, naming it.
+        """
+        trigger = make_trigger_dict(
+            cron=cron,
+            tz=tz,
+            interval_s=interval_s,
+            start=start,
+            end=end,
+            jitter_s=jitter_s,
+            at=at,
+            name=name,
+        )
+        defn = JobDef(
+            name=name,
+            group=self.group,
+            trigger=trigger,
+            shards=shards,
+            shard_params=shard_params,
+            args=args,
+            retries=retries,
+            backoff=backoff or RetrySettings(),
+            timeout_s=timeout_s,
+            overlap=overlap,
+            misfire=misfire,
+            misfire_limit=misfire_limit,
+            routing=routing,
+            keep_last=keep_last,
+            max_age_s=max_age_s,
+        )
+
+        def register(fn: Handler) -> Handler:
+            self.jobs[name] = defn
+            self.handlers[defn.handler] = fn
+            return fn
+
+        return register
+
+    async def enqueue(
+        self, handler: str, args: Any = None, *, delay_s: float = 0.0, **options: Any
+    ) -> str:
+        """Queue a delayed task; see :func:`keel.schedule.enqueue`. Returns the execution id."""
+        return await enqueue(
+            self.store, handler, args, delay_s=delay_s, clock=self._clock, **options
+        )
+
+    async def store_definitions(self) -> None:
+        """Write the jobs declared in code (an unchanged definition is left as is, paused kept)."""
+        for defn in self.jobs.values():
+            for _ in range(10):  # processes starting together race; the last read wins
+                kv = await self.store.get(def_key(defn.name))
+                wanted = defn
+                if kv is not None:
+                    wanted = defn.with_changes(paused=JobDef.decode(kv.value).paused)
+                    if JobDef.decode(kv.value) == wanted:
+                        break
+                try:
+                    await put_job(self.store, wanted, expect_revision=kv.mod_revision if kv else 0)
+                    break
+                except ConflictError:
+                    continue
+
+    async def run(self, *, handle_sigterm: bool = True) -> None:
+        """Store the definitions, then work and stand for planner until cancelled or SIGTERM.
+
+        A lost session (the store unreachable for longer than the TTL) is
+        replaced by a new one: running handlers are cancelled (their runs
+        re-run elsewhere), and the process goes on.
+        """
+        await self.store_definitions()
+        current = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if handle_sigterm and current is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, current.cancel)
+        try:
+            while True:
+                try:
+                    await self._run_once()
+                except* SessionLostError as group:
+                    log.warning("scheduler session lost, starting a new one: %s", group.exceptions)
+                await self._clock.sleep(0.5)
+        finally:
+            if handle_sigterm:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGTERM)
+
+    async def _run_once(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                Session(self.store, ttl_s=self.ttl_s, clock=self._clock)
+            )
+            if self._run_worker:
+                self.worker = await stack.enter_async_context(
+                    Worker(
+                        session,
+                        self.handlers,
+                        group=self.group,
+                        worker_id=self._worker_id,
+                        max_concurrency=self._max_concurrency,
+                        steal_after_s=self._steal_after_s,
+                        clock=self._clock,
+                    )
+                )
+                await self.worker.loaded.wait()
+            self.ready.set()
+            async with asyncio.TaskGroup() as tg:
+                if self._run_planner:
+                    self.planner = Planner(
+                        session,
+                        group=self.group,
+                        lookahead_s=self._lookahead_s,
+                        grace_s=self._grace_s,
+                        clock=self._clock,
+                    )
+                    tg.create_task(self.planner.run(), name="keel-planner")
+                tg.create_task(_raise_when_lost(session), name="keel-session-watch")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Scheduler group={self.group!r} jobs={len(self.jobs)} "
+            f"handlers={len(self.handlers)} worker={self.worker!r} planner={self.planner!r}>"
+        )
+
+
+async def _raise_when_lost(session: Session) -> None:
+    reason = await session.lost
+    raise SessionLostError(f"session lost: {reason}")

@@ -1,0 +1,486 @@
+"""The worker: follows executions, claims due ones under its session lease, runs them.
+
+Every change of an execution is one transaction with compares:
+
+- claim: the record is unchanged since we read it (``mod_revision``) and the
+  claim key is absent → create the claim key on our lease and mark the record
+  RUNNING. The claim's create_revision is the run's fencing token.
+- finish: the claim key still has our create_revision → write the outcome and
+  delete the claim. A worker that lost its lease (killed, or SIGSTOPped past
+  its TTL) fails this compare, so its stale outcome is never written.
+
+A dead worker's claim key vanishes with its lease; a RUNNING record whose
+claim is gone is claimable again, so the run happens elsewhere with a new token.
+
+Who claims first: each due execution has an owner among the live workers
+having its handler (the scheduler's routing hint if that worker is alive,
+else rendezvous hashing); the owner claims at once, the others only after
+``steal_after_s``, so workers rarely race, and a stalled owner is covered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+from zoneinfo import ZoneInfo
+
+from keel.clock import SYSTEM_CLOCK, Clock
+from keel.coord import Session
+from keel.errors import KeelError, ValidationError
+from keel.registry import Discovery, Instance, Registry
+from keel.schedule._context import Handler, JobContext, RunLogger
+from keel.schedule._model import JOBS_PREFIX, Execution, Status, parse_key
+from keel.schedule._policies import retry_at
+from keel.schedule.wheel import Timer, TimingWheel
+from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
+
+__all__ = ["Worker", "WorkerStatistics", "worker_service"]
+
+log = logging.getLogger("keel.schedule.worker")
+
+
+def worker_service(group: str) -> str:
+    """The registry service workers of ``group`` register under."""
+    return f"keel-workers.{group}"
+
+
+def _rank(key: str, worker: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{key}|{worker}".encode(), digest_size=8).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """Counters of one worker.
+
+    Attributes:
+        worker_id: its id.
+        tracked: executions it may run that are not finished.
+        running: handlers running now.
+        claims, claim_conflicts: claim txns won and lost.
+        succeeded, failed, timed_out, cancelled, retried, skipped: outcomes it wrote.
+        fenced: outcomes refused because its claim was gone.
+    """
+
+    worker_id: str
+    tracked: int
+    running: int
+    claims: int
+    claim_conflicts: int
+    succeeded: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    retried: int
+    skipped: int
+    fenced: int
+
+
+class _Replaced(Exception):
+    """The handler's run was cancelled because a newer run replaces it."""
+
+
+class Worker:
+    """Runs executions of ``group`` whose handler it has; ``async with Worker(...)``.
+
+    Args:
+        session: the session whose lease carries claims and the registration.
+        handlers: handler name → async function taking a :class:`JobContext`.
+        group: the scheduler group.
+        worker_id: a unique id (default: host-pid-random).
+        max_concurrency: handlers running at once at most.
+        steal_after_s: how long a non-owner waits before claiming a due run.
+        log_limit: characters of captured log kept per run.
+        clock: time source.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        handlers: dict[str, Handler],
+        *,
+        group: str = "default",
+        worker_id: str | None = None,
+        max_concurrency: int = 64,
+        steal_after_s: float = 1.0,
+        log_limit: int = 16_384,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValidationError(f"max_concurrency {max_concurrency!r}: use at least 1")
+        self.session = session
+        self.store = session.store
+        self.handlers = dict(handlers)
+        self.group = group
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.max_concurrency = max_concurrency
+        self.steal_after_s = steal_after_s
+        self.log_limit = log_limit
+        self._clock = clock
+        self._rng = random.Random()
+        self._runs: dict[str, tuple[int, Execution]] = {}  # run key -> (mod_revision, record)
+        self._claims: dict[str, bytes] = {}  # claim key -> run name held
+        self._timers = TimingWheel[str](tick_s=0.005, start=clock.time())
+        self._timer_of: dict[str, Timer[str]] = {}
+        self._ready: deque[str] = deque()
+        self._busy: set[str] = set()  # run keys being claimed or run here
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._replacing: set[str] = set()
+        self._own: list[asyncio.Task[None]] = []
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._live: tuple[str, ...] = ()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._wake = asyncio.Event()
+        self.loaded = asyncio.Event()
+        """Set once the initial listing of executions is loaded."""
+        self._counts = dict.fromkeys(
+            (
+                "claims",
+                "claim_conflicts",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "retried",
+                "skipped",
+                "fenced",
+            ),
+            0,
+        )
+
+    # -- lifetime ------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._own = [
+            self._tasks.create_task(self._membership(), name=f"keel-worker-members-{self.id}"),
+            self._tasks.create_task(self._follow(), name=f"keel-worker-follow-{self.id}"),
+            self._tasks.create_task(self._drive(), name=f"keel-worker-timers-{self.id}"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tasks is None:
+            return
+        for task in [*self._own, *self._attempts]:
+            task.cancel()
+        await self._tasks.__aexit__(None, None, None)
+        self._tasks = None
+
+    # -- membership ----------------------------------------------------------
+
+    async def _membership(self) -> None:
+        """Register in the registry and keep the list of live peers that share our handlers."""
+        instance = Instance(
+            service=worker_service(self.group),
+            address=socket.gethostname() or "localhost",
+            port=1,  # workers take no connections; the registry needs a port
+            id=self.id,
+            scheme="tcp",
+            metadata={"handlers": ",".join(sorted(self.handlers)), "pid": str(os.getpid())},
+        )
+        async with (
+            Registry(self.store, session=self.session) as registry,
+            registry.register(instance),
+            Discovery(self.store, clock=self._clock) as discovery,
+        ):
+            async for members in discovery.subscribe(worker_service(self.group)):
+                self._live = tuple(sorted(m.id for m in members))
+                self._wake.set()
+
+    def _owner(self, execution: Execution, key: str) -> str:
+        live = self._live
+        if execution.hint and execution.hint in live:
+            return execution.hint
+        if not live:
+            return self.id
+        return max(live, key=lambda w: _rank(key, w))
+
+    # -- following the store -------------------------------------------------
+
+    async def _follow(self) -> None:
+        """List every execution and claim, then apply each change as it happens."""
+        kvs, revision = await self.store.range(JOBS_PREFIX)
+        for kv in kvs:
+            self._apply_put(kv)
+        self.loaded.set()
+        async with self.store.watch(
+            JOBS_PREFIX, prefix=True, start_revision=revision + 1
+        ) as events:
+            async for event in events:
+                self._apply(event)
+                while (more := events.get_nowait()) is not None:
+                    self._apply(more)
+
+    def _apply(self, event: Event) -> None:
+        if event.type is EventType.PUT:
+            self._apply_put(event.kv)
+            return
+        parsed = parse_key(event.kv.key)
+        if parsed is None:
+            return
+        _, kind, _ = parsed
+        if kind == "runs":
+            self._forget(event.kv.key)
+        elif kind == "claims":
+            self._claims.pop(event.kv.key, None)
+            for key, (_, rec) in list(self._runs.items()):
+                if rec.claim == event.kv.key:  # orphaned, or waiting on an overlap
+                    self._schedule(key)
+
+    def _apply_put(self, kv: KeyValue) -> None:
+        parsed = parse_key(kv.key)
+        if parsed is None:
+            return
+        _, kind, _ = parsed
+        if kind == "claims":
+            self._claims[kv.key] = kv.value
+            return
+        if kind != "runs":
+            return
+        try:
+            rec = Execution.decode(kv.value)
+        except ValidationError:
+            log.warning("ignoring unreadable execution record %s", kv.key)
+            return
+        if rec.status.final or rec.handler not in self.handlers:
+            self._forget(kv.key)
+            return
+        self._runs[kv.key] = (kv.mod_revision, rec)
+        running = self._running.get(kv.key)
+        if running is not None and rec.cancel and kv.key not in self._replacing:
+            self._replacing.add(kv.key)
+            running.cancel()
+        self._schedule(kv.key)
+
+    def _forget(self, key: str) -> None:
+        self._runs.pop(key, None)
+        timer = self._timer_of.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _claimable(self, rec: Execution) -> bool:
+        if rec.status is Status.PENDING:
+            return True
+        held = self._claims.get(rec.claim)
+        return rec.status is Status.RUNNING and (held is None or _run_of(held) != rec.name)
+
+    def _schedule(self, key: str) -> None:
+        """Arm the run's timer for when this worker should try to claim it."""
+        entry = self._runs.get(key)
+        old = self._timer_of.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if entry is None or key in self._busy or not self._claimable(entry[1]):
+            return
+        rec = entry[1]
+        at = rec.due
+        if rec.status is Status.PENDING and self._owner(rec, key) != self.id:
+            at += self.steal_after_s
+        self._timer_of[key] = self._timers.add(at, key)
+        self._wake.set()
+
+    # -- timers and claiming -------------------------------------------------
+
+    async def _drive(self) -> None:
+        """Advance the wheel on the clock; start due claims as capacity allows."""
+        assert self._tasks is not None
+        while True:
+            for key in self._timers.advance(self._clock.time()):
+                self._timer_of.pop(key, None)
+                self._ready.append(key)
+            while self._ready and len(self._busy) < self.max_concurrency:
+                key = self._ready.popleft()
+                if key in self._runs and key not in self._busy:
+                    self._busy.add(key)
+                    task = self._tasks.create_task(self._attempt(key), name=f"keel-run-{key}")
+                    self._attempts.add(task)
+                    task.add_done_callback(self._attempts.discard)
+            nxt = self._timers.next_deadline()
+            wait = 0.25 if nxt is None else min(0.25, max(0.0, nxt - self._clock.time()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if wait > 0 else 0.001):
+                    await self._wake.wait()
+
+    async def _attempt(self, key: str) -> None:
+        try:
+            entry = self._runs.get(key)
+            if entry is not None and self._claimable(entry[1]):
+                await self._claim_and_run(key, *entry)
+        except (KeelError, OSError) as exc:
+            log.warning("worker %s: execution %s: %s", self.id, key, exc)
+        finally:
+            self._busy.discard(key)
+            self._running.pop(key, None)
+            self._schedule(key)
+
+    async def _claim_and_run(self, key: str, mod_revision: int, rec: Execution) -> None:
+        now = self._clock.time()
+        running = rec.with_changes(
+            status=Status.RUNNING,
+            attempt=rec.attempt + 1,
+            worker=self.id,
+            started_at=now,
+            finished_at=None,
+            cancel=False,
+        )
+        claim_value = json.dumps({"run": rec.name, "worker": self.id}).encode()
+        result = await self.store.txn(
+            [Compare.mod_revision(key, "==", mod_revision), Compare.absent(rec.claim)],
+            [Put(rec.claim, claim_value, lease=self.session.lease_id), Put(key, running.encode())],
+            [Get(rec.claim)],
+        )
+        if not result.succeeded:
+            self._counts["claim_conflicts"] += 1
+            held = result.results[0]
+            if isinstance(held, KeyValue) and _run_of(held.value) != rec.name:
+                await self._overlap(key, mod_revision, rec, held)
+            return
+        self._counts["claims"] += 1
+        token = result.revision
+        self._runs[key] = (result.revision, running)
+        await self._run(key, running, token)
+
+    async def _overlap(self, key: str, mod_revision: int, rec: Execution, held: KeyValue) -> None:
+        """Another run of the job holds the shard: skip this one (forbid) or replace it."""
+        if rec.overlap == "forbid" and rec.status is Status.PENDING:
+            skipped = rec.with_changes(
+                status=Status.SKIPPED,
+                finished_at=self._clock.time(),
+                error=f"skipped: {_run_of(held.value)} was still running (overlap=forbid)",
+            )
+            done = await self.store.txn(
+                [Compare.mod_revision(key, "==", mod_revision)], [Put(key, skipped.encode())]
+            )
+            self._counts["skipped"] += done.succeeded
+        elif rec.overlap == "replace":
+            other_key = key.rsplit("/", 1)[0] + "/" + _run_of(held.value)
+            other = self._runs.get(other_key)
+            if other is not None and not other[1].cancel:
+                await self.store.txn(
+                    [Compare.mod_revision(other_key, "==", other[0])],
+                    [Put(other_key, other[1].with_changes(cancel=True).encode())],
+                )
+
+    async def _run(self, key: str, rec: Execution, token: int) -> None:
+        logger = RunLogger(rec.id, self.log_limit)
+        ctx = JobContext(
+            job_id=rec.job,
+            execution_id=rec.id,
+            fire_time=datetime.fromtimestamp(rec.fire, ZoneInfo(rec.tz)),
+            shard_index=rec.shard,
+            shard_total=rec.shards,
+            shard_param=rec.shard_param,
+            args=rec.args,
+            attempt=rec.attempt,
+            fencing_token=token,
+            worker_id=self.id,
+            log=logger,
+            store=self.store,
+            claim_key=rec.claim,
+        )
+        handler = self.handlers[rec.handler]
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[key] = task
+        outcome, error, trace = Status.SUCCEEDED, "", ""
+        try:
+            async with asyncio.timeout(rec.timeout_s):
+                await handler(ctx)
+        except TimeoutError:
+            outcome, error = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s"
+        except asyncio.CancelledError:
+            if key not in self._replacing:
+                raise  # the worker is shutting down: the claim ends with the lease
+            self._replacing.discard(key)
+            task.uncancel()
+            outcome, error = Status.CANCELLED, "cancelled: replaced by a newer run"
+        except Exception as exc:
+            outcome, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
+            trace = traceback.format_exc()
+        await self._finish(key, rec, token, outcome, error, trace, logger.text())
+
+    async def _finish(
+        self,
+        key: str,
+        rec: Execution,
+        token: int,
+        outcome: Status,
+        error: str,
+        trace: str,
+        captured: str,
+    ) -> None:
+        now = self._clock.time()
+        final = rec.with_changes(
+            status=outcome,
+            finished_at=now,
+            token=token,
+            error=error,
+            traceback=trace[-8192:],
+            log=captured,
+        )
+        counter = outcome.value.lower()
+        if outcome in (Status.FAILED, Status.TIMED_OUT):
+            final = final.with_changes(failures=rec.failures + 1)
+            again = retry_at(final, now, self._rng)
+            if again is not None:
+                final = final.with_changes(status=Status.PENDING, not_before=again, hint="")
+                counter = "retried"
+        result = await self.store.txn(
+            [Compare.create_revision(rec.claim, "==", token)],
+            [Put(key, final.encode()), Delete(rec.claim)],
+        )
+        if result.succeeded:
+            self._counts[counter] += 1
+        else:
+            self._counts["fenced"] += 1
+            log.warning(
+                "worker %s: outcome %s of %s not written: its claim (token %d) is gone",
+                self.id,
+                outcome.value,
+                rec.id,
+                token,
+            )
+
+    # -- reporting -----------------------------------------------------------
+
+    def statistics(self) -> WorkerStatistics:
+        """A snapshot of the counters."""
+        return WorkerStatistics(
+            worker_id=self.id,
+            tracked=len(self._runs),
+            running=len(self._running),
+            **self._counts,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self.id} group={self.group!r} handlers={len(self.handlers)} "
+            f"tracked={len(self._runs)} running={len(self._running)} live={len(self._live)}>"
+        )
+
+
+def _run_of(claim_value: bytes) -> str:
+    try:
+        return str(json.loads(claim_value)["run"])
+    except (ValueError, KeyError, TypeError):
+        return ""
