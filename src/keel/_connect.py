@@ -7,10 +7,9 @@ neither grpc nor sqlite.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from types import TracebackType
 from typing import Any
 
+from keel._aio import Opening
 from keel.store import Store, StoreURL, default_url, parse_url
 
 __all__ = ["connect"]
@@ -30,32 +29,7 @@ async def _open(url: StoreURL, extra: dict[str, Any]) -> Store:
     return await open_etcd(url, **extra)
 
 
-class _Connecting:
-    """What :func:`connect` returns: await it, or use it as ``async with``."""
-
-    def __init__(self, url: StoreURL, extra: dict[str, Any]) -> None:
-        self._url = url
-        self._extra = extra
-        self._store: Store | None = None
-
-    def __await__(self) -> Generator[Any, None, Store]:
-        return _open(self._url, self._extra).__await__()
-
-    async def __aenter__(self) -> Store:
-        self._store = await _open(self._url, self._extra)
-        return self._store
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._store is not None:
-            await self._store.close()
-
-
-def connect(url: str | None = None, **options: Any) -> _Connecting:
+def connect(url: str | None = None, **options: Any) -> Opening[Store]:
     """Open the store a URL names: ``store = await keel.connect(url)``.
 
     Also an async context manager that closes the store on exit:
@@ -71,4 +45,5 @@ def connect(url: str | None = None, **options: Any) -> _Connecting:
         InvalidURLError: the URL is malformed (checked before anything opens).
         StoreUnavailableError: the store cannot be reached.
     """
-    return _Connecting(parse_url(url or default_url()), options)
+    parsed = parse_url(url or default_url())
+    return Opening(lambda: _open(parsed, options), lambda store: store.close())

@@ -16,8 +16,9 @@ import typer
 from rich.console import Console
 
 import keel
+from keel._aio import Opening
 from keel.errors import KeelError
-from keel.store import default_url
+from keel.store import Store, default_url
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -59,7 +60,7 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-def open_store() -> keel._connect._Connecting:
+def open_store() -> Opening[Store]:
     """Connect to the store named by ``--store`` / ``KEEL_STORE`` / the default."""
     return keel.connect(state.url)
 

@@ -15,12 +15,12 @@ import difflib
 import os
 import socket
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
+from keel._aio import Opening
 from keel.config._formats import Format, check_format, guess_format, parse
 from keel.config._live import LiveConfig
 from keel.config._model import (
@@ -346,7 +346,7 @@ class ConfigCenter:
         session: Session | None = None,
         environ: Mapping[str, str] | None = None,
         metrics: ConfigMetrics | None = None,
-    ) -> _Binding[T]:
+    ) -> Opening[LiveConfig[T]]:
         """Bind ``name`` to ``model`` (a pydantic model, dataclass, ``dict``...) and follow it.
 
         ``live = await center.bind(...)`` or ``async with center.bind(...) as live``.
@@ -379,28 +379,7 @@ class ConfigCenter:
             environ=environ if environ is not None else os.environ,
             metrics=metrics or config_metrics(),
         )
-        return _Binding(live)
+        return Opening(live.start, lambda opened: opened.close())
 
     def __repr__(self) -> str:
         return f"<ConfigCenter root={self.store.root!r} retention={self.retention}>"
-
-
-class _Binding(Generic[T]):
-    """What :meth:`ConfigCenter.bind` returns: await it, or ``async with`` it."""
-
-    def __init__(self, live: LiveConfig[T]) -> None:
-        self._live = live
-
-    def __await__(self) -> Generator[Any, None, LiveConfig[T]]:
-        return self._live.start().__await__()
-
-    async def __aenter__(self) -> LiveConfig[T]:
-        return await self._live.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._live.close()

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
+from keel._aio import Opening
 from keel.coord._flag import LossFlag
 from keel.coord._queue import (
     Entry,
@@ -136,31 +137,6 @@ class Leadership:
         return f"<Leadership {self.election.name!r} token={self.fencing_token} {state}>"
 
 
-class _Campaign:
-    """``election.campaign(value)``: awaitable, or an async context manager that resigns."""
-
-    def __init__(self, election: Election, value: bytes) -> None:
-        self._election = election
-        self._value = value
-        self._leadership: Leadership | None = None
-
-    def __await__(self) -> Generator[Any, None, Leadership]:
-        return self._election._campaign(self._value).__await__()
-
-    async def __aenter__(self) -> Leadership:
-        self._leadership = await self._election._campaign(self._value)
-        return self._leadership
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._leadership is not None:
-            await self._leadership.resign()
-
-
 class Election:
     """Leader election named ``name`` among sessions.
 
@@ -175,13 +151,14 @@ class Election:
         self.prefix = f"{ELECTIONS_PREFIX}{name}/"
         self._mutex = session._local_mutex(self.prefix)
 
-    def campaign(self, value: bytes | str) -> _Campaign:
+    def campaign(self, value: bytes | str) -> Opening[Leadership]:
         """Stand for leader with ``value``; wait until elected.
 
         Raises:
             SessionLostError: the session was lost while waiting.
         """
-        return _Campaign(self, _as_bytes(value))
+        data = _as_bytes(value)
+        return Opening(lambda: self._campaign(data), lambda leadership: leadership.resign())
 
     async def _campaign(self, value: bytes) -> Leadership:
         store = self.session.store

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from keel._aio import Opening
 from keel.coord import Session
 from keel.errors import KeelError, StoreClosedError, ValidationError
 from keel.registry._model import DRAINING, UP, Instance, Status, encode_instance
@@ -132,31 +133,6 @@ class Registration:
         return f"<Registration {i.service}/{i.id} {i.status} {state}>"
 
 
-class _Registering:
-    """``registry.register(instance)``: awaitable, or an async context manager."""
-
-    def __init__(self, registry: Registry, instance: Instance) -> None:
-        self._registry = registry
-        self._instance = instance
-        self._registration: Registration | None = None
-
-    def __await__(self) -> Generator[Any, None, Registration]:
-        return self._registry._register(self._instance).__await__()
-
-    async def __aenter__(self) -> Registration:
-        self._registration = await self._registry._register(self._instance)
-        return self._registration
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._registration is not None:
-            await self._registration.deregister()
-
-
 class Registry:
     """Registers this process's instances; use as ``async with Registry(store) as registry``.
 
@@ -195,11 +171,11 @@ class Registry:
             except Exception:  # a listener must not break registration
                 log.exception("registry event listener failed")
 
-    def register(self, instance: Instance) -> _Registering:
+    def register(self, instance: Instance) -> Opening[Registration]:
         """Register ``instance`` (await it, or ``async with`` to deregister on exit)."""
         if not isinstance(instance, Instance):
             raise ValidationError("register() takes a keel.registry.Instance")
-        return _Registering(self, instance)
+        return Opening(lambda: self._register(instance), lambda reg: reg.deregister())
 
     async def _register(self, instance: Instance) -> Registration:
         if instance.key in self._registrations:
