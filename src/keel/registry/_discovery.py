@@ -411,4 +411,3 @@ class Discovery:
 
     def __repr__(self) -> str:
         return f"<Discovery services={sorted(self._caches)} stale={self._stale}>"
-
