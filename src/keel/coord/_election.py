@@ -11,27 +11,23 @@ deletes its key, so before any other candidate can win.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from keel._aio import Opening
-from keel.coord._flag import LossFlag
+from keel.coord._ownership import Ownership
 from keel.coord._queue import (
     Entry,
     check_name,
     enqueue,
     leave,
-    monitor,
     race_loss,
     wait_for_deletes,
 )
 from keel.coord._session import Session
 from keel.errors import NotLeaderError
-from keel.store import Compare, EventType, KeyValue, Put
+from keel.store import EventType, KeyValue, Put
 
 __all__ = ["Election", "Leader", "Leadership"]
 
@@ -71,7 +67,7 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-class Leadership:
+class Leadership(Ownership):
     """Being the leader, until resigned or lost.
 
     Attributes:
@@ -81,17 +77,9 @@ class Leadership:
     """
 
     def __init__(self, election: Election, key: str, token: int, value: bytes) -> None:
+        super().__init__(election.session, key, token, f"election {election.name!r}")
         self.election = election
-        self.key = key
-        self.fencing_token = token
         self.value = value
-        self.lost = LossFlag()
-        self._resigned = False
-        self._monitor: asyncio.Task[None] | None = None
-
-    def guard(self) -> Compare:
-        """A compare that holds only while this process still leads (for your own txns)."""
-        return Compare.create_revision(self.key, "==", self.fencing_token)
 
     async def proclaim(self, value: bytes | str) -> None:
         """Change the value observers see, without giving up leadership.
@@ -110,31 +98,18 @@ class Leadership:
 
     async def resign(self) -> None:
         """Step down (idempotent); the next candidate leads at once."""
-        if self._resigned:
+        if self._ended:
             return
-        self._resigned = True
-        if self._monitor is not None:
-            self._monitor.cancel()
         try:
-            await leave(self.election.session.store, self.key)
+            await self._end("resigned")
         finally:
-            self.lost.set("resigned")
             self.election._mutex.release()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _finish(self) -> None:
         await self.resign()
 
     def __repr__(self) -> str:
-        state = "resigned" if self._resigned else ("lost" if self.lost.is_set() else "leading")
-        return f"<Leadership {self.election.name!r} token={self.fencing_token} {state}>"
+        return f"<Leadership {self.election.name!r} token={self.fencing_token} {self._state()}>"
 
 
 class Election:
@@ -184,12 +159,7 @@ class Election:
         except BaseException:
             self._mutex.release()
             raise
-        leadership = Leadership(self, key, entry.revision, value)
-        leadership._monitor = self.session._spawn(
-            monitor(self.session, key, entry.revision, leadership.lost, f"election {self.name!r}"),
-            name=f"keel-election-monitor-{self.name}",
-        )
-        return leadership
+        return Leadership(self, key, entry.revision, value)
 
     async def leader(self) -> Leader | None:
         """The current leader, or None when nobody leads."""

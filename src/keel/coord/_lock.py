@@ -16,21 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
-from typing import Self
 
-from keel.coord._flag import LossFlag
+from keel.coord._ownership import Ownership
 from keel.coord._queue import (
     Entry,
     check_name,
     enqueue,
     leave,
-    monitor,
     race_loss,
     wait_for_deletes,
 )
 from keel.coord._session import Session
 from keel.errors import LockLostError, ValidationError
-from keel.store import Compare, KeyValue
+from keel.store import KeyValue
 
 __all__ = ["HeldLock", "Lock"]
 
@@ -42,7 +40,7 @@ def _predecessor(entry: Entry) -> KeyValue | None:
     return ahead[-1] if ahead else None
 
 
-class HeldLock:
+class HeldLock(Ownership):
     """Proof of owning a :class:`Lock`, valid until released or lost.
 
     Attributes:
@@ -55,21 +53,9 @@ class HeldLock:
     """
 
     def __init__(self, lock: Lock, key: str, token: int) -> None:
+        super().__init__(lock.session, key, token, f"lock {lock.name!r}")
         self.name = lock.name
-        self.key = key
-        self.fencing_token = token
-        self.lost = LossFlag()
         self._lock = lock
-        self._released = False
-        self._monitor: asyncio.Task[None] | None = None
-
-    def guard(self) -> Compare:
-        """A compare that holds only while this process still owns the lock.
-
-        Put it in your own transaction:
-        ``await store.txn([held.guard()], [Put("reports/x", data)])``.
-        """
-        return Compare.create_revision(self.key, "==", self.fencing_token)
 
     def check(self) -> None:
         """Raise LockLostError if the lock is known to be lost."""
@@ -78,32 +64,19 @@ class HeldLock:
 
     async def release(self) -> None:
         """Give the lock up (idempotent); the next waiter gets it at once."""
-        if self._released:
+        if self._ended:
             return
-        self._released = True
-        if self._monitor is not None:
-            self._monitor.cancel()
         try:
-            await leave(self._lock.session.store, self.key)
+            await self._end("released")
         finally:
-            self.lost.set("released")
-            self._lock._mutex.release()
             self._lock._held = None
+            self._lock._mutex.release()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _finish(self) -> None:
         await self.release()
 
     def __repr__(self) -> str:
-        state = "released" if self._released else ("lost" if self.lost.is_set() else "held")
-        return f"<HeldLock {self.name!r} token={self.fencing_token} {state}>"
+        return f"<HeldLock {self.name!r} token={self.fencing_token} {self._state()}>"
 
 
 class Lock:
@@ -183,10 +156,6 @@ class Lock:
                 await leave(store, entry.key)
             raise
         held = HeldLock(self, entry.key, entry.revision)
-        held._monitor = self.session._spawn(
-            monitor(self.session, entry.key, entry.revision, held.lost, f"lock {self.name!r}"),
-            name=f"keel-lock-monitor-{self.name}",
-        )
         self._held = held
         return held
 

@@ -19,29 +19,26 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from types import TracebackType
-from typing import Self
 
-from keel.coord._flag import LossFlag
+from keel.coord._ownership import Ownership
 from keel.coord._queue import (
     Entry,
     check_name,
     enqueue,
     leave,
-    monitor,
     race_loss,
     wait_for_deletes,
 )
 from keel.coord._session import Session
 from keel.errors import ValidationError
-from keel.store import Compare, KeyValue
+from keel.store import KeyValue
 
 __all__ = ["HeldSlot", "RWLock", "Semaphore"]
 
 _serial = itertools.count(1)
 
 
-class HeldSlot:
+class HeldSlot(Ownership):
     """One held slot of a :class:`Semaphore` or :class:`RWLock`.
 
     Attributes:
@@ -49,45 +46,12 @@ class HeldSlot:
         lost: set when the session is lost or the key was deleted by someone else.
     """
 
-    def __init__(self, session: Session, key: str, token: int, what: str) -> None:
-        self.key = key
-        self.fencing_token = token
-        self.lost = LossFlag()
-        self._session = session
-        self._released = False
-        self._monitor = session._spawn(
-            monitor(session, key, token, self.lost, what), name=f"keel-monitor-{key}"
-        )
-
-    def guard(self) -> Compare:
-        """A compare that holds only while this slot is still held."""
-        return Compare.create_revision(self.key, "==", self.fencing_token)
-
     async def release(self) -> None:
         """Give the slot up (idempotent)."""
-        if self._released:
-            return
-        self._released = True
-        self._monitor.cancel()
-        try:
-            await leave(self._session.store, self.key)
-        finally:
-            self.lost.set("released")
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()
+        await self._end("released")
 
     def __repr__(self) -> str:
-        state = "released" if self._released else ("lost" if self.lost.is_set() else "held")
-        return f"<HeldSlot {self.key!r} token={self.fencing_token} {state}>"
+        return f"<HeldSlot {self.key!r} token={self.fencing_token} {self._state()}>"
 
 
 async def _join(

@@ -1,0 +1,73 @@
+"""What a held lock, a held semaphore slot and a leadership have in common."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Self
+
+from keel.coord._flag import LossFlag
+from keel.coord._queue import leave, monitor
+from keel.coord._session import Session
+from keel.store import Compare
+
+__all__ = ["Ownership"]
+
+
+class Ownership:
+    """Owning a key in a line: its fencing token, its loss flag, its guard, its end.
+
+    Attributes:
+        key: the owner key in the store.
+        fencing_token: the key's create_revision; strictly increasing across owners.
+        lost: set when the session is lost or the key was deleted by someone else
+            (or, with the reason "released"/"resigned", when this process ended it).
+    """
+
+    def __init__(self, session: Session, key: str, token: int, what: str) -> None:
+        self.key = key
+        self.fencing_token = token
+        self.lost = LossFlag()
+        self._session = session
+        self._ended = False
+        self._monitor: asyncio.Task[None] = session._spawn(
+            monitor(session, key, token, self.lost, what), name=f"keel-monitor-{key}"
+        )
+
+    def guard(self) -> Compare:
+        """A compare that holds only while this process still owns the key.
+
+        Put it in your own transaction:
+        ``await store.txn([held.guard()], [Put("reports/x", data)])``.
+        """
+        return Compare.create_revision(self.key, "==", self.fencing_token)
+
+    async def _end(self, reason: str) -> bool:
+        """Delete the key and mark the ownership ended; False if it had ended already."""
+        if self._ended:
+            return False
+        self._ended = True
+        self._monitor.cancel()
+        try:
+            await leave(self._session.store, self.key)
+        finally:
+            self.lost.set(reason)
+        return True
+
+    async def _finish(self) -> None:
+        """End the ownership the way the subclass names it (release, resign)."""
+        await self._end("released")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._finish()
+
+    def _state(self) -> str:
+        return "ended" if self._ended else ("lost" if self.lost.is_set() else "held")
