@@ -38,6 +38,7 @@ def test_misfire_skip_once_all() -> None:
     skip, once, every = _plan("skip"), _plan("once"), _plan("all")
     assert _secs(skip.skipped) == list(range(1, 10)) and _secs(skip.run) == [10, 11]
     assert _secs(once.skipped) == list(range(1, 9)) and _secs(once.run) == [9, 10, 11]
+    assert _secs(once.late) == [9] and _secs(every.late) == list(range(1, 10)) and not skip.late
     assert _secs(every.skipped) == [] and _secs(every.run) == list(range(1, 12))
     for plan in (skip, once, every):
         assert _secs((plan.last,)) == [11] and _secs((plan.next_fire,)) == [12]  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from keel.schedule._admin import (
 )
 from keel.schedule._context import Handler, JobContext, RunLogger
 from keel.schedule._cron import CronExpression, parse_cron
+from keel.schedule._demo import DEMO_JOB, register_demo
 from keel.schedule._history import (
     JobStatistics,
     JobView,
@@ -42,6 +43,7 @@ from keel.schedule._worker import Worker, WorkerStatistics, worker_service
 from keel.schedule.wheel import Timer, TimingWheel, WheelStatistics
 
 __all__ = [
+    "DEMO_JOB",
     "CronExpression",
     "CronTrigger",
     "DateTrigger",
@@ -80,6 +82,7 @@ __all__ = [
     "plan_fires",
     "put_job",
     "read_jobs",
+    "register_demo",
     "resume_job",
     "retry_at",
     "trigger_from_dict",

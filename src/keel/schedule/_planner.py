@@ -298,7 +298,7 @@ class Planner:
             busy[worker] = busy.get(worker, 0) + 1
         tz = defn.trigger.get("tz") or "UTC"
         out: list[tuple[datetime, list[Execution]]] = []
-        skipped = set(plan.skipped)
+        skipped, late = set(plan.skipped), set(plan.late)
         for fire in sorted([*plan.run, *plan.skipped]):
             job.counter += 1
             if defn.shards > 1:
@@ -321,7 +321,7 @@ class Planner:
                     shards=defn.shards,
                     shard_param=defn.shard_params[shard] if defn.shard_params else None,
                     args=defn.args,
-                    kind="scheduled",
+                    kind="misfire" if fire in late else "scheduled",
                     retries=defn.retries,
                     backoff=_backoff_dict(defn),
                     timeout_s=defn.timeout_s,

@@ -31,6 +31,7 @@ class Plan:
 
     Attributes:
         run: fire times to create executions for, oldest first.
+        late: those of ``run`` that were missed (run by the misfire policy).
         skipped: missed fire times to record as SKIPPED.
         dropped: missed fire times neither run nor recorded (beyond the limit).
         last: the last fire time covered (persist it as progress), or None if
@@ -39,6 +40,7 @@ class Plan:
     """
 
     run: tuple[datetime, ...]
+    late: tuple[datetime, ...]
     skipped: tuple[datetime, ...]
     dropped: int
     last: datetime | None
@@ -97,13 +99,14 @@ def plan_fires(
         on_time.append(fire)
         fire = trigger.next_after(fire)
     if misfire == "all":
-        run, skipped = missed + on_time, []
+        late, skipped = missed, []
     elif misfire == "once":
-        run, skipped = missed[-1:] + on_time, missed[:-1]
+        late, skipped = missed[-1:], missed[:-1]
     else:
-        run, skipped = on_time, missed
+        late, skipped = [], missed
     covered = missed + on_time
-    return Plan(tuple(run), tuple(skipped), dropped, covered[-1] if covered else None, fire)
+    last = covered[-1] if covered else None
+    return Plan(tuple(late + on_time), tuple(late), tuple(skipped), dropped, last, fire)
 
 
 def retry_at(execution: Execution, now: float, rng: random.Random) -> float | None:
