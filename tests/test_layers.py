@@ -9,6 +9,19 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "keel"
 
+# The service runtime and the HTTP client sit on every capability below them.
+_INTEGRATION = {
+    "clock",
+    "errors",
+    "store",
+    "coord",
+    "registry",
+    "balance",
+    "resilience",
+    "config",
+    "observe",
+}
+
 # What each area may import of keel (besides itself). ARCHITECTURE.md §1.
 ALLOWED: dict[str, set[str]] = {
     "_aio": set(),
@@ -24,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"clock", "errors", "store", "coord", "observe"},
     "registry": {"clock", "errors", "store", "coord", "observe", "balance"},
     "schedule": {"clock", "errors", "store", "coord", "registry", "resilience", "observe"},
+    "service": _INTEGRATION,
+    "http": _INTEGRATION,
 }
 
 
