@@ -58,3 +58,7 @@ def make_app(name: str, client: Client | None = None) -> Starlette:
             Route("/call", call),
         ]
     )
+
+
+app = make_app("echo")
+"""A module-level app for ``keel run tests.service._apps:app``."""

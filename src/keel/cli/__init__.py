@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _config_cmds, _coord_cmds, _jobs_cmds, _registry_cmds, _store_cmds
+from keel.cli import (
+    _config_cmds,
+    _coord_cmds,
+    _jobs_cmds,
+    _registry_cmds,
+    _service_cmds,
+    _store_cmds,
+)
 from keel.cli._common import console, run, state
 from keel.cli._up import run_up
 
@@ -27,6 +34,7 @@ app.add_typer(_store_cmds.app, name="store")
 app.add_typer(_config_cmds.app, name="config")
 _coord_cmds.register(app)
 _registry_cmds.register(app)
+_service_cmds.register(app)
 _jobs_cmds.register(app)
 
 

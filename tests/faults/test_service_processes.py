@@ -1,0 +1,133 @@
+"""Services in real processes on a shared SQLite store: readiness, SIGTERM order, rolling restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import keel
+from keel.http import Client
+from keel.store import EventType, Store
+from keel.testing import free_port
+from tests._procs import Child, Children
+
+pytestmark = pytest.mark.slow
+
+ENV = {"KEEL_SERVICE_DRAIN_DELAY_S": "0.3", "KEEL_SERVICE_GRACE_S": "5"}
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite store file the children and the test share."""
+    return f"sqlite:///{tmp_path / 'keel.db'}"
+
+
+@pytest.fixture
+async def children() -> AsyncIterator[Children]:
+    """Child processes, killed and reaped at the end."""
+    started = Children()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+async def start(children: Children, url: str, port: int = 0, **env: str) -> tuple[Child, int]:
+    child = await children.start("tests.service._child", "echo", url, str(port), env={**ENV, **env})
+    fields = await child.expect("READY", timeout_s=30)
+    return child, int(fields[0])
+
+
+async def test_registers_only_once_ready(children: Children, url: str, tmp_path: Path) -> None:
+    """While /readyz fails the instance is not in the registry; once it passes, it is."""
+    flag = tmp_path / "ready"
+    port = free_port()
+    child = await children.start(
+        "tests.service._child", "echo", url, str(port), env={**ENV, "READY_FILE": str(flag)}
+    )
+    async with keel.connect(url) as store, httpx.AsyncClient() as http:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    answer = await http.get(f"http://127.0.0.1:{port}/readyz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        assert answer.status_code == 503 and "ready-file" in answer.json()["failing"]
+        assert (await store.range("services/echo/"))[0] == []
+        flag.touch()
+        await child.expect("READY", timeout_s=10)
+        assert len((await store.range("services/echo/"))[0]) == 1
+
+
+async def test_sigterm_deregisters_before_the_socket_closes(children: Children, url: str) -> None:
+    """SIGTERM: DRAINING, deleted from the registry, then refused connections; in-flight succeeds."""
+    child, port = await start(children, url)
+    async with keel.connect(url) as store, httpx.AsyncClient() as http:
+        deleted_at: list[float] = []
+
+        async def follow(store: Store) -> None:
+            async for event in store.watch("services/echo/", prefix=True):
+                if event.type is EventType.DELETE:
+                    deleted_at.append(time.monotonic())
+                    return
+
+        async def closed() -> float:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
+                except OSError:
+                    return time.monotonic()
+                await asyncio.sleep(0.01)
+
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tasks:
+            follower = tasks.create_task(follow(store))
+            in_flight = tasks.create_task(http.get(f"http://127.0.0.1:{port}/slow?s=1"))
+            await asyncio.sleep(0.2)
+            child.signal(signal.SIGTERM)
+            closed_at = await tasks.create_task(closed())
+            await follower
+            assert (await in_flight).status_code == 200
+        assert deleted_at and deleted_at[0] < closed_at
+        await child.expect("STOPPED")
+        assert await child.proc.wait() == 0
+
+
+async def test_rolling_restart_of_two_instances_loses_no_request(
+    children: Children, url: str
+) -> None:
+    """A steady request loop through keel.http.Client sees no error while both instances restart."""
+    a, _ = await start(children, url)
+    b, _ = await start(children, url)
+    counts = {"ok": 0, "errors": 0}
+    stop = asyncio.Event()
+    async with keel.connect(url) as store, Client(store) as client:
+
+        async def loop() -> None:
+            while not stop.is_set():
+                try:
+                    answer = await client.get("http://echo/slow?s=0.02")
+                    counts["ok" if answer.status_code == 200 else "errors"] += 1
+                except Exception:
+                    counts["errors"] += 1
+
+        async with asyncio.TaskGroup() as tasks:
+            for _ in range(4):
+                tasks.create_task(loop())
+            for old in (a, b):
+                await asyncio.sleep(0.3)
+                old.signal(signal.SIGTERM)
+                await old.expect("STOPPED", timeout_s=30)
+                await start(children, url)
+            await asyncio.sleep(0.3)
+            stop.set()
+    assert counts["errors"] == 0, counts
+    assert counts["ok"] > 50

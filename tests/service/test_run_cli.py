@@ -1,0 +1,81 @@
+"""``keel run module:app --name NAME`` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keel.testing import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+KEEL = [sys.executable, "-m", "keel.cli"]
+
+
+def test_keel_run_serves_registers_and_exits_cleanly(tmp_path: Path) -> None:
+    """The app serves, is registered, logs JSON, and SIGTERM ends it with exit 0, deregistered."""
+    url, port = f"sqlite:///{tmp_path / 'keel.db'}", free_port()
+    env = {**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"}
+    proc = subprocess.Popen(
+        [
+            *KEEL,
+            "--store",
+            url,
+            "run",
+            "tests.service._apps:app",
+            *("--name", "echo"),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            listed = subprocess.run(
+                [*KEEL, "--store", url, "instances", "echo", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if listed.stdout.strip():
+                break
+            assert time.monotonic() < deadline, "never registered"
+            time.sleep(0.1)
+        assert f":{port}" in listed.stdout
+        assert httpx.get(f"http://127.0.0.1:{port}/echo").json()["name"] == "echo"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(r.get("service") == "echo" and "deregistered" in r["event"] for r in records)
+
+
+def test_keel_run_refuses_a_bad_target(tmp_path: Path) -> None:
+    """A target that is not module:attribute exits 2 naming the fix."""
+    done = subprocess.run(
+        [*KEEL, "--store", f"sqlite:///{tmp_path / 'k.db'}", "run", "nocolon", "--name", "echo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and "module:attribute" in done.stderr
