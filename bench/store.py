@@ -185,7 +185,12 @@ async def aetcd_suite(endpoint: str, n: int, repeats: int) -> dict[str, float]:
             await client.get(f"{prefix}range/{i % RANGE_KEYS:05d}".encode())
 
         async def range_all(_: int) -> None:
-            await client.get_prefix(f"{prefix}range/".encode())
+            # aetcd wraps the raw protobuf list lazily; iterate it (its recommended
+            # KeyValue wrappers, reading key and value) so both sides hand the
+            # caller the records, as keel's range does.
+            result = await client.get_prefix(f"{prefix}range/".encode())
+            records = [(kv.key, kv.value) for kv in result]
+            assert len(records) == RANGE_KEYS
 
         cas_key = f"{prefix}cas".encode()
         put_result = await client.put(cas_key, b"0")
@@ -194,7 +199,9 @@ async def aetcd_suite(endpoint: str, n: int, repeats: int) -> dict[str, float]:
         async def cas(i: int) -> None:
             t = client.transactions
             ok, _ = await client.transaction(
-                compare=[t.mod(cas_key) == last["rev"]], success=[t.put(cas_key, str(i).encode())]
+                compare=[t.mod(cas_key) == last["rev"]],
+                success=[t.put(cas_key, str(i).encode())],
+                failure=[],
             )
             last["rev"] += 1 if ok else 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 __all__ = [
     "Compare",
@@ -27,9 +27,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One key's record, as etcd v3 keeps it.
+class KeyValue(NamedTuple):
+    """One key's record, as etcd v3 keeps it (immutable).
+
+    A named tuple rather than a dataclass: a range of 1,000 keys builds 1,000
+    of them, and a tuple is built about four times faster.
 
     Attributes:
         key: the key, relative to the store's root.
@@ -55,9 +57,8 @@ class EventType(enum.Enum):
     DELETE = "DELETE"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change seen by a watch.
+class Event(NamedTuple):
+    """One change seen by a watch (immutable).
 
     For a DELETE, ``kv`` carries the key, ``mod_revision`` = the deleting
     revision, empty value and zero create_revision/version/lease (as etcd).

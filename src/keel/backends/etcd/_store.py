@@ -105,7 +105,7 @@ class EtcdStore(Store):
             )
         except CompactedError as exc:
             raise await self._compacted(exc, revision or 1) from exc.__cause__
-        return [self._keys.kv(kv) for kv in response.kvs], int(response.header.revision)
+        return self._keys.kvs(response.kvs), int(response.header.revision)
 
     async def _do_delete(self, key: str, prefix: bool) -> int:
         request = self._keys.delete_request(key, prefix)
