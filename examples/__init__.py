@@ -1,0 +1,1 @@
+"""Runnable examples built on keel (run them from the repository root)."""

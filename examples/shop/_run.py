@@ -1,0 +1,147 @@
+"""Run the shop's four instances in one event loop (``python -m examples.shop``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+import keel
+from examples.shop._apps import (
+    InventorySettings,
+    OrdersSettings,
+    PaymentSettings,
+    inventory_app,
+    orders_app,
+    payment_app,
+)
+from keel.http import Client
+from keel.service import Service, ServiceSettings
+from keel.store import Store
+
+__all__ = ["Shop", "main", "run_shop"]
+
+
+class Shop:
+    """The running shop: its services by name (``services["inventory"]`` has two)."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, list[Service]] = {}
+
+    def add(self, service: Service) -> None:
+        """Remember a started service."""
+        self.services.setdefault(service.name, []).append(service)
+
+    def urls(self) -> dict[str, list[str]]:
+        """Each service's instance URLs."""
+        return {name: [s.url for s in group] for name, group in self.services.items()}
+
+    def __repr__(self) -> str:
+        return f"<Shop {self.urls()}>"
+
+
+def _value(holder: list[Service], default: Any) -> Callable[[], Any]:
+    """A getter for the live config of the service stored in ``holder`` (default until bound)."""
+
+    def get() -> Any:
+        live = holder[0].config if holder else None
+        return live.value if live is not None else default
+
+    return get
+
+
+def _instance_id(holder: list[Service]) -> Callable[[], str]:
+    return lambda: holder[0].instance_id
+
+
+async def run_shop(
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    base_port: int = 0,
+    host: str = "127.0.0.1",
+    on_ready: Callable[[Shop], object] | None = None,
+) -> Shop:
+    """Start orders, inventory x2 and payment on ``store``; serve until ``stop`` is set.
+
+    Args:
+        store: the store every service registers in.
+        stop: set it to drain and stop every service.
+        base_port: orders on it, inventory on +1 and +2, payment on +3 (0: free ports).
+        host: the address to bind.
+        on_ready: called with the shop once every instance is registered.
+
+    Returns:
+        the shop, after every service stopped.
+    """
+    shop = Shop()
+    ports = [base_port + i if base_port else 0 for i in range(4)]
+    settings = ServiceSettings(host=host, drain_delay_s=0.2, grace_s=5.0)
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(store))
+        plan: list[tuple[str, type[BaseModel], int]] = [
+            ("inventory", InventorySettings, ports[1]),
+            ("inventory", InventorySettings, ports[2]),
+            ("payment", PaymentSettings, ports[3]),
+            ("orders", OrdersSettings, ports[0]),
+        ]
+        for name, model, port in plan:
+            holder: list[Service] = []
+            live = _value(holder, model())
+            if name == "orders":
+                app = orders_app(client, live)
+            elif name == "inventory":
+                app = inventory_app(_instance_id(holder), live)
+            else:
+                app = payment_app(_instance_id(holder), live)
+            service = Service(
+                name,
+                app,
+                store=store,
+                port=port,
+                settings=settings,
+                config=f"{name}.json",
+                config_model=model,
+            )
+            holder.append(service)
+            await stack.enter_async_context(service)
+            shop.add(service)
+        if on_ready is not None:
+            on_ready(shop)
+        await stop.wait()
+    return shop
+
+
+def _announce(shop: Shop) -> None:
+    for name, urls in shop.urls().items():
+        print(f"{name:<10} {' '.join(urls)}", flush=True)
+    orders = shop.urls()["orders"][0]
+    print(
+        f"try: curl -s -X POST {orders}/orders -H 'content-type: application/json' "
+        f'-d \'{{"sku": "apple", "qty": 2}}\'',
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m examples.shop [--store URL] [--base-port 8080]``."""
+    parser = argparse.ArgumentParser(prog="python -m examples.shop", description=__doc__)
+    parser.add_argument("--store", default=None, help="store URL (default: KEEL_STORE or sqlite)")
+    parser.add_argument("--base-port", type=int, default=8080, help="orders port; 0: free ports")
+    args = parser.parse_args(argv)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        url = args.store or keel.store.default_url()
+        async with keel.connect(url) as store:
+            await run_shop(store, stop, base_port=args.base_port, on_ready=_announce)
+
+    asyncio.run(go())
