@@ -118,8 +118,15 @@ class Hub:
         self._thread.start()
 
     def notify(self) -> None:
-        """A store of this process committed: look now (any thread)."""
-        self._wake.set()
+        """A store of this process committed: look now (any thread).
+
+        With no watch open there is nothing to deliver, so the poller is left
+        asleep: waking it on every commit made it compete with the writer
+        (a read transaction and the GIL per commit). A watch that opens later
+        is caught up from its own start revision.
+        """
+        if self._live or self._joining:
+            self._wake.set()
 
     def subscribe(self, sub: Subscription) -> None:
         """Queue a watch; it is replayed and then made live by the poller thread."""
