@@ -50,6 +50,7 @@ from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
 __all__ = ["Worker", "WorkerStatistics", "worker_service"]
 
 log = logging.getLogger("keel.schedule.worker")
+_TIMEOUT = "\x00timeout "  # wheel items: run keys, or this prefix + run key for a timeout
 
 
 def worker_service(group: str) -> str:
@@ -132,12 +133,14 @@ class Worker:
         self._rng = random.Random()
         self._runs: dict[str, tuple[int, Execution]] = {}  # run key -> (mod_revision, record)
         self._claims: dict[str, bytes] = {}  # claim key -> run name held
+        self._by_claim: dict[str, set[str]] = {}  # claim key -> tracked run keys using it
         self._timers = TimingWheel[str](tick_s=0.005, start=clock.time())
         self._timer_of: dict[str, Timer[str]] = {}
         self._ready: deque[str] = deque()
         self._busy: set[str] = set()  # run keys being claimed or run here
         self._running: dict[str, asyncio.Task[None]] = {}
         self._replacing: set[str] = set()
+        self._timed_out: set[str] = set()
         self._own: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._live: tuple[str, ...] = ()
@@ -242,9 +245,8 @@ class Worker:
             self._forget(event.kv.key)
         elif kind == "claims":
             self._claims.pop(event.kv.key, None)
-            for key, (_, rec) in list(self._runs.items()):
-                if rec.claim == event.kv.key:  # orphaned, or waiting on an overlap
-                    self._schedule(key)
+            for key in list(self._by_claim.get(event.kv.key, ())):
+                self._schedule(key)  # orphaned, or waiting on an overlap
 
     def _apply_put(self, kv: KeyValue) -> None:
         parsed = parse_key(kv.key)
@@ -265,6 +267,7 @@ class Worker:
             self._forget(kv.key)
             return
         self._runs[kv.key] = (kv.mod_revision, rec)
+        self._by_claim.setdefault(rec.claim, set()).add(kv.key)
         running = self._running.get(kv.key)
         if running is not None and rec.cancel and kv.key not in self._replacing:
             self._replacing.add(kv.key)
@@ -272,7 +275,13 @@ class Worker:
         self._schedule(kv.key)
 
     def _forget(self, key: str) -> None:
-        self._runs.pop(key, None)
+        entry = self._runs.pop(key, None)
+        if entry is not None:
+            waiting = self._by_claim.get(entry[1].claim)
+            if waiting is not None:
+                waiting.discard(key)
+                if not waiting:
+                    del self._by_claim[entry[1].claim]
         timer = self._timer_of.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -305,6 +314,9 @@ class Worker:
         assert self._tasks is not None
         while True:
             for key in self._timers.advance(self._clock.time()):
+                if key.startswith(_TIMEOUT):
+                    self._expire(key.removeprefix(_TIMEOUT))
+                    continue
                 self._timer_of.pop(key, None)
                 self._ready.append(key)
             while self._ready and len(self._busy) < self.max_concurrency:
@@ -321,6 +333,13 @@ class Worker:
                 async with asyncio.timeout(wait if wait > 0 else 0.001):
                     await self._wake.wait()
 
+    def _expire(self, key: str) -> None:
+        """A running handler reached its timeout: cancel it (it is marked TIMED_OUT)."""
+        task = self._running.get(key)
+        if task is not None and key not in self._replacing:
+            self._timed_out.add(key)
+            task.cancel()
+
     async def _attempt(self, key: str) -> None:
         try:
             entry = self._runs.get(key)
@@ -332,6 +351,7 @@ class Worker:
             self._busy.discard(key)
             self._running.pop(key, None)
             self._schedule(key)
+            self._wake.set()  # capacity freed: start what is ready
 
     async def _claim_and_run(self, key: str, mod_revision: int, rec: Execution) -> None:
         now = self._clock.time()
@@ -403,20 +423,29 @@ class Worker:
         assert task is not None
         self._running[key] = task
         outcome, error, trace = Status.SUCCEEDED, "", ""
+        # The timeout is a timer on the worker's wheel (cheap to add and cancel).
+        deadline = None
+        if rec.timeout_s is not None:
+            deadline = self._timers.add(self._clock.time() + rec.timeout_s, _TIMEOUT + key)
+            self._wake.set()
         try:
-            async with asyncio.timeout(rec.timeout_s):
-                await handler(ctx)
-        except TimeoutError:
-            outcome, error = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s"
+            await handler(ctx)
         except asyncio.CancelledError:
-            if key not in self._replacing:
+            if key in self._timed_out:
+                outcome, error = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s"
+            elif key in self._replacing:
+                outcome, error = Status.CANCELLED, "cancelled: replaced by a newer run"
+            else:
                 raise  # the worker is shutting down: the claim ends with the lease
-            self._replacing.discard(key)
             task.uncancel()
-            outcome, error = Status.CANCELLED, "cancelled: replaced by a newer run"
         except Exception as exc:
             outcome, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
             trace = traceback.format_exc()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            self._timed_out.discard(key)
+            self._replacing.discard(key)
         await self._finish(key, rec, token, outcome, error, trace, logger.text())
 
     async def _finish(

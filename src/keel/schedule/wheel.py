@@ -118,6 +118,8 @@ class TimingWheel(Generic[T]):
         self._wheels: list[list[dict[Timer[T], None]]] = [
             [{} for _ in range(slots)] for _ in range(levels)
         ]
+        self._level0 = self._wheels[0]
+        self._per_tick = 1.0 / tick_s
         self._tick = math.floor(start / tick_s)
         self._now = start
         self._counts = [0] * levels  # pending timers per level
@@ -130,10 +132,16 @@ class TimingWheel(Generic[T]):
         Returns:
             the timer handle (``cancel()`` it to remove it).
         """
-        tick = math.ceil(deadline / self.tick_s)
+        tick = math.ceil(deadline * self._per_tick)
         timer = Timer(deadline, tick, item, self._counts)
-        self._place(timer)
         self._added += 1
+        if 0 <= tick - self._tick < self.slots:  # the common case, inlined: level 0
+            slot = self._level0[tick & self._mask]
+            slot[timer] = None
+            timer._slot = slot
+            self._counts[0] += 1
+        else:
+            self._place(timer)
         return timer
 
     def _place(self, timer: Timer[T]) -> None:
@@ -229,9 +237,22 @@ class TimingWheel(Generic[T]):
         return sum(self._counts)
 
     def next_deadline(self) -> float | None:
-        """The earliest pending deadline, or None (O(pending); for idle sleeps)."""
-        deadlines = [t.deadline for wheel in self._wheels for slot in wheel for t in slot]
-        return min(deadlines, default=None)
+        """When to advance next (None: no timers); for sleeping between advances.
+
+        The earliest deadline in level 0, else the next cascade; at most one
+        scan of level 0's slots.
+        """
+        if not self._counts[0]:
+            if not any(self._counts):
+                return None
+            boundary = (self._tick // self.slots + 1) * self.slots
+            return boundary * self.tick_s
+        mask = self._mask
+        for offset in range(self.slots):
+            slot = self._level0[(self._tick + offset) & mask]
+            if slot:  # (with levels=1 a slot may hold timers a rotation or more away)
+                return min(min(t.deadline for t in slot), (self._tick + offset) * self.tick_s)
+        return None  # unreachable: level 0 holds a timer
 
     async def run(
         self,
