@@ -117,6 +117,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
         for i in range(int(spec.get("jobs", 0))):
             scheduler.job(f"b.{i}", interval_s=1.0, keep_last=1000)(noop)
         scheduler.handler("task")(task)
+        scheduler.handler("noop")(noop)
         run = asyncio.ensure_future(scheduler.run())
         await scheduler.ready.wait()
         print("READY", flush=True)
@@ -196,29 +197,30 @@ async def lateness_apscheduler(jobs: int, seconds: float) -> dict[str, float]:
 # -- throughput and exactly-once ------------------------------------------------
 
 
-async def enqueue_many(url: str, count: int, spread_s: float, lead_s: float) -> float:
+async def enqueue_many(
+    url: str, count: int, spread_s: float, lead_s: float, handler: str = "task"
+) -> float:
     due = time.time() + lead_s
     async with keel.connect(url) as store:
         for i in range(count):
-            await enqueue(
-                store, "task", i, delay_s=max(0.0, due - time.time()) + spread_s * i / count
-            )
+            delay = max(0.0, due - time.time()) + spread_s * i / count
+            await enqueue(store, handler, i, delay_s=delay)
     return due
 
 
-async def results(url: str) -> tuple[list[Any], int]:
+async def results(url: str, handler: str = "task") -> tuple[list[Any], int]:
     async with keel.connect(url) as store:
-        runs = await list_runs(store, "task")
+        runs = await list_runs(store, handler)
         effects, _ = await store.range("effects/")
     return runs, len(effects)
 
 
 async def throughput(url: str, tasks: int) -> dict[str, float]:
-    due = await enqueue_many(url, tasks, 0.0, 1.0)
+    due = await enqueue_many(url, tasks, 0.0, 1.0, "noop")
     procs = [await spawn(url, {"planner": False}) for _ in range(2)]
     async with asyncio.timeout(600):
         while True:
-            runs, _ = await results(url)
+            runs, _ = await results(url, "noop")
             if sum(r.status.final for r in runs) >= tasks:
                 break
             await asyncio.sleep(0.5)

@@ -41,6 +41,7 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Session
 from keel.errors import KeelError, ValidationError
 from keel.registry import Discovery, Instance, Registry
+from keel.schedule._batch import Batcher
 from keel.schedule._context import Handler, JobContext, RunLogger
 from keel.schedule._model import JOBS_PREFIX, Execution, Status, parse_key
 from keel.schedule._policies import retry_at
@@ -143,6 +144,7 @@ class Worker:
         self._timed_out: set[str] = set()
         self._own: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
+        self._batcher = Batcher(self.store)
         self._live: tuple[str, ...] = ()
         self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
@@ -169,6 +171,7 @@ class Worker:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._own = [
+            self._tasks.create_task(self._batcher.run(), name=f"keel-worker-commits-{self.id}"),
             self._tasks.create_task(self._membership(), name=f"keel-worker-members-{self.id}"),
             self._tasks.create_task(self._follow(), name=f"keel-worker-follow-{self.id}"),
             self._tasks.create_task(self._drive(), name=f"keel-worker-timers-{self.id}"),
@@ -364,7 +367,7 @@ class Worker:
             cancel=False,
         )
         claim_value = json.dumps({"run": rec.name, "worker": self.id}).encode()
-        result = await self.store.txn(
+        result = await self._batcher.submit(
             [Compare.mod_revision(key, "==", mod_revision), Compare.absent(rec.claim)],
             [Put(rec.claim, claim_value, lease=self.session.lease_id), Put(key, running.encode())],
             [Get(rec.claim)],
@@ -474,7 +477,7 @@ class Worker:
             if again is not None:
                 final = final.with_changes(status=Status.PENDING, not_before=again, hint="")
                 counter = "retried"
-        result = await self.store.txn(
+        result = await self._batcher.submit(
             [Compare.create_revision(rec.claim, "==", token)],
             [Put(key, final.encode()), Delete(rec.claim)],
         )

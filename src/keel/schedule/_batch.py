@@ -1,0 +1,126 @@
+"""Group commit: concurrent transactions of one worker sent as one store transaction.
+
+A SQLite store commits (and fsyncs) each transaction on its own, so a worker
+claiming and finishing hundreds of runs a second is bound by commits, not by
+work. Claims and finishes of different runs touch different keys, so the
+worker submits them here; whatever is queued while the previous commit is in
+flight goes out as one transaction whose compares are all of theirs. If that
+combined transaction fails (one compare did not hold), each is re-sent alone,
+so every submitter gets exactly the outcome it would have had by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from keel.store import Compare, Delete, Op, Put, Store, TxnResult
+
+__all__ = ["Batcher"]
+
+MAX_OPS = 120  # under the store's 128 per branch
+
+
+@dataclass
+class _Request:
+    compare: Sequence[Compare]
+    success: Sequence[Op]
+    failure: Sequence[Op]
+    done: asyncio.Future[TxnResult] = field(default_factory=asyncio.Future)
+
+    def writes(self) -> set[str]:
+        return {op.key for op in self.success if isinstance(op, Put | Delete)}
+
+
+class Batcher:
+    """Sends queued transactions together; ``await submit(...)`` gives each its own result.
+
+    Run :meth:`run` as a task for as long as submissions may come.
+
+    Args:
+        store: the store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: list[_Request] = []
+        self._wake = asyncio.Event()
+        self.batches = 0
+        self.combined = 0
+        self.fallbacks = 0
+
+    async def submit(
+        self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        """Queue one transaction; return its result (as if sent alone).
+
+        A combined success reports the combined revision and no op results
+        (submit only writes, or read the results yourself from ``failure``).
+        """
+        request = _Request(compare, success, failure)
+        self._queue.append(request)
+        self._wake.set()
+        return await request.done
+
+    async def run(self) -> None:
+        """Send queued transactions until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._take()
+                await self._send(batch)
+
+    def _take(self) -> list[_Request]:
+        batch: list[_Request] = []
+        keys: set[str] = set()
+        ops = 0
+        rest: list[_Request] = []
+        for request in self._queue:
+            writes = request.writes()
+            if ops + len(request.success) > MAX_OPS or writes & keys:
+                rest.append(request)
+                continue
+            batch.append(request)
+            keys |= writes
+            ops += len(request.success)
+        self._queue = rest
+        return batch
+
+    async def _send(self, batch: list[_Request]) -> None:
+        self.batches += 1
+        if len(batch) > 1:
+            try:
+                result = await self.store.txn(
+                    [c for r in batch for c in r.compare], [op for r in batch for op in r.success]
+                )
+            except Exception as exc:  # each submitter sees the store's error
+                for r in batch:
+                    if not r.done.done():
+                        r.done.set_exception(exc)
+                return
+            if result.succeeded:
+                self.combined += len(batch)
+                for r in batch:
+                    if not r.done.done():
+                        r.done.set_result(TxnResult(True, result.revision, ()))
+                return
+            self.fallbacks += 1
+        await asyncio.gather(*(self._alone(r) for r in batch))
+
+    async def _alone(self, request: _Request) -> None:
+        try:
+            result = await self.store.txn(request.compare, request.success, request.failure)
+        except Exception as exc:
+            if not request.done.done():
+                request.done.set_exception(exc)
+        else:
+            if not request.done.done():
+                request.done.set_result(result)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Batcher queued={len(self._queue)} batches={self.batches} "
+            f"combined={self.combined} fallbacks={self.fallbacks}>"
+        )
