@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from keel.errors import DeadlineExceededError
 from keel.observe import HttpMetrics, extract, tracer
+from keel.observe.http_metrics import RouteSeries
 from keel.resilience import deadline
 
 __all__ = ["DEADLINE_HEADER", "ERROR_HEADER", "KeelMiddleware", "Probe", "parse_deadline"]
@@ -125,13 +126,21 @@ class KeelMiddleware:
         self.registry = registry
         self._provider = tracer_provider
         self._tracer = tracer(tracer_provider)
-        self._in_flight = metrics.server_in_flight.labels(service)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._in_flight = metrics.in_flight(service)
+        self._routes: dict[tuple[str, str], RouteSeries] = {}
+        self._recording_checked = -math.inf
+        self._recording = tracer_provider is not None
 
-    def _recording(self) -> bool:
-        if self._provider is not None:
-            return True
-        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    def _tracing(self, now: float) -> bool:
+        """Whether spans are recorded; the global provider is looked up once a second.
+
+        (``trace.get_tracer_provider()`` reads the environment on every call.)
+        """
+        if self._provider is None and now - self._recording_checked > 1.0:
+            self._recording_checked = now
+            provider = trace.get_tracer_provider()
+            self._recording = not isinstance(provider, trace.ProxyTracerProvider)
+        return self._recording
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,10 +163,10 @@ class KeelMiddleware:
             await send(message)
 
         start = time.perf_counter()
-        self._in_flight.inc()
+        self._in_flight.n += 1
         token = None
         try:
-            if self._recording():
+            if self._tracing(start):
                 parent = extract(scope["headers"]) if carrier else None
                 with self._tracer.start_as_current_span(
                     f"{scope['method']} {scope['path']}",
@@ -177,7 +186,7 @@ class KeelMiddleware:
         finally:
             if token is not None:
                 otel_context.detach(token)
-            self._in_flight.dec()
+            self._in_flight.n -= 1
             self._record(scope, status[0], time.perf_counter() - start)
 
     async def _call(
@@ -207,17 +216,15 @@ class KeelMiddleware:
             status[0] = 504
 
     def _record(self, scope: Scope, status: int, duration_s: float) -> None:
-        route = getattr(scope.get("route"), "path", None)
-        label = self.metrics.route_label(route, scope["path"])
-        key = (scope["method"], label, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.metrics.server_requests.labels(self.service, key[0], label, str(status)),
-                self.metrics.server_duration.labels(self.service, key[0], label),
-            )
-        children[0].inc()
-        children[1].observe(duration_s)
+        route = getattr(scope.get("route"), "path", None) or scope["path"]
+        key = (scope["method"], route)
+        series = self._routes.get(key)
+        if series is None:
+            label = self.metrics.route_label(route if "route" in scope else None, scope["path"])
+            series = self.metrics.route(self.service, key[0], label)
+            if len(self._routes) < 4 * self.metrics.max_routes:
+                self._routes[key] = series
+        series.observe(status, duration_s)
 
     async def _probe(self, path: str, send: Send) -> None:
         if path == "/healthz":
