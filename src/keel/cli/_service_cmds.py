@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -64,7 +65,17 @@ def run_cmd(
     except ValidationError as exc:
         fail(str(exc))
     setup(name, level=log_level, json_logs=not console_logs, otlp_endpoint=otlp_endpoint)
+    _use_uvloop()
     run(service.serve())
+
+
+def _use_uvloop() -> None:
+    """Serve on uvloop where it is installed (the loop uvicorn itself picks first)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def register(app: typer.Typer) -> None:
