@@ -1,6 +1,6 @@
 """Scheduler benchmarks, keel beside its peers in one run.
 
-    python bench/scheduler.py                                   # defaults (scaled for 2 cores)
+    python -P bench/scheduler.py                                # defaults (scaled for 2 cores)
     python bench/scheduler.py --jobs 1000 --seconds 30 --tasks 10000 --backend sqlite etcd
 
 - wheel: add+cancel of 1,000,000 timers: ``TimingWheel`` vs ``heapq`` (push
@@ -128,6 +128,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
 async def spawn(url: str, spec: dict[str, Any]) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-P",  # keep bench/ off sys.path: bench/http.py would shadow the stdlib's http
         SELF,
         "--child",
         json.dumps(spec),
