@@ -1,4 +1,4 @@
-"""Services in real processes on a shared SQLite store: readiness, SIGTERM order, rolling restart."""
+"""Services in real processes on one SQLite store: readiness, SIGTERM order, rolling restart."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ async def test_registers_only_once_ready(children: Children, url: str, tmp_path:
 
 
 async def test_sigterm_deregisters_before_the_socket_closes(children: Children, url: str) -> None:
-    """SIGTERM: DRAINING, deleted from the registry, then refused connections; in-flight succeeds."""
+    """SIGTERM: DRAINING, deregistered, then connections refused; the in-flight request succeeds."""
     child, port = await start(children, url)
     async with keel.connect(url) as store, httpx.AsyncClient() as http:
         deleted_at: list[float] = []
