@@ -250,17 +250,25 @@ class Planner:
 
     async def _drive(self, leadership: Leadership) -> None:
         while True:
-            for name in self._wheel.advance(self._clock.time()):
-                job = self._jobs.get(name)
-                if job is not None:
+            due = [
+                (n, j) for n in self._wheel.advance(self._clock.time()) if (j := self._jobs.get(n))
+            ]
+            # Jobs are planned concurrently: one store round trip each, not one after another.
+            async with asyncio.TaskGroup() as tg:
+                for name, job in due:
                     job.timer = None
-                    await self._plan(name, job, leadership)
+                    tg.create_task(self._plan_quietly(name, job, leadership))
             nxt = self._wheel.next_deadline()
             wait = 0.5 if nxt is None else min(0.5, max(0.001, nxt - self._clock.time()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def _plan_quietly(self, name: str, job: _Job, leadership: Leadership) -> None:
+        """Plan one job; a lost lead is already flagged on ``leadership.lost``, which ends _lead."""
+        with contextlib.suppress(NotLeaderError):
+            await self._plan(name, job, leadership)
 
     async def _plan(self, name: str, job: _Job, leadership: Leadership) -> None:
         trigger = job.defn.make_trigger()
