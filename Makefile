@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 bench: $(STAMP) engines
-	for b in store locks locks_redis registry balance config resilience; do \
+	for b in store locks locks_redis registry balance config resilience scheduler http_service; do \
 	  test -f bench/$$b.py && $(BIN)/python bench/$$b.py || exit 1; \
 	done
 

@@ -128,7 +128,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
 async def spawn(url: str, spec: dict[str, Any]) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-P",  # keep bench/ off sys.path: bench/http.py would shadow the stdlib's http
+        "-P",  # keep bench/ off the children's sys.path
         SELF,
         "--child",
         json.dumps(spec),

@@ -20,9 +20,11 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -37,6 +39,7 @@ from keel.coord import Election, Lock, Session, group_lines
 from keel.coord._inspect import KINDS
 from keel.errors import ConflictError, ValidationError
 from keel.registry import HealthChecker, decode_instance
+from keel.schedule import JobView, Scheduler, read_jobs, register_demo
 from keel.store import Event, EventType, KeyValue, LeaseInfo, Put, Store, StoreStatus
 
 __all__ = ["UpView", "run_up"]
@@ -65,6 +68,7 @@ class UpView:
     event_count: int = 0
     status: StoreStatus | None = None
     leases: list[LeaseInfo] = field(default_factory=list)
+    jobs: list[JobView] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def load(self, kvs: list[KeyValue]) -> None:
@@ -92,9 +96,30 @@ class UpView:
             self._areas_and_leases(),
             self._services(),
             self._configs(),
+            self._jobs(),
             self._coordination(),
             self._tail(),
         )
+
+    def _jobs(self) -> RenderableType:
+        table = Table(title="jobs and recent runs", title_justify="left", expand=True)
+        for column in ("job", "trigger", "next fire (UTC)", "last run", "took", "workers"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for job in self.jobs:
+            shown = {k: v for k, v in job.definition.trigger.items() if v not in (None, 0, 0.0)}
+            trigger = ", ".join(f"{k}={v}" for k, v in shown.items()) or "manual"
+            nxt = job.next_fire.strftime("%H:%M:%S") if job.next_fire else ""
+            last = job.recent[0] if job.recent else None
+            took = last.duration_s if last is not None else None
+            table.add_row(
+                job.definition.name,
+                trigger,
+                nxt,
+                f"{last.status.value} (token {last.token})" if last is not None else "",
+                f"{took * 1000:.0f} ms" if took is not None else "",
+                str(len(job.workers)) if job.workers else "none",
+            )
+        return table
 
     def _configs(self) -> RenderableType:
         table = Table(title="configs", title_justify="left", expand=True)
@@ -182,6 +207,7 @@ class UpView:
 
 async def _refresh(store: Store, view: UpView) -> None:
     view.status = await store.status()
+    view.jobs = await read_jobs(store, recent=3)
     infos = []
     for lease_id in (await store.leases())[:_MAX_LEASES_SHOWN]:
         info = await store.time_to_live(lease_id)
@@ -211,6 +237,47 @@ async def _heartbeat(session: Session, live: LiveConfig[dict[str, Any]]) -> None
             await asyncio.sleep(0.5)  # hold it a moment, so the view shows an owner
         interval = live.value.get("heartbeat_interval_s", 2)
         await asyncio.sleep(max(0.1, float(interval) if isinstance(interval, int | float) else 2))
+
+
+async def _example_shop(url: str) -> None:
+    """Run examples/shop (orders, inventory x2, payment) beside keel up, when it is here.
+
+    The example lives in the repository, not in the package, so it runs as
+    ``python -m examples.shop`` from the working directory when that has it
+    (``make up`` does), on the same store, with orders on port 8080.
+    """
+    if url.startswith("memory:") or not (Path.cwd() / "examples" / "shop").is_dir():
+        return
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "examples.shop",
+        "--store",
+        url,
+        "--base-port",
+        "8080",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _jobs_demo(store: Store) -> None:
+    """A worker and planner candidate running the demo heartbeat job."""
+    scheduler = Scheduler(store, ttl_s=10)
+    register_demo(scheduler)
+    await scheduler.run(handle_sigterm=False)
 
 
 async def _demo_config(store: Store, session: Session) -> LiveConfig[dict[str, Any]]:
@@ -286,6 +353,8 @@ async def _run_live(
             tasks.create_task(_lead(session, me)),
             tasks.create_task(_heartbeat(session, config)),
             tasks.create_task(HealthChecker(session, node=f"keel-up-{os.getpid()}").run()),
+            tasks.create_task(_jobs_demo(store)),
+            tasks.create_task(_example_shop(view.url)),
         ]
         deadline = time.monotonic() + duration_s if duration_s else None
         with Live(

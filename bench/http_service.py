@@ -1,7 +1,7 @@
 """Service runtime and HTTP client throughput, side by side in one run.
 
-    python bench/http.py                 # needs wrk (Debian: apt-get install -y wrk)
-    python bench/http.py --duration 10 --requests 10000
+    python bench/http_service.py                 # needs wrk (Debian: apt-get install -y wrk)
+    python bench/http_service.py --duration 10 --requests 10000
 
 1. hello world with ``wrk -t2 -c100``: the same ASGI app on bare uvicorn
    (uvloop + httptools, one worker) and through ``keel.service.Service``
@@ -18,35 +18,28 @@ Every server runs in its own process; all on loopback. Prints a table and one
 JSON document. A measurement, not a test.
 """
 
-# This file is named like the standard library's ``http``: drop its folder
-# from the import path before anything imports ``http`` (httpx, uvicorn...).
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
 import sys
-from pathlib import Path
+import tempfile
+import time
+from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import httpx
+import redis.asyncio as aioredis
+import uvicorn
+import uvloop
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-import uvicorn  # noqa: E402
-import uvloop  # noqa: E402
-
-import keel  # noqa: E402
-from keel.http import Client  # noqa: E402
-from keel.service import Service, ServiceSettings  # noqa: E402
-from keel.testing import RedisServer, free_port  # noqa: E402
+import keel
+from keel.http import Client
+from keel.service import Service, ServiceSettings
+from keel.testing import RedisServer, free_port
 
 HELLO = b"Hello, World!"
 
@@ -226,7 +219,7 @@ def main() -> None:
         serve(kind, int(port), store, redis_url)
         return
     if shutil.which("wrk") is None:
-        sys.exit("bench/http.py needs wrk: apt-get install -y wrk")
+        sys.exit("bench/http_service.py needs wrk: apt-get install -y wrk")
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
         store = f"sqlite:///{tmp}/keel.db"
