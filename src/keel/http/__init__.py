@@ -5,7 +5,7 @@ resolves service names from the registry's watch-fed cache, picks an instance
 (outlier ejection around peak-EWMA power-of-two-choices), applies a timeout,
 a budgeted retry (idempotent methods; others only when nothing was sent) and
 a circuit breaker per instance, and propagates the deadline (``keel-deadline``)
-and the W3C trace context. See ``docs/service.md``.
+and the W3C trace context. See ``docs/services.md``.
 """
 
 from keel.http._client import Client

@@ -5,7 +5,7 @@ event loop, answers ``/healthz`` ``/readyz`` ``/metrics``, registers the
 instance once startup and readiness passed, and on SIGTERM marks it
 DRAINING, deregisters, stops accepting and drains in-flight requests.
 :class:`KeelMiddleware` (also usable alone) reads the caller's deadline and
-trace context. See ``docs/service.md``.
+trace context. See ``docs/services.md``.
 """
 
 from keel.service._asgi import DEADLINE_HEADER, ERROR_HEADER, KeelMiddleware, Probe, parse_deadline

@@ -17,7 +17,7 @@ inside our event loop (so registration, config and the app share one loop),
 accepts a pre-bound socket (port 0 is known before startup) and drains
 gracefully. granian measured faster on hello-world, but runs its Rust workers
 outside the asyncio loop and offers no drain step between "deregistered" and
-"stop accepting"; see docs/service.md for the numbers.
+"stop accepting"; see docs/services.md for the numbers.
 """
 
 from __future__ import annotations
