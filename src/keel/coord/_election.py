@@ -12,6 +12,7 @@ deletes its key, so before any other candidate can win.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -76,8 +77,13 @@ class Leadership(Ownership):
         lost: set when the session is lost or the key was deleted by someone else.
     """
 
-    def __init__(self, election: Election, key: str, token: int, value: bytes) -> None:
-        super().__init__(election.session, key, token, f"election {election.name!r}")
+    kind = "leadership"
+
+    def __init__(
+        self, election: Election, key: str, token: int, value: bytes, *, waited_s: float = 0.0
+    ) -> None:
+        what = f"election {election.name!r}"
+        super().__init__(election.session, key, token, what, waited_s=waited_s)
         self.election = election
         self.value = value
 
@@ -136,6 +142,7 @@ class Election:
         return Opening(lambda: self._campaign(data), lambda leadership: leadership.resign())
 
     async def _campaign(self, value: bytes) -> Leadership:
+        began = time.monotonic()
         store = self.session.store
         await self._mutex.acquire()
         key = f"{self.prefix}{self.session.lease_id:x}"
@@ -159,7 +166,7 @@ class Election:
         except BaseException:
             self._mutex.release()
             raise
-        return Leadership(self, key, entry.revision, value)
+        return Leadership(self, key, entry.revision, value, waited_s=time.monotonic() - began)
 
     async def leader(self) -> Leader | None:
         """The current leader, or None when nobody leads."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 
 from keel.coord._ownership import Ownership
@@ -52,8 +53,10 @@ class HeldLock(Ownership):
             else; after that the lock may be owned by another process.
     """
 
-    def __init__(self, lock: Lock, key: str, token: int) -> None:
-        super().__init__(lock.session, key, token, f"lock {lock.name!r}")
+    kind = "lock"
+
+    def __init__(self, lock: Lock, key: str, token: int, *, waited_s: float = 0.0) -> None:
+        super().__init__(lock.session, key, token, f"lock {lock.name!r}", waited_s=waited_s)
         self.name = lock.name
         self._lock = lock
 
@@ -133,6 +136,7 @@ class Lock:
         return held
 
     async def _take(self, *, wait: bool) -> HeldLock | None:
+        began = time.monotonic()
         store = self.session.store
         key = self._key()
         try:
@@ -155,7 +159,7 @@ class Lock:
             with contextlib.suppress(Exception):
                 await leave(store, entry.key)
             raise
-        held = HeldLock(self, entry.key, entry.revision)
+        held = HeldLock(self, entry.key, entry.revision, waited_s=time.monotonic() - began)
         self._held = held
         return held
 

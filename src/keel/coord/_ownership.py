@@ -9,6 +9,7 @@ from typing import Self
 from keel.coord._flag import LossFlag
 from keel.coord._queue import leave, monitor
 from keel.coord._session import Session
+from keel.observe import capability_metrics
 from keel.store import Compare
 
 __all__ = ["Ownership"]
@@ -18,13 +19,18 @@ class Ownership:
     """Owning a key in a line: its fencing token, its loss flag, its guard, its end.
 
     Attributes:
+        kind: ``lock``, ``slot`` or ``leadership`` (the metrics label).
         key: the owner key in the store.
         fencing_token: the key's create_revision; strictly increasing across owners.
         lost: set when the session is lost or the key was deleted by someone else
             (or, with the reason "released"/"resigned", when this process ended it).
     """
 
-    def __init__(self, session: Session, key: str, token: int, what: str) -> None:
+    kind = "lock"
+
+    def __init__(
+        self, session: Session, key: str, token: int, what: str, *, waited_s: float = 0.0
+    ) -> None:
         self.key = key
         self.fencing_token = token
         self.lost = LossFlag()
@@ -33,6 +39,7 @@ class Ownership:
         self._monitor: asyncio.Task[None] = session._spawn(
             monitor(session, key, token, self.lost, what), name=f"keel-monitor-{key}"
         )
+        capability_metrics().acquired(self.kind, waited_s)
 
     def guard(self) -> Compare:
         """A compare that holds only while this process still owns the key.
@@ -48,6 +55,7 @@ class Ownership:
             return False
         self._ended = True
         self._monitor.cancel()
+        capability_metrics().ended(self.kind, lost=self.lost.is_set())
         try:
             await leave(self._session.store, self.key)
         finally:

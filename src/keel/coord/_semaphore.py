@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 
 from keel.coord._ownership import Ownership
 from keel.coord._queue import (
@@ -46,6 +47,8 @@ class HeldSlot(Ownership):
         lost: set when the session is lost or the key was deleted by someone else.
     """
 
+    kind = "slot"
+
     async def release(self) -> None:
         """Give the slot up (idempotent)."""
         await self._end("released")
@@ -59,6 +62,7 @@ async def _join(
 ) -> HeldSlot | None:
     """Enqueue under ``prefix`` and wait until ``blocker(entry)`` is None."""
     assert callable(blocker)
+    began = time.monotonic()
     store = session.store
     key = f"{prefix}{session.lease_id:x}-{next(_serial)}"
     try:
@@ -76,7 +80,7 @@ async def _join(
         with contextlib.suppress(Exception):
             await leave(store, key)
         raise
-    return HeldSlot(session, key, entry.revision, what)
+    return HeldSlot(session, key, entry.revision, what, waited_s=time.monotonic() - began)
 
 
 class Semaphore:

@@ -9,6 +9,7 @@ logs, tracing and metrics in one call. See ``docs/observability.md``.
 """
 
 from keel.observe._setup import setup
+from keel.observe.capability_metrics import CapabilityMetrics, capability_metrics
 from keel.observe.config_metrics import ConfigMetrics, config_metrics
 from keel.observe.http_metrics import HttpMetrics, http_metrics
 from keel.observe.logs import add_trace_ids, setup_logging
@@ -20,11 +21,13 @@ from keel.observe.metrics import (
 from keel.observe.tracing import current_ids, extract, inject, setup_tracing, tracer
 
 __all__ = [
+    "CapabilityMetrics",
     "ConfigMetrics",
     "HttpMetrics",
     "PrometheusListener",
     "ResilienceListener",
     "add_trace_ids",
+    "capability_metrics",
     "config_metrics",
     "current_ids",
     "default_listener",

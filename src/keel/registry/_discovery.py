@@ -29,6 +29,7 @@ from typing import Self
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CompactedError, KeelError, StoreClosedError, ValidationError
+from keel.observe import capability_metrics
 from keel.registry._model import (
     HEALTH,
     UP,
@@ -148,6 +149,7 @@ class _Cache:
 
     def notify(self) -> None:
         self.selected = None  # the default selection is rebuilt on the next lookup
+        capability_metrics().discovered(self.service, len(self.instances))
         for queue in self.subscribers:
             if queue.empty():
                 queue.put_nowait(None)

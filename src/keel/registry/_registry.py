@@ -22,6 +22,7 @@ from typing import Any, Self
 from keel._aio import Opening
 from keel.coord import Session
 from keel.errors import KeelError, StoreClosedError, ValidationError
+from keel.observe import capability_metrics
 from keel.registry._model import DRAINING, UP, Instance, Status, encode_instance
 from keel.store import Compare, Delete, Store
 
@@ -165,6 +166,8 @@ class Registry:
         self._listeners.append(listener)
 
     def _emit(self, event: RegistryEvent) -> None:
+        name = type(event).__name__.removeprefix("Instance").lower()
+        capability_metrics().registry_event(event.instance.service, name)
         for listener in self._listeners:
             try:
                 listener(event)

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Session
 from keel.errors import KeelError, ValidationError
+from keel.observe import capability_metrics
 from keel.registry import Discovery, Instance, Registry
 from keel.schedule._batch import Batcher
 from keel.schedule._context import Handler, JobContext, RunLogger
@@ -481,10 +482,13 @@ class Worker:
             [Compare.create_revision(rec.claim, "==", token)],
             [Put(key, final.encode()), Delete(rec.claim)],
         )
+        metrics = capability_metrics()
         if result.succeeded:
             self._counts[counter] += 1
+            metrics.run_finished(rec.job, counter, final.lateness_s, final.duration_s)
         else:
             self._counts["fenced"] += 1
+            metrics.run_finished(rec.job, "fenced", None, None)
             log.warning(
                 "worker %s: outcome %s of %s not written: its claim (token %d) is gone",
                 self.id,

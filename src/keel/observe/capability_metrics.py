@@ -1,0 +1,126 @@
+"""Prometheus series for the registry, locks and elections, and the scheduler.
+
+- ``keel_registry_events_total{service,event}`` — registered, updated,
+  reregistered, deregistered (by this process's registries);
+- ``keel_discovery_instances{service}`` — instances in this process's cache;
+- ``keel_coord_acquire_seconds{kind}`` — time to own a lock, slot or leadership;
+- ``keel_coord_held{kind}`` — locks, slots and leaderships held now;
+- ``keel_coord_lost_total{kind}`` — ownerships lost (session or key gone), not released;
+- ``keel_schedule_runs_total{job,outcome}`` — finished runs (succeeded,
+  failed, timed_out, cancelled, retried, fenced);
+- ``keel_schedule_lateness_seconds{job}`` and ``keel_schedule_duration_seconds{job}``.
+
+Library code calls :func:`capability_metrics` (the process-wide registry);
+tests may build their own :class:`CapabilityMetrics` on a private registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["CapabilityMetrics", "capability_metrics"]
+
+_FAST = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+
+
+class CapabilityMetrics:
+    """The capability series on one registry.
+
+    Args:
+        registry: where to register (default: a new private registry).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self._registry_events = Counter(
+            "keel_registry_events",
+            "Registration events of this process.",
+            ("service", "event"),
+            registry=r,
+        )
+        self._instances = Gauge(
+            "keel_discovery_instances",
+            "Instances in this process's discovery cache.",
+            ("service",),
+            registry=r,
+        )
+        self._acquire = Histogram(
+            "keel_coord_acquire_seconds",
+            "Time to own a lock, slot or leadership.",
+            ("kind",),
+            buckets=_FAST,
+            registry=r,
+        )
+        self._held = Gauge(
+            "keel_coord_held", "Locks, slots and leaderships held now.", ("kind",), registry=r
+        )
+        self._lost = Counter(
+            "keel_coord_lost",
+            "Ownerships lost (session or key gone), not released.",
+            ("kind",),
+            registry=r,
+        )
+        self._runs = Counter(
+            "keel_schedule_runs",
+            "Finished scheduled runs by outcome.",
+            ("job", "outcome"),
+            registry=r,
+        )
+        self._lateness = Histogram(
+            "keel_schedule_lateness_seconds",
+            "Start time minus scheduled fire time.",
+            ("job",),
+            buckets=_FAST,
+            registry=r,
+        )
+        self._duration = Histogram(
+            "keel_schedule_duration_seconds",
+            "Handler run time.",
+            ("job",),
+            buckets=_FAST,
+            registry=r,
+        )
+
+    def registry_event(self, service: str, event: str) -> None:
+        """Count one registration event."""
+        self._registry_events.labels(service, event).inc()
+
+    def discovered(self, service: str, instances: int) -> None:
+        """Set the cached instance count of a service."""
+        self._instances.labels(service).set(instances)
+
+    def acquired(self, kind: str, waited_s: float) -> None:
+        """An ownership began after ``waited_s``."""
+        self._acquire.labels(kind).observe(waited_s)
+        self._held.labels(kind).inc()
+
+    def ended(self, kind: str, *, lost: bool) -> None:
+        """An ownership ended (``lost``: it was lost before it was given up)."""
+        self._held.labels(kind).dec()
+        if lost:
+            self._lost.labels(kind).inc()
+
+    def run_finished(
+        self, job: str, outcome: str, lateness_s: float | None, duration_s: float | None
+    ) -> None:
+        """Count one finished run and observe its lateness and duration."""
+        self._runs.labels(job, outcome).inc()
+        if lateness_s is not None:
+            self._lateness.labels(job).observe(max(0.0, lateness_s))
+        if duration_s is not None:
+            self._duration.labels(job).observe(max(0.0, duration_s))
+
+    def __repr__(self) -> str:
+        return f"CapabilityMetrics(registry={self.registry!r})"
+
+
+_default: CapabilityMetrics | None = None
+
+
+def capability_metrics() -> CapabilityMetrics:
+    """The process-wide capability series on ``prometheus_client.REGISTRY`` (created once)."""
+    global _default
+    if _default is None:
+        _default = CapabilityMetrics(REGISTRY)
+    return _default
