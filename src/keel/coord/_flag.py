@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 __all__ = ["LossFlag"]
@@ -17,17 +17,38 @@ class LossFlag:
     cancels their work.
     """
 
-    __slots__ = ("_event", "_reason")
+    __slots__ = ("_callbacks", "_event", "_reason")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._reason: str | None = None
+        self._callbacks: list[Callable[[str], object]] = []
 
     def set(self, reason: str) -> None:
         """Set the flag with a human-readable reason (later calls keep the first reason)."""
         if self._reason is None:
             self._reason = reason
         self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self._reason)
+
+    def on_set(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``callback(reason)`` when the flag is set (at once if it is); return a remover.
+
+        Cheaper than a task awaiting the flag, for owners that only need to
+        pass the loss on.
+        """
+        if self._reason is not None:
+            callback(self._reason)
+            return lambda: None
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return remove
 
     def is_set(self) -> bool:
         """Whether the loss has happened."""

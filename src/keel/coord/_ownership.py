@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from keel.coord._flag import LossFlag
-from keel.coord._queue import leave, monitor
+from keel.coord._queue import MONITOR_DELAY_S, leave, watch_key
 from keel.coord._session import Session
 from keel.observe import capability_metrics
 from keel.store import Compare
@@ -35,11 +35,36 @@ class Ownership:
         self.fencing_token = token
         self.lost = LossFlag()
         self._session = session
+        self._what = what
         self._ended = False
-        self._monitor: asyncio.Task[None] = session._spawn(
-            monitor(session, key, token, self.lost, what), name=f"keel-monitor-{key}"
+        # Loss of the session reaches us through a callback (no task per hold);
+        # the key itself is watched only once the hold has lasted a moment, so
+        # short holds never pay for a watch (see keel.coord._queue.watch_key).
+        self._monitor: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            MONITOR_DELAY_S, self._watch
         )
+        self._unhook = session.lost.on_set(self._session_lost)
         capability_metrics().acquired(self.kind, waited_s)
+
+    def _session_lost(self, reason: str) -> None:
+        self.lost.set(f"{self._what}: session lost ({reason})")
+        self._stop_watching()
+
+    def _watch(self) -> None:
+        self._timer = None
+        if not self._ended and not self.lost.is_set():
+            self._monitor = self._session._spawn(
+                watch_key(self._session, self.key, self.fencing_token, self.lost, self._what),
+                name=f"keel-monitor-{self.key}",
+            )
+
+    def _stop_watching(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._monitor is not None:
+            self._monitor.cancel()
 
     def guard(self) -> Compare:
         """A compare that holds only while this process still owns the key.
@@ -54,7 +79,8 @@ class Ownership:
         if self._ended:
             return False
         self._ended = True
-        self._monitor.cancel()
+        self._unhook()
+        self._stop_watching()
         capability_metrics().ended(self.kind, lost=self.lost.is_set())
         try:
             await leave(self._session.store, self.key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,7 +22,16 @@ from keel.coord._session import Session
 from keel.errors import KeelError, SessionLostError, StoreUnavailableError, ValidationError
 from keel.store import Compare, EventType, Get, KeyValue, Put, Range, Store
 
-__all__ = ["Entry", "check_name", "enqueue", "leave", "monitor", "race_loss", "wait_for_deletes"]
+__all__ = [
+    "MONITOR_DELAY_S",
+    "Entry",
+    "check_name",
+    "enqueue",
+    "leave",
+    "race_loss",
+    "wait_for_deletes",
+    "watch_key",
+]
 
 log = logging.getLogger("keel.coord")
 MONITOR_DELAY_S = 0.5
@@ -135,39 +144,39 @@ async def race_loss(work: Awaitable[T], lost: LossFlag, what: str) -> T:
 
 
 async def leave(store: Store, key: str) -> None:
-    """Delete our key (shielded from cancellation).
+    """Delete our key; if cancelled meanwhile, finish the delete before re-raising.
 
     A plain delete is enough: the key's name carries our session's lease id
     (and, for semaphores, a per-process serial), so no other contender can
-    ever own a key by that name.
+    ever own a key by that name. Deleting twice is harmless.
     """
-
-    async def delete() -> None:
-        with contextlib.suppress(KeelError, TimeoutError):
-            async with asyncio.timeout(5):
-                await store.delete(key)
-
     if store.closed:
         return
-    task = asyncio.ensure_future(delete())
     try:
-        await asyncio.shield(task)
+        await _delete_quietly(store, key)
     except asyncio.CancelledError:
-        await task
+        task = asyncio.ensure_future(_delete_quietly(store, key))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
         raise
 
 
-def monitor(
-    session: Session, key: str, revision: int, lost: LossFlag, what: str
-) -> Coroutine[Any, Any, None]:
-    """A task body that sets ``lost`` when the session is lost or our key is deleted."""
+async def _delete_quietly(store: Store, key: str) -> None:
+    with contextlib.suppress(KeelError, TimeoutError):
+        async with asyncio.timeout(5):
+            await store.delete(key)
 
-    async def watch_key() -> None:
-        # Short holds never pay for a watch: the key is watched only once the
-        # hold has lasted a moment. The watch starts at the key's creation
-        # revision + 1, so a deletion during the delay is replayed, not missed;
-        # session loss is raced from the first instant.
-        await asyncio.sleep(MONITOR_DELAY_S)
+
+async def watch_key(session: Session, key: str, revision: int, lost: LossFlag, what: str) -> None:
+    """A task body that sets ``lost`` when our key is deleted (never raises).
+
+    The watch starts at the key's creation revision + 1, so a deletion that
+    happened before the watch began is replayed, not missed. Session loss is
+    passed on by the owner's callback, which also cancels this task.
+    """
+    try:
         while True:
             try:
                 await wait_for_delete(session.store, key, revision + 1)
@@ -175,18 +184,10 @@ def monitor(
                 return
             except StoreUnavailableError:
                 await asyncio.sleep(0.2)  # the watch retries; the session decides loss
-
-    async def body() -> None:
-        try:
-            await race_loss(watch_key(), session.lost, what)
-        except SessionLostError as exc:
-            lost.set(str(exc))
-        except KeelError as exc:  # a compacted or closed store: we can no longer tell
-            lost.set(f"{what}: cannot observe ownership any more ({exc})")
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a monitor must never take the session down
-            log.exception("ownership monitor for %s failed", key)
-            lost.set(f"{what}: monitor failed")
-
-    return body()
+    except asyncio.CancelledError:
+        raise
+    except KeelError as exc:  # a compacted or closed store: we can no longer tell
+        lost.set(f"{what}: cannot observe ownership any more ({exc})")
+    except Exception:  # a monitor must never take the session down
+        log.exception("ownership monitor for %s failed", key)
+        lost.set(f"{what}: monitor failed")
