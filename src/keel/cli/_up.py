@@ -196,8 +196,10 @@ class UpView:
 
     def _tail(self) -> RenderableType:
         table = Table(title="recent events", title_justify="left", expand=True)
-        for column in ("rev", "type", "key", "value"):
-            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        table.add_column("rev", no_wrap=True, min_width=5)
+        table.add_column("type", no_wrap=True, min_width=6)
+        table.add_column("key", overflow="ellipsis", no_wrap=True, ratio=2)
+        table.add_column("value", overflow="ellipsis", no_wrap=True, ratio=3)
         for ev in self.events:
             value = ev.kv.value[:80].decode("utf-8", "replace") if ev.type is EventType.PUT else ""
             style = "green" if ev.type is EventType.PUT else "red"
