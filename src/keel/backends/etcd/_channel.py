@@ -195,6 +195,9 @@ class Connection:
 
     async def member(self, deadline: float) -> Member:
         """The member in use, connected, failing over until ``deadline``."""
+        member = self._member
+        if member is not None and not self._closed and member.channel.get_state() is _READY:
+            return member  # the common case: no coroutine, no wait
         loop = asyncio.get_running_loop()
         tried = 0
         while True:
