@@ -6,7 +6,7 @@ live binding. YAML goes through the safe loader only, so a tag such as
 ``!!python/object`` is an error, never code run. Java ``.properties`` has no
 well-kept Python parser, so :func:`parse_properties` is written here (the
 format is small: ``key=value``, ``key: value``, ``key value``, comments with
-``#``/``!``, backslash continuations and escapes, ``\\uXXXX``).
+``#``/``!``, backslash continuations and escapes, ``\\u`` and four hex digits).
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def _unescape(text: str, name: str, line: int) -> str:
         if nxt == "u":
             digits = text[i + 2 : i + 6]
             if len(digits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-                raise _error(name, "properties", line, i + 1, "bad \\u escape: use \\uXXXX")
+                raise _error(
+                    name, "properties", line, i + 1, "bad \\u escape: write \\u and four hex digits"
+                )
             out.append(chr(int(digits, 16)))
             i += 6
             continue

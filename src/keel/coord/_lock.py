@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from types import TracebackType
 
+from keel.coord._front import SingleHolder
 from keel.coord._ownership import Ownership
 from keel.coord._queue import (
     Entry,
@@ -82,7 +82,7 @@ class HeldLock(Ownership):
         return f"<HeldLock {self.name!r} token={self.fencing_token} {self._state()}>"
 
 
-class Lock:
+class Lock(SingleHolder[HeldLock]):
     """A distributed mutex named ``name``, taken on behalf of ``session``.
 
     ``async with Lock(session, "reports") as held:`` blocks until owned;
@@ -162,22 +162,6 @@ class Lock:
         held = HeldLock(self, entry.key, entry.revision, waited_s=time.monotonic() - began)
         self._held = held
         return held
-
-    async def release(self) -> None:
-        """Release the lock this object holds, if any."""
-        if self._held is not None:
-            await self._held.release()
-
-    async def __aenter__(self) -> HeldLock:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()
 
     def __repr__(self) -> str:
         state = repr(self._held) if self._held else "not held"

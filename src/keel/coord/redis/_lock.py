@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
+from keel.coord._front import SingleHolder
 from keel.coord.redis._lane import lane
 from keel.coord.redis._renew import Renewer
 from keel.coord.redis._scripts import (
@@ -202,7 +203,7 @@ class HeldRedisLock:
         return f"<HeldRedisLock {self.name!r} token={self.fencing_token} {state}>"
 
 
-class RedisLock:
+class RedisLock(SingleHolder[HeldRedisLock]):
     """A distributed mutex named ``name`` on one Redis server.
 
     ``async with RedisLock(client, "reports", ttl_s=10) as held:`` blocks until
@@ -354,22 +355,6 @@ class RedisLock:
         if self._held is held:
             self._held = None
         self._mutex.release()
-
-    async def release(self) -> None:
-        """Release the lock this object holds, if any (see :meth:`HeldRedisLock.release`)."""
-        if self._held is not None:
-            await self._held.release()
-
-    async def __aenter__(self) -> HeldRedisLock:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()
 
     def __repr__(self) -> str:
         state = repr(self._held) if self._held is not None else "not held"

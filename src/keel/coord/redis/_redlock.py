@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
+from keel.coord._front import SingleHolder
 from keel.coord.redis._renew import Renewer
 from keel.coord.redis._scripts import (
     ACQUIRE,
@@ -215,7 +216,7 @@ class HeldRedlock:
         return f"<HeldRedlock {self.name!r} token~{self.fencing_token} {state}>"
 
 
-class Redlock:
+class Redlock(SingleHolder[HeldRedlock]):
     """A lock held on a majority of ``clients``, independent Redis servers.
 
     Args:
@@ -369,22 +370,6 @@ class Redlock:
         if self._held is held:
             self._held = None
         self._mutex.release()
-
-    async def release(self) -> None:
-        """Release the lock this object holds, if any (see :meth:`HeldRedlock.release`)."""
-        if self._held is not None:
-            await self._held.release()
-
-    async def __aenter__(self) -> HeldRedlock:
-        return await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()
 
     def __repr__(self) -> str:
         state = repr(self._held) if self._held is not None else "not held"
