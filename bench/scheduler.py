@@ -264,6 +264,8 @@ async def exactly_once(url: str, tasks: int, spread_s: float) -> dict[str, float
 
 # -- driver ----------------------------------------------------------------------
 
+PARTS = ("wheel", "lateness", "throughput", "once")
+
 
 async def run_backend(name: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     cluster = EtcdCluster(1) if name == "etcd" else None
@@ -276,11 +278,14 @@ async def run_backend(name: str, args: argparse.Namespace, tmp: str) -> dict[str
     if cluster is not None:
         cluster.__enter__()
     try:
-        return {
-            "lateness": await lateness_keel(url("late"), args.jobs, args.seconds),
-            "throughput": await throughput(url("tput"), args.tasks),
-            "exactly_once": await exactly_once(url("once"), args.tasks, args.spread),
-        }
+        out: dict[str, Any] = {}
+        if "lateness" in args.parts:
+            out["lateness"] = await lateness_keel(url("late"), args.jobs, args.seconds)
+        if "throughput" in args.parts:
+            out["throughput"] = await throughput(url("tput"), args.tasks)
+        if "once" in args.parts:
+            out["exactly_once"] = await exactly_once(url("once"), args.tasks, args.spread)
+        return out
     finally:
         if cluster is not None:
             cluster.__exit__(None, None, None)
@@ -294,33 +299,50 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--spread", type=float, default=15.0, help="exactly-once feed time")
     parser.add_argument("--timers", type=int, default=1_000_000)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="which measurements to run (default: all)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         asyncio.run(child(args.url, json.loads(args.child)))
         return
-    out: dict[str, Any] = {"wheel": bench_wheel(args.timers)}
-    out["apscheduler"] = asyncio.run(lateness_apscheduler(args.jobs, args.seconds))
+    out: dict[str, Any] = {}
+    if "wheel" in args.parts:
+        out["wheel"] = bench_wheel(args.timers)
+    if "lateness" in args.parts:
+        out["apscheduler"] = asyncio.run(lateness_apscheduler(args.jobs, args.seconds))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.backend:
             out[name] = asyncio.run(run_backend(name, args, tmp))
-    w = out["wheel"]
-    print(f"timers: {args.timers:,} add+cancel, ns per op")
-    for k in ("wheel_ns", "heapq_ns", "heapq_with_drain_ns", "call_later_ns"):
-        print(f"  {k:<22} {w[k]:8.0f}")
-    print(f"lateness, {args.jobs} jobs every 1 s for {args.seconds:.0f} s (p50 / p99 ms):")
-    ap = out["apscheduler"]
-    print(
-        f"  apscheduler 3 (1 process)  {ap['p50_ms']:7.1f} / {ap['p99_ms']:7.1f}  runs {ap['runs']}"
-    )
+    if "wheel" in out:
+        w = out["wheel"]
+        print(f"timers: {args.timers:,} add+cancel, ns per op")
+        for k in ("wheel_ns", "heapq_ns", "heapq_with_drain_ns", "call_later_ns"):
+            print(f"  {k:<22} {w[k]:8.0f}")
+    if "apscheduler" in out:
+        print(f"lateness, {args.jobs} jobs every 1 s for {args.seconds:.0f} s (p50 / p99 ms):")
+        ap = out["apscheduler"]
+        print(
+            f"  apscheduler 3 (1 process)  {ap['p50_ms']:7.1f} / {ap['p99_ms']:7.1f}"
+            f"  runs {ap['runs']}"
+        )
+        for name in args.backend:
+            la = out[name]["lateness"]
+            p50, p99 = la["p50_ms"], la["p99_ms"]
+            print(f"  keel {name:<6} (2 workers) {p50:7.1f} / {p99:7.1f}  runs {la['runs']}")
     for name in args.backend:
-        la = out[name]["lateness"]
-        p50, p99 = la["p50_ms"], la["p99_ms"]
-        print(f"  keel {name:<6} (2 workers) {p50:7.1f} / {p99:7.1f}  runs {la['runs']}")
-    for name in args.backend:
-        tp, once = out[name]["throughput"], out[name]["exactly_once"]
-        print(f"{name}: delayed tasks {tp['per_s']:.0f}/s with 2 workers ({tp['tasks']} tasks)")
+        if "throughput" in out[name]:
+            tp = out[name]["throughput"]
+            print(f"{name}: delayed tasks {tp['per_s']:.0f}/s with 2 workers ({tp['tasks']} tasks)")
+        if "exactly_once" not in out[name]:
+            continue
+        once = out[name]["exactly_once"]
         print(
             f"{name}: exactly-once {once['tasks']} tasks, {once['kills']} kills: "
             f"succeeded twice {once['succeeded_twice']}, never run {once['never_run']}, "
