@@ -310,7 +310,16 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.url, json.loads(args.child)))
+        spec = json.loads(args.child)
+        profile = os.environ.get("KEEL_BENCH_PROFILE")  # a path prefix: one .prof per child
+        if profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                asyncio.run(child(args.url, spec))
+            prof.dump_stats(f"{profile}-{os.getpid()}.prof")
+        else:
+            asyncio.run(child(args.url, spec))
         return
     out: dict[str, Any] = {}
     if "wheel" in args.parts:
