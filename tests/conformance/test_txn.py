@@ -131,3 +131,15 @@ async def test_writing_a_key_twice_is_refused(store: Store) -> None:
     with pytest.raises(ValidationError, match="more than once"):
         await store.txn([], [Delete("a/", prefix=True), Put("a/x", b"2")])
     assert await store.get("a") is None
+
+
+async def test_too_many_compares_or_ops_are_refused(store: Store) -> None:
+    """Over 128 compares or ops per branch (etcd's --max-txn-ops) is bad input; nothing written."""
+    many = [Compare.version(f"k{i}", "==", 0) for i in range(129)]
+    with pytest.raises(ValidationError, match="129 compares, over the limit of 128"):
+        await store.txn(many, [Put("a", b"1")])
+    with pytest.raises(ValidationError, match="129 ops, over the limit of 128"):
+        await store.txn([], [Put(f"k{i}", b"1") for i in range(129)])
+    assert await store.get("a") is None
+    result = await store.txn(many[:128], [Put(f"k{i}", b"1") for i in range(128)])
+    assert result.succeeded

@@ -19,7 +19,7 @@ from keel.store import Compare, Delete, Op, Put, Store, TxnResult
 
 __all__ = ["Batcher"]
 
-MAX_OPS = 120  # under the store's 128 per branch
+MAX_OPS = 120  # per branch and for the compares: under etcd's --max-txn-ops of 128
 
 
 @dataclass
@@ -73,17 +73,23 @@ class Batcher:
                 await self._send(batch)
 
     def _take(self) -> list[_Request]:
+        """The queued requests that fit one transaction; compares shared by several count once."""
         batch: list[_Request] = []
         keys: set[str] = set()
+        compares: set[Compare] = set()
         ops = 0
         rest: list[_Request] = []
         for request in self._queue:
             writes = request.writes()
-            if ops + len(request.success) > MAX_OPS or writes & keys:
+            new = compares.union(request.compare)
+            if batch and (
+                ops + len(request.success) > MAX_OPS or len(new) > MAX_OPS or writes & keys
+            ):
                 rest.append(request)
                 continue
             batch.append(request)
             keys |= writes
+            compares = new
             ops += len(request.success)
         self._queue = rest
         return batch
@@ -93,7 +99,8 @@ class Batcher:
         if len(batch) > 1:
             try:
                 result = await self.store.txn(
-                    [c for r in batch for c in r.compare], [op for r in batch for op in r.success]
+                    list(dict.fromkeys(c for r in batch for c in r.compare)),
+                    [op for r in batch for op in r.success],
                 )
             except Exception as exc:  # each submitter sees the store's error
                 for r in batch:

@@ -304,7 +304,9 @@ class Store(abc.ABC):
         writes nothing). A key may be written at most once per branch.
 
         Raises:
-            ValidationError: a bad op, or one key written twice (nothing is written).
+            ValidationError: a bad op, one key written twice, or more than 128
+                compares or ops in a branch (etcd's ``--max-txn-ops``); nothing
+                is written.
             LeaseNotFoundError: a Put names a lease that does not exist.
         """
         self._check_open()
@@ -312,6 +314,11 @@ class Store(abc.ABC):
             if not isinstance(c, Compare):
                 raise ValidationError(f"compare must be a Compare, not {c!r}")
             check_key(c.key)
+        if len(compare) > MAX_TXN_OPS:
+            raise ValidationError(
+                f"a transaction has {len(compare)} compares, over the limit of "
+                f"{MAX_TXN_OPS}: split it"
+            )
         checked = [tuple(self._check_op(op) for op in ops) for ops in (success, failure)]
         for ops in checked:
             self._check_no_overlap(ops)
