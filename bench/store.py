@@ -2,6 +2,7 @@
 
     python bench/store.py                      # all backends
     python bench/store.py --backend sqlite     # one (repeatable flag)
+    python bench/store.py --sqlite-ratio       # only keel sqlite put vs raw sqlite3
 
 Measures sequential and 64-concurrent put and get, range of 1,000 keys, a
 compare-and-swap txn loop, and watch delivery latency (same process and across
@@ -264,34 +265,65 @@ async def run_backend(
         result["aetcd"] = peer
         result["ratio_vs_aetcd"] = {k: result["keel"][k] / v for k, v in peer.items()}
     if name == "sqlite":
-        result.update(await sqlite_vs_raw(url, n, max(5, repeats)))
+        ratio = await sqlite_vs_raw(url, n, max(5, repeats))
+        del ratio["keel_put_seq"]
+        result.update(ratio)
     return result
 
 
-async def sqlite_vs_raw(url: str, n: int, rounds: int) -> dict[str, Any]:
+async def sqlite_vs_raw(
+    url: str, n: int, rounds: int, synchronous: str = "full", verbose: bool = False
+) -> dict[str, Any]:
     """keel's sqlite put beside the raw loop, interleaved round by round.
 
     fsync latency on a shared machine swings several-fold within seconds, so
     each round times keel and then the raw loop back to back, and the ratio
     reported is the median of the per-round ratios.
+
+    The comparison is fair on durability: both sides are in WAL mode at the
+    same ``synchronous`` level (FULL by default: each commit is fsynced before
+    it returns), each keel put is acknowledged only after its own commit, and
+    both loops are sequential (one put in flight), so no batching happens on
+    either side.
     """
-    path = Path(url.removeprefix("sqlite:///")).with_name("raw.db")
+    path = Path(url.removeprefix("sqlite:///").split("?")[0]).with_name("raw.db")
     value = b"v" * 100
     keel_rates: list[float] = []
     raw_rates: list[float] = []
     async with keel.connect(url) as store:
+        assert (await store.status()).details["synchronous"] == synchronous
 
         async def put(i: int) -> None:
             await store.put(f"ratio/k{i % 1000}", value)
 
-        for _ in range(rounds):
+        for round_no in range(rounds):
             keel_rates.append(await rate(n, put))
-            raw_rates.append(await asyncio.to_thread(raw_sqlite_put, path, n, "FULL"))
+            raw_rates.append(await asyncio.to_thread(raw_sqlite_put, path, n, synchronous.upper()))
+            if verbose:
+                print(
+                    f"round {round_no}: keel {keel_rates[-1]:,.0f}/s raw {raw_rates[-1]:,.0f}/s "
+                    f"ratio {keel_rates[-1] / raw_rates[-1]:.2f}x",
+                    flush=True,
+                )
     ratios = [k / r for k, r in zip(keel_rates, raw_rates, strict=True)]
     return {
+        "keel_put_seq": median_of(keel_rates),
         "raw_sqlite3": {"put_seq": median_of(raw_rates)},
         "ratio_vs_raw_sqlite3": {"put_seq": median_of(ratios)},
     }
+
+
+async def sqlite_ratio_only(n: int, rounds: int, synchronous: str) -> None:
+    """Only the interleaved keel-vs-raw sqlite put rounds (no etcd, no other metrics)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db?synchronous={synchronous}"
+        result = await sqlite_vs_raw(url, n, rounds, synchronous, verbose=True)
+    print(
+        f"median over {rounds} rounds of {n} puts (synchronous={synchronous}): "
+        f"keel {result['keel_put_seq']:,.0f}/s, raw {result['raw_sqlite3']['put_seq']:,.0f}/s, "
+        f"ratio {result['ratio_vs_raw_sqlite3']['put_seq']:.2f}x"
+    )
+    print(json.dumps({"bench": "store-sqlite-ratio", "n": n, "rounds": rounds, **result}))
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:
@@ -321,11 +353,23 @@ async def main() -> None:
     parser.add_argument("--backend", action="append", choices=["memory", "sqlite", "etcd"])
     parser.add_argument("--n", type=int, default=2000, help="operations per measurement")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sqlite-ratio",
+        action="store_true",
+        help="run only keel's sqlite put against the raw sqlite3 loop (interleaved rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of --sqlite-ratio")
+    parser.add_argument(
+        "--synchronous", choices=["full", "normal"], default="full", help="for --sqlite-ratio"
+    )
     parser.add_argument("--watch-child", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=300, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.watch_child:
         await watch_child(args.watch_child, args.count)
+        return
+    if args.sqlite_ratio:
+        await sqlite_ratio_only(args.n, args.rounds, args.synchronous)
         return
     backends = args.backend or ["memory", "sqlite", "etcd"]
     results: dict[str, dict[str, Any]] = {}
