@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "wait_event"]
 
 
 @runtime_checkable
@@ -63,3 +63,29 @@ class SystemClock:
 
 SYSTEM_CLOCK: Clock = SystemClock()
 """The process-wide real clock."""
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float, clock: Clock = SYSTEM_CLOCK) -> bool:
+    """Wait for ``event`` or until ``timeout_s`` passed on ``clock``; return whether it is set.
+
+    On the system clock this is one :func:`asyncio.timeout`; on any other clock
+    (a test's fake one) it races ``clock.sleep`` against the event, so loops
+    that sleep "until woken or due" follow the injected time.
+    """
+    if event.is_set():
+        return True
+    if isinstance(clock, SystemClock):
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(timeout_s))
+    try:
+        await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        sleeper.cancel()
+    return event.is_set()

@@ -123,6 +123,29 @@ async def test_timeout_cancels_the_handler(store: Store) -> None:
     assert record.duration_s is not None and 0.25 < record.duration_s < 2
 
 
+async def test_a_handler_that_swallows_its_timeout_is_still_timed_out(store: Store) -> None:
+    """Catching the timeout's cancellation and returning does not turn the run into a success."""
+    s = _scheduler(store)
+
+    @s.handler("stubborn")
+    async def stubborn(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            ctx.log.info("caught the cancellation and returned")
+
+    async with running(s):
+        run_id = await s.enqueue("stubborn", timeout_s=0.3)
+        await wait_runs(store, "stubborn", lambda r: finished(r, 1))
+        # The worker goes on after uncancelling its own task: a second run works.
+        second = await s.enqueue("stubborn", timeout_s=0.3)
+        await wait_runs(store, "stubborn", lambda r: finished(r, 2))
+    for rid in (run_id, second):
+        record = await get_run(store, rid)
+        assert record.status is Status.TIMED_OUT, record
+        assert "timed out after 0.3s" in record.error
+
+
 @pytest.mark.parametrize("overlap", ["forbid", "replace"])
 async def test_overlap_policies(store: Store, overlap: str) -> None:
     """forbid skips fires while a run is active; replace cancels it; never two run at once."""

@@ -27,10 +27,11 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from keel.clock import SYSTEM_CLOCK, Clock
+from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Election, Leadership, Session
 from keel.errors import KeelError, NotLeaderError, SessionLostError, ValidationError
 from keel.registry import Discovery, Instance
+from keel.schedule._batch import Batcher
 from keel.schedule._history import apply_retention
 from keel.schedule._model import (
     JOBS_PREFIX,
@@ -121,6 +122,7 @@ class Planner:
         self._clock = clock
         self._jobs: dict[str, _Job] = {}
         self._wheel = TimingWheel[str](tick_s=0.01, start=clock.time())
+        self._batcher = Batcher(self.store)
         self._wake = asyncio.Event()
         self._workers: tuple[Instance, ...] = ()
         self._leadership: Leadership | None = None
@@ -166,6 +168,7 @@ class Planner:
             self._arm(name, at=0.0)
         async with asyncio.TaskGroup() as tg, Discovery(self.store, clock=self._clock) as disc:
             tasks = [
+                tg.create_task(self._batcher.run()),
                 tg.create_task(self._follow(revision + 1)),
                 tg.create_task(self._members(disc)),
                 tg.create_task(self._retention()),
@@ -261,9 +264,7 @@ class Planner:
             nxt = self._wheel.next_deadline()
             wait = 0.5 if nxt is None else min(0.5, max(0.001, nxt - self._clock.time()))
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+            await wait_event(self._wake, wait, self._clock)
 
     async def _plan_quietly(self, name: str, job: _Job, leadership: Leadership) -> None:
         """Plan one job; a lost lead is already flagged on ``leadership.lost``, which ends _lead."""
@@ -381,7 +382,9 @@ class Planner:
             for rec in records:
                 compares.append(Compare.absent(rec.key))
                 ops.append(Put(rec.key, rec.encode()))
-        result = await self.store.txn(compares, ops)
+        # Jobs due together are planned concurrently; the batcher sends their
+        # writes as a few transactions instead of one each.
+        result = await self._batcher.submit(compares, ops)
         if result.succeeded:
             job.planned_mod = result.revision
             job.last = last

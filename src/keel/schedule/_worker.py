@@ -21,7 +21,6 @@ else rendezvous hashing); the owner claims at once, the others only after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ from types import TracebackType
 from typing import Self
 from zoneinfo import ZoneInfo
 
-from keel.clock import SYSTEM_CLOCK, Clock
+from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Session
 from keel.errors import KeelError, ValidationError
 from keel.observe import capability_metrics
@@ -333,9 +332,7 @@ class Worker:
             nxt = self._timers.next_deadline()
             wait = 0.25 if nxt is None else min(0.25, max(0.0, nxt - self._clock.time()))
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait if wait > 0 else 0.001):
-                    await self._wake.wait()
+            await wait_event(self._wake, wait if wait > 0 else 0.001, self._clock)
 
     def _expire(self, key: str) -> None:
         """A running handler reached its timeout: cancel it (it is marked TIMED_OUT)."""
@@ -432,25 +429,32 @@ class Worker:
         if rec.timeout_s is not None:
             deadline = self._timers.add(self._clock.time() + rec.timeout_s, _TIMEOUT + key)
             self._wake.set()
+        started = self._clock.time()  # lateness ends here: the handler starts now
         try:
             await handler(ctx)
         except asyncio.CancelledError:
-            if key in self._timed_out:
-                outcome, error = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s"
-            elif key in self._replacing:
-                outcome, error = Status.CANCELLED, "cancelled: replaced by a newer run"
-            else:
+            if key not in self._timed_out and key not in self._replacing:
                 raise  # the worker is shutting down: the claim ends with the lease
-            task.uncancel()
         except Exception as exc:
             outcome, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
             trace = traceback.format_exc()
         finally:
             if deadline is not None:
                 deadline.cancel()
-            self._timed_out.discard(key)
-            self._replacing.discard(key)
-        await self._finish(key, rec, token, outcome, error, trace, logger.text())
+            self._running.pop(key, None)  # from here on, nothing cancels this task
+        # Checked after the handler ends, so a handler that swallows the
+        # cancellation is still recorded as timed out or replaced.
+        if key in self._timed_out:
+            outcome, error, trace = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s", ""
+            task.uncancel()
+        elif key in self._replacing:
+            outcome, error, trace = Status.CANCELLED, "cancelled: replaced by a newer run", ""
+            task.uncancel()
+        self._timed_out.discard(key)
+        self._replacing.discard(key)
+        await self._finish(
+            key, rec.with_changes(started_at=started), token, outcome, error, trace, logger.text()
+        )
 
     async def _finish(
         self,

@@ -331,22 +331,26 @@ class Store(abc.ABC):
 
     @staticmethod
     def _check_no_overlap(ops: Sequence[Op]) -> None:
-        written: list[tuple[str, bool]] = []
+        """Refuse a branch that writes a key twice; O(n) for exact keys, prefixes compared."""
+        keys: set[str] = set()
+        prefixes: list[str] = []
         for op in ops:
-            if isinstance(op, Put):
-                span = (op.key, False)
+            if isinstance(op, Put) or (isinstance(op, Delete) and not op.prefix):
+                key = op.key
+                twice = key in keys or any(key.startswith(p) for p in prefixes)
+                keys.add(key)
             elif isinstance(op, Delete):
-                span = (op.key, op.prefix)
+                key = op.key
+                twice = any(k.startswith(key) for k in keys) or any(
+                    key.startswith(p) or p.startswith(key) for p in prefixes
+                )
+                prefixes.append(key)
             else:
                 continue
-            for key, pfx in written:
-                a_in_b = span[0] == key or (pfx and span[0].startswith(key))
-                b_in_a = key == span[0] or (span[1] and key.startswith(span[0]))
-                if a_in_b or b_in_a:
-                    raise ValidationError(
-                        f"a transaction writes {span[0]!r} more than once: merge those ops into one"
-                    )
-            written.append(span)
+            if twice:
+                raise ValidationError(
+                    f"a transaction writes {key!r} more than once: merge those ops into one"
+                )
 
     async def grant(self, ttl: int) -> Lease:
         """Grant a lease of ``ttl`` whole seconds."""
