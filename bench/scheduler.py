@@ -102,7 +102,11 @@ async def child(url: str, spec: dict[str, Any]) -> None:
     """A scheduler process: jobs every second and/or the 'task' handler."""
     async with keel.connect(url) as store:
         scheduler = Scheduler(
-            store, ttl_s=int(spec.get("ttl", 3)), planner=bool(spec.get("planner", True))
+            store,
+            ttl_s=int(spec.get("ttl", 3)),
+            planner=bool(spec.get("planner", True)),
+            # every job's run may be in flight at once, as in APScheduler's asyncio executor
+            max_concurrency=max(64, int(spec.get("jobs", 0))),
         )
 
         async def noop(ctx: JobContext) -> None:

@@ -77,7 +77,8 @@ class Scheduler:
         ttl_s: session TTL: a dead worker's runs are re-run after this long.
         worker: run a worker in :meth:`run`.
         planner: stand for planner in :meth:`run`.
-        lookahead_s, grace_s: see :class:`Planner`.
+        lookahead_s, grace_s: see :class:`Planner`; the worker also claims its own runs
+            up to ``lookahead_s`` before they are due (:class:`Worker` ``preclaim_s``).
         max_concurrency, steal_after_s: see :class:`Worker`.
         worker_id: this worker's id (default: host-pid-random).
         clock: time source.
@@ -257,6 +258,7 @@ class Scheduler:
                         worker_id=self._worker_id,
                         max_concurrency=self._max_concurrency,
                         steal_after_s=self._steal_after_s,
+                        preclaim_s=self._lookahead_s,
                         clock=self._clock,
                     )
                 )

@@ -16,6 +16,14 @@ Who claims first: each due execution has an owner among the live workers
 having its handler (the scheduler's routing hint if that worker is alive,
 else rendezvous hashing); the owner claims at once, the others only after
 ``steal_after_s``, so workers rarely race, and a stalled owner is covered.
+
+Claiming ahead: the owner claims a run of an ``overlap="allow"`` job up to
+``preclaim_s`` before it is due and then starts the handler on its own timer,
+so the store's write latency is not part of the run's lateness. A run claimed
+ahead is RUNNING with no ``started_at`` until it finishes; if its worker dies
+before the start, the claim ends with the lease and another worker runs it.
+(Runs of ``forbid``/``replace`` jobs are claimed when due: claiming earlier
+would test for overlap against a run that may still end in time.)
 """
 
 from __future__ import annotations
@@ -104,6 +112,7 @@ class Worker:
         worker_id: a unique id (default: host-pid-random).
         max_concurrency: handlers running at once at most.
         steal_after_s: how long a non-owner waits before claiming a due run.
+        preclaim_s: how long before it is due the owner claims a run (0: when due).
         log_limit: characters of captured log kept per run.
         clock: time source.
     """
@@ -117,6 +126,7 @@ class Worker:
         worker_id: str | None = None,
         max_concurrency: int = 64,
         steal_after_s: float = 1.0,
+        preclaim_s: float = 1.0,
         log_limit: int = 16_384,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -129,6 +139,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_concurrency = max_concurrency
         self.steal_after_s = steal_after_s
+        self.preclaim_s = max(0.0, preclaim_s)
         self.log_limit = log_limit
         self._clock = clock
         self._rng = random.Random()
@@ -305,8 +316,11 @@ class Worker:
             return
         rec = entry[1]
         at = rec.due
-        if rec.status is Status.PENDING and self._owner(rec, key) != self.id:
-            at += self.steal_after_s
+        if rec.status is Status.PENDING:
+            if self._owner(rec, key) != self.id:
+                at += self.steal_after_s
+            elif rec.overlap == "allow":
+                at -= self.preclaim_s
         self._timer_of[key] = self._timers.add(at, key)
         self._wake.set()
 
@@ -360,7 +374,7 @@ class Worker:
             status=Status.RUNNING,
             attempt=rec.attempt + 1,
             worker=self.id,
-            started_at=now,
+            started_at=now if now >= rec.due else None,  # claimed ahead: set when it ends
             finished_at=None,
             cancel=False,
         )
@@ -379,6 +393,9 @@ class Worker:
         self._counts["claims"] += 1
         token = result.revision
         self._runs[key] = (result.revision, running)
+        early = rec.due - self._clock.time()
+        if early > 0:  # claimed ahead: start on time (a sleep is a precise loop timer)
+            await self._clock.sleep(early)
         await self._run(key, running, token)
 
     async def _overlap(self, key: str, mod_revision: int, rec: Execution, held: KeyValue) -> None:
