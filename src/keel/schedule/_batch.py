@@ -28,9 +28,10 @@ class _Request:
     success: Sequence[Op]
     failure: Sequence[Op]
     done: asyncio.Future[TxnResult] = field(default_factory=asyncio.Future)
+    writes: frozenset[str] = frozenset()
 
-    def writes(self) -> set[str]:
-        return {op.key for op in self.success if isinstance(op, Put | Delete)}
+    def __post_init__(self) -> None:
+        self.writes = frozenset(op.key for op in self.success if isinstance(op, Put | Delete))
 
 
 class Batcher:
@@ -79,17 +80,22 @@ class Batcher:
         compares: set[Compare] = set()
         ops = 0
         rest: list[_Request] = []
-        for request in self._queue:
-            writes = request.writes()
-            new = compares.union(request.compare)
+        for i, request in enumerate(self._queue):
+            if ops >= MAX_OPS or len(compares) >= MAX_OPS:  # full: leave the rest queued
+                rest.extend(self._queue[i:])
+                break
+            writes = request.writes
+            new = [c for c in request.compare if c not in compares]
             if batch and (
-                ops + len(request.success) > MAX_OPS or len(new) > MAX_OPS or writes & keys
+                ops + len(request.success) > MAX_OPS
+                or len(compares) + len(new) > MAX_OPS
+                or not writes.isdisjoint(keys)
             ):
                 rest.append(request)
                 continue
             batch.append(request)
             keys |= writes
-            compares = new
+            compares.update(new)
             ops += len(request.success)
         self._queue = rest
         return batch

@@ -43,6 +43,7 @@ from keel.schedule._model import (
     run_name,
 )
 from keel.schedule._policies import Plan, pick_worker, plan_fires, shard_workers
+from keel.schedule._triggers import Trigger
 from keel.schedule._worker import worker_service
 from keel.schedule.wheel import Timer, TimingWheel
 from keel.store import Compare, Event, EventType, KeyValue, Op, Put
@@ -79,6 +80,7 @@ class PlannerStatistics:
 @dataclass
 class _Job:
     defn: JobDef
+    trigger: Trigger | None = None
     planned_mod: int = 0
     last: datetime | None = None
     timer: Timer[str] | None = None
@@ -125,6 +127,7 @@ class Planner:
         self._batcher = Batcher(self.store)
         self._wake = asyncio.Event()
         self._workers: tuple[Instance, ...] = ()
+        self._by_handler: dict[str, list[str]] = {}
         self._leadership: Leadership | None = None
         self.leading = asyncio.Event()
         """Set while this planner leads its group."""
@@ -189,6 +192,16 @@ class Planner:
     async def _members(self, discovery: Discovery) -> None:
         async for members in discovery.subscribe(worker_service(self.group)):
             self._workers = members
+            self._by_handler.clear()
+
+    def _handlers(self, handler: str) -> list[str]:
+        """Ids of the live workers that have ``handler`` (cached until membership changes)."""
+        ids = self._by_handler.get(handler)
+        if ids is None:
+            ids = self._by_handler[handler] = [
+                w.id for w in self._workers if handler in w.metadata.get("handlers", "").split(",")
+            ]
+        return ids
 
     def _apply(self, event: Event) -> None:
         if event.type is EventType.PUT:
@@ -215,6 +228,7 @@ class Planner:
                 return
             job = self._jobs.setdefault(name, _Job(defn))
             job.defn = defn
+            job.trigger = defn.make_trigger()
             if not initial:
                 self._arm(name, at=0.0)
         elif kind == "planned":
@@ -272,7 +286,7 @@ class Planner:
             await self._plan(name, job, leadership)
 
     async def _plan(self, name: str, job: _Job, leadership: Leadership) -> None:
-        trigger = job.defn.make_trigger()
+        trigger = job.trigger
         if trigger is None or job.defn.paused:
             return
         plan = plan_fires(
@@ -299,9 +313,7 @@ class Planner:
 
     def _records(self, job: _Job, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
         defn = job.defn
-        handlers = [
-            w.id for w in self._workers if defn.handler in w.metadata.get("handlers", "").split(",")
-        ]
+        handlers = self._handlers(defn.handler)
         busy: dict[str, int] = {}
         for worker in job.running.values():
             busy[worker] = busy.get(worker, 0) + 1
