@@ -125,8 +125,21 @@ async def child(url: str, spec: dict[str, Any]) -> None:
         run = asyncio.ensure_future(scheduler.run())
         await scheduler.ready.wait()
         print("READY", flush=True)
+        if os.environ.get("KEEL_BENCH_TRACE"):  # counters to stderr every second
+            asyncio.ensure_future(_trace(scheduler))
         with contextlib.suppress(asyncio.CancelledError):
             await run
+
+
+async def _trace(scheduler: Scheduler) -> None:
+    while True:
+        await asyncio.sleep(1)
+        parts = [f"{time.time() % 100:6.2f}"]
+        if scheduler.planner is not None:
+            parts.append(repr(scheduler.planner.statistics()))
+        if scheduler.worker is not None:
+            parts.append(repr(scheduler.worker.statistics()))
+        print(" ".join(parts), file=sys.stderr, flush=True)
 
 
 async def spawn(url: str, spec: dict[str, Any]) -> asyncio.subprocess.Process:

@@ -19,6 +19,7 @@ from keel.store import Compare, Delete, Op, Put, Store, TxnResult
 
 __all__ = ["Batcher"]
 
+_WRITES = (Put, Delete)
 MAX_OPS = 120  # per branch and for the compares: under etcd's --max-txn-ops of 128
 
 
@@ -31,7 +32,7 @@ class _Request:
     writes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        self.writes = frozenset(op.key for op in self.success if isinstance(op, Put | Delete))
+        self.writes = frozenset([op.key for op in self.success if isinstance(op, _WRITES)])
 
 
 class Batcher:
@@ -43,10 +44,12 @@ class Batcher:
         store: the store.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, in_flight: int = 4) -> None:
         self.store = store
         self._queue: list[_Request] = []
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(in_flight)
+        self._sending: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.combined = 0
         self.fallbacks = 0
@@ -65,13 +68,29 @@ class Batcher:
         return await request.done
 
     async def run(self) -> None:
-        """Send queued transactions until cancelled."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._take()
-                await self._send(batch)
+        """Send queued transactions until cancelled, up to ``in_flight`` at once.
+
+        Several batches in flight keep a remote store (etcd) busy while the
+        previous answer travels back; on SQLite they queue for its one writer.
+        Batches in flight together are independent transactions: each
+        request's own compares still decide its outcome.
+        """
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    await self._slots.acquire()
+                    task = asyncio.ensure_future(self._send(self._take()))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sent)
+        finally:
+            for task in self._sending:
+                task.cancel()
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slots.release()
 
     def _take(self) -> list[_Request]:
         """The queued requests that fit one transaction; compares shared by several count once."""

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -98,6 +99,8 @@ class Planner:
         grace_s: a fire missed by less than this is still run on time.
         retention_every_s: how often the leader trims finished runs.
         node_id: the value it proclaims as leader.
+        feed: a source of the changes under ``jobs/`` already watched in this
+            process (a :class:`Worker`'s ``listen``); None: watch them itself.
         clock: time source.
     """
 
@@ -110,6 +113,7 @@ class Planner:
         grace_s: float = 1.0,
         retention_every_s: float = 30.0,
         node_id: str | None = None,
+        feed: Callable[[Callable[[Event], None]], Callable[[], None]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if lookahead_s < 0 or grace_s < 0:
@@ -122,6 +126,7 @@ class Planner:
         self.retention_every_s = retention_every_s
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self._clock = clock
+        self._feed = feed
         self._jobs: dict[str, _Job] = {}
         self._wheel = TimingWheel[str](tick_s=0.01, start=clock.time())
         self._batcher = Batcher(self.store)
@@ -164,23 +169,32 @@ class Planner:
         self._jobs.clear()
 
     async def _lead(self, leadership: Leadership) -> None:
-        kvs, revision = await self.store.range(JOBS_PREFIX)
-        for kv in kvs:
-            self._apply_put(kv, initial=True)
-        for name in list(self._jobs):
-            self._arm(name, at=0.0)
-        async with asyncio.TaskGroup() as tg, Discovery(self.store, clock=self._clock) as disc:
-            tasks = [
-                tg.create_task(self._batcher.run()),
-                tg.create_task(self._follow(revision + 1)),
-                tg.create_task(self._members(disc)),
-                tg.create_task(self._retention()),
-            ]
-            try:
-                await self._drive(leadership)
-            finally:
-                for task in tasks:
-                    task.cancel()
+        gate = _FeedGate(self._apply) if self._feed is not None else None
+        unlisten = self._feed(gate) if self._feed is not None and gate is not None else None
+        try:
+            kvs, revision = await self.store.range(JOBS_PREFIX)
+            for kv in kvs:
+                self._apply_put(kv, initial=True)
+            if gate is not None:
+                gate.open(revision)
+            for name in list(self._jobs):
+                self._arm(name, at=0.0)
+            async with asyncio.TaskGroup() as tg, Discovery(self.store, clock=self._clock) as disc:
+                tasks = [
+                    tg.create_task(self._batcher.run()),
+                    tg.create_task(self._members(disc)),
+                    tg.create_task(self._retention()),
+                ]
+                if gate is None:
+                    tasks.append(tg.create_task(self._follow(revision + 1)))
+                try:
+                    await self._drive(leadership)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            if unlisten is not None:
+                unlisten()
 
     # -- following definitions and progress -----------------------------------
 
@@ -195,13 +209,12 @@ class Planner:
             self._by_handler.clear()
 
     def _handlers(self, handler: str) -> list[str]:
-        """Ids of the live workers that have ``handler`` (cached until membership changes)."""
-        ids = self._by_handler.get(handler)
-        if ids is None:
-            ids = self._by_handler[handler] = [
-                w.id for w in self._workers if handler in w.metadata.get("handlers", "").split(",")
-            ]
-        return ids
+        """Ids of the live workers that have ``handler`` (indexed once per membership change)."""
+        if not self._by_handler and self._workers:
+            for w in self._workers:
+                for name in w.metadata.get("handlers", "").split(","):
+                    self._by_handler.setdefault(name, []).append(w.id)
+        return self._by_handler.get(handler, [])
 
     def _apply(self, event: Event) -> None:
         if event.type is EventType.PUT:
@@ -434,6 +447,32 @@ class Planner:
     def __repr__(self) -> str:
         state = "leading" if self.leading.is_set() else "candidate"
         return f"<Planner group={self.group!r} {state} jobs={len(self._jobs)} node={self.node_id}>"
+
+
+class _FeedGate:
+    """Changes from a feed, held until the listing they follow is read.
+
+    Listen first, then list: changes the listing already holds (revision at
+    or below its own) are dropped, later ones are applied in order.
+    """
+
+    def __init__(self, apply: Callable[[Event], None]) -> None:
+        self._apply = apply
+        self._held: list[Event] | None = []
+        self._listed = 0
+
+    def __call__(self, event: Event) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        elif event.kv.mod_revision > self._listed:
+            self._apply(event)
+
+    def open(self, listed: int) -> None:
+        """The listing is at revision ``listed``: apply what was held after it, and go on."""
+        self._listed = listed
+        held, self._held = self._held or [], None
+        for event in held:
+            self(event)
 
 
 def _backoff_dict(defn: JobDef) -> dict[str, object]:

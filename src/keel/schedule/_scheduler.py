@@ -271,6 +271,8 @@ class Scheduler:
                         group=self.group,
                         lookahead_s=self._lookahead_s,
                         grace_s=self._grace_s,
+                        # with a worker here, one watch of jobs/ serves both
+                        feed=self.worker.listen if self.worker is not None else None,
                         clock=self._clock,
                     )
                     tg.create_task(self.planner.run(), name="keel-planner")

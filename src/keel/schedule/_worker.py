@@ -38,6 +38,7 @@ import socket
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -159,6 +160,7 @@ class Worker:
         self._live: tuple[str, ...] = ()
         self._tasks: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
+        self._listeners: list[Callable[[Event], None]] = []
         self.loaded = asyncio.Event()
         """Set once the initial listing of executions is loaded."""
         self._counts = dict.fromkeys(
@@ -233,6 +235,18 @@ class Worker:
 
     # -- following the store -------------------------------------------------
 
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Also pass every change under ``jobs/`` this worker sees to ``callback``.
+
+        A planner in the same process follows the jobs through this instead of
+        a watch of its own, so each change is received and decoded once.
+
+        Returns:
+            a function that stops the calls.
+        """
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
     async def _follow(self) -> None:
         """List every execution and claim, then apply each change as it happens."""
         kvs, revision = await self.store.range(JOBS_PREFIX)
@@ -248,6 +262,11 @@ class Worker:
                     self._apply(more)
 
     def _apply(self, event: Event) -> None:
+        self._apply_own(event)
+        for listener in self._listeners:
+            listener(event)
+
+    def _apply_own(self, event: Event) -> None:
         if event.type is EventType.PUT:
             self._apply_put(event.kv)
             return

@@ -337,7 +337,7 @@ class Store(abc.ABC):
         for op in ops:
             if isinstance(op, Put) or (isinstance(op, Delete) and not op.prefix):
                 key = op.key
-                twice = key in keys or any(key.startswith(p) for p in prefixes)
+                twice = key in keys or (bool(prefixes) and any(map(key.startswith, prefixes)))
                 keys.add(key)
             elif isinstance(op, Delete):
                 key = op.key
