@@ -69,9 +69,11 @@ class WriteGate:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._held = False
 
-    def _try(self, byte: int, kind: int) -> bool:
+    def _try(self, byte: int, kind: int, length: int = 1) -> bool:
         try:
-            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))
+            fcntl.fcntl(
+                self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, byte, length, 0)
+            )
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 return False
@@ -86,6 +88,12 @@ class WriteGate:
 
     def acquire(self, timeout_s: float) -> None:
         """Take the write byte through the queue byte, or raise GateTimeoutError."""
+        # Uncontended: take both bytes in one call (the same as taking Q then W at
+        # once), then let go of Q; one system call fewer per write.
+        if self._try(_W_BYTE, fcntl.F_WRLCK, length=2):
+            self._try(_Q_BYTE, fcntl.F_UNLCK)
+            self._held = True
+            return
         deadline = time.monotonic() + timeout_s
         self._wait(_Q_BYTE, deadline, _QUEUE_POLL_S)
         try:
