@@ -5,8 +5,11 @@ claiming and finishing hundreds of runs a second is bound by commits, not by
 work. Claims and finishes of different runs touch different keys, so the
 worker submits them here; whatever is queued while the previous commit is in
 flight goes out as one transaction whose compares are all of theirs. If that
-combined transaction fails (one compare did not hold), each is re-sent alone,
-so every submitter gets exactly the outcome it would have had by itself.
+combined transaction fails (one compare did not hold), its failure branch has
+read every compared key, so each submitter whose compare failed is answered
+from that read, and the others are sent again together: every submitter gets
+exactly the outcome it would have had by itself, and a conflict costs one
+more transaction, not one per submitter.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from keel.store import Compare, Delete, Op, Put, Store, TxnResult
+from keel.store import Compare, Delete, Get, KeyValue, Op, Put, Store, TxnResult
 
 __all__ = ["Batcher"]
 
@@ -121,25 +124,61 @@ class Batcher:
 
     async def _send(self, batch: list[_Request]) -> None:
         self.batches += 1
-        if len(batch) > 1:
-            try:
-                result = await self.store.txn(
-                    list(dict.fromkeys(c for r in batch for c in r.compare)),
-                    [op for r in batch for op in r.success],
-                )
-            except Exception as exc:  # each submitter sees the store's error
-                for r in batch:
-                    if not r.done.done():
-                        r.done.set_exception(exc)
-                return
-            if result.succeeded:
-                self.combined += len(batch)
-                for r in batch:
-                    if not r.done.done():
-                        r.done.set_result(TxnResult(True, result.revision, ()))
-                return
-            self.fallbacks += 1
-        await asyncio.gather(*(self._alone(r) for r in batch))
+        if len(batch) == 1:
+            await self._alone(batch[0])
+            return
+        compares = list(dict.fromkeys(c for r in batch for c in r.compare))
+        keys = list(dict.fromkeys(c.key for c in compares))
+        try:
+            result = await self.store.txn(
+                compares,
+                [op for r in batch for op in r.success],
+                [Get(k) for k in keys],  # on failure: what each compare saw
+            )
+        except Exception as exc:  # each submitter sees the store's error
+            for r in batch:
+                if not r.done.done():
+                    r.done.set_exception(exc)
+            return
+        if result.succeeded:
+            self.combined += len(batch)
+            for r in batch:
+                if not r.done.done():
+                    r.done.set_result(TxnResult(True, result.revision, ()))
+            return
+        self.fallbacks += 1
+        seen = {
+            k: kv if isinstance(kv, KeyValue) else None
+            for k, kv in zip(keys, result.results, strict=True)
+        }
+        self._settle(batch, result.revision, seen)
+
+    def _settle(
+        self, batch: list[_Request], revision: int, seen: dict[str, KeyValue | None]
+    ) -> None:
+        """After a combined failure: answer each request from what its compares saw.
+
+        A request whose compares failed gets its failure result from the same
+        read (when its failure ops are Gets of compared keys; otherwise it is
+        sent alone); the others, whose compares held, are queued again. Each
+        round settles at least one request, so this ends.
+        """
+        again: list[_Request] = []
+        for r in batch:
+            if r.done.done():
+                continue
+            if all(c.holds(seen[c.key]) for c in r.compare):
+                again.append(r)
+            elif all(isinstance(op, Get) and op.key in seen for op in r.failure):
+                got = tuple(seen[op.key] for op in r.failure if isinstance(op, Get))
+                r.done.set_result(TxnResult(False, revision, got))
+            else:
+                task = asyncio.ensure_future(self._alone(r))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+        if again:
+            self._queue[:0] = again
+            self._wake.set()
 
     async def _alone(self, request: _Request) -> None:
         try:
