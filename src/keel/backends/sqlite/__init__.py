@@ -3,7 +3,8 @@
 ``keel.connect("sqlite:///path/to.db")`` opens it; see ``docs/store-sqlite.md``
 for the schema, durability, retention and tuning. The package is split by
 concern: the schema, one write transaction, reads, leases (and their clock),
-the fair write gate, the worker threads, the watch poller and the store.
+the fair write gate, the worker threads, the group-committing writer, the
+watch poller and the store.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ boot id (non-Linux) that check is skipped. An injected ``clock`` (such as
 readings mean nothing to other processes.
 
 Expiry. Every write transaction first expires the leases that are due (so a
-put on an expired lease fails as on the memory backend), and every process
-runs a reaper (:meth:`SqliteStore._reap_forever`) that checks every 250 ms
-with a cheap read and, if something is due, expires it in one write. So a
-crashed owner's keys go away within TTL + 0.25 s while any keel process has
-the file open. Each expired lease deletes its keys, sorted, in one revision,
+put on an expired lease fails as on the memory backend; the writer keeps a
+lower bound of the deadlines, so this costs nothing until one may be due),
+and every process runs a reaper (:meth:`SqliteStore._reap_forever`) that
+checks every 250 ms with a cheap read and, if something is due, expires it in
+one write. So a crashed owner's keys go away within TTL + 0.25 s while any
+keel process has the file open. Each expired lease deletes its keys, sorted, in one revision,
 as DELETE events.
 """
 
@@ -77,22 +78,33 @@ def revoke(txn: WriteTxn, lease_id: int) -> bool:
 
 
 def expire_due(txn: WriteTxn, now: float) -> None:
-    """Revoke every lease whose deadline has passed, oldest deadline first."""
+    """Revoke every lease whose deadline has passed, oldest deadline first.
+
+    Cheap when nothing can be due: ``txn.meta.next_deadline`` is a lower
+    bound of every deadline (granting lowers it, keepalive and revoke only
+    make the true minimum later, another process's commit makes the writer
+    reload it), so the query runs only once that bound has passed, and then
+    the bound is read again.
+    """
+    if now < txn.meta.next_deadline:
+        return
     due = txn.conn.execute(
         "SELECT id FROM leases WHERE deadline <= ? ORDER BY deadline, id", (now,)
     ).fetchall()
     for (lease_id,) in due:
         revoke(txn, lease_id)
+    (deadline,) = txn.conn.execute("SELECT min(deadline) FROM leases").fetchone()
+    txn.meta.next_deadline = math.inf if deadline is None else float(deadline)
 
 
 def check_boot(txn: WriteTxn, boot_id: str) -> None:
     """After a reboot (a new boot id), expire every lease: their deadlines are void."""
-    if not boot_id or txn.boot_id == boot_id:
+    if not boot_id or txn.meta.boot_id == boot_id:
         return
     for (lease_id,) in txn.conn.execute("SELECT id FROM leases ORDER BY id").fetchall():
         revoke(txn, lease_id)
     txn.conn.execute("UPDATE meta SET value = ? WHERE name = 'boot_id'", (boot_id,))
-    txn.boot_id = boot_id
+    txn.meta.boot_id = boot_id
 
 
 def grant(txn: WriteTxn, ttl: int, now: float) -> Lease:
@@ -101,9 +113,11 @@ def grant(txn: WriteTxn, ttl: int, now: float) -> Lease:
         lease_id = random.randrange(_ID_LOW, _ID_HIGH)
         if not txn.conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease_id,)).fetchone():
             break
+    deadline = now + ttl
     txn.conn.execute(
-        "INSERT INTO leases (id, ttl, deadline) VALUES (?, ?, ?)", (lease_id, ttl, now + ttl)
+        "INSERT INTO leases (id, ttl, deadline) VALUES (?, ?, ?)", (lease_id, ttl, deadline)
     )
+    txn.meta.next_deadline = min(txn.meta.next_deadline, deadline)
     return Lease(lease_id, ttl)
 
 

@@ -3,15 +3,17 @@
 The async shell over the synchronous pieces: :mod:`._txn` (a write as one
 ``BEGIN IMMEDIATE`` transaction), :mod:`._reads`, :mod:`._leases`,
 :mod:`._gate` (fair writes across processes), :mod:`._poller` (the watch
-fan-out) and :mod:`._worker` (the threads). Each store has a writer thread
-(with the write gate) and a reader thread, each with its own connection, so
-a write waiting for another process never delays reads.
+fan-out), :mod:`._worker` (the threads) and :mod:`._writer` (group commit).
+Each store has a writer thread (with the write gate) and a reader thread,
+each with its own connection, so a write waiting for another process never
+delays reads.
 
 Durability: the database is in WAL mode with ``synchronous=FULL`` by default,
 so an acknowledged write was fsynced to the WAL before the call returned and
 survives ``kill -9`` of any process and power loss. ``synchronous=normal``
 skips that fsync: still safe against process crashes (the OS holds the
-data), but the last commits may be lost on power loss.
+data), but the last commits may be lost on power loss. Concurrent writes may
+share one commit (see :mod:`._writer`); none is acknowledged before it.
 """
 
 from __future__ import annotations
@@ -32,8 +34,14 @@ from keel.backends.sqlite._poller import Hub, Subscription, acquire_hub, release
 from keel.backends.sqlite._schema import connect, file_size, init_schema, read_meta
 from keel.backends.sqlite._txn import WriteTxn
 from keel.backends.sqlite._worker import Worker
+from keel.backends.sqlite._writer import Writer
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.errors import LeaseNotFoundError, StoreUnavailableError, ValidationError
+from keel.errors import (
+    LeaseNotFoundError,
+    StoreClosedError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from keel.store import (
     Compare,
     Delete,
@@ -168,7 +176,7 @@ class SqliteStore(Store):
         self.options = options or SqliteOptions()
         self._clock = clock
         self._hub: Hub | None = None
-        self._writer: Worker | None = None
+        self._writer: Writer | None = None
         self._reader: Worker | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._watches: set[_SqliteWatch] = set()
@@ -191,12 +199,15 @@ class SqliteStore(Store):
                 f"cannot create the sqlite store at {self.path} ({exc}): create its "
                 f"directory with write access, or choose another path"
             ) from exc
-        self._writer = Worker(
+        self._writer = Writer(
             "keel-sqlite-writer",
             self.path,
             partial(self._connect, False),
             busy_timeout_s=self.options.busy_timeout_s,
             gate=gate,
+            root=self.root,
+            retention=self.options.retention,
+            now=self._clock.monotonic,
             on_commit=self._notify_poller,
         )
         self._reader = Worker(
@@ -205,6 +216,8 @@ class SqliteStore(Store):
             partial(self._connect, True),
             busy_timeout_s=self.options.busy_timeout_s,
         )
+        self._writer.start()
+        self._reader.start()
         try:
             await self._writer.call(init_schema, gated=True)
             self._hub = acquire_hub(self.path, partial(self._connect, True))
@@ -226,18 +239,15 @@ class SqliteStore(Store):
         if hub is not None:
             hub.notify()
 
-    async def _write(self, fn: Callable[[WriteTxn], T]) -> T:
-        """Run ``fn`` in one write transaction, after expiring the leases that are due."""
-        assert self._writer is not None
+    def _write(self, fn: Callable[[WriteTxn], T], weight: int = 0) -> asyncio.Future[T]:
+        """Run ``fn`` as one step of a write transaction (due leases are expired first).
 
-        def job(conn: sqlite3.Connection) -> T:
-            txn = WriteTxn(conn, self.root, self.options.retention)
-            _leases.expire_due(txn, self._clock.monotonic())
-            result = fn(txn)
-            txn.finish()
-            return result
-
-        return await self._writer.write(job)
+        ``weight`` is the bytes ``fn`` writes, which bounds the group commits it
+        joins. Returns the future to await (no coroutine layer on the hot path).
+        """
+        if self._writer is None:
+            raise StoreClosedError(f"sqlite store {self.path} is closed: connect again")
+        return self._writer.write(fn, weight=weight)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None
@@ -256,8 +266,10 @@ class SqliteStore(Store):
     # -- backend hooks ------------------------------------------------------------
 
     async def _do_put(self, key: str, value: bytes, lease: int) -> int:
-        result = await self._do_txn((), (Put(key, value, lease),), ())
-        return result.revision
+        result = await self._write(lambda txn: txn.put_one(key, value, lease), len(value))
+        if isinstance(result, LeaseNotFoundError):
+            raise result
+        return result
 
     async def _do_get(self, key: str) -> KeyValue | None:
         return await self._read(lambda c: _reads.get(c, self.root, key))
@@ -287,7 +299,8 @@ class SqliteStore(Store):
             ok, results = outcome
             return TxnResult(ok, txn.revision, tuple(results))
 
-        result = await self._write(apply)
+        weight = sum(len(op.value) for op in (*success, *failure) if isinstance(op, Put))
+        result = await self._write(apply, weight)
         if isinstance(result, LeaseNotFoundError):
             raise result
         return result

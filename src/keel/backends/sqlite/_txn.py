@@ -1,12 +1,18 @@
 """One write transaction: bump the revision, apply, append to the event log.
 
 :class:`WriteTxn` runs in the writer thread inside ``BEGIN IMMEDIATE`` (held
-by :class:`keel.backends.sqlite._worker.Worker`), so everything here is plain
+by :class:`keel.backends.sqlite._writer.Writer`), so everything here is plain
 synchronous SQL on one connection. It mirrors the memory backend rule for
 rule: each step that changes something takes the next revision (gap-free,
 because the counter is read and written inside the same exclusive
 transaction), its events share that revision in apply order, and a step that
-changes nothing takes none.
+changes nothing takes none. One transaction may hold several steps (the
+writer's group commit), each under its own ``SAVEPOINT``.
+
+Each change is two statements: the event row, which reads the previous record
+(its ``prev_kv``) straight from ``kv`` with ``INSERT ... SELECT``, then the
+change to ``kv``. The counters (:class:`Meta`) live in Python during the
+transaction and are stored once, at :meth:`WriteTxn.finish`.
 
 Retention: ``meta.events`` counts the rows of the event log. When it exceeds
 ``retention``, the compaction point moves to the revision of the oldest event
@@ -16,22 +22,52 @@ and older rows are deleted in the same transaction.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from keel.backends.sqlite._schema import KV_COLUMNS, key_span, read_meta, row_to_kv
 from keel.errors import CompactedError, LeaseNotFoundError, ValidationError
 from keel.store import Compare, Delete, Get, KeyValue, Op, OpResult, Put, Range
 
-__all__ = ["WriteTxn", "select_keys"]
+__all__ = ["Meta", "WriteTxn", "read_state", "select_keys"]
 
-_PUT = 0
-_DELETE = 1
-_INSERT_EVENT = (
+# The event of a put, with the previous record as prev_kv, read from ``kv`` by the
+# statement itself (before the upsert): one statement instead of a SELECT, Python
+# glue and an INSERT. ?1 rev, ?2 idx, ?3 key, ?4 value, ?5 lease.
+_LOG_PUT = (
     "INSERT INTO events (rev, idx, type, key, value, create_rev, version, lease, "
-    "p_value, p_create, p_mod, p_version, p_lease) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "p_value, p_create, p_mod, p_version, p_lease) "
+    "SELECT ?1, ?2, 0, ?3, ?4, coalesce(kv.create_rev, ?1), coalesce(kv.version + 1, 1), ?5, "
+    "kv.value, kv.create_rev, kv.mod_rev, kv.version, kv.lease "
+    "FROM (SELECT ?3 AS k) AS new LEFT JOIN kv ON kv.key = new.k"
+)
+_UPSERT_KV = (
+    "INSERT INTO kv (key, value, create_rev, mod_rev, version, lease) "
+    "VALUES (?1, ?2, ?3, ?3, 1, ?4) ON CONFLICT (key) DO UPDATE SET "
+    "value = excluded.value, mod_rev = excluded.mod_rev, version = version + 1, "
+    "lease = excluded.lease"
+)
+# The event of a delete (?1 rev, ?2 idx, ?3 key): the record becomes prev_kv.
+_LOG_DELETE = (
+    "INSERT INTO events (rev, idx, type, key, value, create_rev, version, lease, "
+    "p_value, p_create, p_mod, p_version, p_lease) "
+    "SELECT ?1, ?2, 1, key, x'', 0, 0, 0, value, create_rev, mod_rev, version, lease "
+    "FROM kv WHERE key = ?3"
+)
+# The counters in one statement (an upsert of rows that always exist: measured
+# 3.3 us, against 9.5 us for one UPDATE ... CASE and 2 us for each plain UPDATE).
+_STORE_COUNTERS = (
+    "INSERT INTO meta (name, value) VALUES "
+    "('revision', ?1), ('compact_revision', ?2), ('events', ?3) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
 _KvRow = tuple[bytes, bytes, int, int, int, int]
+
+
+def _lease_error(lease: int) -> LeaseNotFoundError:
+    return LeaseNotFoundError(f"lease {lease} not found (expired or revoked): grant a new lease")
 
 
 def select_keys(conn: sqlite3.Connection, full: bytes, prefix: bool) -> list[bytes]:
@@ -46,6 +82,50 @@ def select_keys(conn: sqlite3.Connection, full: bytes, prefix: bool) -> list[byt
     return [bytes(k) for (k,) in rows]
 
 
+@dataclass(slots=True)
+class Meta:
+    """The counters a write reads and moves, as the writer caches them between commits.
+
+    Attributes:
+        revision: the current revision.
+        compact_revision: the compaction point.
+        events: rows in the event log.
+        boot_id: the kernel boot id the leases were granted under.
+        next_deadline: no lease is due before this (a lower bound of every
+            deadline; ``inf`` when there is no lease), so a write skips the
+            expiry query until then.
+    """
+
+    revision: int
+    compact_revision: int
+    events: int
+    boot_id: str
+    next_deadline: float
+
+    def copy(self) -> Meta:
+        """An independent copy (a transaction moves its own)."""
+        return Meta(
+            self.revision, self.compact_revision, self.events, self.boot_id, self.next_deadline
+        )
+
+    def counters(self) -> tuple[int, int, int]:
+        """The three stored counters, to tell whether a write moved any."""
+        return self.revision, self.compact_revision, self.events
+
+
+def read_state(conn: sqlite3.Connection) -> Meta:
+    """The stored counters and the earliest lease deadline (inside a transaction)."""
+    meta = read_meta(conn)
+    (deadline,) = conn.execute("SELECT min(deadline) FROM leases").fetchone()
+    return Meta(
+        revision=int(meta["revision"]),
+        compact_revision=int(meta["compact_revision"]),
+        events=int(meta["events"]),
+        boot_id=str(meta.get("boot_id", "")),
+        next_deadline=math.inf if deadline is None else float(deadline),
+    )
+
+
 class WriteTxn:
     """The state of one write transaction on the writer's connection.
 
@@ -53,21 +133,32 @@ class WriteTxn:
         conn: the writer connection, inside ``BEGIN IMMEDIATE``.
         root: the store's root prefix (prepended to every key).
         retention: event-log rows to keep.
+        meta: the counters at the start of the transaction (the txn moves its own copy).
     """
 
-    def __init__(self, conn: sqlite3.Connection, root: str, retention: int) -> None:
-        meta = read_meta(conn)
+    def __init__(self, conn: sqlite3.Connection, root: str, retention: int, meta: Meta) -> None:
         self.conn = conn
-        self.revision = int(meta["revision"])
-        self.compact_revision = int(meta["compact_revision"])
-        self.events = int(meta["events"])
-        self.boot_id = str(meta.get("boot_id", ""))
+        self.meta = meta.copy()
         self._root = root
         self._root_len = len(root.encode())
         self._retention = retention
-        self._initial = (self.revision, self.compact_revision, self.events)
-        self._rows: list[tuple[object, ...]] = []
+        self._initial = meta.counters()
         self._step_rows = 0
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last change so far."""
+        return self.meta.revision
+
+    # -- savepoints -----------------------------------------------------------
+
+    def mark(self) -> Meta:
+        """The state to :meth:`restore` if the step about to run fails (under a SAVEPOINT)."""
+        return self.meta.copy()
+
+    def restore(self, mark: Meta) -> None:
+        """Forget a failed step (after ``ROLLBACK TO`` its savepoint)."""
+        self.meta = mark
 
     # -- keys and records ---------------------------------------------------
 
@@ -99,48 +190,47 @@ class WriteTxn:
     def begin_step(self) -> int:
         """Start a step; return the revision its changes will carry."""
         self._step_rows = 0
-        return self.revision + 1
+        return self.meta.revision + 1
 
     def end_step(self) -> None:
         """Finish a step: it took a revision only if it changed something."""
         if self._step_rows:
-            self.revision += 1
-
-    def _log(
-        self, rev: int, kind: int, full: bytes, kv: tuple[bytes, int, int, int], prev: _KvRow | None
-    ) -> None:
-        tail = (None,) * 5 if prev is None else prev[1:]
-        self._rows.append((rev, self._step_rows, kind, full, *kv, *tail))
-        self._step_rows += 1
+            self.meta.revision += 1
 
     def put(self, full: bytes, value: bytes, lease: int, rev: int) -> None:
         """Set a key at ``rev`` (version +1, or a new incarnation) and log the event."""
-        prev = self._row(full)
-        create, version = (rev, 1) if prev is None else (prev[2], prev[4] + 1)
-        self._log(rev, _PUT, full, (value, create, version, lease), prev)
-        self.conn.execute(
-            "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (full, value, create, rev, version, lease),
-        )
+        self.conn.execute(_LOG_PUT, (rev, self._step_rows, full, value, lease))
+        self.conn.execute(_UPSERT_KV, (full, value, rev, lease))
+        self._step_rows += 1
+        self.meta.events += 1
 
     def delete(self, full: bytes, rev: int) -> None:
         """Delete an existing key at ``rev`` and log the DELETE event with its prev_kv."""
-        self._log(rev, _DELETE, full, (b"", 0, 0, 0), self._row(full))
+        self.conn.execute(_LOG_DELETE, (rev, self._step_rows, full))
         self.conn.execute("DELETE FROM kv WHERE key = ?", (full,))
+        self._step_rows += 1
+        self.meta.events += 1
 
     # -- the contract's txn ---------------------------------------------------
+
+    def put_one(self, key: str, value: bytes, lease: int) -> int | LeaseNotFoundError:
+        """The contract's ``put`` as one step: the new revision, or the missing lease's error."""
+        if lease and self._lease_missing(lease):
+            return _lease_error(lease)
+        rev = self.begin_step()
+        self.put(self.full(key), value, lease, rev)
+        self.end_step()
+        return self.meta.revision
+
+    def _lease_missing(self, lease: int) -> bool:
+        row = self.conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone()
+        return row is None
 
     def missing_lease(self, ops: Sequence[Op]) -> LeaseNotFoundError | None:
         """The error for the first Put naming a lease that does not exist, if any."""
         for op in ops:
-            if not isinstance(op, Put) or not op.lease:
-                continue
-            if self.conn.execute("SELECT 1 FROM leases WHERE id = ?", (op.lease,)).fetchone():
-                continue
-            return LeaseNotFoundError(
-                f"lease {op.lease} not found (expired or revoked): grant a new lease"
-            )
+            if isinstance(op, Put) and op.lease and self._lease_missing(op.lease):
+                return _lease_error(op.lease)
         return None
 
     def run(
@@ -175,44 +265,32 @@ class WriteTxn:
 
     def compact(self, revision: int) -> None:
         """Forget events before ``revision`` (the contract's rules checked first)."""
-        if revision > self.revision:
+        if revision > self.meta.revision:
             raise ValidationError(
                 f"cannot compact at revision {revision}: it is in the future "
-                f"(current {self.revision})"
+                f"(current {self.meta.revision})"
             )
-        if revision <= self.compact_revision:
-            raise CompactedError(self.compact_revision)
+        if revision <= self.meta.compact_revision:
+            raise CompactedError(self.meta.compact_revision)
         self._compact_to(revision)
 
     def _compact_to(self, revision: int) -> None:
         cur = self.conn.execute("DELETE FROM events WHERE rev < ?", (revision,))
-        self.events -= max(0, cur.rowcount)
-        self.compact_revision = revision
+        self.meta.events -= max(0, cur.rowcount)
+        self.meta.compact_revision = revision
 
     def _retain(self) -> None:
-        excess = self.events - self._retention
+        excess = self.meta.events - self._retention
         if excess <= 0:
             return
         row = self.conn.execute(
             "SELECT rev FROM events ORDER BY rev, idx LIMIT 1 OFFSET ?", (excess,)
         ).fetchone()
-        if row is not None and row[0] > self.compact_revision:
+        if row is not None and row[0] > self.meta.compact_revision:
             self._compact_to(row[0])
 
     def finish(self) -> None:
-        """Append the logged events, apply retention and store the counters."""
-        if self._rows:
-            self.conn.executemany(_INSERT_EVENT, self._rows)
-            self.events += len(self._rows)
-            self._rows.clear()
+        """Apply retention and store the counters (one statement)."""
         self._retain()
-        if (self.revision, self.compact_revision, self.events) == self._initial:
-            return
-        self.conn.executemany(
-            "UPDATE meta SET value = ? WHERE name = ?",
-            [
-                (self.revision, "revision"),
-                (self.compact_revision, "compact_revision"),
-                (self.events, "events"),
-            ],
-        )
+        if self.meta.counters() != self._initial:
+            self.conn.execute(_STORE_COUNTERS, self.meta.counters())
