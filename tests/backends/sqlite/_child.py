@@ -6,6 +6,9 @@ must start in step with others:
 
 - ``writer URL PREFIX COUNT``: put PREFIX/0..COUNT-1 (COUNT 0: forever), print
   ``ACK key revision`` after each acknowledged put.
+- ``burst URL PREFIX TASKS``: TASKS concurrent loops putting PREFIX/t/0, 1 ...
+  forever (so the writer group-commits them), each printing ``ACK key revision``
+  once its put is acknowledged.
 - ``timed URL NAME SECONDS``: print ``READY``, wait for ``GO``, put in a loop
   for SECONDS, print ``DONE count``.
 - ``watcher URL PREFIX N``: watch PREFIX from the next revision, print
@@ -37,6 +40,22 @@ async def writer(url: str, prefix: str, count: int) -> None:
             rev = await store.put(key, str(i).encode())
             say("ACK", key, rev)
             i += 1
+
+
+async def burst(url: str, prefix: str, tasks: int) -> None:
+    async with keel.connect(url) as store:
+
+        async def loop(t: int) -> None:
+            i = 0
+            while True:
+                key = f"{prefix}/{t}/{i}"
+                rev = await store.put(key, str(i).encode())
+                say("ACK", key, rev)
+                i += 1
+
+        async with asyncio.TaskGroup() as group:
+            for t in range(tasks):
+                group.create_task(loop(t))
 
 
 async def timed(url: str, name: str, seconds: float) -> None:
@@ -76,6 +95,8 @@ def main(argv: list[str]) -> None:
     role, url, *args = argv
     if role == "writer":
         asyncio.run(writer(url, args[0], int(args[1])))
+    elif role == "burst":
+        asyncio.run(burst(url, args[0], int(args[1])))
     elif role == "timed":
         asyncio.run(timed(url, args[0], float(args[1])))
     elif role == "watcher":
