@@ -28,7 +28,9 @@ from keel.schedule._history import (
     list_runs,
     read_jobs,
 )
+from keel.schedule._members import worker_service
 from keel.schedule._model import Execution, JobDef, Misfire, Overlap, Routing, Status
+from keel.schedule._outcome import WorkerStatistics
 from keel.schedule._planner import Planner, PlannerStatistics
 from keel.schedule._policies import Plan, pick_worker, plan_fires, retry_at
 from keel.schedule._scheduler import Scheduler
@@ -39,7 +41,7 @@ from keel.schedule._triggers import (
     Trigger,
     trigger_from_dict,
 )
-from keel.schedule._worker import Worker, WorkerStatistics, worker_service
+from keel.schedule._worker import Worker
 from keel.schedule.wheel import Timer, TimingWheel, WheelStatistics
 
 __all__ = [

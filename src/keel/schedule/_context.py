@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
+from zoneinfo import ZoneInfo
 
+from keel.schedule._model import Execution
 from keel.store import Compare, Store
 
-__all__ = ["Handler", "JobContext", "RunLogger"]
+__all__ = ["Handler", "JobContext", "RunLogger", "context_for"]
 
 _jobs_log = logging.getLogger("keel.schedule.job")
 
@@ -114,3 +116,24 @@ class JobContext:
 
 Handler: TypeAlias = Callable[[JobContext], Awaitable[object]]
 """An async function taking a :class:`JobContext`; its return value is ignored."""
+
+
+def context_for(
+    rec: Execution, token: int, *, worker_id: str, log: RunLogger, store: Store
+) -> JobContext:
+    """The context a handler gets for run ``rec`` claimed with fencing ``token``."""
+    return JobContext(
+        job_id=rec.job,
+        execution_id=rec.id,
+        fire_time=datetime.fromtimestamp(rec.fire, ZoneInfo(rec.tz)),
+        shard_index=rec.shard,
+        shard_total=rec.shards,
+        shard_param=rec.shard_param,
+        args=rec.args,
+        attempt=rec.attempt,
+        fencing_token=token,
+        worker_id=worker_id,
+        log=log,
+        store=store,
+        claim_key=rec.claim,
+    )

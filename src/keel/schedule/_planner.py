@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,7 +32,9 @@ from keel.coord import Election, Leadership, Session
 from keel.errors import KeelError, NotLeaderError, SessionLostError, ValidationError
 from keel.registry import Discovery, Instance
 from keel.schedule._batch import Batcher
+from keel.schedule._feed import Feed, FeedGate
 from keel.schedule._history import apply_retention
+from keel.schedule._members import worker_service
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
@@ -41,11 +42,10 @@ from keel.schedule._model import (
     Status,
     parse_key,
     planned_key,
-    run_name,
 )
-from keel.schedule._policies import Plan, pick_worker, plan_fires, shard_workers
+from keel.schedule._policies import Plan, plan_fires
+from keel.schedule._records import plan_records
 from keel.schedule._triggers import Trigger
-from keel.schedule._worker import worker_service
 from keel.schedule.wheel import Timer, TimingWheel
 from keel.store import Compare, Event, EventType, KeyValue, Op, Put
 
@@ -113,7 +113,7 @@ class Planner:
         grace_s: float = 1.0,
         retention_every_s: float = 30.0,
         node_id: str | None = None,
-        feed: Callable[[Callable[[Event], None]], Callable[[], None]] | None = None,
+        feed: Feed | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if lookahead_s < 0 or grace_s < 0:
@@ -169,7 +169,7 @@ class Planner:
         self._jobs.clear()
 
     async def _lead(self, leadership: Leadership) -> None:
-        gate = _FeedGate(self._apply) if self._feed is not None else None
+        gate = FeedGate(self._apply) if self._feed is not None else None
         unlisten = self._feed(gate) if self._feed is not None and gate is not None else None
         try:
             kvs, revision = await self.store.range(JOBS_PREFIX)
@@ -325,51 +325,17 @@ class Planner:
             self._arm(name, at=plan.next_fire.timestamp() - self.lookahead_s)
 
     def _records(self, job: _Job, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
-        defn = job.defn
-        handlers = self._handlers(defn.handler)
         busy: dict[str, int] = {}
         for worker in job.running.values():
             busy[worker] = busy.get(worker, 0) + 1
-        tz = defn.trigger.get("tz") or "UTC"
-        out: list[tuple[datetime, list[Execution]]] = []
-        skipped, late = set(plan.skipped), set(plan.late)
-        for fire in sorted([*plan.run, *plan.skipped]):
-            job.counter += 1
-            if defn.shards > 1:
-                hints = shard_workers(handlers, defn.shards, job.counter)
-            else:
-                hints = [
-                    pick_worker(
-                        defn.routing, handlers, job=defn.name, counter=job.counter, busy=busy
-                    )
-                ]
-            records = []
-            for shard in range(defn.shards):
-                rec = Execution(
-                    job=defn.name,
-                    name=run_name(fire.timestamp(), shard),
-                    handler=defn.handler,
-                    fire=fire.timestamp(),
-                    tz=tz,
-                    shard=shard,
-                    shards=defn.shards,
-                    shard_param=defn.shard_params[shard] if defn.shard_params else None,
-                    args=defn.args,
-                    kind="misfire" if fire in late else "scheduled",
-                    retries=defn.retries,
-                    backoff=_backoff_dict(defn),
-                    timeout_s=defn.timeout_s,
-                    overlap=defn.overlap,
-                    hint=hints[shard],
-                )
-                if fire in skipped:
-                    rec = rec.with_changes(
-                        status=Status.SKIPPED,
-                        finished_at=self._clock.time(),
-                        error="skipped: missed while no scheduler led (misfire policy)",
-                    )
-                records.append(rec)
-            out.append((fire, records))
+        out, job.counter = plan_records(
+            job.defn,
+            plan,
+            workers=self._handlers(job.defn.handler),
+            counter=job.counter,
+            busy=busy,
+            now=self._clock.time(),
+        )
         return out
 
     async def _write(self, job: _Job, plan: Plan, leadership: Leadership) -> bool:
@@ -447,42 +413,6 @@ class Planner:
     def __repr__(self) -> str:
         state = "leading" if self.leading.is_set() else "candidate"
         return f"<Planner group={self.group!r} {state} jobs={len(self._jobs)} node={self.node_id}>"
-
-
-class _FeedGate:
-    """Changes from a feed, held until the listing they follow is read.
-
-    Listen first, then list: changes the listing already holds (revision at
-    or below its own) are dropped, later ones are applied in order.
-    """
-
-    def __init__(self, apply: Callable[[Event], None]) -> None:
-        self._apply = apply
-        self._held: list[Event] | None = []
-        self._listed = 0
-
-    def __call__(self, event: Event) -> None:
-        if self._held is not None:
-            self._held.append(event)
-        elif event.kv.mod_revision > self._listed:
-            self._apply(event)
-
-    def open(self, listed: int) -> None:
-        """The listing is at revision ``listed``: apply what was held after it, and go on."""
-        self._listed = listed
-        held, self._held = self._held or [], None
-        for event in held:
-            self(event)
-
-
-def _backoff_dict(defn: JobDef) -> dict[str, object]:
-    b = defn.backoff
-    return {
-        "base_delay_s": b.base_delay_s,
-        "max_delay_s": b.max_delay_s,
-        "multiplier": b.multiplier,
-        "jitter": b.jitter,
-    }
 
 
 async def _until_lost(work: object, leadership: Leadership) -> None:

@@ -29,7 +29,6 @@ would test for overlap against a run that may still end in time.)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -39,64 +38,25 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import Self
-from zoneinfo import ZoneInfo
 
 from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Session
 from keel.errors import KeelError, ValidationError
 from keel.observe import capability_metrics
-from keel.registry import Discovery, Instance, Registry
 from keel.schedule._batch import Batcher
-from keel.schedule._context import Handler, JobContext, RunLogger
+from keel.schedule._context import Handler, RunLogger, context_for
+from keel.schedule._members import owner_of, registered_members
 from keel.schedule._model import JOBS_PREFIX, Execution, Status, parse_key
-from keel.schedule._policies import retry_at
+from keel.schedule._outcome import WorkerStatistics, outcome_record
 from keel.schedule.wheel import Timer, TimingWheel
 from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
 
-__all__ = ["Worker", "WorkerStatistics", "worker_service"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("keel.schedule.worker")
 _TIMEOUT = "\x00timeout "  # wheel items: run keys, or this prefix + run key for a timeout
-
-
-def worker_service(group: str) -> str:
-    """The registry service workers of ``group`` register under."""
-    return f"keel-workers.{group}"
-
-
-def _rank(key: str, worker: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{key}|{worker}".encode(), digest_size=8).digest())
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStatistics:
-    """Counters of one worker.
-
-    Attributes:
-        worker_id: its id.
-        tracked: executions it may run that are not finished.
-        running: handlers running now.
-        claims, claim_conflicts: claim txns won and lost.
-        succeeded, failed, timed_out, cancelled, retried, skipped: outcomes it wrote.
-        fenced: outcomes refused because its claim was gone.
-    """
-
-    worker_id: str
-    tracked: int
-    running: int
-    claims: int
-    claim_conflicts: int
-    succeeded: int
-    failed: int
-    timed_out: int
-    cancelled: int
-    retried: int
-    skipped: int
-    fenced: int
 
 
 class _Replaced(Exception):
@@ -207,31 +167,15 @@ class Worker:
     # -- membership ----------------------------------------------------------
 
     async def _membership(self) -> None:
-        """Register in the registry and keep the list of live peers that share our handlers."""
-        instance = Instance(
-            service=worker_service(self.group),
-            address=socket.gethostname() or "localhost",
-            port=1,  # workers take no connections; the registry needs a port
-            id=self.id,
-            scheme="tcp",
-            metadata={"handlers": ",".join(sorted(self.handlers)), "pid": str(os.getpid())},
-        )
-        async with (
-            Registry(self.store, session=self.session) as registry,
-            registry.register(instance),
-            Discovery(self.store, clock=self._clock) as discovery,
+        """Register in the registry and keep the list of live peers."""
+        async for live in registered_members(
+            self.session, self.group, self.id, self.handlers, self._clock
         ):
-            async for members in discovery.subscribe(worker_service(self.group)):
-                self._live = tuple(sorted(m.id for m in members))
-                self._wake.set()
+            self._live = live
+            self._wake.set()
 
     def _owner(self, execution: Execution, key: str) -> str:
-        live = self._live
-        if execution.hint and execution.hint in live:
-            return execution.hint
-        if not live:
-            return self.id
-        return max(live, key=lambda w: _rank(key, w))
+        return owner_of(key, execution.hint, self._live, self.id)
 
     # -- following the store -------------------------------------------------
 
@@ -440,21 +384,7 @@ class Worker:
 
     async def _run(self, key: str, rec: Execution, token: int) -> None:
         logger = RunLogger(rec.id, self.log_limit)
-        ctx = JobContext(
-            job_id=rec.job,
-            execution_id=rec.id,
-            fire_time=datetime.fromtimestamp(rec.fire, ZoneInfo(rec.tz)),
-            shard_index=rec.shard,
-            shard_total=rec.shards,
-            shard_param=rec.shard_param,
-            args=rec.args,
-            attempt=rec.attempt,
-            fencing_token=token,
-            worker_id=self.id,
-            log=logger,
-            store=self.store,
-            claim_key=rec.claim,
-        )
+        ctx = context_for(rec, token, worker_id=self.id, log=logger, store=self.store)
         handler = self.handlers[rec.handler]
         task = asyncio.current_task()
         assert task is not None
@@ -502,22 +432,16 @@ class Worker:
         trace: str,
         captured: str,
     ) -> None:
-        now = self._clock.time()
-        final = rec.with_changes(
-            status=outcome,
-            finished_at=now,
+        final, counter = outcome_record(
+            rec,
             token=token,
+            outcome=outcome,
             error=error,
-            traceback=trace[-8192:],
-            log=captured,
+            trace=trace,
+            captured=captured,
+            now=self._clock.time(),
+            rng=self._rng,
         )
-        counter = outcome.value.lower()
-        if outcome in (Status.FAILED, Status.TIMED_OUT):
-            final = final.with_changes(failures=rec.failures + 1)
-            again = retry_at(final, now, self._rng)
-            if again is not None:
-                final = final.with_changes(status=Status.PENDING, not_before=again, hint="")
-                counter = "retried"
         result = await self._batcher.submit(
             [Compare.create_revision(rec.claim, "==", token)],
             [Put(key, final.encode()), Delete(rec.claim)],
