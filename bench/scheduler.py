@@ -105,6 +105,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
             store,
             ttl_s=int(spec.get("ttl", 3)),
             planner=bool(spec.get("planner", True)),
+            lookahead_s=float(spec.get("lookahead", 1.0)),
             # every job's run may be in flight at once, as in APScheduler's asyncio executor
             max_concurrency=max(64, int(spec.get("jobs", 0))),
         )
@@ -125,10 +126,13 @@ async def child(url: str, spec: dict[str, Any]) -> None:
         run = asyncio.ensure_future(scheduler.run())
         await scheduler.ready.wait()
         print("READY", flush=True)
+        tracer = None
         if os.environ.get("KEEL_BENCH_TRACE"):  # counters to stderr every second
-            asyncio.ensure_future(_trace(scheduler))
+            tracer = asyncio.ensure_future(_trace(scheduler))
         with contextlib.suppress(asyncio.CancelledError):
             await run
+        if tracer is not None:
+            tracer.cancel()
 
 
 async def _trace(scheduler: Scheduler) -> None:
@@ -176,7 +180,8 @@ async def stop(procs: list[asyncio.subprocess.Process]) -> None:
 
 
 async def lateness_keel(url: str, jobs: int, seconds: float) -> dict[str, float]:
-    procs = [await spawn(url, {"jobs": jobs, "planner": i == 0}) for i in range(2)]
+    spec = {"jobs": jobs, "lookahead": float(os.environ.get("KEEL_BENCH_LOOKAHEAD", 1.0))}
+    procs = [await spawn(url, {**spec, "planner": i == 0}) for i in range(2)]
     started = time.time()
     await asyncio.sleep(seconds)
     await stop(procs)
