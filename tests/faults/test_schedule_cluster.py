@@ -1,7 +1,6 @@
 """The scheduler across real OS processes on sqlite and etcd: once per fire, kill -9, SIGSTOP.
 
-Scaled for a 2-core shared machine (the issue's 200 jobs x 20 s runs in
-``bench/scheduler.py``): 40 jobs every second for 6 s over 3 worker processes.
+At the issue's scale: 200 jobs every second for 20 s over 3 worker processes.
 """
 
 from __future__ import annotations
@@ -142,13 +141,13 @@ def contiguous(runs: list[Execution], every_s: float) -> bool:
 
 
 async def test_many_jobs_every_fire_exactly_once(url: str, spawn: Spawn) -> None:
-    """40 jobs every second for 6 s on 3 worker processes: no fire missed, none run twice."""
-    jobs = [f"j.{i}" for i in range(40)]
+    """200 jobs every second for 20 s on 3 worker processes: no fire missed, none run twice."""
+    jobs = [f"j.{i}" for i in range(200)]
     spec = {"ttl": TTL, "jobs": [{"name": j, "interval_s": 1.0} for j in jobs]}
     children = [await spawn(url, spec) for _ in range(3)]
     for child in children:
         await child.expect("READY")
-    await asyncio.sleep(6)
+    await asyncio.sleep(20)
     stopped = time.time()
     for child in children:
         await child.stop()
@@ -159,7 +158,7 @@ async def test_many_jobs_every_fire_exactly_once(url: str, spawn: Spawn) -> None
         effects, _ = await store.range("effects/")
     for job, records in runs.items():
         due = [r for r in records if r.fire < stopped - 1.5]
-        assert len(due) >= 4, job
+        assert len(due) >= 18, job
         assert contiguous(records, 1.0), job
         assert all(r.status is Status.SUCCEEDED for r in due), [
             r for r in due if not r.status.final
