@@ -106,6 +106,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
             ttl_s=int(spec.get("ttl", 3)),
             planner=bool(spec.get("planner", True)),
             lookahead_s=float(spec.get("lookahead", 1.0)),
+            steal_after_s=float(spec.get("steal", 1.0)),
             # every job's run may be in flight at once, as in APScheduler's asyncio executor
             max_concurrency=max(64, int(spec.get("jobs", 0))),
         )
