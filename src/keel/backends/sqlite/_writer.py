@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
-from queue import Empty
 from typing import Any, Final, TypeVar
 
 from keel.backends.sqlite import _leases
@@ -138,11 +137,9 @@ class Writer(Worker):
         """The first write and the writes queued behind it; a non-write job is returned apart."""
         batch = [first]
         weight = first.weight
-        while len(batch) < MAX_BATCH_JOBS and weight < MAX_BATCH_BYTES:
-            try:
-                job = self._queue.get_nowait()
-            except Empty:
-                break
+        queue = self._queue  # this thread is its only consumer: empty() then get() is safe
+        while not queue.empty() and len(batch) < MAX_BATCH_JOBS and weight < MAX_BATCH_BYTES:
+            job = queue.get_nowait()
             if job.kind is not JobKind.WRITE:
                 return batch, job
             batch.append(job)
