@@ -18,6 +18,10 @@ accepts a pre-bound socket (port 0 is known before startup) and drains
 gracefully. granian measured faster on hello-world, but runs its Rust workers
 outside the asyncio loop and offers no drain step between "deregistered" and
 "stop accepting"; see docs/services.md for the numbers.
+
+With ``workers=N`` (N > 1) the same order holds, but N worker processes serve
+the port (``SO_REUSEPORT``) and this process only supervises: see
+:mod:`keel.service._workers`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Generator, Mapping
+import sys
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
-import uvicorn
 from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -43,28 +47,14 @@ from keel.errors import KeelError, StoreClosedError, ValidationError
 from keel.observe import HttpMetrics, http_metrics
 from keel.registry import Instance, Registration, Registry
 from keel.service._asgi import ASGIApp, KeelMiddleware, Probe
+from keel.service._server import Server, bind, import_app, server_config
 from keel.service._settings import ServiceSettings
+from keel.service._workers import WorkerPool, WorkerSpec
 from keel.store import Store, default_url
 
 __all__ = ["Service"]
 
 log = logging.getLogger("keel.service")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server with signal handling left to the Service, and a startup event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.started_event = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # the Service owns SIGTERM/SIGINT
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.started_event.set()
 
 
 class Service:
@@ -75,11 +65,14 @@ class Service:
 
     Args:
         name: the service name clients resolve (``http://<name>/...``).
-        app: any ASGI application.
+        app: any ASGI application, or its import string ``"module:attribute"``
+            (required with ``workers`` > 1: each worker process imports it).
         store: a Store, a store URL, or None for ``KEEL_STORE`` / the default.
         port: port to bind (0: a free one); overrides settings and environment.
         host: address to bind; overrides settings and environment.
         settings: the rest (default: :meth:`ServiceSettings.from_env`).
+        workers: processes serving the port (default: ``settings.workers``, 1);
+            more than one runs them as children of this one (docs/services.md).
         checks: named readiness checks (sync or async callables, truthy = ready).
         config: a config center name to bind (``orders.yaml``); the live value
             is ``service.config.value``, hot-reloaded.
@@ -89,18 +82,20 @@ class Service:
         tracer_provider: where server spans go (default: the global provider).
 
     Raises:
-        ValidationError: a bad name, app or setting.
+        ValidationError: a bad name, app or setting, or ``checks``/``config``
+            with ``workers`` > 1 (they would live in the wrong process).
     """
 
     def __init__(
         self,
         name: str,
-        app: ASGIApp,
+        app: ASGIApp | str,
         *,
         store: Store | str | None = None,
         port: int | None = None,
         host: str | None = None,
         settings: ServiceSettings | None = None,
+        workers: int | None = None,
         checks: Mapping[str, Callable[[], Any]] | None = None,
         config: str | None = None,
         config_model: Any = dict,
@@ -108,16 +103,19 @@ class Service:
         registry: CollectorRegistry | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        if not callable(app):
-            raise ValidationError(f"app {app!r} is not an ASGI callable: pass app=, not app()")
         Instance(service=name, address="127.0.0.1", port=1)  # validates the name
         self.name = name
-        self.settings = (settings or ServiceSettings.from_env()).with_changes(port=port, host=host)
+        self.settings = (settings or ServiceSettings.from_env()).with_changes(
+            port=port, host=host, workers=workers
+        )
+        self._app_spec = _check_app(app, self.settings.workers, checks, config)
+        if isinstance(app, str) and self.settings.workers == 1:
+            app = import_app(app)
         self.probe = Probe()
         self.probe.checks.update(checks or {})
         self.metrics = metrics if metrics is not None else http_metrics()
         self.app = KeelMiddleware(
-            app,
+            app,  # type: ignore[arg-type]  # a str only with workers > 1, never served here
             service=name,
             probe=self.probe,
             metrics=self.metrics,
@@ -130,10 +128,13 @@ class Service:
         self.config: LiveConfig[Any] | None = None
         self.registration: Registration | None = None
         self.port = 0
-        self._server: _Server | None = None
+        self._server: Server | None = None
+        self._pool: WorkerPool | None = None
+        self._failure: KeelError | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once the instance is registered (serving and ready)."""
@@ -173,10 +174,15 @@ class Service:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+        if self._failure is not None:
+            raise self._failure
 
     def _on_signal(self) -> None:
-        if self._stop.is_set() and self._server is not None:
-            self._server.force_exit = True  # second signal: stop waiting
+        if self._stop.is_set():  # second signal: stop waiting for in-flight requests
+            if self._server is not None:
+                self._server.force_exit = True
+            if self._pool is not None:
+                self._pool.broadcast("force")
         self._stop.set()
 
     async def __aenter__(self) -> Self:
@@ -201,15 +207,17 @@ class Service:
             self.config = await stack.enter_async_context(
                 center.bind(self._config_name, self._config_model, session=session)
             )
-        sock = _bind(s.host, s.port)
+        sock = bind(s.host, s.port, reuse_port=s.workers > 1)
         self.port = sock.getsockname()[1]
-        self._server = _Server(self._uvicorn_config())
+        if s.workers > 1:
+            # Bound, never listening: it holds the port (0 picks it) and gets no connections.
+            stack.enter_context(sock)
         self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        self._serving = self._tasks.create_task(self._server.serve(sockets=[sock]))
         async with asyncio.timeout(s.startup_timeout_s):
-            await self._wait_started()
-            self.probe.started = True
-            await self._wait_ready()
+            if s.workers > 1:
+                await self._start_workers(stack, session)
+            else:
+                await self._start_server(sock)
         instance = Instance(
             service=self.name,
             address=s.advertised,
@@ -231,19 +239,51 @@ class Service:
         url = self._store_arg if isinstance(self._store_arg, str) else default_url()
         return await stack.enter_async_context(keel.connect(url))
 
-    def _uvicorn_config(self) -> uvicorn.Config:
-        return uvicorn.Config(
-            self.app,
-            loop="none",
-            http="httptools",
-            lifespan="auto",
-            log_config=None,
-            log_level=self.settings.log_level,
-            access_log=False,
-            # uvicorn hands it to asyncio.wait_for, which takes float seconds.
-            timeout_graceful_shutdown=self.settings.grace_s,  # type: ignore[arg-type]
-            server_header=False,
+    async def _start_server(self, sock: socket.socket) -> None:
+        """Serve the app here, on this loop; ready once our own ``/readyz`` passes."""
+        s = self.settings
+        self._server = Server(server_config(self.app, grace_s=s.grace_s, log_level=s.log_level))
+        assert self._tasks is not None
+        self._serving = self._tasks.create_task(self._server.serve(sockets=[sock]))
+        await self._wait_started()
+        self.probe.started = True
+        await self._wait_ready()
+
+    async def _start_workers(self, stack: contextlib.AsyncExitStack, session: Session) -> None:
+        """Start the worker processes on one ``SO_REUSEPORT`` port; ready once all are."""
+        s = self.settings
+        self._pool = pool = WorkerPool(
+            WorkerSpec(
+                app=self._app_spec,
+                service=self.name,
+                host=s.host,
+                port=self.port,
+                grace_s=s.grace_s,
+                log_level=s.log_level,
+                sys_path=tuple(sys.path),
+            ),
+            s.workers,
         )
+        stack.push_async_callback(pool.close)
+        await pool.start()
+        self.probe.started = True
+        assert self._tasks is not None
+        self._watchers = [
+            self._tasks.create_task(self._watch_workers(pool)),
+            self._tasks.create_task(self._relay_loss(session, pool)),
+        ]
+
+    async def _watch_workers(self, pool: WorkerPool) -> None:
+        """A worker that exits on its own ends the instance (the process manager restarts it)."""
+        index, code = await pool.first_exit()
+        if not self.probe.draining:
+            log.error("service %s: worker %d exited with %d; stopping", self.name, index, code)
+            self._failure = KeelError(f"service {self.name!r}: worker {index} exited with {code}")
+            self._stop.set()
+
+    async def _relay_loss(self, session: Session, pool: WorkerPool) -> None:
+        await session.lost.wait()
+        pool.broadcast("session-lost")
 
     async def _wait_started(self) -> None:
         assert self._server is not None and self._serving is not None
@@ -275,6 +315,8 @@ class Service:
 
     async def _shutdown(self) -> None:
         self.probe.draining = True
+        if self._pool is not None:
+            self._pool.broadcast("draining")
         if self.registration is not None:
             with contextlib.suppress(KeelError):
                 await self.registration.set_status("DRAINING")
@@ -286,6 +328,10 @@ class Service:
             self._server.should_exit = True
         if self._serving is not None:
             await asyncio.wait([self._serving])
+        if self._pool is not None:
+            await self._pool.stop(self.settings.grace_s + 5.0)
+        for watcher in self._watchers:
+            watcher.cancel()
 
     def __repr__(self) -> str:
         state = (
@@ -304,16 +350,25 @@ def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ValidationError(
-            f"cannot bind {host}:{port} ({exc.strerror}): pick another port or port=0"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
+def _check_app(app: ASGIApp | str, workers: int, checks: object, config: str | None) -> str:
+    """The app's import string ("" when given an object); refuses what workers cannot run."""
+    if isinstance(app, str):
+        spec = app
+    elif callable(app):
+        spec = ""
+    else:
+        raise ValidationError(f"app {app!r} is not an ASGI callable: pass app=, not app()")
+    if workers > 1:
+        if not spec:
+            raise ValidationError(
+                f"workers={workers} needs the app as an import string 'module:attribute' "
+                "(each worker process imports it), not an object"
+            )
+        if checks or config is not None:
+            raise ValidationError(
+                f"workers={workers}: checks= and config= would run in the supervisor, not "
+                "beside the app; bind the config and answer readiness in the app instead"
+            )
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise ValidationError(f"workers={workers} needs SO_REUSEPORT (Linux, BSD, macOS)")
+    return spec

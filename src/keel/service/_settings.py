@@ -37,6 +37,8 @@ class ServiceSettings:
             caches (fed by a watch) drop the instance before its socket closes.
         startup_timeout_s: how long startup plus the first ``/readyz`` may take.
         log_level: level for the server's own log lines.
+        workers: processes serving the port; above 1 they are children of the
+            Service process, which only supervises (docs/services.md).
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +55,7 @@ class ServiceSettings:
     drain_delay_s: float = 0.5
     startup_timeout_s: float = 30.0
     log_level: str = "warning"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -64,6 +67,8 @@ class ServiceSettings:
         for name in ("grace_s", "drain_delay_s"):
             if getattr(self, name) < 0:
                 raise ValidationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 1 <= self.workers <= 256:
+            raise ValidationError(f"workers {self.workers!r}: use 1 to 256 (one per core)")
         if self.startup_timeout_s <= 0:
             raise ValidationError(f"startup_timeout_s must be > 0, got {self.startup_timeout_s!r}")
 
