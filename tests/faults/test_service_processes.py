@@ -1,8 +1,9 @@
-"""Services in real processes on one SQLite store: readiness, SIGTERM order, rolling restart."""
+"""Services in real processes on SQLite and etcd: readiness, SIGTERM order, restarts, workers."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import pytest
 import keel
 from keel.http import Client
 from keel.store import EventType, Store
-from keel.testing import free_port
+from keel.testing import EtcdCluster, free_port
 from tests._procs import Child, Children
 
 pytestmark = pytest.mark.slow
@@ -22,10 +23,13 @@ pytestmark = pytest.mark.slow
 ENV = {"KEEL_SERVICE_DRAIN_DELAY_S": "0.3", "KEEL_SERVICE_GRACE_S": "5"}
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """A SQLite store file the children and the test share."""
-    return f"sqlite:///{tmp_path / 'keel.db'}"
+@pytest.fixture(params=["sqlite", "etcd"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store the children and the test share: a SQLite file or a private etcd prefix."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keel.db'}"
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    return f"{cluster.url}?root=/svc-{tmp_path.name}/"
 
 
 @pytest.fixture
@@ -131,3 +135,45 @@ async def test_rolling_restart_of_two_instances_loses_no_request(
             stop.set()
     assert counts["errors"] == 0, counts
     assert counts["ok"] > 50
+
+
+async def pids(port: int, connections: int = 24) -> set[int]:
+    """Which processes answer ``connections`` fresh connections to ``port``."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits) as http:
+        answers = [await http.get(f"http://127.0.0.1:{port}/echo") for _ in range(connections)]
+    return {answer.json()["pid"] for answer in answers}
+
+
+async def test_two_workers_are_one_instance_and_drain_together(
+    children: Children, url: str
+) -> None:
+    """workers=2: one registered instance, both processes answer; SIGTERM drains all, exit 0."""
+    child, port = await start(children, url, KEEL_SERVICE_WORKERS="2")
+    async with keel.connect(url) as store, httpx.AsyncClient() as http:
+        assert len((await store.range("services/echo/"))[0]) == 1
+        served_by = await pids(port)
+        assert len(served_by) == 2 and child.proc.pid not in served_by
+        async with asyncio.timeout(30):
+            in_flight = asyncio.ensure_future(http.get(f"http://127.0.0.1:{port}/slow?s=1"))
+            await asyncio.sleep(0.2)
+            child.signal(signal.SIGTERM)
+            assert (await in_flight).status_code == 200
+            await child.expect("STOPPED")
+            assert await child.proc.wait() == 0
+        assert (await store.range("services/echo/"))[0] == []
+    for pid in served_by:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)  # supervision, not the store
+async def test_a_dead_worker_takes_the_instance_down(children: Children, url: str) -> None:
+    """kill -9 of one worker: the instance deregisters, the other drains, the exit code is not 0."""
+    child, port = await start(children, url, KEEL_SERVICE_WORKERS="2")
+    victim, *_ = await pids(port)
+    os.kill(victim, signal.SIGKILL)
+    async with asyncio.timeout(30):
+        assert await child.proc.wait() != 0
+    async with keel.connect(url) as store:
+        assert (await store.range("services/echo/"))[0] == []

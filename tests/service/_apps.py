@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,7 +14,10 @@ from keel.http import Client
 
 
 def make_app(name: str, client: Client | None = None) -> Starlette:
-    """``/echo``, ``/slow?s=``, ``/fail``, ``/post`` and ``/call?to=`` (needs ``client``)."""
+    """``/echo``, ``/slow?s=``, ``/fail``, ``/post`` and ``/call?to=`` (needs ``client``).
+
+    ``/echo`` names the process that answered (``pid``), for the worker tests.
+    """
     posts = {"count": 0}
 
     async def echo(request: Request) -> Response:
@@ -22,6 +26,7 @@ def make_app(name: str, client: Client | None = None) -> Starlette:
                 "name": name,
                 "deadline": request.headers.get("keel-deadline"),
                 "traceparent": request.headers.get("traceparent"),
+                "pid": os.getpid(),
             }
         )
 

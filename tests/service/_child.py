@@ -1,8 +1,9 @@
 """A Service in a child process: ``python -m tests.service._child NAME STORE_URL [PORT]``.
 
 Prints ``READY <port> <instance-id>`` once registered and ``STOPPED`` when
-serve() returned. ``KEEL_SERVICE_*`` variables tune it; a ``READY_FILE``
-variable adds a readiness check that passes once that file exists.
+serve() returned. ``KEEL_SERVICE_*`` variables tune it (``KEEL_SERVICE_WORKERS=2``
+serves ``tests.service._apps:app`` from two worker processes); a
+``READY_FILE`` variable adds a readiness check that passes once that file exists.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ async def main(name: str, url: str, port: int) -> None:
     ready_file = os.environ.get("READY_FILE")
     if ready_file:
         checks["ready-file"] = lambda: Path(ready_file).exists()
-    service = Service(name, make_app(name), store=url, port=port, checks=checks)
+    if os.environ.get("KEEL_SERVICE_WORKERS", "1") != "1":
+        service = Service(name, "tests.service._apps:app", store=url, port=port)
+    else:
+        service = Service(name, make_app(name), store=url, port=port, checks=checks)
 
     async def announce() -> None:
         await service.ready.wait()

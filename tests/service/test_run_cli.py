@@ -13,16 +13,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keel.testing import free_port
+from keel.testing import EtcdCluster, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 KEEL = [sys.executable, "-m", "keel.cli"]
 
 
-def test_keel_run_serves_registers_and_exits_cleanly(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "etcd"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the service process and the CLI share: a SQLite file or an etcd prefix."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keel.db'}"
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    return f"{cluster.url}?root=/run-{tmp_path.name}/"
+
+
+def test_keel_run_serves_registers_and_exits_cleanly(url: str) -> None:
     """The app serves, is registered, logs JSON, and SIGTERM ends it with exit 0, deregistered."""
-    url, port = f"sqlite:///{tmp_path / 'keel.db'}", free_port()
+    port = free_port()
     env = {**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"}
     proc = subprocess.Popen(
         [
