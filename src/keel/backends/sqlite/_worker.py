@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar
 from keel.backends.sqlite._gate import GateTimeoutError
 from keel.errors import StoreClosedError, StoreUnavailableError
 
-__all__ = ["Job", "JobKind", "Outcome", "Worker", "rollback_quietly", "translate"]
+__all__ = ["STORAGE_ERRORS", "Job", "JobKind", "Outcome", "Worker", "rollback_quietly", "translate"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,8 @@ _BUSY: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 _FULL: Final = 13
 _IOERR: Final = 10
 _BROKEN: Final = frozenset({10, 11, 13, 14, 26})  # IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+# Failures of the storage (not of a write's own logic): translated by ``translate``,
+# and they end the whole transaction.
 STORAGE_ERRORS: Final = (sqlite3.Error, OSError, GateTimeoutError)
 
 
