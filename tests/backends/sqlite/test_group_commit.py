@@ -225,7 +225,7 @@ async def test_close_finishes_the_queued_writes_first(tmp_path: Path) -> None:
     async with writer_held(store):
         futures = [store._write(lambda txn, i=i: txn.put_one(f"k/{i}", b"v", 0)) for i in range(5)]
         closing = asyncio.ensure_future(store.close())
-        await asyncio.sleep(0)  # close() has queued its job behind the writes
+        await asyncio.sleep(0)  # let close() start while the writes wait
     async with asyncio.timeout(10):
         await closing
     revs = await outcomes(futures)
