@@ -18,6 +18,7 @@ from keel.schedule._model import (
     parse_key,
     planned_key,
     runs_prefix,
+    scheduled_fire,
 )
 from keel.store import Compare, Delete, Store
 
@@ -158,8 +159,17 @@ async def job_statistics(store: Store, job: str) -> JobStatistics:
 def expired(
     runs: list[Execution], *, keep_last: int, max_age_s: float | None, now: float
 ) -> list[Execution]:
-    """Finished runs beyond the newest ``keep_last`` or older than ``max_age_s`` (pure)."""
-    done = sorted((r for r in runs if r.status.final), key=lambda r: r.fire, reverse=True)
+    """Finished runs beyond the newest ``keep_last`` or older than ``max_age_s`` (pure).
+
+    The newest scheduled run is always kept: a newly elected planner resumes
+    after it (it is the scheduler's progress).
+    """
+    newest = max(
+        (r for r in runs if scheduled_fire(r.name) is not None), key=_by_fire, default=None
+    )
+    done = sorted(
+        (r for r in runs if r.status.final and r is not newest), key=_by_fire, reverse=True
+    )
     out = done[keep_last:]
     if max_age_s is not None:
         out += [r for r in done[:keep_last] if (r.finished_at or r.fire) < now - max_age_s]
@@ -213,14 +223,17 @@ async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = Non
         parsed = parse_key(kv.key)
         if parsed is None:
             continue
-        name, kind, _ = parsed
+        name, kind, rest = parsed
         try:
             if kind == "def":
                 defs[name] = JobDef.decode(kv.value)
             elif kind == "planned":
-                planned[name] = datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC)
+                _later(planned, name, json.loads(kv.value)["fire"])
             elif kind == "runs":
                 runs.setdefault(name, []).append(Execution.decode(kv.value))
+                fire = scheduled_fire(rest)
+                if fire is not None:
+                    _later(planned, name, fire)
         except (ValidationError, ValueError, KeyError):
             continue
     moment = now or datetime.now(UTC)
@@ -245,6 +258,12 @@ def _by_fire(run: Execution) -> float:
     return run.fire
 
 
+def _later(latest: dict[str, datetime], name: str, fire: float) -> None:
+    moment = datetime.fromtimestamp(fire, UTC)
+    if name not in latest or moment > latest[name]:
+        latest[name] = moment
+
+
 async def get_job(store: Store, job: str) -> tuple[JobDef, int]:
     """The job's definition and its mod_revision.
 
@@ -258,6 +277,18 @@ async def get_job(store: Store, job: str) -> tuple[JobDef, int]:
 
 
 async def last_planned(store: Store, job: str) -> datetime | None:
-    """The last fire time the scheduler planned for ``job``."""
-    kv = await store.get(planned_key(check_job_name(job)))
-    return None if kv is None else datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC)
+    """The last fire time the scheduler planned for ``job`` (where planning resumes).
+
+    The newest scheduled run's fire time, or a resume mark written later.
+    """
+    name = check_job_name(job)
+    latest: dict[str, datetime] = {}
+    kv = await store.get(planned_key(name))
+    if kv is not None:
+        _later(latest, name, json.loads(kv.value)["fire"])
+    kvs, _ = await store.range(runs_prefix(name))
+    for run in kvs:
+        fire = scheduled_fire(run.key.rsplit("/", 1)[1])
+        if fire is not None:
+            _later(latest, name, fire)
+    return latest.get(name)

@@ -42,7 +42,12 @@ async def registered_members(
         port=1,  # workers take no connections; the registry needs a port
         id=worker_id,
         scheme="tcp",
-        metadata={"handlers": ",".join(sorted(handlers)), "pid": str(os.getpid())},
+        metadata={
+            "handlers": ",".join(sorted(handlers)),
+            "pid": str(os.getpid()),
+            # the planner attaches the runs it assigns this worker to this lease
+            "lease": str(session.lease_id),
+        },
     )
     async with (
         Registry(session.store, session=session) as registry,

@@ -3,10 +3,15 @@
 Key layout (relative to the store root, readable with ``etcdctl get --prefix``)::
 
     jobs/<job>/def                      JobDef JSON
-    jobs/<job>/planned                  the scheduler's progress: last planned fire time
+    jobs/<job>/planned                  where planning resumes after a pause (optional)
     jobs/<job>/runs/<fire-ms>-<shard>   Execution JSON (status, attempts, times, log...)
     jobs/<job>/claims/<run>             claim of a running execution, on the worker's lease
     jobs/<job>/claims/active-<shard>    the same for overlap forbid/replace: one per shard
+    jobs/_dispatch/<term>-<n>           the planner's claim, on a worker's lease, of the
+                                        runs it assigned that worker in one transaction
+
+The scheduler's progress is the newest scheduled run of each job (its name
+has no tag): a new leader resumes after it, so retention always keeps it.
 
 An execution carries a snapshot of the policies it runs under (handler,
 retries, backoff, timeout, overlap), so a worker needs nothing but the record
@@ -29,6 +34,7 @@ from keel.resilience import RetrySettings
 from keel.schedule._triggers import Trigger, trigger_from_dict
 
 __all__ = [
+    "DISPATCH_PREFIX",
     "JOBS_PREFIX",
     "Execution",
     "JobDef",
@@ -38,13 +44,16 @@ __all__ = [
     "Status",
     "claim_key",
     "def_key",
+    "dispatch_key",
     "planned_key",
     "run_key",
     "run_name",
     "runs_prefix",
+    "scheduled_fire",
 ]
 
 JOBS_PREFIX: Final = "jobs/"
+DISPATCH_PREFIX: Final = "jobs/_dispatch/"  # '_' starts no job name
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 Overlap = Literal["allow", "forbid", "replace"]
 Misfire = Literal["skip", "once", "all"]
@@ -105,6 +114,19 @@ def run_name(fire: float, shard: int, tag: str = "") -> str:
 def run_key(job: str, name: str) -> str:
     """``jobs/<job>/runs/<name>``."""
     return f"{runs_prefix(job)}{name}"
+
+
+def dispatch_key(term: int, n: int) -> str:
+    """``jobs/_dispatch/<term>-<n>``: the ``n``-th dispatch of the planner elected at ``term``."""
+    return f"{DISPATCH_PREFIX}{term}-{n}"
+
+
+def scheduled_fire(name: str) -> float | None:
+    """The fire time of a scheduled run's name (``<fire-ms>-<shard>``); None if it has a tag."""
+    head, sep, shard = name.partition("-")
+    if not sep or "-" in shard or not head.isdigit():
+        return None
+    return int(head) / 1000
 
 
 def claim_key(job: str, name: str, shard: int, overlap: Overlap) -> str:
@@ -242,7 +264,9 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     Times are Unix epoch seconds. ``attempt`` counts claims (a run cut off by
     its worker's death is claimed again); ``failures`` counts attempts that
-    failed or timed out, which is what ``retries`` limits.
+    failed or timed out, which is what ``retries`` limits. ``dispatch`` names
+    the planner's claim when the planner assigned the run to ``worker`` as it
+    wrote it (that worker runs it without claiming; see the worker module).
 
     A msgspec struct: every worker decodes each record several times per run
     (planned, claimed, finished), so encoding and decoding are on the hot path
@@ -272,6 +296,7 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     not_before: float = 0.0
     worker: str = ""
     token: int = 0
+    dispatch: str = ""
     started_at: float | None = None
     finished_at: float | None = None
     error: str = ""
@@ -291,8 +316,8 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     @property
     def claim(self) -> str:
-        """The claim key a worker creates to run it."""
-        return claim_key(self.job, self.name, self.shard, self.overlap)
+        """The key whose presence holds the run: its dispatch, or the claim a worker creates."""
+        return self.dispatch or claim_key(self.job, self.name, self.shard, self.overlap)
 
     @property
     def due(self) -> float:

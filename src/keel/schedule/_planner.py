@@ -1,16 +1,25 @@
 """The elected planner: one per group turns triggers into execution records.
 
 It campaigns in ``Election(session, "schedule/<group>")``; while it leads it
-keeps one wheel timer per job at ``next fire - lookahead``, and when a timer
-fires it writes that job's new executions and its progress
-(``jobs/<job>/planned``) in one transaction guarded by its leadership and by
-the progress key's mod_revision. So:
+keeps one wheel timer per job at ``next fire - lookahead``, and when timers
+fire it writes those jobs' new executions, up to ``_MAX_RECORDS`` records
+per transaction, each transaction guarded by its leadership and creating
+each record only if absent. So:
 
 - a deposed leader writes nothing (the guard fails);
-- a new leader resumes from the persisted progress and applies the misfire
-  policy to the fires it finds missed (:func:`plan_fires`);
-- the same fire is never written twice: progress and executions move
-  together, and each execution is created only if absent.
+- a new leader resumes after each job's newest scheduled run (the progress,
+  which retention never deletes; a resume mark in ``jobs/<job>/planned`` may
+  move it later) and applies the misfire policy to the fires it finds missed
+  (:func:`plan_fires`);
+- the same fire is never written twice: each record is created only if absent.
+
+Dispatch: a run of an ``overlap="allow"`` job whose routing picked a live
+worker is assigned to that worker in the same transaction: one key per
+worker and transaction (``jobs/_dispatch/<term>-<n>``) attached to that
+worker's session lease holds all its runs there, so the worker runs them
+without a claim transaction of its own, and if it dies the key ends with its
+lease and the runs are claimed elsewhere. The key's create_revision is their
+fencing token.
 
 Planning ``lookahead_s`` ahead lets workers see a run before it is due and
 start it on time, so lateness does not include the planner's write.
@@ -29,19 +38,26 @@ from datetime import UTC, datetime
 
 from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Election, Leadership, Session
-from keel.errors import KeelError, NotLeaderError, SessionLostError, ValidationError
+from keel.errors import (
+    KeelError,
+    LeaseNotFoundError,
+    NotLeaderError,
+    SessionLostError,
+    ValidationError,
+)
 from keel.registry import Discovery, Instance
 from keel.schedule._batch import Batcher
 from keel.schedule._feed import Feed, FeedGate
-from keel.schedule._history import apply_retention
+from keel.schedule._history import apply_retention, last_planned
 from keel.schedule._members import worker_service
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
     JobDef,
     Status,
+    dispatch_key,
     parse_key,
-    planned_key,
+    scheduled_fire,
 )
 from keel.schedule._policies import Plan, plan_fires
 from keel.schedule._records import plan_records
@@ -52,7 +68,8 @@ from keel.store import Compare, Event, EventType, KeyValue, Op, Put
 __all__ = ["Planner", "PlannerStatistics"]
 
 log = logging.getLogger("keel.schedule.planner")
-_MAX_OPS = 100  # per txn, under the store's 128
+_MAX_RECORDS = 96  # per txn: with their compares and dispatch keys, under the store's 128
+_MAX_DISPATCH = 16  # workers assigned runs in one txn; the rest are claimed as usual
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +104,16 @@ class _Job:
     timer: Timer[str] | None = None
     counter: int = 0
     running: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    """The records of one fire of a job, on their way to the store."""
+
+    job: _Job
+    fire: datetime
+    records: list[Execution]
+    next_fire: datetime | None
 
 
 class Planner:
@@ -133,6 +160,9 @@ class Planner:
         self._wake = asyncio.Event()
         self._workers: tuple[Instance, ...] = ()
         self._by_handler: dict[str, list[str]] = {}
+        self._leases: dict[str, int] = {}  # live worker id -> its session lease
+        self._keys: dict[str, str] = {}  # worker id -> dispatch key of the chunk being built
+        self._dispatched = 0
         self._leadership: Leadership | None = None
         self.leading = asyncio.Event()
         """Set while this planner leads its group."""
@@ -207,6 +237,11 @@ class Planner:
         async for members in discovery.subscribe(worker_service(self.group)):
             self._workers = members
             self._by_handler.clear()
+            self._leases = {
+                m.id: int(m.metadata["lease"])
+                for m in members
+                if m.metadata.get("lease", "").isdigit()
+            }
 
     def _handlers(self, handler: str) -> list[str]:
         """Ids of the live workers that have ``handler`` (indexed once per membership change)."""
@@ -244,13 +279,18 @@ class Planner:
             job.trigger = defn.make_trigger()
             if not initial:
                 self._arm(name, at=0.0)
-        elif kind == "planned":
+        elif kind == "planned":  # a resume mark: fires before it are not run
             known = self._jobs.get(name)
             if known is not None and kv.mod_revision > known.planned_mod:
                 known.planned_mod = kv.mod_revision
-                known.last = datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC)
+                _advance(known, json.loads(kv.value)["fire"])
         elif kind == "runs" and name in self._jobs:
-            self._track_busy(self._jobs[name], f"{name}/{rest}", kv.value)
+            job = self._jobs[name]
+            if initial:  # the progress: the newest scheduled run
+                fire = scheduled_fire(rest)
+                if fire is not None:
+                    _advance(job, fire)
+            self._track_busy(job, f"{name}/{rest}", kv.value)
 
     def _track_busy(self, job: _Job, run_id: str, value: bytes) -> None:
         if job.defn.routing != "least_busy":
@@ -259,7 +299,7 @@ class Planner:
             rec = Execution.decode(value)
         except ValidationError:
             return
-        if rec.status is Status.RUNNING:
+        if rec.status is Status.RUNNING or (rec.dispatch and not rec.status.final):
             job.running[run_id] = rec.worker
         else:
             job.running.pop(run_id, None)
@@ -283,46 +323,94 @@ class Planner:
             due = [
                 (n, j) for n in self._wheel.advance(self._clock.time()) if (j := self._jobs.get(n))
             ]
-            # Jobs are planned concurrently: one store round trip each, not one after another.
-            async with asyncio.TaskGroup() as tg:
-                for name, job in due:
-                    job.timer = None
-                    tg.create_task(self._plan_quietly(name, job, leadership))
+            if due:
+                with contextlib.suppress(NotLeaderError):  # flagged on leadership.lost
+                    await self._plan_due(due, leadership)
             nxt = self._wheel.next_deadline()
             wait = 0.5 if nxt is None else min(0.5, max(0.001, nxt - self._clock.time()))
             self._wake.clear()
             await wait_event(self._wake, wait, self._clock)
 
-    async def _plan_quietly(self, name: str, job: _Job, leadership: Leadership) -> None:
-        """Plan one job; a lost lead is already flagged on ``leadership.lost``, which ends _lead."""
-        with contextlib.suppress(NotLeaderError):
-            await self._plan(name, job, leadership)
+    async def _plan_due(self, due: list[tuple[str, _Job]], leadership: Leadership) -> None:
+        """Plan the jobs due together: their records go out in a few shared transactions."""
+        now = self._clock.now()
+        small: list[_Item] = []
+        large: list[tuple[_Job, list[_Item]]] = []
+        for name, job in due:
+            job.timer = None
+            trigger = job.trigger
+            if trigger is None or job.defn.paused:
+                continue
+            plan = plan_fires(
+                trigger,
+                last=job.last,
+                now=now,
+                lookahead_s=self.lookahead_s,
+                grace_s=self.grace_s,
+                misfire=job.defn.misfire,
+                misfire_limit=job.defn.misfire_limit,
+            )
+            if plan.dropped:
+                self._counts["dropped"] += plan.dropped
+                log.warning(
+                    "job %s: %d missed fires beyond misfire_limit dropped", name, plan.dropped
+                )
+            if plan.last is None:  # nothing to write; wait for the next fire
+                self._armed(job, plan.next_fire)
+                continue
+            items = [
+                _Item(job, fire, recs, plan.next_fire) for fire, recs in self._records(job, plan)
+            ]
+            if sum(len(i.records) for i in items) <= _MAX_RECORDS:
+                small += items
+            else:
+                large.append((job, items))
+        chunks: list[list[_Item]] = []
+        size = _MAX_RECORDS
+        for item in small:  # bin by record count, in order: a job's fires stay together
+            if size + len(item.records) > _MAX_RECORDS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += len(item.records)
+        async with asyncio.TaskGroup() as tg:
+            for chunk in chunks:
+                tg.create_task(self._write_and_arm(chunk, leadership))
+            for job, items in large:
+                tg.create_task(self._write_large(job, items, leadership))
 
-    async def _plan(self, name: str, job: _Job, leadership: Leadership) -> None:
-        trigger = job.trigger
-        if trigger is None or job.defn.paused:
-            return
-        plan = plan_fires(
-            trigger,
-            last=job.last,
-            now=self._clock.now(),
-            lookahead_s=self.lookahead_s,
-            grace_s=self.grace_s,
-            misfire=job.defn.misfire,
-            misfire_limit=job.defn.misfire_limit,
-        )
-        if plan.dropped:
-            self._counts["dropped"] += plan.dropped
-            log.warning("job %s: %d missed fires beyond misfire_limit dropped", name, plan.dropped)
+    async def _write_large(self, job: _Job, items: list[_Item], leadership: Leadership) -> None:
+        """A job with many records at once (misfires, shards): in fire order, chunk by chunk."""
+        chunk: list[_Item] = []
+        for item in items:
+            if chunk and sum(len(i.records) for i in chunk) + len(item.records) > _MAX_RECORDS:
+                if not await self._write_and_arm(chunk, leadership, arm=False):
+                    return
+                chunk = []
+            chunk.append(item)
+        await self._write_and_arm(chunk, leadership)
+
+    def _armed(self, job: _Job, next_fire: datetime | None) -> None:
+        if next_fire is not None:
+            self._arm(job.defn.name, at=next_fire.timestamp() - self.lookahead_s)
+
+    async def _write_and_arm(
+        self, chunk: list[_Item], leadership: Leadership, *, arm: bool = True
+    ) -> bool:
+        """Write one chunk; re-arm its jobs (soon again after a failure). True if written."""
         try:
-            ok = await self._write(job, plan, leadership)
+            ok = await self._write_chunk(chunk, leadership)
+        except NotLeaderError:
+            raise
         except KeelError as exc:
-            log.warning("job %s: planning failed, will retry: %s", name, exc)
+            log.warning("planning %d jobs failed, will retry: %s", len(chunk), exc)
             ok = False
-        if not ok:
-            self._arm(name, at=self._clock.time() + 0.2)
-        elif plan.next_fire is not None:
-            self._arm(name, at=plan.next_fire.timestamp() - self.lookahead_s)
+        for item in chunk:
+            if not ok:
+                self._arm(item.job.defn.name, at=self._clock.time() + 0.2)
+            elif arm:
+                self._armed(item.job, item.next_fire)
+        return ok
 
     def _records(self, job: _Job, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
         busy: dict[str, int] = {}
@@ -338,64 +426,79 @@ class Planner:
         )
         return out
 
-    async def _write(self, job: _Job, plan: Plan, leadership: Leadership) -> bool:
-        """Write the plan in chunks; return False when a compare failed (state re-read)."""
-        if plan.last is None:
-            return True
-        chunk: list[tuple[datetime, list[Execution]]] = []
-        size = 0
-        for fire, records in self._records(job, plan):
-            if chunk and size + len(records) > _MAX_OPS:
-                if not await self._write_chunk(job, chunk, chunk[-1][0], leadership):
-                    return False
-                chunk, size = [], 0
-            chunk.append((fire, records))
-            size += len(records)
-        return await self._write_chunk(job, chunk, plan.last, leadership)
+    def _dispatch(self, chunk: list[_Item], leadership: Leadership) -> tuple[list[Op], list[Put]]:
+        """Assign each run whose owner is known to it: one dispatch key per owner, on its lease.
 
-    async def _write_chunk(
-        self,
-        job: _Job,
-        chunk: list[tuple[datetime, list[Execution]]],
-        last: datetime,
-        leadership: Leadership,
-    ) -> bool:
-        name = job.defn.name
-        progress = json.dumps(
-            {"fire": last.timestamp(), "fire_iso": last.isoformat(), "leader": self.node_id}
-        ).encode()
-        compares = [
-            leadership.guard(),
-            Compare.mod_revision(planned_key(name), "==", job.planned_mod),
+        Returns:
+            the dispatch puts (first, so a worker sees its dispatch before the
+            runs) and the record puts.
+        """
+        per_owner: dict[str, int] = {}
+        puts: list[Put] = []
+        for item in chunk:
+            for i, rec in enumerate(item.records):
+                owner = rec.hint
+                if (
+                    owner in self._leases
+                    and rec.overlap == "allow"
+                    and rec.status is Status.PENDING
+                    and (owner in per_owner or len(per_owner) < _MAX_DISPATCH)
+                ):
+                    if owner not in per_owner:
+                        self._dispatched += 1
+                        per_owner[owner] = 0
+                        self._keys[owner] = dispatch_key(leadership.fencing_token, self._dispatched)
+                    per_owner[owner] += 1
+                    rec = rec.with_changes(dispatch=self._keys[owner], worker=owner, attempt=1)
+                    item.records[i] = rec
+                puts.append(Put(rec.key, rec.encode()))
+        claims: list[Op] = [
+            Put(
+                self._keys[owner],
+                json.dumps({"worker": owner, "runs": count}).encode(),
+                lease=self._leases[owner],
+            )
+            for owner, count in per_owner.items()
         ]
-        ops: list[Op] = [Put(planned_key(name), progress)]
-        for _, records in chunk:
-            for rec in records:
-                compares.append(Compare.absent(rec.key))
-                ops.append(Put(rec.key, rec.encode()))
-        # Jobs due together are planned concurrently; the batcher sends their
-        # writes as a few transactions instead of one each.
-        result = await self._batcher.submit(compares, ops)
+        return claims, puts
+
+    async def _write_chunk(self, chunk: list[_Item], leadership: Leadership) -> bool:
+        """Write the records of a chunk in one transaction; False when a compare failed."""
+        compares = [leadership.guard()]
+        for item in chunk:
+            compares += [Compare.absent(rec.key) for rec in item.records]
+        claims, puts = self._dispatch(chunk, leadership)
+        try:
+            result = await self._batcher.submit(compares, [*claims, *puts])
+        except LeaseNotFoundError:  # a worker's lease ended: leave its runs to be claimed
+            self._leases.clear()
+            for item in chunk:
+                item.records = [
+                    r.with_changes(dispatch="", worker="", attempt=0) for r in item.records
+                ]
+            result = await self._batcher.submit(
+                compares, [Put(r.key, r.encode()) for i in chunk for r in i.records]
+            )
         if result.succeeded:
-            job.planned_mod = result.revision
-            job.last = last
-            for _, records in chunk:
-                for rec in records:
+            for item in chunk:
+                job = item.job
+                if job.last is None or item.fire > job.last:
+                    job.last = item.fire
+                for rec in item.records:
                     self._counts["skipped" if rec.status is Status.SKIPPED else "planned"] += 1
             return True
         self._counts["conflicts"] += 1
-        await self._reload(job, leadership)
+        await self._reload(chunk, leadership)
         return False
 
-    async def _reload(self, job: _Job, leadership: Leadership) -> None:
-        """After a failed compare: still leading? Then re-read the job's progress."""
+    async def _reload(self, chunk: list[_Item], leadership: Leadership) -> None:
+        """After a failed compare: still leading? Then re-read the chunk's jobs' progress."""
         mine = await self.store.get(leadership.key)
         if mine is None or mine.create_revision != leadership.fencing_token:
             leadership.lost.set("leader key is gone")
             raise NotLeaderError(f"lost the lead of schedule/{self.group}")
-        kv = await self.store.get(planned_key(job.defn.name))
-        job.planned_mod = kv.mod_revision if kv else 0
-        job.last = datetime.fromtimestamp(json.loads(kv.value)["fire"], UTC) if kv else None
+        for job in {id(i.job): i.job for i in chunk}.values():
+            job.last = await last_planned(self.store, job.defn.name)
 
     async def _retention(self) -> None:
         while True:
@@ -413,6 +516,12 @@ class Planner:
     def __repr__(self) -> str:
         state = "leading" if self.leading.is_set() else "candidate"
         return f"<Planner group={self.group!r} {state} jobs={len(self._jobs)} node={self.node_id}>"
+
+
+def _advance(job: _Job, fire: float) -> None:
+    moment = datetime.fromtimestamp(fire, UTC)
+    if job.last is None or moment > job.last:
+        job.last = moment
 
 
 async def _until_lost(work: object, leadership: Leadership) -> None:

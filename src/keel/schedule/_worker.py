@@ -17,6 +17,14 @@ having its handler (the scheduler's routing hint if that worker is alive,
 else rendezvous hashing); the owner claims at once, the others only after
 ``steal_after_s``, so workers rarely race, and a stalled owner is covered.
 
+Dispatched runs: the planner may assign a run to its owner as it writes it
+(``Execution.dispatch`` names a key on the owner's lease, see the planner).
+The owner then runs it when due without claiming: the dispatch key is its
+claim and that key's create_revision its fencing token. It finishes the run
+with a compare on that token, and deletes the key once every run it holds
+is finished. If the owner dies, the key ends with its lease and the runs are
+claimed (with a claim key of their own) by the others.
+
 Claiming ahead: the owner claims a run of an ``overlap="allow"`` job up to
 ``preclaim_s`` before it is due and then starts the handler on its own timer,
 so the store's write latency is not part of the run's lateness. A run claimed
@@ -48,7 +56,7 @@ from keel.observe import capability_metrics
 from keel.schedule._batch import Batcher
 from keel.schedule._context import Handler, RunLogger, context_for
 from keel.schedule._members import owner_of, registered_members
-from keel.schedule._model import JOBS_PREFIX, Execution, Status, parse_key
+from keel.schedule._model import DISPATCH_PREFIX, JOBS_PREFIX, Execution, Status, parse_key
 from keel.schedule._outcome import WorkerStatistics, outcome_record
 from keel.schedule.wheel import Timer, TimingWheel
 from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
@@ -57,6 +65,7 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("keel.schedule.worker")
 _TIMEOUT = "\x00timeout "  # wheel items: run keys, or this prefix + run key for a timeout
+_START_EARLY_S = 0.05  # a dispatched run's task starts this early and sleeps until due
 
 
 class _Replaced(Exception):
@@ -105,7 +114,8 @@ class Worker:
         self._clock = clock
         self._rng = random.Random()
         self._runs: dict[str, tuple[int, Execution]] = {}  # run key -> (mod_revision, record)
-        self._claims: dict[str, bytes] = {}  # claim key -> run name held
+        self._claims: dict[str, KeyValue] = {}  # claim or dispatch key -> its record
+        self._mine: dict[str, int] = {}  # dispatch key on our lease -> runs not yet finished
         self._by_claim: dict[str, set[str]] = {}  # claim key -> tracked run keys using it
         self._timers = TimingWheel[str](tick_s=0.005, start=clock.time())
         self._timer_of: dict[str, Timer[str]] = {}
@@ -214,16 +224,21 @@ class Worker:
         if event.type is EventType.PUT:
             self._apply_put(event.kv)
             return
-        parsed = parse_key(event.kv.key)
+        key = event.kv.key
+        parsed = parse_key(key)
         if parsed is None:
             return
         _, kind, _ = parsed
         if kind == "runs":
-            self._forget(event.kv.key)
-        elif kind == "claims":
-            self._claims.pop(event.kv.key, None)
-            for key in list(self._by_claim.get(event.kv.key, ())):
-                self._schedule(key)  # orphaned, or waiting on an overlap
+            entry = self._runs.get(key)
+            if entry is not None and entry[1].dispatch in self._mine and key not in self._busy:
+                self._done_with(entry[1].dispatch)  # deleted before it ran
+            self._forget(key)
+        elif kind == "claims" or key.startswith(DISPATCH_PREFIX):
+            self._claims.pop(key, None)
+            self._mine.pop(key, None)
+            for run in list(self._by_claim.get(key, ())):
+                self._schedule(run)  # orphaned, or waiting on an overlap
 
     def _apply_put(self, kv: KeyValue) -> None:
         parsed = parse_key(kv.key)
@@ -231,7 +246,15 @@ class Worker:
             return
         _, kind, _ = parsed
         if kind == "claims":
-            self._claims[kv.key] = kv.value
+            self._claims[kv.key] = kv
+            return
+        if kv.key.startswith(DISPATCH_PREFIX):
+            self._claims[kv.key] = kv
+            held = _dispatch_of(kv.value)
+            if held is not None and held[0] == self.id and kv.create_revision == kv.mod_revision:
+                self._mine[kv.key] = held[1]
+                for run in list(self._by_claim.get(kv.key, ())):
+                    self._schedule(run)  # listed before their dispatch
             return
         if kind != "runs":
             return
@@ -241,6 +264,8 @@ class Worker:
             log.warning("ignoring unreadable execution record %s", kv.key)
             return
         if rec.status.final or rec.handler not in self.handlers:
+            if not rec.status.final and rec.dispatch in self._mine:
+                self._release(kv.key, kv.mod_revision, rec)
             self._forget(kv.key)
             return
         self._runs[kv.key] = (kv.mod_revision, rec)
@@ -264,10 +289,16 @@ class Worker:
             timer.cancel()
 
     def _claimable(self, rec: Execution) -> bool:
+        if rec.dispatch:  # assigned: claimable once its dispatch key is gone
+            return rec.dispatch not in self._claims and not rec.status.final
         if rec.status is Status.PENDING:
             return True
         held = self._claims.get(rec.claim)
-        return rec.status is Status.RUNNING and (held is None or _run_of(held) != rec.name)
+        return rec.status is Status.RUNNING and (held is None or _run_of(held.value) != rec.name)
+
+    def _held(self, rec: Execution) -> bool:
+        """Whether the run is dispatched to this worker (it runs it without claiming)."""
+        return rec.status is Status.PENDING and rec.dispatch in self._mine
 
     def _schedule(self, key: str) -> None:
         """Arm the run's timer for when this worker should try to claim it."""
@@ -275,11 +306,15 @@ class Worker:
         old = self._timer_of.pop(key, None)
         if old is not None:
             old.cancel()
-        if entry is None or key in self._busy or not self._claimable(entry[1]):
+        if entry is None or key in self._busy:
             return
         rec = entry[1]
         at = rec.due
-        if rec.status is Status.PENDING:
+        if self._held(rec):
+            at -= _START_EARLY_S
+        elif not self._claimable(rec):
+            return
+        elif rec.status is Status.PENDING:
             if self._owner(rec, key) != self.id:
                 at += self.steal_after_s
             elif rec.overlap == "allow":
@@ -321,7 +356,13 @@ class Worker:
     async def _attempt(self, key: str) -> None:
         try:
             entry = self._runs.get(key)
-            if entry is not None and self._claimable(entry[1]):
+            if entry is not None and self._held(entry[1]):
+                rec = entry[1]
+                early = rec.due - self._clock.time()
+                if early > 0:  # a sleep is a precise loop timer
+                    await self._clock.sleep(early)
+                await self._run(key, rec, self._claims[rec.dispatch].create_revision)
+            elif entry is not None and self._claimable(entry[1]):
                 await self._claim_and_run(key, *entry)
         except (KeelError, OSError) as exc:
             log.warning("worker %s: execution %s: %s", self.id, key, exc)
@@ -337,15 +378,20 @@ class Worker:
             status=Status.RUNNING,
             attempt=rec.attempt + 1,
             worker=self.id,
+            dispatch="",
             started_at=now if now >= rec.due else None,  # claimed ahead: set when it ends
             finished_at=None,
             cancel=False,
         )
+        claim = running.claim
         claim_value = json.dumps({"run": rec.name, "worker": self.id}).encode()
+        compares = [Compare.mod_revision(key, "==", mod_revision), Compare.absent(claim)]
+        if rec.dispatch:  # its owner's lease ended
+            compares.append(Compare.absent(rec.dispatch))
         result = await self._batcher.submit(
-            [Compare.mod_revision(key, "==", mod_revision), Compare.absent(rec.claim)],
-            [Put(rec.claim, claim_value, lease=self.session.lease_id), Put(key, running.encode())],
-            [Get(rec.claim)],
+            compares,
+            [Put(claim, claim_value, lease=self.session.lease_id), Put(key, running.encode())],
+            [Get(claim)],
         )
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
@@ -442,10 +488,16 @@ class Worker:
             now=self._clock.time(),
             rng=self._rng,
         )
+        if rec.dispatch and final.status is Status.PENDING:  # a retry: claimed as usual
+            final = final.with_changes(dispatch="", worker="")
+        held = [] if rec.dispatch else [Delete(rec.claim)]  # a dispatch holds other runs too
         result = await self._batcher.submit(
-            [Compare.create_revision(rec.claim, "==", token)],
-            [Put(key, final.encode()), Delete(rec.claim)],
+            [Compare.create_revision(rec.claim, "==", token)], [Put(key, final.encode()), *held]
         )
+        if result.succeeded and key in self._runs:  # not to be started again meanwhile
+            self._runs[key] = (result.revision, final)
+        if rec.dispatch:
+            self._done_with(rec.dispatch)
         metrics = capability_metrics()
         if result.succeeded:
             self._counts[counter] += 1
@@ -460,6 +512,48 @@ class Worker:
                 rec.id,
                 token,
             )
+
+    # -- dispatched runs ------------------------------------------------------
+
+    def _done_with(self, dispatch: str) -> None:
+        """One run of our dispatch is over; delete the key after the last one."""
+        left = self._mine.get(dispatch)
+        if left is None:
+            return
+        if left > 1:
+            self._mine[dispatch] = left - 1
+            return
+        del self._mine[dispatch]
+        held = self._claims.get(dispatch)
+        if held is not None and self._tasks is not None:
+            self._tasks.create_task(
+                self._submit_quietly(
+                    [Compare.create_revision(dispatch, "==", held.create_revision)],
+                    [Delete(dispatch)],
+                )
+            )
+
+    def _release(self, key: str, mod_revision: int, rec: Execution) -> None:
+        """A run dispatched to us that we cannot run (no handler): hand it back to be claimed."""
+        token = self._claims[rec.dispatch].create_revision
+        free = rec.with_changes(dispatch="", worker="", hint="", attempt=max(0, rec.attempt - 1))
+        self._done_with(rec.dispatch)
+        if self._tasks is not None:
+            self._tasks.create_task(
+                self._submit_quietly(
+                    [
+                        Compare.create_revision(rec.dispatch, "==", token),
+                        Compare.mod_revision(key, "==", mod_revision),
+                    ],
+                    [Put(key, free.encode())],
+                )
+            )
+
+    async def _submit_quietly(self, compares: list[Compare], ops: list[Put | Delete]) -> None:
+        try:
+            await self._batcher.submit(compares, ops)
+        except (KeelError, OSError) as exc:
+            log.warning("worker %s: %s", self.id, exc)
 
     # -- reporting -----------------------------------------------------------
 
@@ -477,6 +571,15 @@ class Worker:
             f"<Worker {self.id} group={self.group!r} handlers={len(self.handlers)} "
             f"tracked={len(self._runs)} running={len(self._running)} live={len(self._live)}>"
         )
+
+
+def _dispatch_of(value: bytes) -> tuple[str, int] | None:
+    """(worker, runs) of a dispatch key's value, or None if unreadable."""
+    try:
+        data = json.loads(value)
+        return str(data["worker"]), int(data["runs"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _run_of(claim_value: bytes) -> str:
