@@ -92,7 +92,7 @@ class Scheduler:
         ttl_s: int = 10,
         worker: bool = True,
         planner: bool = True,
-        lookahead_s: float = 1.0,
+        lookahead_s: float = 1.5,
         grace_s: float = 1.0,
         max_concurrency: int = 64,
         steal_after_s: float = 1.0,

@@ -464,6 +464,10 @@ class Worker:
             task.uncancel()
         self._timed_out.discard(key)
         self._replacing.discard(key)
+        # Runs due at the same instant wake in one loop turn: let them all start
+        # before this one spends time on its outcome (a handler that returned at
+        # once would otherwise delay the start of every run behind it).
+        await asyncio.sleep(0)
         await self._finish(
             key, rec.with_changes(started_at=started), token, outcome, error, trace, logger.text()
         )
