@@ -58,6 +58,7 @@ from keel.schedule._context import Handler, RunLogger, context_for
 from keel.schedule._members import owner_of, registered_members
 from keel.schedule._model import DISPATCH_PREFIX, JOBS_PREFIX, Execution, Status, parse_key
 from keel.schedule._outcome import WorkerStatistics, outcome_record
+from keel.schedule._table import RunTable, run_of
 from keel.schedule.wheel import Timer, TimingWheel
 from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
 
@@ -113,10 +114,8 @@ class Worker:
         self.log_limit = log_limit
         self._clock = clock
         self._rng = random.Random()
-        self._runs: dict[str, tuple[int, Execution]] = {}  # run key -> (mod_revision, record)
-        self._claims: dict[str, KeyValue] = {}  # claim or dispatch key -> its record
-        self._mine: dict[str, int] = {}  # dispatch key on our lease -> runs not yet finished
-        self._by_claim: dict[str, set[str]] = {}  # claim key -> tracked run keys using it
+        self._table = RunTable(self.id)
+        self._runs = self._table.runs  # run key -> (mod_revision, record)
         self._timers = TimingWheel[str](tick_s=0.005, start=clock.time())
         self._timer_of: dict[str, Timer[str]] = {}
         self._ready: deque[str] = deque()
@@ -231,13 +230,11 @@ class Worker:
         _, kind, _ = parsed
         if kind == "runs":
             entry = self._runs.get(key)
-            if entry is not None and entry[1].dispatch in self._mine and key not in self._busy:
+            if entry is not None and self._table.held(entry[1]) and key not in self._busy:
                 self._done_with(entry[1].dispatch)  # deleted before it ran
             self._forget(key)
         elif kind == "claims" or key.startswith(DISPATCH_PREFIX):
-            self._claims.pop(key, None)
-            self._mine.pop(key, None)
-            for run in list(self._by_claim.get(key, ())):
+            for run in self._table.drop_claim(key):
                 self._schedule(run)  # orphaned, or waiting on an overlap
 
     def _apply_put(self, kv: KeyValue) -> None:
@@ -245,16 +242,9 @@ class Worker:
         if parsed is None:
             return
         _, kind, _ = parsed
-        if kind == "claims":
-            self._claims[kv.key] = kv
-            return
-        if kv.key.startswith(DISPATCH_PREFIX):
-            self._claims[kv.key] = kv
-            held = _dispatch_of(kv.value)
-            if held is not None and held[0] == self.id and kv.create_revision == kv.mod_revision:
-                self._mine[kv.key] = held[1]
-                for run in list(self._by_claim.get(kv.key, ())):
-                    self._schedule(run)  # listed before their dispatch
+        if kind == "claims" or kv.key.startswith(DISPATCH_PREFIX):
+            for run in self._table.put_claim(kv, dispatch=kind != "claims"):
+                self._schedule(run)
             return
         if kind != "runs":
             return
@@ -264,12 +254,11 @@ class Worker:
             log.warning("ignoring unreadable execution record %s", kv.key)
             return
         if rec.status.final or rec.handler not in self.handlers:
-            if not rec.status.final and rec.dispatch in self._mine:
+            if self._table.held(rec):
                 self._release(kv.key, kv.mod_revision, rec)
             self._forget(kv.key)
             return
-        self._runs[kv.key] = (kv.mod_revision, rec)
-        self._by_claim.setdefault(rec.claim, set()).add(kv.key)
+        self._table.track(kv.key, kv.mod_revision, rec)
         running = self._running.get(kv.key)
         if running is not None and rec.cancel and kv.key not in self._replacing:
             self._replacing.add(kv.key)
@@ -277,28 +266,10 @@ class Worker:
         self._schedule(kv.key)
 
     def _forget(self, key: str) -> None:
-        entry = self._runs.pop(key, None)
-        if entry is not None:
-            waiting = self._by_claim.get(entry[1].claim)
-            if waiting is not None:
-                waiting.discard(key)
-                if not waiting:
-                    del self._by_claim[entry[1].claim]
+        self._table.forget(key)
         timer = self._timer_of.pop(key, None)
         if timer is not None:
             timer.cancel()
-
-    def _claimable(self, rec: Execution) -> bool:
-        if rec.dispatch:  # assigned: claimable once its dispatch key is gone
-            return rec.dispatch not in self._claims and not rec.status.final
-        if rec.status is Status.PENDING:
-            return True
-        held = self._claims.get(rec.claim)
-        return rec.status is Status.RUNNING and (held is None or _run_of(held.value) != rec.name)
-
-    def _held(self, rec: Execution) -> bool:
-        """Whether the run is dispatched to this worker (it runs it without claiming)."""
-        return rec.status is Status.PENDING and rec.dispatch in self._mine
 
     def _schedule(self, key: str) -> None:
         """Arm the run's timer for when this worker should try to claim it."""
@@ -310,9 +281,9 @@ class Worker:
             return
         rec = entry[1]
         at = rec.due
-        if self._held(rec):
+        if self._table.held(rec):
             at -= _START_EARLY_S
-        elif not self._claimable(rec):
+        elif not self._table.claimable(rec):
             return
         elif rec.status is Status.PENDING:
             if self._owner(rec, key) != self.id:
@@ -356,13 +327,13 @@ class Worker:
     async def _attempt(self, key: str) -> None:
         try:
             entry = self._runs.get(key)
-            if entry is not None and self._held(entry[1]):
+            if entry is not None and self._table.held(entry[1]):
                 rec = entry[1]
                 early = rec.due - self._clock.time()
                 if early > 0:  # a sleep is a precise loop timer
                     await self._clock.sleep(early)
-                await self._run(key, rec, self._claims[rec.dispatch].create_revision)
-            elif entry is not None and self._claimable(entry[1]):
+                await self._run(key, rec, self._table.token(rec))
+            elif entry is not None and self._table.claimable(entry[1]):
                 await self._claim_and_run(key, *entry)
         except (KeelError, OSError) as exc:
             log.warning("worker %s: execution %s: %s", self.id, key, exc)
@@ -396,12 +367,12 @@ class Worker:
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
             held = result.results[0]
-            if isinstance(held, KeyValue) and _run_of(held.value) != rec.name:
+            if isinstance(held, KeyValue) and run_of(held.value) != rec.name:
                 await self._overlap(key, mod_revision, rec, held)
             return
         self._counts["claims"] += 1
         token = result.revision
-        self._runs[key] = (result.revision, running)
+        self._table.track(key, result.revision, running)
         early = rec.due - self._clock.time()
         if early > 0:  # claimed ahead: start on time (a sleep is a precise loop timer)
             await self._clock.sleep(early)
@@ -413,14 +384,14 @@ class Worker:
             skipped = rec.with_changes(
                 status=Status.SKIPPED,
                 finished_at=self._clock.time(),
-                error=f"skipped: {_run_of(held.value)} was still running (overlap=forbid)",
+                error=f"skipped: {run_of(held.value)} was still running (overlap=forbid)",
             )
             done = await self.store.txn(
                 [Compare.mod_revision(key, "==", mod_revision)], [Put(key, skipped.encode())]
             )
             self._counts["skipped"] += done.succeeded
         elif rec.overlap == "replace":
-            other_key = key.rsplit("/", 1)[0] + "/" + _run_of(held.value)
+            other_key = key.rsplit("/", 1)[0] + "/" + run_of(held.value)
             other = self._runs.get(other_key)
             if other is not None and not other[1].cancel:
                 await self.store.txn(
@@ -499,7 +470,7 @@ class Worker:
             [Compare.create_revision(rec.claim, "==", token)], [Put(key, final.encode()), *held]
         )
         if result.succeeded and key in self._runs:  # not to be started again meanwhile
-            self._runs[key] = (result.revision, final)
+            self._table.track(key, result.revision, final)
         if rec.dispatch:
             self._done_with(rec.dispatch)
         metrics = capability_metrics()
@@ -521,25 +492,17 @@ class Worker:
 
     def _done_with(self, dispatch: str) -> None:
         """One run of our dispatch is over; delete the key after the last one."""
-        left = self._mine.get(dispatch)
-        if left is None:
-            return
-        if left > 1:
-            self._mine[dispatch] = left - 1
-            return
-        del self._mine[dispatch]
-        held = self._claims.get(dispatch)
-        if held is not None and self._tasks is not None:
+        token = self._table.done_with(dispatch)
+        if token is not None and self._tasks is not None:
             self._tasks.create_task(
                 self._submit_quietly(
-                    [Compare.create_revision(dispatch, "==", held.create_revision)],
-                    [Delete(dispatch)],
+                    [Compare.create_revision(dispatch, "==", token)], [Delete(dispatch)]
                 )
             )
 
     def _release(self, key: str, mod_revision: int, rec: Execution) -> None:
         """A run dispatched to us that we cannot run (no handler): hand it back to be claimed."""
-        token = self._claims[rec.dispatch].create_revision
+        token = self._table.token(rec)
         free = rec.with_changes(dispatch="", worker="", hint="", attempt=max(0, rec.attempt - 1))
         self._done_with(rec.dispatch)
         if self._tasks is not None:
@@ -575,19 +538,3 @@ class Worker:
             f"<Worker {self.id} group={self.group!r} handlers={len(self.handlers)} "
             f"tracked={len(self._runs)} running={len(self._running)} live={len(self._live)}>"
         )
-
-
-def _dispatch_of(value: bytes) -> tuple[str, int] | None:
-    """(worker, runs) of a dispatch key's value, or None if unreadable."""
-    try:
-        data = json.loads(value)
-        return str(data["worker"]), int(data["runs"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _run_of(claim_value: bytes) -> str:
-    try:
-        return str(json.loads(claim_value)["run"])
-    except (ValueError, KeyError, TypeError):
-        return ""
