@@ -2,7 +2,7 @@
 
 It campaigns in ``Election(session, "schedule/<group>")``; while it leads it
 keeps one wheel timer per job at ``next fire - lookahead``, and when timers
-fire it writes those jobs' new executions, up to ``_MAX_RECORDS`` records
+fire it writes those jobs' new executions, up to ``MAX_RECORDS`` records
 per transaction, each transaction guarded by its leadership and creating
 each record only if absent. So:
 
@@ -33,14 +33,13 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 
 from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Election, Leadership, Session
 from keel.errors import (
     KeelError,
-    LeaseNotFoundError,
     NotLeaderError,
     SessionLostError,
     ValidationError,
@@ -48,28 +47,32 @@ from keel.errors import (
 from keel.registry import Discovery, Instance
 from keel.schedule._batch import Batcher
 from keel.schedule._feed import Feed, FeedGate
-from keel.schedule._history import apply_retention, last_planned
+from keel.schedule._history import apply_retention
 from keel.schedule._members import worker_service
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
     JobDef,
     Status,
-    dispatch_key,
     parse_key,
     scheduled_fire,
 )
+from keel.schedule._plan_writer import (
+    MAX_RECORDS,
+    JobState,
+    PlanItem,
+    PlanWriter,
+    advance,
+    chunked,
+)
 from keel.schedule._policies import Plan, plan_fires
 from keel.schedule._records import plan_records
-from keel.schedule._triggers import Trigger
-from keel.schedule.wheel import Timer, TimingWheel
-from keel.store import Compare, Event, EventType, KeyValue, Op, Put
+from keel.schedule.wheel import TimingWheel
+from keel.store import Event, EventType, KeyValue
 
 __all__ = ["Planner", "PlannerStatistics"]
 
 log = logging.getLogger("keel.schedule.planner")
-_MAX_RECORDS = 96  # per txn: with their compares and dispatch keys, under the store's 128
-_MAX_DISPATCH = 16  # workers assigned runs in one txn; the rest are claimed as usual
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +96,6 @@ class PlannerStatistics:
     skipped: int
     dropped: int
     conflicts: int
-
-
-@dataclass
-class _Job:
-    defn: JobDef
-    trigger: Trigger | None = None
-    planned_mod: int = 0
-    last: datetime | None = None
-    timer: Timer[str] | None = None
-    counter: int = 0
-    running: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Item:
-    """The records of one fire of a job, on their way to the store."""
-
-    job: _Job
-    fire: datetime
-    records: list[Execution]
-    next_fire: datetime | None
 
 
 class Planner:
@@ -157,19 +139,17 @@ class Planner:
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self._clock = clock
         self._feed = feed
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, JobState] = {}
         self._wheel = TimingWheel[str](tick_s=0.01, start=clock.time())
         self._batcher = Batcher(self.store)
         self._wake = asyncio.Event()
         self._workers: tuple[Instance, ...] = ()
         self._by_handler: dict[str, list[str]] = {}
-        self._leases: dict[str, int] = {}  # live worker id -> its session lease
-        self._keys: dict[str, str] = {}  # worker id -> dispatch key of the chunk being built
-        self._dispatched = 0
         self._leadership: Leadership | None = None
         self.leading = asyncio.Event()
         """Set while this planner leads its group."""
         self._counts = dict.fromkeys(("terms", "planned", "skipped", "dropped", "conflicts"), 0)
+        self._writer = PlanWriter(self._batcher, group, self._counts)
 
     async def run(self) -> None:
         """Campaign, lead until leadership is lost, campaign again; until cancelled.
@@ -240,7 +220,7 @@ class Planner:
         async for members in discovery.subscribe(worker_service(self.group)):
             self._workers = members
             self._by_handler.clear()
-            self._leases = {
+            self._writer.leases = {
                 m.id: int(m.metadata["lease"])
                 for m in members
                 if m.metadata.get("lease", "").isdigit()
@@ -277,7 +257,7 @@ class Planner:
                 return
             if defn.group != self.group:
                 return
-            job = self._jobs.setdefault(name, _Job(defn))
+            job = self._jobs.setdefault(name, JobState(defn))
             job.defn = defn
             job.trigger = defn.make_trigger()
             if not initial:
@@ -286,16 +266,16 @@ class Planner:
             known = self._jobs.get(name)
             if known is not None and kv.mod_revision > known.planned_mod:
                 known.planned_mod = kv.mod_revision
-                _advance(known, json.loads(kv.value)["fire"])
+                advance(known, json.loads(kv.value)["fire"])
         elif kind == "runs" and name in self._jobs:
             job = self._jobs[name]
             if initial:  # the progress: the newest scheduled run
                 fire = scheduled_fire(rest)
                 if fire is not None:
-                    _advance(job, fire)
+                    advance(job, fire)
             self._track_busy(job, f"{name}/{rest}", kv.value)
 
-    def _track_busy(self, job: _Job, run_id: str, value: bytes) -> None:
+    def _track_busy(self, job: JobState, run_id: str, value: bytes) -> None:
         if job.defn.routing != "least_busy":
             return
         try:
@@ -334,11 +314,11 @@ class Planner:
             self._wake.clear()
             await wait_event(self._wake, wait, self._clock)
 
-    async def _plan_due(self, due: list[tuple[str, _Job]], leadership: Leadership) -> None:
+    async def _plan_due(self, due: list[tuple[str, JobState]], leadership: Leadership) -> None:
         """Plan the jobs due together: their records go out in a few shared transactions."""
         now = self._clock.now()
-        small: list[_Item] = []
-        large: list[tuple[_Job, list[_Item]]] = []
+        small: list[PlanItem] = []
+        large: list[tuple[JobState, list[PlanItem]]] = []
         for n, (name, job) in enumerate(due, 1):
             job.timer = None
             if n % 64 == 0:  # hundreds due at once: let runs starting now go first
@@ -364,47 +344,41 @@ class Planner:
                 self._armed(job, plan.next_fire)
                 continue
             items = [
-                _Item(job, fire, recs, plan.next_fire) for fire, recs in self._records(job, plan)
+                PlanItem(job, fire, recs, plan.next_fire) for fire, recs in self._records(job, plan)
             ]
-            if sum(len(i.records) for i in items) <= _MAX_RECORDS:
+            if sum(len(i.records) for i in items) <= MAX_RECORDS:
                 small += items
             else:
                 large.append((job, items))
-        chunks: list[list[_Item]] = []
-        size = _MAX_RECORDS
-        for item in small:  # bin by record count, in order: a job's fires stay together
-            if size + len(item.records) > _MAX_RECORDS:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(item)
-            size += len(item.records)
         async with asyncio.TaskGroup() as tg:
-            for chunk in chunks:
+            for chunk in chunked(small):
                 tg.create_task(self._write_and_arm(chunk, leadership))
             for job, items in large:
                 tg.create_task(self._write_large(job, items, leadership))
 
-    async def _write_large(self, job: _Job, items: list[_Item], leadership: Leadership) -> None:
+    async def _write_large(
+        self, job: JobState, items: list[PlanItem], leadership: Leadership
+    ) -> None:
         """A job with many records at once (misfires, shards): in fire order, chunk by chunk."""
-        chunk: list[_Item] = []
+        chunk: list[PlanItem] = []
         for item in items:
-            if chunk and sum(len(i.records) for i in chunk) + len(item.records) > _MAX_RECORDS:
+            if chunk and sum(len(i.records) for i in chunk) + len(item.records) > MAX_RECORDS:
                 if not await self._write_and_arm(chunk, leadership, arm=False):
                     return
                 chunk = []
             chunk.append(item)
         await self._write_and_arm(chunk, leadership)
 
-    def _armed(self, job: _Job, next_fire: datetime | None) -> None:
+    def _armed(self, job: JobState, next_fire: datetime | None) -> None:
         if next_fire is not None:
             self._arm(job.defn.name, at=next_fire.timestamp() - self.lookahead_s)
 
     async def _write_and_arm(
-        self, chunk: list[_Item], leadership: Leadership, *, arm: bool = True
+        self, chunk: list[PlanItem], leadership: Leadership, *, arm: bool = True
     ) -> bool:
         """Write one chunk; re-arm its jobs (soon again after a failure). True if written."""
         try:
-            ok = await self._write_chunk(chunk, leadership)
+            ok = await self._writer.write(chunk, leadership)
         except NotLeaderError:
             raise
         except KeelError as exc:
@@ -417,7 +391,7 @@ class Planner:
                 self._armed(item.job, item.next_fire)
         return ok
 
-    def _records(self, job: _Job, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
+    def _records(self, job: JobState, plan: Plan) -> list[tuple[datetime, list[Execution]]]:
         busy: dict[str, int] = {}
         for worker in job.running.values():
             busy[worker] = busy.get(worker, 0) + 1
@@ -430,80 +404,6 @@ class Planner:
             now=self._clock.time(),
         )
         return out
-
-    def _dispatch(self, chunk: list[_Item], leadership: Leadership) -> tuple[list[Op], list[Put]]:
-        """Assign each run whose owner is known to it: one dispatch key per owner, on its lease.
-
-        Returns:
-            the dispatch puts (first, so a worker sees its dispatch before the
-            runs) and the record puts.
-        """
-        per_owner: dict[str, int] = {}
-        puts: list[Put] = []
-        for item in chunk:
-            for i, rec in enumerate(item.records):
-                owner = rec.hint
-                if (
-                    owner in self._leases
-                    and rec.overlap == "allow"
-                    and rec.status is Status.PENDING
-                    and (owner in per_owner or len(per_owner) < _MAX_DISPATCH)
-                ):
-                    if owner not in per_owner:
-                        self._dispatched += 1
-                        per_owner[owner] = 0
-                        self._keys[owner] = dispatch_key(leadership.fencing_token, self._dispatched)
-                    per_owner[owner] += 1
-                    rec = rec.with_changes(dispatch=self._keys[owner], worker=owner, attempt=1)
-                    item.records[i] = rec
-                puts.append(Put(rec.key, rec.encode()))
-        claims: list[Op] = [
-            Put(
-                self._keys[owner],
-                json.dumps({"worker": owner, "runs": count}).encode(),
-                lease=self._leases[owner],
-            )
-            for owner, count in per_owner.items()
-        ]
-        return claims, puts
-
-    async def _write_chunk(self, chunk: list[_Item], leadership: Leadership) -> bool:
-        """Write the records of a chunk in one transaction; False when a compare failed."""
-        compares = [leadership.guard()]
-        for item in chunk:
-            compares += [Compare.absent(rec.key) for rec in item.records]
-        claims, puts = self._dispatch(chunk, leadership)
-        try:
-            result = await self._batcher.submit(compares, [*claims, *puts])
-        except LeaseNotFoundError:  # a worker's lease ended: leave its runs to be claimed
-            self._leases.clear()
-            for item in chunk:
-                item.records = [
-                    r.with_changes(dispatch="", worker="", attempt=0) for r in item.records
-                ]
-            result = await self._batcher.submit(
-                compares, [Put(r.key, r.encode()) for i in chunk for r in i.records]
-            )
-        if result.succeeded:
-            for item in chunk:
-                job = item.job
-                if job.last is None or item.fire > job.last:
-                    job.last = item.fire
-                for rec in item.records:
-                    self._counts["skipped" if rec.status is Status.SKIPPED else "planned"] += 1
-            return True
-        self._counts["conflicts"] += 1
-        await self._reload(chunk, leadership)
-        return False
-
-    async def _reload(self, chunk: list[_Item], leadership: Leadership) -> None:
-        """After a failed compare: still leading? Then re-read the chunk's jobs' progress."""
-        mine = await self.store.get(leadership.key)
-        if mine is None or mine.create_revision != leadership.fencing_token:
-            leadership.lost.set("leader key is gone")
-            raise NotLeaderError(f"lost the lead of schedule/{self.group}")
-        for job in {id(i.job): i.job for i in chunk}.values():
-            job.last = await last_planned(self.store, job.defn.name)
 
     async def _retention(self) -> None:
         while True:
@@ -521,12 +421,6 @@ class Planner:
     def __repr__(self) -> str:
         state = "leading" if self.leading.is_set() else "candidate"
         return f"<Planner group={self.group!r} {state} jobs={len(self._jobs)} node={self.node_id}>"
-
-
-def _advance(job: _Job, fire: float) -> None:
-    moment = datetime.fromtimestamp(fire, UTC)
-    if job.last is None or moment > job.last:
-        job.last = moment
 
 
 async def _until_lost(work: object, leadership: Leadership) -> None:
