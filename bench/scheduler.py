@@ -118,12 +118,15 @@ def bench_wheel(n: int) -> dict[str, float]:
 
 async def child(url: str, spec: dict[str, Any]) -> None:
     """A scheduler process: jobs every second and/or the 'task' handler."""
+    options: dict[str, Any] = {}
+    if "lookahead" in spec:
+        options["lookahead_s"] = float(spec["lookahead"])
     async with keel.connect(url) as store:
         scheduler = Scheduler(
             store,
+            **options,
             ttl_s=int(spec.get("ttl", 3)),
             planner=bool(spec.get("planner", True)),
-            lookahead_s=float(spec.get("lookahead", 1.0)),
             steal_after_s=float(spec.get("steal", 1.0)),
             # every job's run may be in flight at once, as in APScheduler's asyncio executor
             max_concurrency=max(64, int(spec.get("jobs", 0))),
@@ -198,22 +201,43 @@ async def stop(procs: list[asyncio.subprocess.Process]) -> None:
 # -- lateness ------------------------------------------------------------------
 
 
-async def lateness_keel(url: str, jobs: int, seconds: float) -> dict[str, float]:
-    spec = {"jobs": jobs, "lookahead": float(os.environ.get("KEEL_BENCH_LOOKAHEAD", 1.0))}
+async def lateness_keel(url: str, jobs: int, seconds: float) -> dict[str, Any]:
+    spec: dict[str, Any] = {"jobs": jobs}
+    if os.environ.get("KEEL_BENCH_LOOKAHEAD"):
+        spec["lookahead"] = float(os.environ["KEEL_BENCH_LOOKAHEAD"])
     procs = [await spawn(url, {**spec, "planner": i == 0}) for i in range(2)]
     started = time.time()
     await asyncio.sleep(seconds)
+    stopped = time.time()
     await stop(procs)
     samples: list[float] = []
+    by_worker: dict[str, list[float]] = {}
+    by_fire: dict[float, list[float]] = {}
+    unstarted: list[str] = []
     async with keel.connect(url) as store:
         for i in range(jobs):
             for r in await list_runs(store, f"b.{i}"):
+                if started + 2 < r.fire < stopped - 1 and r.lateness_s is None:
+                    unstarted.append(f"{r.fire - started:.1f}s {r.status.value} {r.worker}")
                 if r.fire > started + 2 and r.lateness_s is not None:
                     samples.append(r.lateness_s)
+                    by_worker.setdefault(r.worker, []).append(r.lateness_s)
+                    by_fire.setdefault(r.fire, []).append(r.lateness_s)
+    worst = sorted(by_fire, key=lambda f: pct(by_fire[f], 0.99), reverse=True)[:3]
     return {
         "runs": len(samples),
         "p50_ms": pct(samples, 0.5) * 1000,
         "p99_ms": pct(samples, 0.99) * 1000,
+        # where the tail comes from: each worker's share, and the worst fire instants
+        "workers_p50_p99_ms": sorted(
+            (len(v), round(pct(v, 0.5) * 1000, 1), round(pct(v, 0.99) * 1000, 1))
+            for v in by_worker.values()
+        ),
+        "worst_fires_p99_ms": [round(pct(by_fire[f], 0.99) * 1000, 1) for f in worst],
+        "worst_fires_at_s": [round(f - started, 1) for f in worst],
+        "due_never_started": len(unstarted),  # fires due a second before the stop
+        "due_never_started_examples": sorted(set(unstarted))[:3],
+        "fires_p99_ms": [round(pct(by_fire[f], 0.99) * 1000) for f in sorted(by_fire)],
     }
 
 
