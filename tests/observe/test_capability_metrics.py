@@ -79,8 +79,8 @@ async def test_schedule_run_series() -> None:
             ),
             10,
         )
-        assert value("keel_schedule_duration_seconds_count", job="metrics.job") >= 1
-        assert value("keel_schedule_lateness_seconds_count", job="metrics.job") >= 1
+        assert value("keel_schedule_duration_seconds_count", group="default") >= 1
+        assert value("keel_schedule_lateness_seconds_count", group="default") >= 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

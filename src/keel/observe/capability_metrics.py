@@ -8,7 +8,12 @@
 - ``keel_coord_lost_total{kind}`` — ownerships lost (session or key gone), not released;
 - ``keel_schedule_runs_total{job,outcome}`` — finished runs (succeeded,
   failed, timed_out, cancelled, retried, fenced);
-- ``keel_schedule_lateness_seconds{job}`` and ``keel_schedule_duration_seconds{job}``.
+- ``keel_schedule_lateness_seconds{group}`` and ``keel_schedule_duration_seconds{group}``:
+  per scheduler group, not per job. Jobs can be thousands (created through
+  the API), and a histogram child is a dozen locked values: per job, 1,000
+  jobs made 44,000 objects that every full garbage collection walked (70-100
+  ms pauses on the test machine). Per-job lateness and durations are in the
+  run records (``job_statistics``).
 
 Library code calls :func:`capability_metrics` (the process-wide registry);
 tests may build their own :class:`CapabilityMetrics` on a private registry.
@@ -70,17 +75,20 @@ class CapabilityMetrics:
         self._lateness = Histogram(
             "keel_schedule_lateness_seconds",
             "Start time minus scheduled fire time.",
-            ("job",),
+            ("group",),
             buckets=_FAST,
             registry=r,
         )
         self._duration = Histogram(
             "keel_schedule_duration_seconds",
             "Handler run time.",
-            ("job",),
+            ("group",),
             buckets=_FAST,
             registry=r,
         )
+
+        self._run_counters: dict[tuple[str, str], Counter] = {}
+        self._run_times: dict[str, tuple[Histogram, Histogram]] = {}
 
     def registry_event(self, service: str, event: str) -> None:
         """Count one registration event."""
@@ -102,14 +110,28 @@ class CapabilityMetrics:
             self._lost.labels(kind).inc()
 
     def run_finished(
-        self, job: str, outcome: str, lateness_s: float | None, duration_s: float | None
+        self,
+        job: str,
+        group: str,
+        outcome: str,
+        lateness_s: float | None,
+        duration_s: float | None,
     ) -> None:
         """Count one finished run and observe its lateness and duration."""
-        self._runs.labels(job, outcome).inc()
+        counter = self._run_counters.get((job, outcome))
+        if counter is None:  # labels() validates and locks: once per series, not per run
+            counter = self._run_counters[(job, outcome)] = self._runs.labels(job, outcome)
+        counter.inc()
+        times = self._run_times.get(group)
+        if times is None:
+            times = self._run_times[group] = (
+                self._lateness.labels(group),
+                self._duration.labels(group),
+            )
         if lateness_s is not None:
-            self._lateness.labels(job).observe(max(0.0, lateness_s))
+            times[0].observe(max(0.0, lateness_s))
         if duration_s is not None:
-            self._duration.labels(job).observe(max(0.0, duration_s))
+            times[1].observe(max(0.0, duration_s))
 
     def __repr__(self) -> str:
         return f"CapabilityMetrics(registry={self.registry!r})"

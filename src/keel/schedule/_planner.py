@@ -188,6 +188,7 @@ class Planner:
             kvs, revision = await self.store.range(JOBS_PREFIX)
             for kv in kvs:
                 self._apply_put(kv, initial=True)
+            kvs.clear()  # this frame lives as long as the lead: do not keep the listing
             if gate is not None:
                 gate.open(revision)
             for name in list(self._jobs):

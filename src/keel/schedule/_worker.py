@@ -205,6 +205,7 @@ class Worker:
         kvs, revision = await self.store.range(JOBS_PREFIX)
         for kv in kvs:
             self._apply_put(kv)
+        kvs.clear()  # this frame lives as long as the watch: do not keep the listing
         self.loaded.set()
         async with self.store.watch(
             JOBS_PREFIX, prefix=True, start_revision=revision + 1
@@ -476,10 +477,10 @@ class Worker:
         metrics = capability_metrics()
         if result.succeeded:
             self._counts[counter] += 1
-            metrics.run_finished(rec.job, counter, final.lateness_s, final.duration_s)
+            metrics.run_finished(rec.job, self.group, counter, final.lateness_s, final.duration_s)
         else:
             self._counts["fenced"] += 1
-            metrics.run_finished(rec.job, "fenced", None, None)
+            metrics.run_finished(rec.job, self.group, "fenced", None, None)
             log.warning(
                 "worker %s: outcome %s of %s not written: its claim (token %d) is gone",
                 self.id,
