@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import heapq
 import json
 import os
@@ -145,6 +146,7 @@ async def child(url: str, spec: dict[str, Any]) -> None:
             scheduler.job(f"b.{i}", interval_s=1.0, keep_last=1000)(noop)
         scheduler.handler("task")(task)
         scheduler.handler("noop")(noop)
+        gc.freeze()  # as `keel worker` does once loaded (APScheduler's process gets the same)
         run = asyncio.ensure_future(scheduler.run())
         await scheduler.ready.wait()
         print("READY", flush=True)
@@ -158,9 +160,21 @@ async def child(url: str, spec: dict[str, Any]) -> None:
 
 
 async def _trace(scheduler: Scheduler) -> None:
+    pauses: list[float] = []
+    began = [0.0]
+
+    def full_collections(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                began[0] = time.perf_counter()
+            else:
+                pauses.append((time.perf_counter() - began[0]) * 1000)
+
+    gc.callbacks.append(full_collections)
     while True:
         await asyncio.sleep(1)
-        parts = [f"{time.time() % 100:6.2f}"]
+        parts = [f"{time.time() % 100:6.2f} full gc ms {[round(p) for p in pauses]}"]
+        pauses.clear()
         if scheduler.planner is not None:
             parts.append(repr(scheduler.planner.statistics()))
         if scheduler.worker is not None:
@@ -253,6 +267,7 @@ async def lateness_apscheduler(jobs: int, seconds: float) -> dict[str, float]:
     sched = AsyncIOScheduler()
     for i in range(jobs):
         sched.add_job(job, "cron", second="*", id=f"a{i}", misfire_grace_time=30)
+    gc.freeze()  # the same start-up freeze as keel's worker processes
     sched.start()
     await asyncio.sleep(seconds)
     sched.shutdown(wait=False)
