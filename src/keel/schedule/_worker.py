@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import socket
-import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -54,7 +53,8 @@ from keel.coord import Session
 from keel.errors import KeelError, ValidationError
 from keel.observe import capability_metrics
 from keel.schedule._batch import Batcher
-from keel.schedule._context import Handler, RunLogger, context_for
+from keel.schedule._context import Handler
+from keel.schedule._execute import Ended, HandlerRuns
 from keel.schedule._members import owner_of, registered_members
 from keel.schedule._model import DISPATCH_PREFIX, JOBS_PREFIX, Execution, Status, parse_key
 from keel.schedule._outcome import WorkerStatistics, outcome_record
@@ -66,6 +66,17 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("keel.schedule.worker")
 _TIMEOUT = "\x00timeout "  # wheel items: run keys, or this prefix + run key for a timeout
+_COUNTERS = [
+    "claims",
+    "claim_conflicts",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "retried",
+    "skipped",
+    "fenced",
+]
 _START_EARLY_S = 0.05  # a dispatched run's task starts this early and sleeps until due
 
 
@@ -120,9 +131,15 @@ class Worker:
         self._timer_of: dict[str, Timer[str]] = {}
         self._ready: deque[str] = deque()
         self._busy: set[str] = set()  # run keys being claimed or run here
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._replacing: set[str] = set()
-        self._timed_out: set[str] = set()
+        self._handler_runs = HandlerRuns(
+            self.id,
+            self.handlers,
+            self.store,
+            log_limit=log_limit,
+            clock=clock,
+            arm_timeout=self._arm_timeout,
+        )
+        self._running = self._handler_runs.running
         self._own: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._batcher = Batcher(self.store)
@@ -132,20 +149,7 @@ class Worker:
         self._listeners: list[Callable[[Event], None]] = []
         self.loaded = asyncio.Event()
         """Set once the initial listing of executions is loaded."""
-        self._counts = dict.fromkeys(
-            (
-                "claims",
-                "claim_conflicts",
-                "succeeded",
-                "failed",
-                "timed_out",
-                "cancelled",
-                "retried",
-                "skipped",
-                "fenced",
-            ),
-            0,
-        )
+        self._counts = dict.fromkeys(_COUNTERS, 0)
 
     # -- lifetime ------------------------------------------------------------
 
@@ -260,10 +264,8 @@ class Worker:
             self._forget(kv.key)
             return
         self._table.track(kv.key, kv.mod_revision, rec)
-        running = self._running.get(kv.key)
-        if running is not None and rec.cancel and kv.key not in self._replacing:
-            self._replacing.add(kv.key)
-            running.cancel()
+        if rec.cancel:
+            self._handler_runs.replace(kv.key)
         self._schedule(kv.key)
 
     def _forget(self, key: str) -> None:
@@ -302,7 +304,7 @@ class Worker:
         while True:
             for key in self._timers.advance(self._clock.time()):
                 if key.startswith(_TIMEOUT):
-                    self._expire(key.removeprefix(_TIMEOUT))
+                    self._handler_runs.expire(key.removeprefix(_TIMEOUT))
                     continue
                 self._timer_of.pop(key, None)
                 self._ready.append(key)
@@ -318,12 +320,10 @@ class Worker:
             self._wake.clear()
             await wait_event(self._wake, wait if wait > 0 else 0.001, self._clock)
 
-    def _expire(self, key: str) -> None:
-        """A running handler reached its timeout: cancel it (it is marked TIMED_OUT)."""
-        task = self._running.get(key)
-        if task is not None and key not in self._replacing:
-            self._timed_out.add(key)
-            task.cancel()
+    def _arm_timeout(self, at: float, key: str) -> Timer[str]:
+        timer = self._timers.add(at, _TIMEOUT + key)
+        self._wake.set()
+        return timer
 
     async def _attempt(self, key: str) -> None:
         try:
@@ -401,66 +401,22 @@ class Worker:
                 )
 
     async def _run(self, key: str, rec: Execution, token: int) -> None:
-        logger = RunLogger(rec.id, self.log_limit)
-        ctx = context_for(rec, token, worker_id=self.id, log=logger, store=self.store)
-        handler = self.handlers[rec.handler]
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[key] = task
-        outcome, error, trace = Status.SUCCEEDED, "", ""
-        # The timeout is a timer on the worker's wheel (cheap to add and cancel).
-        deadline = None
-        if rec.timeout_s is not None:
-            deadline = self._timers.add(self._clock.time() + rec.timeout_s, _TIMEOUT + key)
-            self._wake.set()
-        started = self._clock.time()  # lateness ends here: the handler starts now
-        try:
-            await handler(ctx)
-        except asyncio.CancelledError:
-            if key not in self._timed_out and key not in self._replacing:
-                raise  # the worker is shutting down: the claim ends with the lease
-        except Exception as exc:
-            outcome, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
-            trace = traceback.format_exc()
-        finally:
-            if deadline is not None:
-                deadline.cancel()
-            self._running.pop(key, None)  # from here on, nothing cancels this task
-        # Checked after the handler ends, so a handler that swallows the
-        # cancellation is still recorded as timed out or replaced.
-        if key in self._timed_out:
-            outcome, error, trace = Status.TIMED_OUT, f"timed out after {rec.timeout_s}s", ""
-            task.uncancel()
-        elif key in self._replacing:
-            outcome, error, trace = Status.CANCELLED, "cancelled: replaced by a newer run", ""
-            task.uncancel()
-        self._timed_out.discard(key)
-        self._replacing.discard(key)
+        ended = await self._handler_runs.run(key, rec, token)
         # Runs due at the same instant wake in one loop turn: let them all start
         # before this one spends time on its outcome (a handler that returned at
         # once would otherwise delay the start of every run behind it).
         await asyncio.sleep(0)
-        await self._finish(
-            key, rec.with_changes(started_at=started), token, outcome, error, trace, logger.text()
-        )
+        await self._finish(key, ended, token)
 
-    async def _finish(
-        self,
-        key: str,
-        rec: Execution,
-        token: int,
-        outcome: Status,
-        error: str,
-        trace: str,
-        captured: str,
-    ) -> None:
+    async def _finish(self, key: str, ended: Ended, token: int) -> None:
+        rec = ended.record
         final, counter = outcome_record(
             rec,
             token=token,
-            outcome=outcome,
-            error=error,
-            trace=trace,
-            captured=captured,
+            outcome=ended.outcome,
+            error=ended.error,
+            trace=ended.traceback,
+            captured=ended.log,
             now=self._clock.time(),
             rng=self._rng,
         )
@@ -484,7 +440,7 @@ class Worker:
             log.warning(
                 "worker %s: outcome %s of %s not written: its claim (token %d) is gone",
                 self.id,
-                outcome.value,
+                ended.outcome.value,
                 rec.id,
                 token,
             )
