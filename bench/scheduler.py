@@ -52,16 +52,23 @@ def pct(samples: list[float], q: float) -> float:
 # -- timing wheel ------------------------------------------------------------
 
 
-def bench_wheel(n: int) -> dict[str, float]:
+def bench_wheel(n: int, rounds: int | None = None) -> dict[str, float]:
     """ns per add+cancel for the wheel, heapq with tombstones, and call_later.
 
     Each part builds and frees its own structures after a ``gc.collect()``, so
     none is timed while another's million objects are alive (the collector's
     full passes would walk them too). ``*_with_drain_ns`` adds the later cost of
     the tombstones: popping the whole heap, or advancing the wheel past 60 s.
+    The parts run interleaved for ``rounds`` rounds (default 5, or the
+    ``KEEL_BENCH_WHEEL_ROUNDS`` environment variable), each round starting with
+    the next part in turn; every figure is the median over the rounds, so a
+    burst of other work on the machine moves no figure alone.
     """
     import gc
+    import statistics
 
+    if rounds is None:
+        rounds = int(os.environ.get("KEEL_BENCH_WHEEL_ROUNDS", "5"))
     rng = random.Random(1)
     deadlines = [rng.uniform(0, 60) for _ in range(n)]
 
@@ -98,19 +105,28 @@ def bench_wheel(n: int) -> dict[str, float]:
             h.cancel()
         return time.perf_counter() - start
 
-    gc.collect()
-    ours, ours_drain = wheel_part()
-    gc.collect()
-    heap_s, heap_drain_s = heap_part()
-    gc.collect()
-    later = asyncio.run(call_later())
+    def later_part() -> tuple[float, float]:
+        return asyncio.run(call_later()), 0.0
+
+    parts = {"wheel": wheel_part, "heapq": heap_part, "call_later": later_part}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in parts}
+    names = list(parts)
+    for r in range(rounds):
+        for name in names[r % 3 :] + names[: r % 3]:
+            gc.collect()
+            samples[name].append(parts[name]())
     per = 1e9 / n
+
+    def median(name: str, *, drain: bool = False) -> float:
+        return statistics.median(a + (b if drain else 0.0) for a, b in samples[name]) * per
+
     return {
-        "wheel_ns": ours * per,
-        "wheel_with_drain_ns": (ours + ours_drain) * per,
-        "heapq_ns": heap_s * per,
-        "heapq_with_drain_ns": (heap_s + heap_drain_s) * per,
-        "call_later_ns": later * per,
+        "wheel_ns": median("wheel"),
+        "wheel_with_drain_ns": median("wheel", drain=True),
+        "heapq_ns": median("heapq"),
+        "heapq_with_drain_ns": median("heapq", drain=True),
+        "call_later_ns": median("call_later"),
+        "rounds": rounds,
     }
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import random
 import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,13 +165,54 @@ def test_sweep_releases_cancelled_timers() -> None:
     assert wheel.statistics().cancelled == 3000 and len(wheel) == 0
 
 
-def test_many_timers_in_one_slot_are_freed() -> None:
-    """Dropping a wheel whose slot chains are long frees them without deep recursion."""
+def test_long_slots_and_a_million_timers_are_freed() -> None:
+    """Dropping a wheel with 300k timers in one slot, or 1M timers, frees them without a crash."""
     wheel: TimingWheel[int] = TimingWheel(tick_s=1.0, slots=2, levels=2)
-    for i in range(200_000):
-        wheel.add(10.0, i)
+    for i in range(300_000):
+        wheel.add(3.0, i)
+    assert [len(slot) for slot in wheel._window.values()] == [0, 300_000], "one level-1 slot"
     del wheel
+    big: TimingWheel[int] = TimingWheel(tick_s=0.01)
+    rng = random.Random(3)
+    for i in range(1_000_000):
+        big.add(rng.uniform(0, 60), i)
+    assert len(big) == 1_000_000
+    del big
     assert gc.collect() >= 0
+
+
+@pytest.mark.parametrize("collector", ["enabled", "disabled"])
+def test_dropped_wheel_is_freed(collector: str) -> None:
+    """A dropped wheel, its timers and their items are freed (items in cycles not via a timer)."""
+
+    class Item:
+        def __init__(self) -> None:
+            self.me = self  # a cycle of its own, not through the timer
+
+    was_enabled = gc.isenabled()
+    if collector == "disabled":
+        gc.disable()
+    try:
+        wheel: TimingWheel[Item] = TimingWheel(tick_s=0.01, slots=8, levels=3)
+        item = Item()
+        timers = [wheel.add(d, item) for d in (0.0, 0.05, 5.0, 500.0)]
+        timers[1].cancel()
+        wheel.advance(0.01)
+        refs = [weakref.ref(wheel), weakref.ref(item)]
+        del wheel, item, timers
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_timers_are_untracked_handles_compared_by_identity() -> None:
+    """A timer is not tracked by the cycle collector; timers are equal only to themselves."""
+    wheel: TimingWheel[str] = TimingWheel()
+    a, b = wheel.add(1.0, "x"), wheel.add(1.0, "x")
+    assert not gc.is_tracked(a)
+    assert a != b and a == a and len({a, b}) == 2
 
 
 @dataclass

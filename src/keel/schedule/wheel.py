@@ -11,27 +11,35 @@ coarsest block that still resolves it and moves it down at most ``levels``
 times. Nothing in the standard library or on PyPI does this with an injected
 clock and cheap cancellation, so it is written here, tuned for CPython:
 
+- A :class:`Timer` is a ``msgspec.Struct`` with ``gc=False``: the cyclic
+  collector neither tracks nor walks it. With a million timers pending, half
+  the cost of an add (a tracked handle) was the collector walking the live
+  handles again and again; untracked, a million add+cancel cost well under
+  half a ``heappush`` of a list plus a tombstone flag (docs/scheduler.md).
+  The price is one rule for callers: **an item must not reference, directly
+  or through other objects, its own timer or the wheel holding it** (for
+  example a bound method of the wheel's owner): the collector cannot see a
+  cycle through an untracked handle, so it would never be freed.
+- Inside the wheel no such cycle can arise: a timer references neither
+  another timer nor the wheel. Slots are plain lists (an add is one
+  ``append``, and freeing a slot of a million timers is a loop, where a
+  linked chain of handles was a recursion), and a cancel counts itself on a
+  small :class:`_Tally` shared with the wheel.
 - Level ``l >= 1`` is a dict from *absolute* block number (``tick >> bits*l``)
   to the slot, holding exactly the ``slots`` blocks in range. The common add is
-  then one multiplication, ``floor``, and one dict lookup: a miss (``KeyError``)
-  is the rare slow path (overdue, or beyond level 1), so no range checks.
-- Slots are intrusive singly linked chains (``Timer._next``): an add is two
-  stores, allocates nothing but the handle, and the collector's traversals of
-  a million timers stay near allocation order (lists per slot would scatter).
+  then one multiplication, ``floor``, one dict lookup and an append: a miss
+  (``KeyError``) is the rare slow path (overdue, or beyond level 1), so no
+  range checks. No counter is kept on that path: ``added`` and ``pending`` are
+  derived from the slots' lengths (every timer added is in a slot, fired, or a
+  cancelled one dropped), so reading them costs O(levels * slots).
 - ``cancel`` is a tombstone: it marks the handle and counts. Dead timers are
-  dropped in O(1) when their slot is next touched, and a sweep on ``advance``
-  removes them once they outnumber the live ones, so memory stays bounded.
+  dropped when their slot is next touched, and a sweep on ``advance`` removes
+  them once they outnumber the live ones, so memory stays bounded.
 - Level 0 holds the ticks of the current level-1 block. Timers added into that
   block wait in its level-1 slot until the next :meth:`TimingWheel.advance`
   or :meth:`TimingWheel.next_deadline` moves them down.
 - ``advance(now)`` serves the slot of the tick holding ``now`` too and keeps
   back its timers not yet due, so exactly the deadlines ``<= now`` fire.
-
-Measured (docs/scheduler.md): a million add+cancel cost about 1.3 times a
-``heappush`` of a list plus a tombstone flag (half of either is the cyclic
-collector; the rest is two Python calls against one C call), 3.6 times less
-than ``loop.call_later``, and 4.6 times less than the heap once its
-tombstones are popped.
 
 The wheel holds no clock: :meth:`TimingWheel.advance` takes the current time,
 so a thin loop drives it from an injected :class:`keel.clock.Clock`
@@ -47,6 +55,8 @@ from math import ceil, floor
 from operator import attrgetter
 from typing import Generic, TypeVar
 
+import msgspec
+
 from keel.clock import Clock
 from keel.errors import ValidationError
 
@@ -58,38 +68,49 @@ _MIN_SWEEP = 1024  # dead timers tolerated before a sweep is considered
 _by_deadline = attrgetter("deadline")
 
 
-class Timer(Generic[T]):
+class _Tally:
+    """The count of cancelled timers, shared by a wheel and its pending timers."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+
+class Timer(msgspec.Struct, Generic[T], gc=False, eq=False):
     """A handle on one pending timer (made by :meth:`TimingWheel.add`); O(1) :meth:`cancel`.
+
+    The handle is a ``msgspec.Struct`` that the cyclic garbage collector does
+    not track (``gc=False``: measured, that halves the cost of an add while a
+    million timers are pending). So ``item`` must not reference, directly or
+    through other objects, this timer or its wheel: the collector would not
+    see that cycle, and it would never be freed. Timers compare by identity.
 
     Attributes:
         deadline: the time it fires at (the wheel's time unit, seconds).
         item: what :meth:`TimingWheel.advance` returns when it fires.
     """
 
-    # No __init__: add() fills the slots, which saves a Python call per timer.
-    __slots__ = ("_next", "_wheel", "deadline", "item")
-
-    _next: Timer[T] | None  # the next timer in the same slot
-    _wheel: TimingWheel[T] | None  # the wheel while pending; None once fired or cancelled
     deadline: float
     item: T
+    _tally: _Tally | None  # the wheel's tally while pending; None once fired or cancelled
 
     @property
     def active(self) -> bool:
         """Whether the timer is still pending (not fired, not cancelled)."""
-        return self._wheel is not None
+        return self._tally is not None
 
     def cancel(self) -> bool:
         """Cancel the timer; return whether it was still pending."""
-        wheel = self._wheel
-        if wheel is None:
+        tally = self._tally
+        if tally is None:
             return False
-        self._wheel = None
-        wheel._cancelled += 1
+        self._tally = None
+        tally.cancelled += 1
         return True
 
     def __repr__(self) -> str:
-        state = "pending" if self._wheel is not None else "done"
+        state = "pending" if self._tally is not None else "done"
         return f"<Timer at={self.deadline:.3f} {state} item={self.item!r}>"
 
 
@@ -148,18 +169,19 @@ class TimingWheel(Generic[T]):
         self._per_block = self._per_tick / slots
         self._tick = floor(start * self._per_tick)
         self._now = start
-        self._level0: list[Timer[T] | None] = [None] * slots
-        self._upper: list[dict[int, Timer[T] | None]] = []
+        self._level0: list[list[Timer[T]]] = [[] for _ in range(slots)]
+        self._upper: list[dict[int, list[Timer[T]]]] = []
         for level in range(1, levels):
             first = self._first_key(level, self._tick)
-            self._upper.append(dict.fromkeys(range(first, first + slots)))
-        self._window: dict[int, Timer[T] | None] = self._upper[0] if self._upper else {}
+            self._upper.append({key: [] for key in range(first, first + slots)})
+        self._window: dict[int, list[Timer[T]]] = self._upper[0] if self._upper else {}
         # Timers of ticks already served: overdue when added, or later in the tick.
         self._overdue: list[Timer[T]] = []
-        self._added = 0
+        self._tally = _Tally()
+        # Every timer added is in a slot (or _overdue), fired, or dropped: a
+        # cancelled timer taken out. So ``added`` needs no count on the hot path.
         self._fired = 0
-        self._cancelled = 0
-        self._dropped = 0  # cancelled timers removed from the slots
+        self._dropped = 0
         self._sweep_at = _MIN_SWEEP
 
     def _first_key(self, level: int, tick: int) -> int:
@@ -175,57 +197,43 @@ class TimingWheel(Generic[T]):
         Returns:
             the timer handle (``cancel()`` it to remove it).
         """
-        timer: Timer[T] = Timer()
-        timer.deadline = deadline
-        timer.item = item
-        timer._wheel = self
-        window = self._window
+        timer = Timer(deadline, item, self._tally)
         try:  # the common case: a level-1 block in range
-            block = floor(deadline * self._per_block)
-            timer._next = window[block]
-            window[block] = timer
+            self._window[floor(deadline * self._per_block)].append(timer)
         except KeyError:
             self._place(timer, ceil(deadline * self._per_tick))
-        self._added += 1
         return timer
 
     def _place(self, timer: Timer[T], tick: int) -> None:
         """Put a pending timer due at ``tick`` where the wheel will find it in time."""
         current = self._tick
         if tick <= current:
-            timer._next = None
             self._overdue.append(timer)
             return
-        bits, slots = self._bits, self.slots
+        bits = self._bits
         if not self._upper or tick >> bits == current >> bits:
-            level0 = self._level0
-            timer._next = level0[tick & self._mask]
-            level0[tick & self._mask] = timer
+            self._level0[tick & self._mask].append(timer)
             return
         for level, window in enumerate(self._upper, 1):
-            block = tick >> (bits * level)
-            if block in window:
-                timer._next = window[block]
-                window[block] = timer
+            slot = window.get(tick >> (bits * level))
+            if slot is not None:
+                slot.append(timer)
                 return
         # Beyond the top level: its last block, re-placed when that one is entered.
-        window = self._upper[-1]
-        block = self._first_key(len(self._upper), current) + slots - 1
-        timer._next = window[block]
-        window[block] = timer
+        top = len(self._upper)
+        self._upper[-1][self._first_key(top, current) + self.slots - 1].append(timer)
 
-    def _replace(self, head: Timer[T] | None) -> None:
-        """Re-place every pending timer of a chain (relative to the current tick)."""
-        per_tick, dropped = self._per_tick, 0
-        while head is not None:
-            nxt = head._next
-            if head._wheel is None:
-                head._next = None
-                dropped += 1
-            else:
-                self._place(head, ceil(head.deadline * per_tick))
-            head = nxt
-        self._dropped += dropped
+    def _replace(self, slot: list[Timer[T]]) -> None:
+        """Re-place every pending timer of a slot taken out of the wheel (relative to now)."""
+        per_tick, place = self._per_tick, self._place
+        for timer in self._live(slot):
+            place(timer, ceil(timer.deadline * per_tick))
+
+    def _live(self, slot: list[Timer[T]]) -> list[Timer[T]]:
+        """The pending timers of a slot taken out of the wheel; the rest are dropped."""
+        live = [t for t in slot if t._tally is not None]
+        self._dropped += len(slot) - len(live)
+        return live
 
     # -- advancing ---------------------------------------------------------------
 
@@ -250,7 +258,7 @@ class TimingWheel(Generic[T]):
             self._step(target, now, due)
         self._take_overdue(now, due)  # cascaded timers due at the very tick they arrived
         self._fired += len(due)
-        if self._cancelled - self._dropped > self._sweep_at:
+        if self._tally.cancelled - self._dropped > self._sweep_at:
             self._sweep()
         due.sort(key=_by_deadline)
         return [t.item for t in due]
@@ -259,20 +267,18 @@ class TimingWheel(Generic[T]):
         """Move timers added into the current level-1 block down to level 0."""
         if self._upper:
             key = self._tick >> self._bits
-            head = self._window[key]
-            if head is not None:
-                self._window[key] = None
-                self._replace(head)
+            slot = self._window[key]
+            if slot:
+                self._window[key] = []
+                self._replace(slot)
 
     def _take_overdue(self, now: float, due: list[Timer[T]]) -> None:
         """Fire the served-tick timers due by ``now``; keep the rest."""
         if self._overdue:
             keep = []
-            for timer in self._overdue:
-                if timer._wheel is None:
-                    self._dropped += 1
-                elif timer.deadline <= now:
-                    timer._wheel = None
+            for timer in self._live(self._overdue):
+                if timer.deadline <= now:
+                    timer._tally = None
                     due.append(timer)
                 else:  # in the current tick, not yet due
                     keep.append(timer)
@@ -321,75 +327,58 @@ class TimingWheel(Generic[T]):
         """Jump to ``tick`` (in a later level-1 block): slide each level's range, cascade."""
         old, slots = self._tick, self.slots
         self._tick = tick
-        moving: list[Timer[T]] = []
+        moving: list[list[Timer[T]]] = []
         for level in range(len(self._upper), 0, -1):  # the top first: it feeds the others
             window = self._upper[level - 1]
             was, first = self._first_key(level, old), self._first_key(level, tick)
             if first == was:
                 continue
             if first - was >= slots:
-                heads = list(window.values())
+                moving += window.values()
                 window.clear()
             else:
-                heads = [window.pop(key) for key in range(was, first)]
-            moving += [h for h in heads if h is not None]
+                moving += [window.pop(key) for key in range(was, first)]
             for key in range(max(first, was + slots), first + slots):
-                window[key] = None
-        for head in moving:
-            self._replace(head)
+                window[key] = []
+        for slot in moving:
+            if slot:
+                self._replace(slot)
         self._drain_current_block()
 
     def _fire(self, index: int, now: float, due: list[Timer[T]]) -> None:
         """Serve level-0 slot ``index`` of the current tick."""
-        head = self._level0[index]
-        self._level0[index] = None
-        per_tick, dropped = self._per_tick, 0
-        while head is not None:
-            nxt = head._next
-            head._next = None
-            if head._wheel is None:
-                dropped += 1
-            elif head.deadline <= now:
-                head._wheel = None
-                due.append(head)
+        slot = self._level0[index]
+        self._level0[index] = []
+        per_tick = self._per_tick
+        for timer in self._live(slot):
+            if timer.deadline <= now:
+                timer._tally = None
+                due.append(timer)
             else:  # later in this tick (to _overdue), or levels=1: a later rotation
-                self._place(head, ceil(head.deadline * per_tick))
-            head = nxt
-        self._dropped += dropped
+                self._place(timer, ceil(timer.deadline * per_tick))
 
     def _sweep(self) -> None:
         """Drop cancelled timers from every slot (amortized: they outnumber the live)."""
-
-        def prune(head: Timer[T] | None) -> Timer[T] | None:
-            kept = None
-            while head is not None:
-                nxt = head._next
-                if head._wheel is None:
-                    head._next = None
-                else:
-                    head._next = kept
-                    kept = head
-                head = nxt
-            return kept
-
-        level0 = self._level0
-        for i, head in enumerate(level0):
-            if head is not None:
-                level0[i] = prune(head)
-        for window in self._upper:
-            for key, head in window.items():
-                if head is not None:
-                    window[key] = prune(head)
-        self._overdue = [t for t in self._overdue if t._wheel is not None]
-        self._dropped = self._cancelled
+        for slots in (self._level0, *(w.values() for w in self._upper), (self._overdue,)):
+            for slot in slots:
+                if slot:
+                    slot[:] = [t for t in slot if t._tally is not None]
+        self._dropped = self._tally.cancelled
         self._sweep_at = max(_MIN_SWEEP, self.pending)
 
     # -- reading -----------------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        """How many timers are waiting."""
-        return self._added - self._fired - self._cancelled
+        """How many timers are waiting; O(levels * slots) (a sum of list lengths)."""
+        return self._stored() - (self._tally.cancelled - self._dropped)
+
+    def _stored(self) -> int:
+        """How many timers the slots and ``_overdue`` hold, cancelled ones included."""
+        stored = len(self._overdue) + sum(map(len, self._level0))
+        for window in self._upper:
+            stored += sum(map(len, window.values()))
+        return stored
 
     def next_deadline(self) -> float | None:
         """When to advance next (None: no timers); for sleeping between advances.
@@ -400,20 +389,19 @@ class TimingWheel(Generic[T]):
         if not self.pending:
             return None
         self._drain_current_block()
-        live = [t.deadline for t in self._overdue if t._wheel is not None]
-        tick, mask = self._tick, self._mask
+        live = [t.deadline for t in self._overdue if t._tally is not None]
+        tick, mask, level0 = self._tick, self._mask, self._level0
         if not self._upper:  # levels=1: the first busy slot, or a wrapped timer's tick
             i = tick & mask
-            ring = self._level0[i + 1 :] + self._level0[: i + 1]
-            for offset in compress(count(1), ring):
-                soonest = _soonest(self._level0[(tick + offset) & mask])
+            for offset in compress(count(1), level0[i + 1 :] + level0[: i + 1]):
+                soonest = _soonest(level0[(tick + offset) & mask])
                 if soonest is not None:
                     live.append(min(soonest, (tick + offset) * self.tick_s))
                     break
             return min(live, default=None)
         i = tick & mask
-        for j in compress(count(i + 1), self._level0[i + 1 :]):
-            soonest = _soonest(self._level0[j])
+        for j in compress(count(i + 1), level0[i + 1 :]):
+            soonest = _soonest(level0[j])
             if soonest is not None:
                 live.append(soonest)
                 return min(live)
@@ -452,9 +440,9 @@ class TimingWheel(Generic[T]):
         """A snapshot of the counters."""
         return WheelStatistics(
             pending=self.pending,
-            added=self._added,
+            added=self._stored() + self._fired + self._dropped,
             fired=self._fired,
-            cancelled=self._cancelled,
+            cancelled=self._tally.cancelled,
             now=self._now,
         )
 
@@ -468,11 +456,6 @@ class TimingWheel(Generic[T]):
         )
 
 
-def _soonest(head: Timer[T] | None) -> float | None:
-    """The earliest deadline among the pending timers of a chain."""
-    best = None
-    while head is not None:
-        if head._wheel is not None and (best is None or head.deadline < best):
-            best = head.deadline
-        head = head._next
-    return best
+def _soonest(slot: list[Timer[T]]) -> float | None:
+    """The earliest deadline among the pending timers of a slot."""
+    return min((t.deadline for t in slot if t._tally is not None), default=None)
