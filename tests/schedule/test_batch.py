@@ -70,3 +70,23 @@ async def test_a_failure_branch_it_cannot_answer_is_sent_alone(store: Store) -> 
     assert isinstance(listed, list) and [kv.key for kv in listed] == ["a/x", "a/y"]
     kept = await store.get("a/x")
     assert kept is not None and kept.value == b"1"
+
+
+async def test_stopping_the_batcher_cancels_what_it_has_not_answered(store: Store) -> None:
+    """Submissions queued or in flight when the batcher stops are cancelled, not left waiting."""
+    batcher = Batcher(store, in_flight=1)
+    waiting = [
+        asyncio.ensure_future(batcher.submit([Compare.absent(f"s/{i}")], [Put(f"s/{i}", b"v")]))
+        for i in range(1000)
+    ]
+    task = asyncio.create_task(batcher.run())
+    await asyncio.sleep(0)  # the first batches go out; most are still queued
+    task.cancel()
+    async with asyncio.timeout(5):
+        done = await asyncio.gather(*waiting, return_exceptions=True)
+    cancelled = [r for r in done if isinstance(r, asyncio.CancelledError)]
+    answered = [r for r in done if not isinstance(r, BaseException)]
+    assert cancelled, "queued submissions were cancelled"
+    assert len(cancelled) + len(answered) == 1000
+    kvs, _ = await store.range("s/")
+    assert len(kvs) >= sum(r.succeeded for r in answered)

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from keel.errors import KeelError
 from keel.store import Compare, Delete, Get, KeyValue, Op, Put, Store, TxnResult
 
 __all__ = ["Batcher"]
@@ -52,7 +53,8 @@ class Batcher:
         self._queue: list[_Request] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(in_flight)
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: dict[asyncio.Task[None], list[_Request]] = {}
+        self._stopped = False
         self.batches = 0
         self.combined = 0
         self.fallbacks = 0
@@ -65,6 +67,8 @@ class Batcher:
         A combined success reports the combined revision and no op results
         (submit only writes, or read the results yourself from ``failure``).
         """
+        if self._stopped:
+            raise KeelError("the group committer has stopped (its worker or planner is stopping)")
         request = _Request(compare, success, failure)
         self._queue.append(request)
         self._wake.set()
@@ -76,7 +80,8 @@ class Batcher:
         Several batches in flight keep a remote store (etcd) busy while the
         previous answer travels back; on SQLite they queue for its one writer.
         Batches in flight together are independent transactions: each
-        request's own compares still decide its outcome.
+        request's own compares still decide its outcome. When it is cancelled,
+        every submission not yet answered is cancelled too (none waits forever).
         """
         try:
             while True:
@@ -84,15 +89,22 @@ class Batcher:
                 self._wake.clear()
                 while self._queue:
                     await self._slots.acquire()
-                    task = asyncio.ensure_future(self._send(self._take()))
-                    self._sending.add(task)
+                    batch = self._take()
+                    task = asyncio.ensure_future(self._send(batch))
+                    self._sending[task] = batch
                     task.add_done_callback(self._sent)
         finally:
-            for task in self._sending:
+            self._stopped = True
+            for task, batch in list(self._sending.items()):
                 task.cancel()
+                for request in batch:
+                    request.done.cancel()  # (a no-op once answered)
+            for request in self._queue:
+                request.done.cancel()
+            self._queue = []
 
     def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
+        self._sending.pop(task, None)
         self._slots.release()
 
     def _take(self) -> list[_Request]:
@@ -174,8 +186,8 @@ class Batcher:
                 r.done.set_result(TxnResult(False, revision, got))
             else:
                 task = asyncio.ensure_future(self._alone(r))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+                self._sending[task] = [r]
+                task.add_done_callback(lambda t: self._sending.pop(t, None))
         if again:
             self._queue[:0] = again
             self._wake.set()

@@ -44,9 +44,9 @@ import random
 import socket
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from keel.clock import SYSTEM_CLOCK, Clock, wait_event
 from keel.coord import Session
@@ -77,6 +77,7 @@ _COUNTERS = [
     "skipped",
     "fenced",
 ]
+_STOP_GRACE_S = 5.0  # how long a stopping worker waits for cancelled runs to clean up
 _START_EARLY_S = 0.05  # a dispatched run's task starts this early and sleeps until due
 
 
@@ -141,7 +142,7 @@ class Worker:
         )
         self._running = self._handler_runs.running
         self._own: list[asyncio.Task[None]] = []
-        self._attempts: set[asyncio.Task[None]] = set()
+        self._attempts: set[asyncio.Task[None]] = set()  # runs, and writes no run waits for
         self._batcher = Batcher(self.store)
         self._live: tuple[str, ...] = ()
         self._tasks: asyncio.TaskGroup | None = None
@@ -172,10 +173,20 @@ class Worker:
     ) -> None:
         if self._tasks is None:
             return
-        for task in [*self._own, *self._attempts]:
+        # Runs are cancelled once and given a moment to finish their clean-up
+        # (a handler's fenced write in a ``finally`` is then refused by the
+        # store, not cut off); they live outside the task group, so a failing
+        # sibling (the registration, when the session is lost) cannot cancel
+        # them a second time.
+        attempts = list(self._attempts)
+        for task in [*self._own, *attempts]:
             task.cancel()
-        await self._tasks.__aexit__(None, None, None)
-        self._tasks = None
+        try:
+            if attempts:
+                await asyncio.wait(attempts, timeout=_STOP_GRACE_S)
+        finally:
+            await self._tasks.__aexit__(None, None, None)
+            self._tasks = None
 
     # -- membership ----------------------------------------------------------
 
@@ -312,9 +323,7 @@ class Worker:
                 key = self._ready.popleft()
                 if key in self._runs and key not in self._busy:
                     self._busy.add(key)
-                    task = self._tasks.create_task(self._attempt(key), name=f"keel-run-{key}")
-                    self._attempts.add(task)
-                    task.add_done_callback(self._attempts.discard)
+                    self._spawn(self._attempt(key))
             nxt = self._timers.next_deadline()
             wait = 0.25 if nxt is None else min(0.25, max(0.0, nxt - self._clock.time()))
             self._wake.clear()
@@ -450,11 +459,9 @@ class Worker:
     def _done_with(self, dispatch: str) -> None:
         """One run of our dispatch is over; delete the key after the last one."""
         token = self._table.done_with(dispatch)
-        if token is not None and self._tasks is not None:
-            self._tasks.create_task(
-                self._submit_quietly(
-                    [Compare.create_revision(dispatch, "==", token)], [Delete(dispatch)]
-                )
+        if token is not None:
+            self._submit_quietly(
+                [Compare.create_revision(dispatch, "==", token)], [Delete(dispatch)]
             )
 
     def _release(self, key: str, mod_revision: int, rec: Execution) -> None:
@@ -462,22 +469,36 @@ class Worker:
         token = self._table.token(rec)
         free = rec.with_changes(dispatch="", worker="", hint="", attempt=max(0, rec.attempt - 1))
         self._done_with(rec.dispatch)
-        if self._tasks is not None:
-            self._tasks.create_task(
-                self._submit_quietly(
-                    [
-                        Compare.create_revision(rec.dispatch, "==", token),
-                        Compare.mod_revision(key, "==", mod_revision),
-                    ],
-                    [Put(key, free.encode())],
-                )
-            )
+        self._submit_quietly(
+            [
+                Compare.create_revision(rec.dispatch, "==", token),
+                Compare.mod_revision(key, "==", mod_revision),
+            ],
+            [Put(key, free.encode())],
+        )
 
-    async def _submit_quietly(self, compares: list[Compare], ops: list[Put | Delete]) -> None:
-        try:
-            await self._batcher.submit(compares, ops)
-        except (KeelError, OSError) as exc:
-            log.warning("worker %s: %s", self.id, exc)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Start a run attempt or a write no run waits for (see ``__aexit__``)."""
+        task = asyncio.ensure_future(work)
+        self._attempts.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._attempts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: %r", self.id, task.exception(), exc_info=task.exception())
+
+    def _submit_quietly(self, compares: list[Compare], ops: list[Put | Delete]) -> None:
+        """Send a write nobody waits for (cancelled with the worker, like the runs)."""
+
+        async def send() -> None:
+            try:
+                await self._batcher.submit(compares, ops)
+            except (KeelError, OSError) as exc:
+                log.warning("worker %s: %s", self.id, exc)
+
+        if self._tasks is not None:
+            self._spawn(send())
 
     # -- reporting -----------------------------------------------------------
 
