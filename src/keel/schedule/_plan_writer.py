@@ -86,7 +86,6 @@ class PlanWriter:
         self.group = group
         self.leases: dict[str, int] = {}
         """Live worker id -> its session lease (dispatch goes only to these)."""
-        self._keys: dict[str, str] = {}  # worker id -> dispatch key of the chunk being built
         self._dispatched = 0
         self._counts = counts
 
@@ -99,7 +98,8 @@ class PlanWriter:
             the dispatch puts (first, so a worker sees its dispatch before the
             runs) and the record puts.
         """
-        per_owner: dict[str, int] = {}
+        per_owner: dict[str, int] = {}  # runs assigned to each worker in this chunk
+        keys: dict[str, str] = {}  # and its dispatch key
         puts: list[Put] = []
         for item in chunk:
             for i, rec in enumerate(item.records):
@@ -113,14 +113,14 @@ class PlanWriter:
                     if owner not in per_owner:
                         self._dispatched += 1
                         per_owner[owner] = 0
-                        self._keys[owner] = dispatch_key(leadership.fencing_token, self._dispatched)
+                        keys[owner] = dispatch_key(leadership.fencing_token, self._dispatched)
                     per_owner[owner] += 1
-                    rec = rec.with_changes(dispatch=self._keys[owner], worker=owner, attempt=1)
+                    rec = rec.with_changes(dispatch=keys[owner], worker=owner, attempt=1)
                     item.records[i] = rec
                 puts.append(Put(rec.key, rec.encode()))
         claims: list[Op] = [
             Put(
-                self._keys[owner],
+                keys[owner],
                 json.dumps({"worker": owner, "runs": count}).encode(),
                 lease=self.leases[owner],
             )
@@ -147,9 +147,7 @@ class PlanWriter:
             )
         if result.succeeded:
             for item in chunk:
-                job = item.job
-                if job.last is None or item.fire > job.last:
-                    job.last = item.fire
+                advance(item.job, item.fire.timestamp())
                 for rec in item.records:
                     self._counts["skipped" if rec.status is Status.SKIPPED else "planned"] += 1
             return True
