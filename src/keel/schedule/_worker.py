@@ -81,10 +81,6 @@ _STOP_GRACE_S = 5.0  # how long a stopping worker waits for cancelled runs to cl
 _START_EARLY_S = 0.05  # a dispatched run's task starts this early and sleeps until due
 
 
-class _Replaced(Exception):
-    """The handler's run was cancelled because a newer run replaces it."""
-
-
 class Worker:
     """Runs executions of ``group`` whose handler it has; ``async with Worker(...)``.
 
