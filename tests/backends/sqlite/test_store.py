@@ -224,3 +224,51 @@ async def test_closing_one_watch_while_events_flow_spares_the_others(tmp_path: P
                 got = [(await anext(staying)).revision for _ in range(2)]
             await staying.aclose()
             assert got == [first, second]
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+
+
+async def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
+    """A SQLite file with foreign tables is refused by name and gets no keel table."""
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(ValidationError, match=r"another application \(tables: users\)"):
+        await keel.connect(url_of(db))
+    assert _tables(db) == {"users"}
+
+
+async def test_a_meta_table_without_a_schema_version_is_refused(tmp_path: Path) -> None:
+    """A lone ``meta`` table that keel did not write is not taken for a keel store."""
+    db = tmp_path / "meta.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE meta (k TEXT, v TEXT)")
+    with pytest.raises(ValidationError, match="no keel schema version"):
+        await keel.connect(url_of(db))
+    assert _tables(db) == {"meta"}
+
+
+async def test_a_newer_schema_version_is_refused_and_kept(tmp_path: Path) -> None:
+    """A file written by a newer keel is refused with the fix, and left as it was."""
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db)) as store:
+        await store.put("k", b"v")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = 99 WHERE name = 'schema'")
+    with pytest.raises(ValidationError, match=r"schema version 99.*upgrade keel"):
+        await keel.connect(url_of(db))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == (99,)
+        assert conn.execute("SELECT count(*) FROM kv").fetchone() == (1,)
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    """Arbitrary bytes at the path name the file and the fix."""
+    db = tmp_path / "notes.txt"
+    db.write_text("not a database\n" * 200)
+    with pytest.raises(StoreUnavailableError, match="not a valid keel database"):
+        await keel.connect(url_of(db))
+    assert db.read_text() == "not a database\n" * 200

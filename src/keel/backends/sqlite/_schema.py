@@ -23,6 +23,7 @@ import os
 import sqlite3
 from typing import Final
 
+from keel.errors import ValidationError
 from keel.store import Event, EventType, KeyValue
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "KV_COLUMNS",
     "SCHEMA_VERSION",
     "EventRow",
+    "check_schema",
     "connect",
     "event_row",
     "file_size",
@@ -89,13 +91,19 @@ def connect(
     return conn
 
 
-def init_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables and the first meta rows if missing (caller holds the write gate)."""
+def init_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables and the first meta rows if missing (caller holds the write gate).
+
+    A file that already holds tables must be a keel database of this schema
+    version: another application's database, or one written by a newer keel,
+    is refused (ValidationError) before anything is written to it.
+    """
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"could not switch the database to WAL (got {mode})")
     conn.execute("BEGIN IMMEDIATE")
     try:
+        check_schema(conn, path)
         for statement in filter(None, (s.strip() for s in _DDL.split(";"))):
             conn.execute(statement)
         conn.executemany(
@@ -112,6 +120,53 @@ def init_schema(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+_TABLES: Final = frozenset({"meta", "kv", "events", "leases"})
+
+
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a non-empty file that is not a keel database of ``SCHEMA_VERSION``."""
+    tables = {
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if not tables:
+        return
+    where = f"sqlite store {path}"
+    foreign = sorted(tables - _TABLES)
+    if foreign or "meta" not in tables:
+        shown = ", ".join(foreign or sorted(tables))
+        raise ValidationError(
+            f"{where} is a SQLite database of another application (tables: {shown}), not "
+            f"a keel store; nothing was changed: point the URL at a new file or at a keel "
+            f"database"
+        )
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    version = row[0] if row is not None else None
+    if version == SCHEMA_VERSION:
+        return
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ValidationError(
+            f"{where} has schema version {version}, written by a newer keel; this keel "
+            f"reads version {SCHEMA_VERSION}; nothing was changed: upgrade keel in this "
+            f"process to the version that wrote the file"
+        )
+    if version is None:
+        raise ValidationError(
+            f"{where} has a meta table but no keel schema version, so it is not a keel "
+            f"store; nothing was changed: point the URL at a new file or at a keel database"
+        )
+    raise ValidationError(
+        f"{where} has schema version {version!r}, which this keel (version "
+        f"{SCHEMA_VERSION}) does not know; nothing was changed: point the URL at a new "
+        f"file, or restore the keel database from a backup"
+    )
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, int | str]:

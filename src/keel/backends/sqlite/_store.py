@@ -219,7 +219,7 @@ class SqliteStore(Store):
         self._writer.start()
         self._reader.start()
         try:
-            await self._writer.call(init_schema, gated=True)
+            await self._writer.call(partial(init_schema, path=self.path), gated=True)
             self._hub = acquire_hub(self.path, partial(self._connect, True))
             boot_id = _leases.current_boot_id()
             await self._write(lambda txn: _leases.check_boot(txn, boot_id))
