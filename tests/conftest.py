@@ -11,6 +11,7 @@ import pytest
 import keel
 from keel.store import Store
 from keel.testing import EtcdCluster, RedisServer
+from tests._procs import Children
 
 BACKENDS = ("memory", "sqlite", "etcd")
 
@@ -20,6 +21,16 @@ def etcd_cluster() -> Iterator[EtcdCluster]:
     """One real etcd member for the whole run (tests isolate by root prefix)."""
     with EtcdCluster(1) as cluster:
         yield cluster
+
+
+@pytest.fixture
+async def children() -> AsyncIterator[Children]:
+    """Child processes of one test, killed and reaped at teardown."""
+    spawned = Children()
+    try:
+        yield spawned
+    finally:
+        await spawned.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +27,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'cfg.db'}"
     cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
     return f"{cluster.url}?root=/cfg-{tmp_path.name}/"
-
-
-@pytest.fixture
-async def children() -> AsyncIterator[Children]:
-    """Child processes of one test."""
-    spawned = Children()
-    yield spawned
-    await spawned.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -30,16 +29,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'keel.db'}"
     cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
     return f"{cluster.url}?root=/svc-{tmp_path.name}/"
-
-
-@pytest.fixture
-async def children() -> AsyncIterator[Children]:
-    """Child processes, killed and reaped at the end."""
-    started = Children()
-    try:
-        yield started
-    finally:
-        await started.close()
 
 
 async def start(children: Children, url: str, port: int = 0, **env: str) -> tuple[Child, int]:

@@ -11,9 +11,8 @@ import pytest
 
 import keel
 from keel.store import EventType
-from tests.backends.sqlite._procs import Children, check_file, children
-
-__all__ = ["children"]
+from tests._procs import Children
+from tests.backends.sqlite._procs import CHILD, check_file
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +23,9 @@ async def test_a_killed_lease_owner_loses_its_keys_within_ttl(
     """kill -9 of a lease owner: its key is deleted within TTL + 2 s, watchers see the DELETE."""
     url = f"sqlite:///{tmp_path / 'keel.db'}"
     ttl = 2
-    owner = await children.start("lease", url, "owned/by-child", ttl)
-    _, lease_id, put_rev = await owner.expect("READY")
-    watcher = await children.start("watcher", url, "owned/", 1)
+    owner = await children.start(CHILD, "lease", url, "owned/by-child", ttl)
+    lease_id, put_rev = await owner.expect("READY")
+    watcher = await children.start(CHILD, "watcher", url, "owned/", 1)
     await watcher.expect("READY")
     async with keel.connect(url) as store:
         async with store.watch("owned/by-child", start_revision=int(put_rev) + 1) as events:
@@ -40,7 +39,7 @@ async def test_a_killed_lease_owner_loses_its_keys_within_ttl(
         assert event.prev_kv is not None and event.prev_kv.lease == int(lease_id)
         assert await store.get("owned/by-child") is None
         assert await store.time_to_live(int(lease_id)) is None
-    _, _, kind, key = await watcher.expect("EV", timeout_s=10)
+    _, kind, key = await watcher.expect("EV", timeout_s=10)
     assert (kind, key) == (EventType.DELETE.value, "owned/by-child")
 
 
@@ -50,7 +49,7 @@ async def test_a_killed_writer_keeps_every_acknowledged_write(
     """kill -9 in a write loop: every put the writer saw acknowledged is in the file."""
     db = tmp_path / "keel.db"
     url = f"sqlite:///{db}"
-    writer = await children.start("writer", url, "acked", 0)
+    writer = await children.start(CHILD, "writer", url, "acked", 0)
     for _ in range(random.randrange(20, 120)):
         await writer.expect("ACK")
     writer.kill9()
@@ -72,7 +71,7 @@ async def test_random_kills_never_corrupt_the_file(tmp_path: Path, children: Chi
     url = f"sqlite:///{db}"
     rng = random.Random(20)
     for round_no in range(20):
-        writers = [await children.start("writer", url, f"r{round_no}/{w}", 0) for w in "ab"]
+        writers = [await children.start(CHILD, "writer", url, f"r{round_no}/{w}", 0) for w in "ab"]
         for writer in writers:
             await writer.expect("ACK")
         await asyncio.sleep(rng.uniform(0.0, 0.1))

@@ -1,6 +1,7 @@
-"""A child process for the multi-process SQLite tests (run as a script, not collected).
+"""A child process for the multi-process SQLite tests (run as a module, not collected).
 
-Usage: ``python _child.py ROLE URL ARGS...``. It talks to the parent through
+Usage: ``python -m tests.backends.sqlite._child ROLE URL ARGS...`` from the
+repository root. It talks to the parent through
 stdout lines (flushed at once) and reads ``GO`` lines from stdin where a role
 must start in step with others:
 

@@ -20,9 +20,8 @@ from keel.backends.sqlite._worker import JobKind
 from keel.errors import LeaseNotFoundError, StoreClosedError, StoreUnavailableError
 from keel.store import Put
 from keel.testing import FakeClock
-from tests.backends.sqlite._procs import Children, check_file, children
-
-__all__ = ["children"]
+from tests._procs import Children
+from tests.backends.sqlite._procs import CHILD, check_file
 
 
 def url_of(path: Path) -> str:
@@ -243,7 +242,7 @@ async def test_kill9_during_group_commits_loses_no_acknowledged_write(
     db = tmp_path / "keel.db"
     url = url_of(db)
     for round_no in range(3):
-        writer = await children.start("burst", url, f"r{round_no}", 8)
+        writer = await children.start(CHILD, "burst", url, f"r{round_no}", 8)
         for _ in range(200 + 150 * round_no):
             await writer.expect("ACK")
         writer.kill9()

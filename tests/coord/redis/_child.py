@@ -1,5 +1,7 @@
 """A contender in another OS process, driven by the Redis lock tests through stdin/stdout.
 
+Run as ``python -m tests.coord.redis._child ROLE ...`` from the repository root.
+
 Roles:
     counter URL NAME CYCLES TTL   print "ready", wait for "go", then CYCLES times:
                                   take the lock, read-modify-write the shared

@@ -1,4 +1,4 @@
-"""Fixtures of the Redis lock tests: a client of the shared redis-server, names, children."""
+"""Fixtures of the Redis lock tests: a client of the shared redis-server, and names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import redis.asyncio as aredis
 
 from keel.testing import RedisServer
-from tests.coord.redis._procs import Children
 
 
 @pytest.fixture
@@ -26,13 +25,3 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aredis.Redis]:
 def name() -> str:
     """A lock name no other test uses."""
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def children() -> AsyncIterator[Children]:
-    """Child processes of one test, killed at teardown."""
-    spawned = Children()
-    try:
-        yield spawned
-    finally:
-        await spawned.close()

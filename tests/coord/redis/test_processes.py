@@ -11,7 +11,9 @@ import redis.asyncio as aredis
 
 from keel.coord.redis import RedisLock
 from keel.testing import RedisServer
-from tests.coord.redis._procs import Children
+from tests._procs import Children
+
+CHILD = "tests.coord.redis._child"
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +22,9 @@ async def test_eight_processes_keep_mutual_exclusion(
     children: Children, redis_server: RedisServer, client: aredis.Redis, name: str
 ) -> None:
     """8 processes x 50 guarded read-modify-writes: exact count, tokens strictly increasing."""
-    procs = [await children.start("counter", redis_server.url, name, 50, 5) for _ in range(8)]
+    procs = [
+        await children.start(CHILD, "counter", redis_server.url, name, 50, 5) for _ in range(8)
+    ]
     for child in procs:
         await child.expect("ready")
     for child in procs:
@@ -40,8 +44,8 @@ async def test_killed_owner_is_replaced_within_ttl(
 ) -> None:
     """A kill -9ed owner's lock goes to the waiter within TTL + 2 s, with a higher token."""
     ttl_s = 2.0
-    owner = await children.start("holder", redis_server.url, name, ttl_s)
-    (_, token) = await owner.expect("held")
+    owner = await children.start(CHILD, "holder", redis_server.url, name, ttl_s)
+    (token,) = await owner.expect("held")
     waiter = asyncio.create_task(RedisLock(client, name, ttl_s).acquire(timeout_s=20))
     owner.kill9()
     killed_at = time.monotonic()
