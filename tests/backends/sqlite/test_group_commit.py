@@ -1,4 +1,4 @@
-"""The SQLite writer: group commit, per-write isolation inside a group, cached counters."""
+"""The SQLite writer and its threads: group commit, per-write isolation, cached counters, close."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 
 import keel
 from keel.backends.sqlite import SqliteStore, _leases
+from keel.backends.sqlite._gate import WriteGate
 from keel.backends.sqlite._txn import WriteTxn
-from keel.backends.sqlite._worker import JobKind
+from keel.backends.sqlite._worker import JobKind, Worker
 from keel.errors import LeaseNotFoundError, StoreClosedError, StoreUnavailableError
 from keel.store import Put
 from keel.testing import FakeClock
@@ -256,3 +257,34 @@ async def test_kill9_during_group_commits_loses_no_acknowledged_write(
         assert len(set(acked.values())) == len(acked)
         revision, event_revs = check_file(db)
         assert event_revs == list(range(2, revision + 1))
+
+
+class _ThreadWinsTheRace(Worker):
+    """A worker whose thread runs the close job and ends before ``close()`` looks at it."""
+
+    closes = 0
+
+    def submit(self, kind: JobKind, fn: Callable[[Any], Any], weight: int = 0) -> Any:
+        future = super().submit(kind, fn, weight)
+        if kind is JobKind.CLOSE:
+            self._thread.join(10)
+        return future
+
+    def _close_connection(self) -> None:
+        type(self).closes += 1
+        super()._close_connection()
+
+
+async def test_a_thread_that_ended_first_is_not_closed_twice(tmp_path: Path) -> None:
+    """Closing twice would close a descriptor number another file may have been given since."""
+    path = str(tmp_path / "t.db")
+    worker = _ThreadWinsTheRace(
+        "t", path, lambda: sqlite3.connect(path, check_same_thread=False), busy_timeout_s=1
+    )
+    worker.start()
+    await worker.read(lambda conn: conn.execute("SELECT 1").fetchone())
+    await worker.close()
+    assert _ThreadWinsTheRace.closes == 1
+    gate = WriteGate(path + "-lock")
+    gate.close()
+    gate.close()  # idempotent: the second call closes nothing

@@ -109,9 +109,11 @@ class WriteGate:
             self._try(_W_BYTE, fcntl.F_UNLCK)
 
     def close(self) -> None:
-        """Close the lock file (dropping any lock it holds)."""
+        """Close the lock file (dropping any lock it holds); idempotent."""
         self._held = False
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"<WriteGate {self.path!r} {'held' if self._held else 'free'}>"

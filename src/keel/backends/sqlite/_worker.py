@@ -195,7 +195,10 @@ class Worker:
             return
         future = self.submit(JobKind.CLOSE, lambda _: None)
         self._closing = True
-        if not self._thread.is_alive():  # never started: nobody will run the close job
+        # Never started: nobody will run the close job. (Not ``is_alive()``: a
+        # started thread may already have run the close job and ended, and
+        # closing twice would close a file descriptor reused by someone else.)
+        if self._thread.ident is None:
             self._close_connection()
             return
         await future
