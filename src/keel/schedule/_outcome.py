@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Final
 
 from keel.schedule._model import Execution, Status
 from keel.schedule._policies import retry_at
 
-__all__ = ["WorkerStatistics", "outcome_record"]
+__all__ = ["COUNTERS", "WorkerStatistics", "outcome_record"]
 
 _TRACEBACK_LIMIT = 8192
 
@@ -75,3 +76,9 @@ class WorkerStatistics:
     retried: int
     skipped: int
     fenced: int
+
+
+COUNTERS: Final = tuple(
+    f.name for f in fields(WorkerStatistics) if f.name not in ("worker_id", "tracked", "running")
+)
+"""The counters a worker keeps, each a field of :class:`WorkerStatistics`."""

@@ -1,16 +1,11 @@
 """The worker: follows executions, claims due ones under its session lease, runs them.
 
-Every change of an execution is one transaction with compares:
-
-- claim: the record is unchanged since we read it (``mod_revision``) and the
-  claim key is absent → create the claim key on our lease and mark the record
-  RUNNING. The claim's create_revision is the run's fencing token.
-- finish: the claim key still has our create_revision → write the outcome and
-  delete the claim. A worker that lost its lease (killed, or SIGSTOPped past
-  its TTL) fails this compare, so its stale outcome is never written.
-
-A dead worker's claim key vanishes with its lease; a RUNNING record whose
-claim is gone is claimable again, so the run happens elsewhere with a new token.
+Every change of a run is one transaction with compares (built in
+``_transitions``): a claim creates the claim key on our session lease, and its
+create_revision is the run's fencing token; the outcome is written only if the
+claim still has that token, so a worker that lost its lease (killed, or
+SIGSTOPped past its TTL) never writes a stale outcome. A dead worker's claim
+ends with its lease, and the run is claimed again elsewhere with a new token.
 
 Who claims first: each due execution has an owner among the live workers
 having its handler (the scheduler's routing hint if that worker is alive,
@@ -37,7 +32,6 @@ would test for overlap against a run that may still end in time.)
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -57,26 +51,25 @@ from keel.schedule._context import Handler
 from keel.schedule._execute import Ended, HandlerRuns
 from keel.schedule._members import owner_of, registered_members
 from keel.schedule._model import DISPATCH_PREFIX, JOBS_PREFIX, Execution, Status, parse_key
-from keel.schedule._outcome import WorkerStatistics, outcome_record
+from keel.schedule._outcome import COUNTERS, WorkerStatistics, outcome_record
 from keel.schedule._table import RunTable, run_of
+from keel.schedule._transitions import (
+    Txn,
+    claim_txn,
+    dispatch_end_txn,
+    finish_txn,
+    release_txn,
+    replace_target,
+    replace_txn,
+    skip_txn,
+)
 from keel.schedule.wheel import Timer, TimingWheel
-from keel.store import Compare, Delete, Event, EventType, Get, KeyValue, Put
+from keel.store import Event, EventType, KeyValue
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("keel.schedule.worker")
 _TIMEOUT = "\x00timeout "  # wheel items: run keys, or this prefix + run key for a timeout
-_COUNTERS = [
-    "claims",
-    "claim_conflicts",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "retried",
-    "skipped",
-    "fenced",
-]
 _STOP_GRACE_S = 5.0  # how long a stopping worker waits for cancelled runs to clean up
 _START_EARLY_S = 0.05  # a dispatched run's task starts this early and sleeps until due
 
@@ -146,7 +139,7 @@ class Worker:
         self._listeners: list[Callable[[Event], None]] = []
         self.loaded = asyncio.Event()
         """Set once the initial listing of executions is loaded."""
-        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._counts = dict.fromkeys(COUNTERS, 0)
 
     # -- lifetime ------------------------------------------------------------
 
@@ -350,26 +343,15 @@ class Worker:
             self._wake.set()  # capacity freed: start what is ready
 
     async def _claim_and_run(self, key: str, mod_revision: int, rec: Execution) -> None:
-        now = self._clock.time()
-        running = rec.with_changes(
-            status=Status.RUNNING,
-            attempt=rec.attempt + 1,
+        (compares, ops), running, reads = claim_txn(
+            key,
+            mod_revision,
+            rec,
             worker=self.id,
-            dispatch="",
-            started_at=now if now >= rec.due else None,  # claimed ahead: set when it ends
-            finished_at=None,
-            cancel=False,
+            lease=self.session.lease_id,
+            now=self._clock.time(),
         )
-        claim = running.claim
-        claim_value = json.dumps({"run": rec.name, "worker": self.id}).encode()
-        compares = [Compare.mod_revision(key, "==", mod_revision), Compare.absent(claim)]
-        if rec.dispatch:  # its owner's lease ended
-            compares.append(Compare.absent(rec.dispatch))
-        result = await self._batcher.submit(
-            compares,
-            [Put(claim, claim_value, lease=self.session.lease_id), Put(key, running.encode())],
-            [Get(claim)],
-        )
+        result = await self._batcher.submit(compares, ops, reads)
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
             held = result.results[0]
@@ -387,23 +369,13 @@ class Worker:
     async def _overlap(self, key: str, mod_revision: int, rec: Execution, held: KeyValue) -> None:
         """Another run of the job holds the shard: skip this one (forbid) or replace it."""
         if rec.overlap == "forbid" and rec.status is Status.PENDING:
-            skipped = rec.with_changes(
-                status=Status.SKIPPED,
-                finished_at=self._clock.time(),
-                error=f"skipped: {run_of(held.value)} was still running (overlap=forbid)",
-            )
-            done = await self.store.txn(
-                [Compare.mod_revision(key, "==", mod_revision)], [Put(key, skipped.encode())]
-            )
+            done = await self.store.txn(*skip_txn(key, mod_revision, rec, held, self._clock.time()))
             self._counts["skipped"] += done.succeeded
         elif rec.overlap == "replace":
-            other_key = key.rsplit("/", 1)[0] + "/" + run_of(held.value)
+            other_key = replace_target(key, held)
             other = self._runs.get(other_key)
             if other is not None and not other[1].cancel:
-                await self.store.txn(
-                    [Compare.mod_revision(other_key, "==", other[0])],
-                    [Put(other_key, other[1].with_changes(cancel=True).encode())],
-                )
+                await self.store.txn(*replace_txn(other_key, *other))
 
     async def _run(self, key: str, rec: Execution, token: int) -> None:
         ended = await self._handler_runs.run(key, rec, token)
@@ -425,12 +397,8 @@ class Worker:
             now=self._clock.time(),
             rng=self._rng,
         )
-        if rec.dispatch and final.status is Status.PENDING:  # a retry: claimed as usual
-            final = final.with_changes(dispatch="", worker="")
-        held = [] if rec.dispatch else [Delete(rec.claim)]  # a dispatch holds other runs too
-        result = await self._batcher.submit(
-            [Compare.create_revision(rec.claim, "==", token)], [Put(key, final.encode()), *held]
-        )
+        txn, final = finish_txn(key, rec, final, token)
+        result = await self._batcher.submit(*txn)
         if result.succeeded and key in self._runs:  # not to be started again meanwhile
             self._table.track(key, result.revision, final)
         if rec.dispatch:
@@ -456,22 +424,13 @@ class Worker:
         """One run of our dispatch is over; delete the key after the last one."""
         token = self._table.done_with(dispatch)
         if token is not None:
-            self._submit_quietly(
-                [Compare.create_revision(dispatch, "==", token)], [Delete(dispatch)]
-            )
+            self._submit_quietly(dispatch_end_txn(dispatch, token))
 
     def _release(self, key: str, mod_revision: int, rec: Execution) -> None:
         """A run dispatched to us that we cannot run (no handler): hand it back to be claimed."""
-        token = self._table.token(rec)
-        free = rec.with_changes(dispatch="", worker="", hint="", attempt=max(0, rec.attempt - 1))
+        txn = release_txn(key, mod_revision, rec, self._table.token(rec))
         self._done_with(rec.dispatch)
-        self._submit_quietly(
-            [
-                Compare.create_revision(rec.dispatch, "==", token),
-                Compare.mod_revision(key, "==", mod_revision),
-            ],
-            [Put(key, free.encode())],
-        )
+        self._submit_quietly(txn)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Start a run attempt or a write no run waits for (see ``__aexit__``)."""
@@ -484,12 +443,12 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             log.error("worker %s: %r", self.id, task.exception(), exc_info=task.exception())
 
-    def _submit_quietly(self, compares: list[Compare], ops: list[Put | Delete]) -> None:
+    def _submit_quietly(self, txn: Txn) -> None:
         """Send a write nobody waits for (cancelled with the worker, like the runs)."""
 
         async def send() -> None:
             try:
-                await self._batcher.submit(compares, ops)
+                await self._batcher.submit(*txn)
             except (KeelError, OSError) as exc:
                 log.warning("worker %s: %s", self.id, exc)
 
