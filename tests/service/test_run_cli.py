@@ -77,6 +77,50 @@ def test_keel_run_serves_registers_and_exits_cleanly(url: str) -> None:
     assert any(r.get("service") == "echo" and "deregistered" in r["event"] for r in records)
 
 
+def test_keel_run_workers_serve_one_instance_from_two_processes(tmp_path: Path) -> None:
+    """``--workers 2``: one registered instance, answered by two processes; SIGTERM exits 0."""
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    port = free_port()
+    env = {**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"}
+    proc = subprocess.Popen(
+        [
+            *(*KEEL, "--store", url, "run", "tests.service._apps:app", "--name", "echo"),
+            *("--port", str(port), "--workers", "2"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while len(pids) < 2:  # the kernel spreads new connections over the two listeners
+            assert time.monotonic() < deadline, f"served by {pids} only"
+            try:
+                with httpx.Client() as http:
+                    pids.add(http.get(f"http://127.0.0.1:{port}/echo").json()["pid"])
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert proc.pid not in pids, "the supervisor serves no request"
+        listed = subprocess.run(
+            [*KEEL, "--store", url, "instances", "echo", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert len(listed.stdout.strip().splitlines()) == 1, listed.stdout
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+
+
 def test_keel_run_refuses_a_bad_target(tmp_path: Path) -> None:
     """A target that is not module:attribute exits 2 naming the fix."""
     done = subprocess.run(

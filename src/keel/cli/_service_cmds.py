@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from keel.cli._common import fail, run, state
 from keel.errors import ValidationError
 from keel.observe import setup
 from keel.service import Service, ServiceSettings
+from keel.service._server import import_app
 
 __all__ = ["load_app", "register"]
 
@@ -24,21 +24,9 @@ def load_app(target: str) -> Any:
     Raises:
         ValidationError: the target is not ``module:attribute`` or cannot be imported.
     """
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValidationError(f"app {target!r}: write module:attribute, e.g. myapp:app")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValidationError(f"app {target!r}: cannot import {module_name!r} ({exc})") from exc
-    app = module
-    for part in attribute.split("."):
-        if not hasattr(app, part):
-            raise ValidationError(f"app {target!r}: {module_name!r} has no attribute {part!r}")
-        app = getattr(app, part)
-    return app
+    return import_app(target)
 
 
 def run_cmd(
@@ -46,6 +34,10 @@ def run_cmd(
     name: Annotated[str, typer.Option("--name", help="Service name clients resolve.")],
     port: Annotated[int | None, typer.Option(help="Port to bind (0: any free port).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes serving the port as one instance (KEEL_SERVICE_WORKERS)."),
+    ] = None,
     config: Annotated[
         str | None, typer.Option(help="Config center name to bind live (service.config).")
     ] = None,
@@ -57,11 +49,17 @@ def run_cmd(
         str | None, typer.Option(envvar="OTEL_EXPORTER_OTLP_ENDPOINT", help="Export spans here.")
     ] = None,
 ) -> None:
-    """Serve an ASGI app: register when ready, /healthz /readyz /metrics, drain on SIGTERM."""
+    """Serve an ASGI app: register when ready, /healthz /readyz /metrics, drain on SIGTERM.
+
+    With ``--workers N`` (N > 1) the port is served by N processes, each
+    importing the app (see docs/services.md); the app is still imported here
+    first, so a bad target fails before anything starts.
+    """
     try:
         app = load_app(target)
-        settings = ServiceSettings.from_env().with_changes(port=port, host=host)
-        service = Service(name, app, store=state.url, settings=settings, config=config)
+        settings = ServiceSettings.from_env().with_changes(port=port, host=host, workers=workers)
+        served = target if settings.workers > 1 else app
+        service = Service(name, served, store=state.url, settings=settings, config=config)
     except ValidationError as exc:
         fail(str(exc))
     setup(name, level=log_level, json_logs=not console_logs, otlp_endpoint=otlp_endpoint)
