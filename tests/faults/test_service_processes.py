@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import keel
 from keel.http import Client
@@ -154,6 +155,35 @@ async def test_two_workers_are_one_instance_and_drain_together(
     for pid in served_by:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)  # supervision, not the store
+async def test_every_scrape_of_a_worker_shows_the_whole_instance(
+    children: Children, url: str
+) -> None:
+    """/metrics from either worker: requests summed over both, gauges one per process."""
+    child, port = await start(children, url, KEEL_SERVICE_WORKERS="2")
+    served_by = await pids(port, connections=40)  # 40 /echo requests, spread over both
+    assert len(served_by) == 2
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits) as http:
+        for _ in range(6):  # fresh connections: scrapes land on both workers
+            answer = await http.get(f"http://127.0.0.1:{port}/metrics")
+            assert answer.status_code == 200, answer.text
+            families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+            echo = [
+                s.value
+                for s in families["keel_http_server_requests"].samples
+                if s.labels.get("route") == "/echo" and s.name.endswith("_total")
+            ]
+            assert sum(echo) == 40, echo
+            memory = families["process_resident_memory_bytes"].samples
+            assert {s.labels["worker"] for s in memory} == {"0", "1", "supervisor"}
+            merged = families["keel_service_workers_merged"].samples
+            assert [(s.labels, s.value) for s in merged] == [({"service": "echo"}, 2.0)]
+    child.signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await child.proc.wait() == 0
 
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)  # supervision, not the store

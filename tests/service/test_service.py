@@ -10,10 +10,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import keel
-from keel.errors import ValidationError
+from keel.errors import KeelError, ValidationError
 from keel.observe import HttpMetrics
 from keel.registry import decode_instance
 from keel.service import Service, ServiceSettings, parse_deadline
+from keel.service._asgi import KeelMiddleware, Probe
 from keel.store import EventType, Store
 from tests._util import eventually
 from tests.service._apps import make_app
@@ -128,6 +129,32 @@ async def test_metrics_parse_and_carry_red_series(mem: Store) -> None:
     }
     assert samples[("/echo", "200")] == 3
     assert samples[("/fail", "500")] == 1
+
+
+async def test_metrics_from_an_exposition_hook_and_503_when_it_fails() -> None:
+    """A worker's /metrics body comes from its supervisor; no answer is a 503, not a guess."""
+    answers: list[bytes | Exception] = [b"# TYPE up gauge\nup 1.0\n", KeelError("no answer")]
+
+    async def exposition() -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    middleware = KeelMiddleware(
+        make_app("hook"),
+        service="hook",
+        probe=Probe(),
+        metrics=HttpMetrics(CollectorRegistry()),
+        registry=CollectorRegistry(),
+        exposition=exposition,
+    )
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hook") as http:
+        first = await http.get("/metrics")
+        assert first.status_code == 200 and first.text == "# TYPE up gauge\nup 1.0\n"
+        second = await http.get("/metrics")
+        assert second.status_code == 503 and "no answer" in second.text
 
 
 async def test_deadline_header_bounds_the_handler(mem: Store) -> None:

@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from keel.errors import DeadlineExceededError
+from keel.errors import DeadlineExceededError, KeelError
 from keel.observe import HttpMetrics, extract, tracer
 from keel.observe.http_metrics import RouteSeries
 from keel.resilience import deadline
@@ -107,6 +107,9 @@ class KeelMiddleware:
         metrics: the HTTP series.
         registry: what ``/metrics`` exposes.
         tracer_provider: where server spans go (default: the global provider).
+        exposition: renders the ``/metrics`` body instead of ``registry`` (a
+            worker process asks its supervisor for the whole instance's series);
+            a KeelError from it answers 503.
     """
 
     def __init__(
@@ -118,12 +121,14 @@ class KeelMiddleware:
         metrics: HttpMetrics,
         registry: CollectorRegistry,
         tracer_provider: trace.TracerProvider | None = None,
+        exposition: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.probe = probe
         self.metrics = metrics
         self.registry = registry
+        self._exposition = exposition
         self._provider = tracer_provider
         self._tracer = tracer(tracer_provider)
         self._in_flight = metrics.in_flight(service)
@@ -233,8 +238,15 @@ class KeelMiddleware:
             failed = await self.probe.failures()
             body = json.dumps({"ready": not failed, "failing": failed}).encode()
             await _respond(send, 503 if failed else 200, body, "application/json")
-        else:
+        elif self._exposition is None:
             await _respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        else:
+            try:
+                body = await self._exposition()
+            except KeelError as exc:
+                await _respond(send, 503, f"{exc}\n".encode())
+            else:
+                await _respond(send, 200, body, CONTENT_TYPE_LATEST)
 
     def __repr__(self) -> str:
         return f"<KeelMiddleware service={self.service!r} app={self.app!r}>"

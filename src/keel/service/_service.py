@@ -263,6 +263,7 @@ class Service:
                 sys_path=tuple(sys.path),
             ),
             s.workers,
+            registry=self.app.registry,
         )
         stack.push_async_callback(pool.close)
         await pool.start()

@@ -17,6 +17,15 @@ listener, drain in-flight requests for up to ``grace_s``, exit) and
 app's startup finished and its listener is up, or ``failed <reason>``. End of
 file on a worker's side means its supervisor died: the worker stops too, so
 no orphan keeps serving an instance nobody registers.
+
+Scrapes: ``/metrics`` is answered by whichever worker accepted the
+connection, yet shows the whole instance. That worker sends ``scrape N``;
+the supervisor sends ``collect M`` to every worker, each answers ``metrics M
+<exposition as a JSON string>``, and the supervisor merges those with its
+own series (:func:`keel.observe.merge.merge_expositions`) and answers
+``merged N <JSON string>``. A worker that does not answer within
+``SCRAPE_WAIT_S`` is left out of that scrape, and
+``keel_service_workers_merged`` says so.
 """
 
 from __future__ import annotations
@@ -25,13 +34,23 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, Final
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from keel.errors import KeelError
+from keel.observe.merge import merge_expositions
 
-__all__ = ["WorkerPool", "WorkerSpec"]
+__all__ = ["LINE_LIMIT", "SCRAPE_WAIT_S", "WorkerPool", "WorkerSpec"]
+
+log = logging.getLogger("keel.service")
+LINE_LIMIT: Final = 64 * 1024 * 1024  # one control line carries a whole exposition
+SCRAPE_WAIT_S: Final = 2.0  # how long a scrape waits for each worker's series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,10 +84,17 @@ class _Worker:
 class WorkerPool:
     """N worker processes serving ``spec`` on one port; started, told, stopped together."""
 
-    def __init__(self, spec: WorkerSpec, count: int) -> None:
+    def __init__(
+        self, spec: WorkerSpec, count: int, *, registry: CollectorRegistry = REGISTRY
+    ) -> None:
         self.spec = spec
         self.count = count
+        self.registry = registry
         self.workers: list[_Worker] = []
+        self._readers: list[asyncio.StreamReader] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._collects: dict[tuple[int, int], asyncio.Future[str]] = {}
+        self._collect_id = 0
 
     async def start(self) -> None:
         """Start every worker and wait until each reports ready.
@@ -82,6 +108,8 @@ class WorkerPool:
             if line != "ready":
                 reason = line.removeprefix("failed ") or f"exit code {await worker.proc.wait()}"
                 raise KeelError(f"service {self.spec.service!r} worker {worker.index}: {reason}")
+        for worker, reader in zip(self.workers, replies, strict=True):
+            self._start(self._listen(worker, reader))
 
     async def _spawn(self, index: int) -> asyncio.StreamReader:
         ours, theirs = socket.socketpair()
@@ -98,11 +126,74 @@ class WorkerPool:
             raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
         worker = _Worker(index, proc, writer)
         self.workers.append(worker)
         worker.send(json.dumps(dataclasses.asdict(self.spec)))
         return reader
+
+    # -- scrapes ----------------------------------------------------------------
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        """Serve one worker's lines after ``ready``: scrape requests and collected series."""
+        while line := (await reader.readline()).decode():
+            word, _, rest = line.rstrip("\n").partition(" ")
+            number, _, payload = rest.partition(" ")
+            if word == "scrape":
+                self._start(self._answer_scrape(worker, number))
+            elif word == "metrics":
+                future = self._collects.get((worker.index, int(number)))
+                if future is not None and not future.done():
+                    future.set_result(json.loads(payload))
+
+    async def _answer_scrape(self, asking: _Worker, number: str) -> None:
+        text = await self.scrape()
+        asking.send(f"merged {number} {json.dumps(text)}")
+
+    async def scrape(self) -> str:
+        """The instance's series: every worker's (those that answer in time) and ours, merged."""
+        self._collect_id += 1
+        collect = self._collect_id
+        loop = asyncio.get_running_loop()
+        live = [w for w in self.workers if w.proc.returncode is None]
+        waits: dict[asyncio.Future[str], _Worker] = {}
+        for worker in live:
+            future: asyncio.Future[str] = loop.create_future()
+            self._collects[worker.index, collect] = future
+            waits[future] = worker
+            worker.send(f"collect {collect}")
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=SCRAPE_WAIT_S)
+        finally:
+            for worker in live:
+                self._collects.pop((worker.index, collect), None)
+        parts = [(str(waits[f].index), f.result()) for f in waits if f.done()]
+        missing = sorted(w.index for f, w in waits.items() if not f.done())
+        if missing:
+            log.warning("service %s: scrape without workers %s", self.spec.service, missing)
+        parts.append(("supervisor", generate_latest(self.registry).decode()))
+        parts.append(("", self._pool_series(len(parts) - 1)))
+        return await asyncio.to_thread(lambda: merge_expositions(parts).decode())
+
+    def _pool_series(self, merged: int) -> str:
+        service = json.dumps(self.spec.service)
+        return (
+            "# HELP keel_service_workers Worker processes this instance runs.\n"
+            "# TYPE keel_service_workers gauge\n"
+            f"keel_service_workers{{service={service}}} {self.count}\n"
+            "# HELP keel_service_workers_merged Worker processes whose series this scrape "
+            "merged.\n"
+            "# TYPE keel_service_workers_merged gauge\n"
+            f"keel_service_workers_merged{{service={service}}} {merged}\n"
+        )
+
+    # -- control ----------------------------------------------------------------
 
     def broadcast(self, word: str) -> None:
         """Send one control word to every worker."""
@@ -131,6 +222,10 @@ class WorkerPool:
 
     async def close(self) -> None:
         """Kill whatever still runs, reap everything, close the control sockets."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for worker in self.workers:
             if worker.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
