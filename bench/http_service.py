@@ -20,6 +20,11 @@
    final Redis value equals the responses wrk counted plus those it abandoned
    in flight at its deadline (at most -c, 100), and 20 sequential requests
    afterwards move it by exactly 20.
+4. scrape: what ``/metrics`` costs when the supervisor merges the series of
+   every worker (``--parts scrape``): median latency of ``--scrapes``
+   scrapes on fresh connections against ``/healthz`` on the same server,
+   with 1 worker (a local render) and 2 workers (a merged one). No target;
+   it is off the request path. Needs no wrk.
 
 Every server runs in its own process; all on loopback. Prints a table and one
 JSON document. A measurement, not a test.
@@ -242,6 +247,31 @@ def counter_bench(store: str, redis_url: str, args: argparse.Namespace) -> dict[
     return {label: median_run(label_runs) for label, label_runs in runs.items()}
 
 
+def scrape_bench(store: str, redis_url: str, scrapes: int) -> dict[str, Any]:
+    """Median ms of /metrics and /healthz (interleaved, fresh connections) per worker count."""
+    out: dict[str, Any] = {}
+    limits = httpx.Limits(max_keepalive_connections=0)
+    for workers in (1, 2):
+        with counter_server(workers, "examples.counter:plain_app", store, redis_url) as url:
+            times: dict[str, list[float]] = {"/metrics": [], "/healthz": []}
+            with httpx.Client(base_url=url, limits=limits) as http:
+                for _ in range(100):  # some traffic, so the series are not empty
+                    http.get("/incr")
+                for _ in range(scrapes):
+                    for path, samples in times.items():
+                        start = time.perf_counter()
+                        answer = http.get(path)
+                        samples.append((time.perf_counter() - start) * 1000)
+                        answer.raise_for_status()
+                size = len(http.get("/metrics").content)
+        out[f"{workers} worker{'s' if workers > 1 else ''}"] = {
+            "metrics_ms": statistics.median(times["/metrics"]),
+            "healthz_ms": statistics.median(times["/healthz"]),
+            "exposition_bytes": size,
+        }
+    return out
+
+
 def sequential_check(url: str, client: redis.Redis) -> bool:
     """20 requests one at a time: each answers the previous value + 1, Redis moves by 20."""
     before = int(client.get("counter") or 0)
@@ -269,11 +299,12 @@ def main() -> None:
     parser.add_argument("--counter-duration", type=int, default=10)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3, help="wrk runs per variant (medians)")
+    parser.add_argument("--scrapes", type=int, default=41, help="scrapes per server (scrape)")
     parser.add_argument(
         "--parts",
         type=lambda text: set(text.split(",")),
         default={"hello", "client", "counter"},
-        help="comma-separated: hello, client, counter",
+        help="comma-separated: hello, client, counter, scrape",
     )
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -281,7 +312,7 @@ def main() -> None:
         kind, port, store, redis_url = args.serve
         serve(kind, int(port), store, redis_url)
         return
-    if shutil.which("wrk") is None:
+    if args.parts & {"hello", "counter"} and shutil.which("wrk") is None:
         sys.exit("bench/http_service.py needs wrk: apt-get install -y wrk")
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
@@ -293,6 +324,8 @@ def main() -> None:
             out["client"] = {**rates, "ratio": rates["keel"] / rates["httpx"]}
         if "counter" in args.parts:
             out["counter"] = counter_bench(store, redis_server.url, args)
+        if "scrape" in args.parts:
+            out["scrape"] = scrape_bench(store, redis_server.url, args.scrapes)
     report(out, args.runs)
 
 
@@ -322,6 +355,12 @@ def report(out: dict[str, Any], runs: int) -> None:
         print(
             f"{'counter /incr, ' + label:<48}{run['rps']:>10.0f}{run['p99_ms']:>9.2f}"
             f"   anchor 8,500; counter {'correct' if correct else 'WRONG'}"
+        )
+    for label, scrape in out.get("scrape", {}).items():
+        print(
+            f"{'scrape, ' + label + ', median ms /metrics vs /healthz':<48}"
+            f"{scrape['metrics_ms']:>10.2f}{scrape['healthz_ms']:>9.2f}   "
+            f"{scrape['exposition_bytes']:,} bytes"
         )
     print(json.dumps({"bench": "http", "results": out}))
 
