@@ -208,3 +208,20 @@ async def test_live_config_is_bound(mem: Store) -> None:
         await center.publish("echo.json", '{"greeting": "hello"}')
         config = svc.config
         await eventually(lambda: config.value["greeting"] == "hello", 5)
+
+
+def test_workers_refuse_a_target_that_is_not_module_attribute(mem: Store) -> None:
+    """The form of the import string is checked at once; the supervisor imports nothing."""
+    with pytest.raises(ValidationError, match="write module:attribute"):
+        Service("echo", "no-colon", store=mem, workers=2)
+
+
+async def test_a_worker_that_cannot_import_the_app_fails_serve_with_its_reason(
+    mem: Store,
+) -> None:
+    """serve() raises the KeelError itself (not a group), naming the worker and the cause."""
+    svc = Service("echo", "tests.service.no_such_module:app", store=mem, workers=2, settings=FAST)
+    with pytest.raises(KeelError, match=r"worker 0: .*cannot import 'tests.service.no_such"):
+        async with asyncio.timeout(60):
+            await svc.serve()
+    assert (await mem.range("services/echo/"))[0] == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -13,20 +13,8 @@ from keel.cli._common import fail, run, state
 from keel.errors import ValidationError
 from keel.observe import setup
 from keel.service import Service, ServiceSettings
-from keel.service._server import import_app
 
-__all__ = ["load_app", "register"]
-
-
-def load_app(target: str) -> Any:
-    """Import ``module:attribute`` (the current directory is importable, as with uvicorn).
-
-    Raises:
-        ValidationError: the target is not ``module:attribute`` or cannot be imported.
-    """
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return import_app(target)
+__all__ = ["register"]
 
 
 def run_cmd(
@@ -51,15 +39,15 @@ def run_cmd(
 ) -> None:
     """Serve an ASGI app: register when ready, /healthz /readyz /metrics, drain on SIGTERM.
 
-    With ``--workers N`` (N > 1) the port is served by N processes, each
-    importing the app (see docs/services.md); the app is still imported here
-    first, so a bad target fails before anything starts.
+    The current directory is importable, as with uvicorn. With ``--workers N``
+    (N > 1) the port is served by N processes, each importing the app (see
+    docs/services.md); one that cannot stops the start with its reason.
     """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
-        app = load_app(target)
         settings = ServiceSettings.from_env().with_changes(port=port, host=host, workers=workers)
-        served = target if settings.workers > 1 else app
-        service = Service(name, served, store=state.url, settings=settings, config=config)
+        service = Service(name, target, store=state.url, settings=settings, config=config)
     except ValidationError as exc:
         fail(str(exc))
     setup(name, level=log_level, json_logs=not console_logs, otlp_endpoint=otlp_endpoint)

@@ -14,7 +14,7 @@ import uvicorn
 from keel.errors import ValidationError
 from keel.service._asgi import ASGIApp
 
-__all__ = ["Server", "bind", "import_app", "server_config"]
+__all__ = ["Server", "bind", "import_app", "server_config", "split_app"]
 
 
 class Server(uvicorn.Server):
@@ -74,15 +74,25 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def split_app(spec: str) -> tuple[str, str]:
+    """``module:attribute`` as (module, attribute), without importing anything.
+
+    Raises:
+        ValidationError: ``spec`` is not of that form.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValidationError(f"app {spec!r}: write module:attribute, e.g. 'myapp:app'")
+    return module_name, attribute
+
+
 def import_app(spec: str) -> Any:
     """The object ``module:attribute`` (dots allowed in the attribute) names.
 
     Raises:
         ValidationError: not ``module:attribute``, or the import or a lookup failed.
     """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValidationError(f"app {spec!r}: write module:attribute, e.g. 'myapp:app'")
+    module_name, attribute = split_app(spec)
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:

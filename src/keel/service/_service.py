@@ -47,7 +47,7 @@ from keel.errors import KeelError, StoreClosedError, ValidationError
 from keel.observe import HttpMetrics, http_metrics
 from keel.registry import Instance, Registration, Registry
 from keel.service._asgi import ASGIApp, KeelMiddleware, Probe
-from keel.service._server import Server, bind, import_app, server_config
+from keel.service._server import Server, bind, import_app, server_config, split_app
 from keel.service._settings import ServiceSettings
 from keel.service._workers import WorkerPool, WorkerSpec
 from keel.store import Store, default_url
@@ -192,7 +192,11 @@ class Service:
             await self._start(stack)
         except BaseException as exc:
             await self._shutdown()
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:  # the task group wraps what it was given
+                if group.exceptions != (exc,):
+                    raise
             raise
         return self
 
@@ -354,6 +358,7 @@ def _host(address: str) -> str:
 def _check_app(app: ASGIApp | str, workers: int, checks: object, config: str | None) -> str:
     """The app's import string ("" when given an object); refuses what workers cannot run."""
     if isinstance(app, str):
+        split_app(app)  # the form now; each worker imports it
         spec = app
     elif callable(app):
         spec = ""
