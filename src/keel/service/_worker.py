@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from keel.errors import KeelError
 from keel.observe import http_metrics
@@ -43,7 +43,7 @@ async def _serve(fd: int) -> int:
         await writer.drain()
         return 1
     probe = Probe()
-    link = _Link(writer)
+    link = _Link(writer, REGISTRY)
     server = Server(
         server_config(
             KeelMiddleware(
@@ -51,7 +51,7 @@ async def _serve(fd: int) -> int:
                 service=spec.service,
                 probe=probe,
                 metrics=http_metrics(),
-                registry=REGISTRY,
+                registry=link.registry,
                 exposition=link.scrape,
             ),
             grace_s=spec.grace_s,
@@ -80,8 +80,9 @@ async def _serve(fd: int) -> int:
 class _Link:
     """This worker's side of scrapes: asks the supervisor, answers its collects."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, registry: CollectorRegistry) -> None:
         self._writer = writer
+        self.registry = registry
         self._asked: dict[int, asyncio.Future[str]] = {}
         self._next = 0
 
@@ -115,7 +116,7 @@ class _Link:
             future.set_result(text)
 
     def collect(self, number: int) -> None:
-        text = generate_latest(REGISTRY).decode()
+        text = generate_latest(self.registry).decode()
         self._writer.write(f"metrics {number} {json.dumps(text)}\n".encode())
 
 
