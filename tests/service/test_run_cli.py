@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,10 +31,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{cluster.url}?root=/run-{tmp_path.name}/"
 
 
-def test_keel_run_serves_registers_and_exits_cleanly(url: str) -> None:
-    """The app serves, is registered, logs JSON, and SIGTERM ends it with exit 0, deregistered."""
-    port = free_port()
-    env = {**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"}
+@contextlib.contextmanager
+def keel_run(url: str, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """``keel run`` of the test app as ``echo``; killed and reaped if the test leaves it running."""
     proc = subprocess.Popen(
         [
             *KEEL,
@@ -40,38 +41,50 @@ def test_keel_run_serves_registers_and_exits_cleanly(url: str) -> None:
             url,
             "run",
             "tests.service._apps:app",
-            *("--name", "echo"),
+            "--name",
+            "echo",
             "--port",
             str(port),
+            *extra,
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            listed = subprocess.run(
-                [*KEEL, "--store", url, "instances", "echo", "--json"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            if listed.stdout.strip():
-                break
-            assert time.monotonic() < deadline, "never registered"
-            time.sleep(0.1)
-        assert f":{port}" in listed.stdout
-        assert httpx.get(f"http://127.0.0.1:{port}/echo").json()["name"] == "echo"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def instances(url: str) -> list[str]:
+    """``keel instances echo --json``, a line per instance."""
+    listed = subprocess.run(
+        [*KEEL, "--store", url, "instances", "echo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return listed.stdout.strip().splitlines()
+
+
+def test_keel_run_serves_registers_and_exits_cleanly(url: str) -> None:
+    """The app serves, is registered, logs JSON, and SIGTERM ends it with exit 0, deregistered."""
+    port = free_port()
+    with keel_run(url, port) as proc:
+        deadline = time.monotonic() + 30
+        while not (listed := instances(url)):
+            assert time.monotonic() < deadline, "never registered"
+            time.sleep(0.1)
+        assert f":{port}" in listed[0]
+        assert httpx.get(f"http://127.0.0.1:{port}/echo").json()["name"] == "echo"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r.get("service") == "echo" and "deregistered" in r["event"] for r in records)
@@ -81,19 +94,7 @@ def test_keel_run_workers_serve_one_instance_from_two_processes(tmp_path: Path) 
     """``--workers 2``: one registered instance, answered by two processes; SIGTERM exits 0."""
     url = f"sqlite:///{tmp_path / 'keel.db'}"
     port = free_port()
-    env = {**os.environ, "KEEL_SERVICE_DRAIN_DELAY_S": "0.1"}
-    proc = subprocess.Popen(
-        [
-            *(*KEEL, "--store", url, "run", "tests.service._apps:app", "--name", "echo"),
-            *("--port", str(port), "--workers", "2"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with keel_run(url, port, "--workers", "2") as proc:
         deadline = time.monotonic() + 30
         pids: set[int] = set()
         while len(pids) < 2:  # the kernel spreads new connections over the two listeners
@@ -104,20 +105,9 @@ def test_keel_run_workers_serve_one_instance_from_two_processes(tmp_path: Path) 
             except httpx.TransportError:
                 time.sleep(0.1)
         assert proc.pid not in pids, "the supervisor serves no request"
-        listed = subprocess.run(
-            [*KEEL, "--store", url, "instances", "echo", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        assert len(listed.stdout.strip().splitlines()) == 1, listed.stdout
+        assert len(instances(url)) == 1
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
 
 
@@ -132,3 +122,21 @@ def test_keel_run_refuses_a_bad_target(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "module:attribute" in done.stderr
+
+
+def test_keel_run_workers_report_an_app_they_cannot_import(tmp_path: Path) -> None:
+    """With --workers, the worker's import error is the one line on stderr, exit 2."""
+    done = subprocess.run(
+        [
+            *(*KEEL, "--store", f"sqlite:///{tmp_path / 'k.db'}", "run"),
+            *("tests.service.no_such_module:app", "--name", "echo", "--workers", "2"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("keel: error: service 'echo' worker 0: "), done.stderr
+    assert "cannot import 'tests.service.no_such_module'" in done.stderr
