@@ -14,6 +14,8 @@
   jobs made 44,000 objects that every full garbage collection walked (70-100
   ms pauses on the test machine). Per-job lateness and durations are in the
   run records (``job_statistics``).
+- ``keel_records_rejected_total{area}`` — records read from the store that
+  failed their decoder and were skipped (registry, health, config, schedule...).
 
 Library code calls :func:`capability_metrics` (the process-wide registry);
 tests may build their own :class:`CapabilityMetrics` on a private registry.
@@ -87,6 +89,13 @@ class CapabilityMetrics:
             registry=r,
         )
 
+        self._rejected = Counter(
+            "keel_records_rejected",
+            "Records read from the store that were malformed and skipped.",
+            ("area",),
+            registry=r,
+        )
+
         self._run_counters: dict[tuple[str, str], Counter] = {}
         self._run_times: dict[str, tuple[Histogram, Histogram]] = {}
 
@@ -108,6 +117,10 @@ class CapabilityMetrics:
         self._held.labels(kind).dec()
         if lost:
             self._lost.labels(kind).inc()
+
+    def record_rejected(self, area: str) -> None:
+        """Count one malformed record skipped by a reader of ``area``."""
+        self._rejected.labels(area).inc()
 
     def run_finished(
         self,
