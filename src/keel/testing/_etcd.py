@@ -78,6 +78,7 @@ class EtcdCluster:
         self._binary = path
         self._tls = tls
         self._extra_args = extra_args
+        self._admin: str | None = None
         self._tmp = tempfile.mkdtemp(prefix="keel-etcd-")
         self.members = [
             _Member(f"m{i}", free_port(), free_port(), Path(self._tmp) / f"m{i}")
@@ -234,11 +235,34 @@ class EtcdCluster:
         return out.stdout.decode()
 
     def enable_auth(self, password: str, *, user: str = "root") -> None:
-        """Create ``user`` (etcd's ``root`` has every permission) and turn auth on."""
+        """Create ``user`` (etcd's ``root`` has every permission) and turn auth on.
+
+        Later :meth:`add_user` calls run etcdctl as this user.
+        """
         self.etcdctl("user", "add", user, "--interactive=false", f"--new-user-password={password}")
         if user != "root":
             self.etcdctl("user", "grant-role", user, "root")
         self.etcdctl("auth", "enable")
+        self._admin = f"{user}:{password}"
+
+    def add_user(self, user: str, password: str, *, readwrite: tuple[str, ...] = ()) -> None:
+        """Create a least-privilege ``user``: one role of its own, readwrite on each prefix.
+
+        The same commands an operator runs (``etcdctl role grant-permission
+        ROLE --prefix=true readwrite /keel/``); with no prefix the user may
+        authenticate but read or write nothing.
+        """
+        admin = {"ETCDCTL_USER": self._admin} if self._admin else None
+        role = f"{user}-role"
+        self.etcdctl("role", "add", role, env=admin)
+        for prefix in readwrite:
+            self.etcdctl(
+                "role", "grant-permission", role, "--prefix=true", "readwrite", prefix, env=admin
+            )
+        self.etcdctl(
+            "user", "add", user, "--interactive=false", f"--new-user-password={password}", env=admin
+        )
+        self.etcdctl("user", "grant-role", user, role, env=admin)
 
     def stop(self) -> None:
         """Stop every member and delete the data directory."""

@@ -86,10 +86,18 @@ class Member:
 
 
 class Connection:
-    """The channel to the member in use, with failover, auth and bounded calls."""
+    """The channel to the member in use, with failover, auth and bounded calls.
 
-    def __init__(self, settings: EtcdSettings) -> None:
+    Args:
+        settings: endpoints, timeout, TLS and credentials.
+        root: the store's root prefix (bytes). The connect probe reads exactly
+            this key, so a user allowed only the root prefix can connect.
+    """
+
+    def __init__(self, settings: EtcdSettings, *, root: bytes) -> None:
         self.settings = settings
+        self.root = root
+        self._prefix = root.decode("utf-8", "replace")
         self._credentials = settings.credentials()
         self._index = 0
         self._generation = 0
@@ -188,6 +196,8 @@ class Connection:
         try:
             await member.maintenance.Status(rpc.StatusRequest(), timeout=1.0)
         except grpc.aio.AioRpcError as exc:
+            if classify(exc) is Failure.ANSWER:
+                return ""  # etcd itself answered (e.g. Status needs the root role)
             return str(exc.details() or exc.code().name)
         except grpc.aio.UsageError:
             return "the connection was retired after a failover"
@@ -262,7 +272,7 @@ class Connection:
                     await self.reauthenticate(token, deadline)
                     continue
                 if kind in (Failure.ANSWER, Failure.TOKEN):
-                    raise translate(exc, member.endpoint, what) from exc
+                    raise translate(exc, member.endpoint, what, root=self._prefix) from exc
                 await self.fail(member, str(exc.details()))
                 if kind is Failure.LOST and not idempotent:
                     raise unknown_outcome(exc, member.endpoint, what) from exc
@@ -338,12 +348,15 @@ class Connection:
         if self.settings.user is not None:
             await self._authenticate(member, deadline)
         timeout = max(0.01, deadline - asyncio.get_running_loop().time())
-        request = rpc.RangeRequest(key=b"\0", count_only=True)
+        # The root key itself: inside the prefix a least-privilege role is
+        # granted (``--prefix=true readwrite /keel/``), unlike any key outside it.
+        request = rpc.RangeRequest(key=self.root, count_only=True)
         try:
             await member.kv.Range(request, timeout=timeout, metadata=self.metadata())
         except grpc.aio.AioRpcError as exc:
             if classify(exc) in (Failure.ANSWER, Failure.TOKEN):
-                raise translate(exc, member.endpoint, "the first read") from exc
+                what = f"reading {self._prefix} (the connect probe)"
+                raise translate(exc, member.endpoint, what, root=self._prefix) from exc
             raise
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "Failure",
     "classify",
     "connect_failure",
+    "permission_denied",
     "translate",
     "unknown_outcome",
 ]
@@ -116,8 +117,14 @@ def connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError | No
     return None
 
 
-def translate(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> KeelError:
-    """The keel error for a definite answer from etcd (``what`` names the call)."""
+def translate(
+    exc: grpc.aio.AioRpcError, endpoint: str, what: str, *, root: str | None = None
+) -> KeelError:
+    """The keel error for a definite answer from etcd.
+
+    ``what`` names the call; ``root`` (the store's root prefix), when given,
+    is named in a permission error as the prefix to grant.
+    """
     code, details = exc.code(), _details(exc)
     if "requested lease not found" in details:
         return LeaseNotFoundError(f"{what}: lease not found (expired or revoked): grant a new one")
@@ -136,10 +143,7 @@ def translate(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> KeelError:
             f"etcd at {endpoint} requires authentication: put user:password@ in the store URL"
         )
     if "permission denied" in details or code is grpc.StatusCode.PERMISSION_DENIED:
-        return AuthError(
-            f"etcd at {endpoint} denied {what}: grant the user a role with read/write "
-            f"permission on the store's root prefix"
-        )
+        return permission_denied(endpoint, what, root)
     if "request is too large" in details:
         return ValidationError(f"{what}: request too large for etcd (--max-request-bytes)")
     if "too many operations in txn" in details:
@@ -147,6 +151,20 @@ def translate(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> KeelError:
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
         return ValidationError(f"{what}: etcd refused the request: {details}")
     return StoreUnavailableError(f"etcd at {endpoint} failed {what}: {code.name}: {details}")
+
+
+def permission_denied(endpoint: str, what: str, root: str | None) -> AuthError:
+    """The error for a call the user's roles do not allow, naming the prefix to grant."""
+    if root is None:
+        return AuthError(
+            f"etcd at {endpoint} denied {what}: grant the user a role with readwrite "
+            f"permission on the store's root prefix"
+        )
+    return AuthError(
+        f"etcd at {endpoint} denied {what}: the user needs readwrite on the prefix {root}: "
+        f"etcdctl role grant-permission ROLE --prefix=true readwrite {root} "
+        f"(and etcdctl user grant-role USER ROLE)"
+    )
 
 
 def unknown_outcome(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> StoreUnavailableError:

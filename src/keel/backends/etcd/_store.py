@@ -19,7 +19,7 @@ from keel.backends.etcd._convert import KeySpace, writes
 from keel.backends.etcd._keepalive import KeepAliveHub
 from keel.backends.etcd._settings import EtcdSettings
 from keel.backends.etcd._watch import EtcdWatch, WatchHub
-from keel.errors import CompactedError
+from keel.errors import AuthError, CompactedError
 from keel.store import (
     Compare,
     KeyValue,
@@ -56,8 +56,8 @@ class EtcdStore(Store):
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         super().__init__(root=root, max_value_bytes=max_value_bytes)
-        self._conn = Connection(settings)
         self._keys = KeySpace(self.root)
+        self._conn = Connection(settings, root=self._keys.root)
         self._watches = WatchHub(self._conn, self._keys)
         self._keepalive = KeepAliveHub(self._conn)
 
@@ -137,6 +137,12 @@ class EtcdStore(Store):
             )
         except CompactedError as exc:
             raise await self._compacted(exc, revision) from exc.__cause__
+        except AuthError as exc:
+            raise AuthError(
+                f"etcd at {self._conn.endpoint} denied compact at {revision}: compaction "
+                f"drops history of the whole cluster, not only of {self.root}, so etcd may "
+                f"allow it to the root role only: run it as a user with the root role"
+            ) from exc
 
     async def _compacted(self, exc: CompactedError, below: int) -> CompactedError:
         """``exc`` with etcd's compaction point, found by bisecting readable revisions."""
@@ -219,10 +225,8 @@ class EtcdStore(Store):
             "status",
             idempotent=True,
         )
-        member = await self._call(
-            lambda m: m.maintenance.Status, rpc.StatusRequest(), "status", idempotent=True
-        )
         leases = await self._do_leases()
+        member, details = await self._member_status()
         return StoreStatus(
             backend="etcd",
             endpoint=",".join(self._conn.settings.endpoints),
@@ -231,15 +235,31 @@ class EtcdStore(Store):
             compact_revision=await self._compact_revision(),
             keys=int(count.count),
             leases=len(leases),
-            size_bytes=int(member.dbSize),
-            details={
-                "version": str(member.version),
-                "leader": f"{int(member.leader):x}",
-                "member": f"{int(member.header.member_id):x}",
-                "endpoint": self._conn.endpoint,
-                "raft_term": str(int(member.raftTerm)),
-            },
+            size_bytes=None if member is None else int(member.dbSize),
+            details=details,
         )
+
+    async def _member_status(self) -> tuple[Any, dict[str, str]]:
+        """etcd's Maintenance.Status of the member in use, and the details it gives.
+
+        Several etcd releases (3.6.0 on, 3.5.28 on) allow Maintenance.Status
+        to the root role only; a least-privilege user then still gets the
+        status of its prefix, without the member's size and version.
+        """
+        endpoint = {"endpoint": self._conn.endpoint}
+        try:
+            member = await self._call(
+                lambda m: m.maintenance.Status, rpc.StatusRequest(), "status", idempotent=True
+            )
+        except AuthError:
+            return None, {**endpoint, "member": "hidden: etcd shows it to the root role only"}
+        return member, {
+            "version": str(member.version),
+            "leader": f"{int(member.leader):x}",
+            "member": f"{int(member.header.member_id):x}",
+            **endpoint,
+            "raft_term": str(int(member.raftTerm)),
+        }
 
     async def _do_close(self) -> None:
         await self._watches.close()
