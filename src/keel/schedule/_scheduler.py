@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from keel._signals import on_stop_signal
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Session
 from keel.errors import ConflictError, SessionLostError, ValidationError
@@ -115,6 +115,8 @@ class Scheduler:
         self.worker: Worker | None = None
         self.planner: Planner | None = None
         self.ready = asyncio.Event()
+        self._running: asyncio.Task[Any] | None = None
+        self._stop_requested = False
         """Set once definitions are stored and the worker has loaded the runs."""
 
     def handler(self, name: str) -> Callable[[Handler], Handler]:
@@ -219,30 +221,53 @@ class Scheduler:
                 except ConflictError:
                     continue
 
-    async def run(self, *, handle_sigterm: bool = True) -> None:
-        """Store the definitions, then work and stand for planner until cancelled or SIGTERM.
+    async def run(self, *, handle_signals: bool = True, handle_sigterm: bool | None = None) -> None:
+        """Store the definitions, then work and stand for planner until stopped.
+
+        Returns normally after :meth:`stop`, SIGTERM or SIGINT (running
+        handlers are cancelled; their runs re-run elsewhere). The signals are
+        shared with every other keel run loop of the process (a
+        :class:`~keel.service.Service` beside it stops on the same signal).
+        Cancelling the task that runs it still raises ``CancelledError``.
 
         A lost session (the store unreachable for longer than the TTL) is
         replaced by a new one: running handlers are cancelled (their runs
         re-run elsewhere), and the process goes on.
+
+        Args:
+            handle_signals: stop on SIGTERM and SIGINT (False: only on :meth:`stop`).
+            handle_sigterm: the former name of ``handle_signals``.
         """
-        await self.store_definitions()
-        current = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if handle_sigterm and current is not None:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGTERM, current.cancel)
+        if handle_sigterm is not None:
+            handle_signals = handle_sigterm
+        self._running = current = asyncio.current_task()
+        self._stop_requested = False
         try:
-            while True:
-                try:
-                    await self._run_once()
-                except* SessionLostError as group:
-                    log.warning("scheduler session lost, starting a new one: %s", group.exceptions)
-                await self._clock.sleep(0.5)
+            with contextlib.ExitStack() as signals:
+                if handle_signals:
+                    signals.enter_context(on_stop_signal(lambda _sig: self.stop()))
+                await self.store_definitions()
+                while True:
+                    try:
+                        await self._run_once()
+                    except* SessionLostError as group:
+                        log.warning(
+                            "scheduler session lost, starting a new one: %s", group.exceptions
+                        )
+                    await self._clock.sleep(0.5)
+        except asyncio.CancelledError:
+            if not self._stop_requested or current is None:
+                raise
+            current.uncancel()  # the cancellation was our own stop: end cleanly
+            log.info("scheduler %s stopped", self.group)
         finally:
-            if handle_sigterm:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(signal.SIGTERM)
+            self._running = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end (what SIGTERM and SIGINT do); it then returns normally."""
+        if self._running is not None and not self._stop_requested:
+            self._stop_requested = True
+            self._running.cancel()
 
     async def _run_once(self) -> None:
         async with contextlib.AsyncExitStack() as stack:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from opentelemetry import trace
 from prometheus_client import REGISTRY, CollectorRegistry
 
 import keel
+from keel._signals import on_stop_signal
 from keel.config import ConfigCenter, LiveConfig
 from keel.coord import Session
 from keel.errors import KeelError, StoreClosedError, ValidationError
@@ -125,6 +125,12 @@ class Service:
         self._store_arg = store
         self._config_name, self._config_model = config, config_model
         self.store: Store | None = None
+        self.session: Session | None = None
+        """The process session the instance is registered on (set once started).
+
+        Share it: locks, elections and registrations taken on it go with the
+        instance when it stops or its session is lost.
+        """
         self.config: LiveConfig[Any] | None = None
         self.registration: Registration | None = None
         self.port = 0
@@ -162,22 +168,13 @@ class Service:
             KeelError: startup failed (store unreachable, app startup failed,
                 ``/readyz`` never passed within ``startup_timeout_s``).
         """
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal)
-                installed.append(sig)
-        try:
+        with on_stop_signal(self._on_signal):
             async with self:
                 await self._stop.wait()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
         if self._failure is not None:
             raise self._failure
 
-    def _on_signal(self) -> None:
+    def _on_signal(self, _signal: object = None) -> None:
         if self._stop.is_set():  # second signal: stop waiting for in-flight requests
             if self._server is not None:
                 self._server.force_exit = True
@@ -203,7 +200,7 @@ class Service:
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
         self.store = await self._open_store(stack)
-        session = await stack.enter_async_context(Session(self.store, ttl_s=s.ttl_s))
+        self.session = session = await stack.enter_async_context(Session(self.store, ttl_s=s.ttl_s))
         self.probe.session_ok = lambda: not session.lost.is_set()
         registry = await stack.enter_async_context(Registry(self.store, session=session))
         if self._config_name is not None:

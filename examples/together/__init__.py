@@ -1,0 +1,1 @@
+"""One process, one signal: a Service, a Scheduler and a lock that stop together."""
