@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.keel-installed
 
-.PHONY: up test lint typecheck unit engines bench bench-resilience lock clean
+.PHONY: up test lint typecheck unit engines bench bench-resilience lock clean protos
 
 up: $(STAMP)
 	$(BIN)/keel up
@@ -41,6 +41,10 @@ bench: $(STAMP) engines
 
 bench-resilience: $(STAMP) engines
 	$(BIN)/python bench/resilience.py
+
+# Regenerate the committed gRPC code of the test and example .proto files.
+protos: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/protos.sh
 
 # Re-pin every dependency (run after changing pyproject.toml).
 lock:
