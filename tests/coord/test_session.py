@@ -8,6 +8,7 @@ import pytest
 
 from keel.backends.memory import MemoryStore
 from keel.coord import Session, next_step
+from keel.coord._session import attempt_budget, loss_deadline
 from keel.errors import SessionLostError, ValidationError
 from keel.store import Store
 from keel.testing import FakeClock
@@ -15,18 +16,72 @@ from keel.testing import FakeClock
 
 def test_next_step_renews_every_third_of_the_ttl() -> None:
     """While renewals succeed the next one is ttl/3 away."""
-    assert next_step(now=10.0, last_ok=10.0, ttl_s=9, failed=False) == pytest.approx(3.0)
+    assert next_step(now=10.0, last_sent=10.0, ttl_s=9, failed=False) == pytest.approx(3.0)
 
 
 def test_next_step_retries_faster_after_a_failure() -> None:
-    """After a failure the retry comes at ttl/10, never past the expiry."""
-    assert next_step(now=10.0, last_ok=7.0, ttl_s=9, failed=True) == pytest.approx(0.9)
-    assert next_step(now=15.5, last_ok=7.0, ttl_s=9, failed=True) == pytest.approx(0.5)
+    """After a failure the retry comes at ttl/10, never past the loss deadline."""
+    assert next_step(now=10.0, last_sent=7.0, ttl_s=9, failed=True) == pytest.approx(0.9)
+    # deadline = 7 + 9 - 0.9 = 15.1
+    assert next_step(now=14.6, last_sent=7.0, ttl_s=9, failed=True) == pytest.approx(0.5)
+    assert next_step(now=15.08, last_sent=7.0, ttl_s=9, failed=True) == pytest.approx(0.02)
 
 
-def test_next_step_declares_loss_once_the_ttl_has_passed() -> None:
-    """With no success for a whole TTL the session is lost."""
-    assert next_step(now=16.0, last_ok=7.0, ttl_s=9, failed=True) is None
+def test_next_step_declares_loss_at_the_deadline() -> None:
+    """Loss comes at sent + ttl - margin, before the store can expire the lease."""
+    assert next_step(now=15.1, last_sent=7.0, ttl_s=9, failed=True) is None
+    assert next_step(now=16.0, last_sent=7.0, ttl_s=9, failed=True) is None
+
+
+def test_loss_deadline_keeps_a_margin_of_a_tenth_and_at_least_100_ms() -> None:
+    """The margin is max(0.1 s, ttl/10), counted back from sent + ttl."""
+    assert loss_deadline(last_sent=100.0, ttl_s=3) == pytest.approx(102.7)
+    assert loss_deadline(last_sent=100.0, ttl_s=30) == pytest.approx(127.0)
+    assert loss_deadline(last_sent=100.0, ttl_s=1) == pytest.approx(100.9)
+
+
+def test_attempt_budget_ends_at_the_deadline() -> None:
+    """A renewal may take ttl/3, cut off at the deadline, and nothing after it."""
+    assert attempt_budget(now=100.0, last_sent=100.0, ttl_s=3) == pytest.approx(1.0)
+    assert attempt_budget(now=102.2, last_sent=100.0, ttl_s=3) == pytest.approx(0.5)
+    assert attempt_budget(now=103.0, last_sent=100.0, ttl_s=3) == 0.0
+
+
+class _StalledStore(MemoryStore):
+    """A memory store whose renewals stop being answered once ``stall`` is set."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.stall = asyncio.Event()
+        self.renewals: list[float] = []
+        self._fake = clock
+
+    async def _do_keepalive(self, lease_id: int) -> int:
+        if self.stall.is_set():
+            await asyncio.Event().wait()  # a partitioned member: no answer, ever
+        self.renewals.append(self._fake.monotonic())
+        return await super()._do_keepalive(lease_id)
+
+
+async def test_unanswered_renewals_are_cut_off_and_loss_precedes_expiry() -> None:
+    """With renewals hanging, loss fires at last renewal + ttl - margin, lease still alive."""
+    clock = FakeClock(autojump=True)
+    store = await _StalledStore(clock).start()
+    try:
+        async with Session(store, ttl_s=3, clock=clock) as session:
+            while len(store.renewals) < 2:
+                await clock.sleep(0.5)
+            store.stall.set()
+            async with asyncio.timeout(2):
+                await session.lost
+            lost_at = clock.monotonic()
+            last = store.renewals[-1]
+            assert lost_at == pytest.approx(loss_deadline(last_sent=last, ttl_s=3))
+            info = await store.time_to_live(session._lease_id)
+            assert info is not None and info.ttl > 0  # the store has not expired it yet
+            assert session.statistics().failures >= 1
+    finally:
+        await store.close()
 
 
 async def test_session_holds_its_lease_for_five_ttls(store: Store) -> None:

@@ -2,17 +2,25 @@
 
 A process opens one :class:`Session` and hangs its registrations, locks and
 candidacies on the session's lease, so one keepalive every ``ttl/3`` serves
-them all, and so they all end together when the process dies. When the
-keepalive has failed for longer than the TTL (or the store says the lease is
-gone), the session is *lost*: ``session.lost`` is set and owners react. The
-TTL is counted from when each renewal was *sent*, so the process learns of the
-loss no later than the store expires the lease, before any other process can
-take over what it owned. A lost
-session never quietly takes a new lease; owners that want to go on open a new
-session.
+them all, and so they all end together when the process dies.
 
-The keepalive decision (when to renew next, when to declare loss) is the pure
-function :func:`next_step`; the loop around it only does the I/O.
+The session declares itself *lost* (``session.lost`` is set and owners
+react) when the store says the lease is gone, or at its own deadline::
+
+    deadline = sent + ttl - margin        margin = max(0.1 s, ttl / 10)
+
+where ``sent`` is when the last *successful* renewal was sent (not when its
+answer came). The store renewed the lease at some moment after that, so it
+cannot expire the lease before ``sent + ttl``: the process learns of the loss
+at least ``margin`` before any other process can take over what it owned.
+No renewal attempt runs past the deadline (each is cut off there), so a slow
+or partitioned store cannot delay the verdict. A lost session never quietly
+takes a new lease; owners that want to go on open a new session.
+
+The keepalive decisions (when to renew next, how long an attempt may take,
+when to declare loss) are pure functions of the clock's readings
+(:func:`next_step`, :func:`loss_deadline`); the loop around them only does
+the I/O.
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from keel.coord._flag import LossFlag
 from keel.errors import KeelError, LeaseNotFoundError, SessionLostError, ValidationError
 from keel.store import Store
 
-__all__ = ["Session", "SessionStatistics", "next_step"]
+__all__ = ["Session", "SessionStatistics", "attempt_budget", "loss_deadline", "next_step"]
 
 log = logging.getLogger("keel.coord.session")
 
 _MIN_RETRY_S = 0.05
+_MIN_MARGIN_S = 0.1  # covers event-loop lag and the renewal's trip to the leader
+_MARGIN_SHARE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +68,34 @@ class SessionStatistics:
     lost: bool
 
 
-def next_step(*, now: float, last_ok: float, ttl_s: float, failed: bool) -> float | None:
+def loss_deadline(*, last_sent: float, ttl_s: float) -> float:
+    """When a session whose last successful renewal was sent at ``last_sent`` is lost.
+
+    ``last_sent + ttl_s - margin`` with ``margin = max(0.1 s, ttl_s / 10)``:
+    the store cannot expire the lease before ``last_sent + ttl_s``, since it
+    renewed the lease after the request was sent.
+    """
+    return last_sent + ttl_s - max(_MIN_MARGIN_S, ttl_s * _MARGIN_SHARE)
+
+
+def next_step(*, now: float, last_sent: float, ttl_s: float, failed: bool) -> float | None:
     """Decide the wait before the next renewal, or None when the session is lost.
 
     Renew every ``ttl/3`` while renewals succeed; after a failure retry at
-    ``ttl/10`` (so two or three more tries fit before expiry); once ``ttl``
-    has passed since the last success, the server has expired the lease (or
-    will before we can reach it): lost.
+    ``ttl/10`` (so a few more tries fit before the deadline); at the deadline
+    (:func:`loss_deadline`) the session is lost. The wait never passes the
+    deadline.
     """
-    expires_in = last_ok + ttl_s - now
-    if expires_in <= 0:
+    left = loss_deadline(last_sent=last_sent, ttl_s=ttl_s) - now
+    if left <= 0:
         return None
     wait = ttl_s / 10 if failed else ttl_s / 3
-    return max(_MIN_RETRY_S, min(wait, expires_in))
+    return min(left, max(_MIN_RETRY_S, wait))
+
+
+def attempt_budget(*, now: float, last_sent: float, ttl_s: float) -> float:
+    """How long one renewal may take: ``ttl/3``, and never past the deadline."""
+    return max(0.0, min(ttl_s / 3, loss_deadline(last_sent=last_sent, ttl_s=ttl_s) - now))
 
 
 class Session:
@@ -94,7 +119,7 @@ class Session:
         self.ttl_s = ttl_s
         self._clock = clock
         self._lease_id = 0
-        self._last_ok = 0.0
+        self._last_sent = 0.0
         self._keepalives = 0
         self._failures = 0
         self.lost = LossFlag()
@@ -120,7 +145,7 @@ class Session:
         asked = self._clock.monotonic()
         lease = await self.store.grant(self.ttl_s)
         self._lease_id = lease.id
-        self._last_ok = asked
+        self._last_sent = asked
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._keep_alive(), name=f"keel-session-{lease.id}")
@@ -157,33 +182,58 @@ class Session:
         failed = False
         while not self._stop.is_set():
             wait = next_step(
-                now=self._clock.monotonic(), last_ok=self._last_ok, ttl_s=self.ttl_s, failed=failed
+                now=self._clock.monotonic(),
+                last_sent=self._last_sent,
+                ttl_s=self.ttl_s,
+                failed=failed,
             )
             if wait is None:
-                self.lost.set(f"lease {self._lease_id} not renewed within its {self.ttl_s}s TTL")
-                log.warning("session lost: %s", self.lost.reason)
+                ttl = self.ttl_s
+                self._declare_lost(f"lease {self._lease_id} not renewed within its {ttl}s TTL")
                 return
             if await self._wait_or_stop(wait):
                 return
             sent = self._clock.monotonic()
+            budget = attempt_budget(now=sent, last_sent=self._last_sent, ttl_s=self.ttl_s)
             try:
-                async with asyncio.timeout(max(_MIN_RETRY_S, self.ttl_s / 3)):
-                    await self.store.keepalive(self._lease_id)
+                await self._within(budget, self.store.keepalive(self._lease_id))
             except LeaseNotFoundError:
-                self.lost.set(f"lease {self._lease_id} expired or was revoked")
-                log.warning("session lost: %s", self.lost.reason)
+                self._declare_lost(f"lease {self._lease_id} expired or was revoked")
                 return
             except (KeelError, TimeoutError) as exc:
                 failed = True
                 self._failures += 1
-                log.info("session keepalive failed, will retry: %s", exc)
+                log.info("session keepalive failed, will retry: %s", exc or "timed out")
             else:
                 failed = False
                 self._keepalives += 1
-                # The server renewed at some moment after `sent`, so its expiry is
-                # later than sent + ttl: counting from `sent` means this process
-                # declares loss no later than the server expires the lease.
-                self._last_ok = sent
+                # The store renewed at some moment after `sent` (a backend answers
+                # each call with the renewal of a request written after it), so the
+                # lease cannot expire before sent + ttl: count from `sent`.
+                self._last_sent = sent
+
+    def _declare_lost(self, reason: str) -> None:
+        self.lost.set(reason)
+        log.warning("session lost: %s", reason)
+
+    async def _within(self, seconds: float, call: Coroutine[Any, Any, int]) -> int:
+        """Await ``call`` for at most ``seconds`` on the session's clock.
+
+        Raises:
+            TimeoutError: ``call`` had not finished (it is cancelled).
+        """
+        task = asyncio.ensure_future(call)
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, timer, return_exceptions=True)
+        if task.cancelled():
+            raise TimeoutError
+        return task.result()
 
     async def _wait_or_stop(self, seconds: float) -> bool:
         """Sleep on the clock unless the session is closed first; True if closed."""
@@ -198,7 +248,7 @@ class Session:
 
     def statistics(self) -> SessionStatistics:
         """A snapshot of the session's counters."""
-        ago = self._clock.monotonic() - self._last_ok if self._lease_id else 0.0
+        ago = self._clock.monotonic() - self._last_sent if self._lease_id else 0.0
         return SessionStatistics(
             lease_id=self._lease_id,
             ttl_s=self.ttl_s,

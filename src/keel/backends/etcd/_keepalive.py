@@ -6,6 +6,13 @@ writes a request with the lease id and waits for the next response with that
 id (responses for one id come back in request order, so waiters of one id are
 served first in, first out). Renewing is idempotent, so when the stream breaks
 the requests still waiting are simply sent again on the new stream.
+
+A caller that gives up (its timeout, a cancelled task) leaves its request on
+the stream; the answer to it still comes, first. It is counted as *orphaned*
+and its answer dropped, so every caller gets the answer to a request written
+after it called. That is what lets a session count its lease's expiry from
+the moment it asked: an older request, renewed by etcd before the caller
+asked, never passes for the caller's own renewal.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class KeepAliveHub(SharedStream):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiters: dict[int, deque[_Waiter]] = {}
+        self._orphans: dict[int, int] = {}  # answers still due on this stream to no one
 
     async def renew(self, lease_id: int) -> int:
         """Renew ``lease_id``; return its TTL.
@@ -74,6 +82,8 @@ class KeepAliveHub(SharedStream):
         return rpc.LeaseKeepAliveRequest(ID=lease_id)
 
     def _forget(self, lease_id: int, waiter: _Waiter) -> None:
+        if waiter.sent_on == self.generation and not waiter.future.done():
+            self._orphans[lease_id] = self._orphans.get(lease_id, 0) + 1
         queue = self._waiters.get(lease_id)
         if queue is not None and waiter in queue:
             queue.remove(waiter)
@@ -91,13 +101,22 @@ class KeepAliveHub(SharedStream):
             waiter.sent_on = -1
 
     async def _resend(self) -> None:
+        self._orphans.clear()  # a new stream: the old one's answers never come
         for lease_id, queue in list(self._waiters.items()):
             for waiter in list(queue):
                 if waiter.sent_on != self.generation:
                     await self._send_one(lease_id, waiter)
 
     def _on_message(self, message: Any) -> None:
-        for waiter in self._waiters.get(int(message.ID), ()):
+        lease_id = int(message.ID)
+        if (orphans := self._orphans.get(lease_id, 0)) > 0:
+            # Answers come in request order: this one is for a request nobody awaits.
+            if orphans == 1:
+                del self._orphans[lease_id]
+            else:
+                self._orphans[lease_id] = orphans - 1
+            return
+        for waiter in self._waiters.get(lease_id, ()):
             if waiter.sent_on == self.generation and not waiter.future.done():
                 waiter.future.set_result(int(message.TTL))
                 return

@@ -5,23 +5,50 @@ stream per connection, multiplexing many callers; opened lazily; when it
 breaks, or when the connection moves to another member, it is reopened on the
 member in use and the subclass resends what it still needs (watch creates
 from the next revision, pending keepalives). That loop lives here once.
+
+A stream never gives up on a transient failure. Whatever gRPC status ends
+it - UNAVAILABLE, INTERNAL ("Internal error from Core" after a connection
+reset), UNKNOWN, a CANCELLED we did not ask for, "etcdserver: no leader",
+"request timed out", "leader changed" - the connection moves to the next
+member and the stream is reopened there, with backoff, for as long as the
+store is open. Only definite refusals end what the stream carries: the
+credentials or the permission are refused, or the request is invalid
+(:func:`permanent`). Streams are opened with etcd's require-leader flag
+(``hasleader``), so a member cut off from the majority cancels them after a
+few election timeouts instead of serving a watch that can no longer progress.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from typing import Any
 
 import grpc
-
 from keel.backends.etcd._channel import Connection, Member
 from keel.backends.etcd._errors import Failure, classify, translate
-from keel.errors import KeelError, StoreUnavailableError
+from keel.errors import AuthError, KeelError, StoreUnavailableError, ValidationError
 
-__all__ = ["SharedStream"]
+__all__ = ["SharedStream", "StreamReset", "permanent"]
+
+log = logging.getLogger("keel.backends.etcd")
 
 _BACKOFF_S = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class StreamReset(Exception):
+    """Raised by a subclass's :meth:`SharedStream._on_message`: reopen on another member."""
+
+
+def permanent(error: KeelError) -> bool:
+    """Whether a stream ended with ``error`` must end what it carries (pure).
+
+    Refused credentials or permission and invalid requests will not fix
+    themselves; anything else (an unavailable member, an internal error, a
+    lost leader) is an outage the stream outlives.
+    """
+    return isinstance(error, AuthError | ValidationError)
 
 
 class SharedStream(abc.ABC):
@@ -69,7 +96,10 @@ class SharedStream(abc.ABC):
             except StoreUnavailableError:
                 pass  # no member answered in time; callers have their own deadlines
             except KeelError as exc:  # e.g. a certificate refused after a failover
-                self._on_refused(exc)
+                if permanent(exc):
+                    self._on_refused(exc)
+            except Exception:  # a bug here must not silently strand every watch
+                log.exception("etcd %s stream failed unexpectedly; reopening it", self.name)
             attempt += 1
             await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
 
@@ -91,6 +121,8 @@ class SharedStream(abc.ABC):
             await self._serve(call, member, got)
         except grpc.aio.AioRpcError as exc:
             await self._broken(exc, member, token)
+        except StreamReset as exc:
+            await self._conn.fail(member, str(exc))
         finally:
             self._call = None
             call.cancel()
@@ -123,10 +155,14 @@ class SharedStream(abc.ABC):
             stale = dict(md).get("token")
             deadline = asyncio.get_running_loop().time() + self._conn.settings.timeout_s
             await self._conn.reauthenticate(stale, deadline)
-        elif kind in (Failure.ANSWER, Failure.TOKEN):
-            self._on_refused(translate(exc, member.endpoint, f"the {self.name} stream"))
-        else:
-            await self._conn.fail(member, str(exc.details()))
+            return
+        if kind in (Failure.ANSWER, Failure.TOKEN):
+            error = translate(exc, member.endpoint, f"the {self.name} stream")
+            if permanent(error):
+                self._on_refused(error)
+                return
+        # An outage (even INTERNAL or UNKNOWN): reopen on the next member.
+        await self._conn.fail(member, f"{exc.code().name}: {exc.details()}")
 
     async def close(self) -> None:
         """Stop the stream for good."""

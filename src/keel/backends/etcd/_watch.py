@@ -8,7 +8,10 @@ revision + 1); when the stream is reopened - after the member died, the
 connection moved, or the token expired - each watch is created again from
 that revision, and anything older is dropped, so there is neither gap nor
 duplicate. A start below the compaction point ends the watch with
-:class:`CompactedError` carrying etcd's compact revision.
+:class:`CompactedError` carrying etcd's compact revision; a permission
+refused ends it with :class:`AuthError`. Any other cancellation by etcd (a
+member that lost its leader, for one) is an outage: the stream is reopened
+on the next member and the watch created again from its next revision.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from aetcd import rpc
 
 from keel.backends.etcd._channel import Connection, Member
 from keel.backends.etcd._convert import KeySpace
-from keel.backends.etcd._stream import SharedStream
-from keel.errors import CompactedError, KeelError, StoreUnavailableError
+from keel.backends.etcd._stream import SharedStream, StreamReset
+from keel.errors import AuthError, CompactedError, KeelError, StoreUnavailableError
 from keel.store import Watch
 
 __all__ = ["EtcdWatch", "WatchHub"]
@@ -122,8 +125,7 @@ class WatchHub(SharedStream):
         if message.compact_revision:
             self._end(watch, CompactedError(int(message.compact_revision)))
         elif message.canceled:
-            reason = message.cancel_reason or "no reason given"
-            self._end(watch, StoreUnavailableError(f"etcd cancelled the watch: {reason}"))
+            self._cancelled(watch, str(message.cancel_reason or "no reason given"))
         elif message.events:
             self._deliver(watch, message.events)
         elif not message.created and watch.next_revision is not None:
@@ -132,6 +134,20 @@ class WatchHub(SharedStream):
         created = self._created.get(message.watch_id) if message.created else None
         if created is not None and not created.done():
             created.set_result(None)
+
+    def _cancelled(self, watch: EtcdWatch, reason: str) -> None:
+        if "permission denied" in reason:
+            self._end(
+                watch,
+                AuthError(
+                    f"etcd denied the watch on {watch.key!r} ({reason}): grant the user "
+                    f"a role with read permission on the store's root prefix"
+                ),
+            )
+            return
+        # etcd gave the watch up (e.g. its member lost the leader): not the caller's
+        # problem; move to another member, where the watch is created again.
+        raise StreamReset(f"etcd cancelled the watch on {watch.key!r}: {reason}")
 
     def _deliver(self, watch: EtcdWatch, events: Any) -> None:
         floor = watch.next_revision or 0
