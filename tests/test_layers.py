@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": {"clock", "errors", "store", "coord", "registry", "resilience", "observe"},
     "service": _INTEGRATION,
     "http": _INTEGRATION,
+    "grpc": _INTEGRATION,
 }
 
 
