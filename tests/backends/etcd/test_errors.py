@@ -83,3 +83,47 @@ def test_certificate_problems_name_the_option_to_fix() -> None:
     assert isinstance(untrusted, AuthError) and "ca_file" in str(untrusted)
     assert isinstance(refused, AuthError) and "cert_file" in str(refused)
     assert connect_failure("h:1", "Connection refused", tls=True) is None
+
+
+@pytest.mark.parametrize(
+    ("details", "tls", "server_name", "names"),
+    [
+        (
+            "Custom verification check failed with error: UNAUTHENTICATED: "
+            "Hostname Verification Check failed.",
+            True,
+            None,
+            ("certificate name mismatch", "the host h", "?server_name="),
+        ),
+        (
+            "Peer name etcd.example is not in peer certificate",
+            True,
+            "etcd.example",
+            ("certificate name mismatch", "server_name=etcd.example"),
+        ),
+        ("SSL routines:WRONG_VERSION_NUMBER", True, None, ("does not speak TLS", "drop ca_file")),
+        ("SSL routines:WRONG_VERSION_NUMBER", False, None, ("speaks TLS", "?ca_file=")),
+        (
+            "SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED: certificate has expired: OK",
+            True,
+            None,
+            ("does not trust (certificate has expired)", "ca_file"),
+        ),
+    ],
+)
+def test_tls_failures_name_their_cause_and_fix(
+    details: str, tls: bool, server_name: str | None, names: tuple[str, ...]
+) -> None:
+    """Name mismatches, plain/TLS mix-ups and untrusted certificates each say what to fix."""
+    error = connect_failure("h:1", details, tls=tls, server_name=server_name)
+    assert isinstance(error, AuthError), error
+    for name in names:
+        assert name in str(error)
+
+
+def test_a_permission_error_names_the_root_prefix_to_grant() -> None:
+    """PERMISSION_DENIED names the store's root and the etcdctl command granting it."""
+    exc = _rpc_error(grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
+    error = translate(exc, "h:1", "put 'k'", root="/staging/")
+    assert isinstance(error, AuthError)
+    assert "etcdctl role grant-permission ROLE --prefix=true readwrite /staging/" in str(error)

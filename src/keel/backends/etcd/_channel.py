@@ -30,14 +30,9 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
-from keel.backends.etcd._errors import (
-    Failure,
-    classify,
-    connect_failure,
-    translate,
-    unknown_outcome,
-)
+from keel.backends.etcd._errors import Failure, classify, translate, unknown_outcome
 from keel.backends.etcd._settings import EtcdSettings
+from keel.backends.etcd._tls import definite_failure, diagnose
 from keel.errors import KeelError, StoreClosedError, StoreUnavailableError
 
 __all__ = ["Connection", "EtcdStatistics", "Member"]
@@ -226,7 +221,7 @@ class Connection:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
 
     def _definite(self, endpoint: str, reason: str) -> KeelError | None:
-        return connect_failure(endpoint, reason, tls=self.settings.secure)
+        return definite_failure(endpoint, reason, self.settings)
 
     def _unreachable(self) -> KeelError:
         for endpoint, reason in self._reasons.items():
@@ -326,6 +321,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout_s
         tried = 0
+        asked: set[str] = set()
         while True:
             member = self._current()
             reason = await self._ready(member, deadline)
@@ -335,7 +331,8 @@ class Connection:
                     return
                 except grpc.aio.AioRpcError as exc:
                     reason = str(exc.details())
-            if (error := self._definite(member.endpoint, reason or "")) is not None:
+            error = await diagnose(member.endpoint, reason or "", self.settings, asked)
+            if error is not None:
                 raise error
             await self.fail(member, reason or "did not answer")
             tried += 1

@@ -18,6 +18,7 @@ etcd reports its own errors as gRPC statuses whose details start with
 from __future__ import annotations
 
 import enum
+import re
 
 import grpc
 
@@ -31,10 +32,13 @@ from keel.errors import (
 )
 
 __all__ = [
+    "CLOSED_IN_HANDSHAKE",
     "Failure",
     "classify",
     "connect_failure",
+    "name_mismatch",
     "permission_denied",
+    "tls_mismatch",
     "translate",
     "unknown_outcome",
 ]
@@ -71,6 +75,15 @@ _CLIENT_CERT_REFUSED = (
     "tsi_data_corrupted",
 )
 _PLAIN_VS_TLS = ("wrong_version_number", "http_request", "record_overflow")
+# The server certificate does not list the name checked (grpc >= 1.5x says
+# "Hostname Verification Check failed"; older releases "... is not in peer certificate").
+_NAME_MISMATCH = ("hostname verification check failed", "is not in peer certificate")
+# grpc could not build a TLS context from the files (they are checked before
+# connecting, see EtcdSettings.credentials, so this is a last resort).
+_BAD_TLS_FILES = ("failed to create security handshaker", "handshaker factory creation failed")
+# What a socket closed during the handshake looks like: ambiguous (a dying
+# member also closes sockets), so the connection asks the server (see _tls).
+CLOSED_IN_HANDSHAKE = ("socket closed", "handshake read failed", "connection reset")
 
 
 def _details(exc: grpc.aio.AioRpcError) -> str:
@@ -94,17 +107,29 @@ def classify(exc: grpc.aio.AioRpcError) -> Failure:
     return Failure.ANSWER
 
 
-def connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError | None:
+def connect_failure(
+    endpoint: str, details: str, *, tls: bool, server_name: str | None = None
+) -> KeelError | None:
     """The error for a definite TLS problem in a connect failure's details, else None.
 
     None means the failure may be transient (refused, reset, timed out) and
     is worth another try; an error returned here will not fix itself.
+    ``server_name`` is the URL's ``server_name`` option, if any.
     """
     low = details.lower()
+    if any(marker in low for marker in _NAME_MISMATCH):
+        return name_mismatch(endpoint, server_name)
     if any(marker in low for marker in _UNTRUSTED_SERVER):
+        why = re.search(r"certificate[_ ]verify[_ ]failed:\s*([^:]+)", details, re.IGNORECASE)
+        reason = f" ({why.group(1).strip()})" if why else ""
         return AuthError(
-            f"etcd at {endpoint} presented a certificate this client does not trust: "
-            f"check ca_file (the CA that signed the server certificate) and server_name"
+            f"etcd at {endpoint} presented a certificate this client does not trust{reason}: "
+            f"give ?ca_file=<the CA that signed the server certificate> in the store URL"
+        )
+    if any(marker in low for marker in _BAD_TLS_FILES):
+        return ValidationError(
+            "grpc could not use the TLS files: check that ca_file is a PEM certificate and "
+            "that key_file is the unencrypted key of cert_file"
         )
     if tls and any(marker in low for marker in _CLIENT_CERT_REFUSED):
         return AuthError(
@@ -112,9 +137,35 @@ def connect_failure(endpoint: str, details: str, *, tls: bool) -> KeelError | No
             f"check cert_file/key_file and ca_file"
         )
     if any(marker in low for marker in _PLAIN_VS_TLS):
-        fix = "drop ca_file/tls from the URL" if tls else "add ca_file=... (or tls=1) to the URL"
-        return AuthError(f"etcd at {endpoint} and this client disagree about TLS: {fix}")
+        return tls_mismatch(endpoint, tls=tls)
     return None
+
+
+def name_mismatch(endpoint: str, server_name: str | None) -> AuthError:
+    """The error for a server certificate that does not list the name checked."""
+    checked = (
+        f"server_name={server_name}"
+        if server_name
+        else f"the host {endpoint.rpartition(':')[0].strip('[]')}"
+    )
+    return AuthError(
+        f"certificate name mismatch: the certificate of etcd at {endpoint} is not valid for "
+        f"{checked}: connect with a name the certificate lists, "
+        f"or add ?server_name=<that name> to the store URL"
+    )
+
+
+def tls_mismatch(endpoint: str, *, tls: bool) -> AuthError:
+    """The error for a client and a server that disagree about TLS (``tls``: the client's)."""
+    if tls:
+        return AuthError(
+            f"etcd at {endpoint} does not speak TLS on this port: drop ca_file, cert_file, "
+            f"key_file and tls from the store URL, or use the server's TLS port"
+        )
+    return AuthError(
+        f"etcd at {endpoint} speaks TLS on this port: add ?ca_file=<the CA that signed its "
+        f"certificate> to the store URL (or ?tls=1 if a public CA signed it)"
+    )
 
 
 def translate(

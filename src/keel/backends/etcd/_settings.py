@@ -1,12 +1,15 @@
 """Connection settings of the etcd backend, read from the store URL and checked once.
 
-Bad settings (a missing certificate file, a key without a certificate, a
-non-positive timeout) are refused here, before any socket opens, with a
-message naming the option and the fix.
+Bad settings (a missing certificate file, a key without a certificate, a CA
+file that holds no certificate, a key that does not belong to its
+certificate, a non-positive timeout) are refused here, before any socket
+opens, with a message naming the option and the fix. gRPC itself would only
+fail every handshake, which looks like an unreachable server.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,37 @@ __all__ = ["DEFAULT_TIMEOUT_S", "EtcdSettings"]
 
 DEFAULT_TIMEOUT_S = 5.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _check_certificates(option: str, path: str, pem: bytes, what: str) -> None:
+    """Refuse a file that holds no PEM certificate (``what`` says which one is wanted)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+            cadata=pem.decode("ascii", "replace")
+        )
+    except (ssl.SSLError, ValueError):
+        raise ValidationError(
+            f"{option}={path!r} is not a PEM certificate: give {what} "
+            f"(a file that starts with -----BEGIN CERTIFICATE-----)"
+        ) from None
+
+
+def _check_key(cert_file: str, key_file: str) -> None:
+    """Refuse a client key that is not a key, or not the certificate's key."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            cert_file, key_file, password=lambda: b""
+        )
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ValidationError(
+                f"key_file={key_file!r} does not match cert_file={cert_file!r}: give the "
+                f"private key the client certificate was issued for"
+            ) from None
+        raise ValidationError(
+            f"key_file={key_file!r} is not an unencrypted PEM private key: give the client "
+            f"certificate's key (decrypt it first if it has a passphrase)"
+        ) from None
 
 
 def _read(option: str, path: str | None) -> bytes | None:
@@ -104,13 +138,25 @@ class EtcdSettings:
         )
 
     def credentials(self) -> grpc.ChannelCredentials | None:
-        """TLS credentials for the channels (files read now), or None for plain text."""
+        """TLS credentials for the channels (files read and checked now), or None for plain text.
+
+        Raises:
+            ValidationError: a file cannot be read, holds no PEM certificate,
+                or the key is not the client certificate's.
+        """
         if not self.secure:
             return None
+        ca, key = _read("ca_file", self.ca_file), _read("key_file", self.key_file)
+        cert = _read("cert_file", self.cert_file)
+        if ca is not None and self.ca_file is not None:
+            _check_certificates(
+                "ca_file", self.ca_file, ca, "the CA that signed etcd's certificate"
+            )
+        if cert is not None and self.cert_file is not None and self.key_file is not None:
+            _check_certificates("cert_file", self.cert_file, cert, "the client certificate")
+            _check_key(self.cert_file, self.key_file)
         return grpc.ssl_channel_credentials(
-            root_certificates=_read("ca_file", self.ca_file),
-            private_key=_read("key_file", self.key_file),
-            certificate_chain=_read("cert_file", self.cert_file),
+            root_certificates=ca, private_key=key, certificate_chain=cert
         )
 
     def channel_options(self) -> list[tuple[str, Any]]:
