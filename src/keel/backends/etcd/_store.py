@@ -138,6 +138,8 @@ class EtcdStore(Store):
         except CompactedError as exc:
             raise await self._compacted(exc, revision) from exc.__cause__
         except AuthError as exc:
+            if " denied " not in str(exc):
+                raise
             raise AuthError(
                 f"etcd at {self._conn.endpoint} denied compact at {revision}: compaction "
                 f"drops history of the whole cluster, not only of {self.root}, so etcd may "
