@@ -6,6 +6,8 @@ also derive from :class:`RetryableError`. Where a builtin already carries the
 meaning, the keel error subclasses it too, so ``except LookupError`` and
 ``except ValueError`` keep working.
 
+Messages never carry a secret: a URL is quoted as ``user:***@host``.
+
 Lower-layer exceptions (``sqlite3.OperationalError``, ``grpc.aio.AioRpcError``,
 ``redis.ConnectionError``) never escape: backends translate them with
 ``raise ... from exc``.
@@ -28,7 +30,8 @@ Lower-layer exceptions (``sqlite3.OperationalError``, ``grpc.aio.AioRpcError``,
     ├── NotLeaderError
     ├── ConflictError
     ├── NotFoundError                  (also LookupError)
-    │   └── NoInstanceError
+    │   ├── NoInstanceError
+    │   └── StoreNotFoundError
     ├── ValidationError                (also ValueError)
     │   ├── InvalidKeyError
     │   ├── ValueTooLargeError
@@ -68,6 +71,7 @@ __all__ = [
     "RetryableError",
     "SessionLostError",
     "StoreClosedError",
+    "StoreNotFoundError",
     "StoreUnavailable",
     "StoreUnavailableError",
     "ValidationError",
@@ -162,6 +166,14 @@ class NotFoundError(KeelError, LookupError):
 
 class NoInstanceError(NotFoundError):
     """A balancer was asked to pick from an empty list of instances."""
+
+
+class StoreNotFoundError(NotFoundError):
+    """The store a URL names does not exist, and the caller asked not to create it.
+
+    Raised by ``keel.connect(url, create=False)`` for a SQLite file that is not
+    there (read-only commands use it, so a typo in a path is not a new store).
+    """
 
 
 class ValidationError(KeelError, ValueError):

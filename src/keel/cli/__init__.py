@@ -3,10 +3,14 @@
 ``keel up`` runs the local environment; ``keel store ...`` works on the store
 directly. ``--store URL`` (or ``KEEL_STORE``) picks the store; the default is
 the embedded SQLite file ``.keel/keel.db``.
+
+Every error ends a command with one line on stderr and an exit code (see
+:mod:`keel.cli._common`); ``keel --debug ...`` also prints the traceback.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -19,7 +23,7 @@ from keel.cli import (
     _service_cmds,
     _store_cmds,
 )
-from keel.cli._common import console, run, state
+from keel.cli._common import console, invoke, run, state
 from keel.cli._up import run_up
 
 __all__ = ["app", "main"]
@@ -49,8 +53,13 @@ def _options(
             "Default: sqlite:// (.keel/keel.db).",
         ),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="KEEL_DEBUG", help="Print the traceback of an error, too."),
+    ] = False,
 ) -> None:
     state.store_url = store
+    state.debug = debug
 
 
 @app.command("up")
@@ -69,6 +78,6 @@ def up_cmd(
     console.print("keel up: stopped cleanly")
 
 
-def main() -> None:
-    """Entry point of the ``keel`` script."""
-    app()
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``keel`` script: run the command, exit with its code."""
+    sys.exit(invoke(app, args))

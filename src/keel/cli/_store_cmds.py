@@ -1,4 +1,9 @@
-"""``keel store ...``: read, write, list, watch and inspect the store directly."""
+"""``keel store ...``: read, write, list, watch and inspect the store directly.
+
+Keys and values are shown escaped (:func:`~keel.cli._common.printable`) in
+tables, watch lines and ``get`` on a terminal; ``get`` writes the raw bytes
+when stdout is not a terminal, or with ``--raw``.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,22 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from keel.cli._common import console, fail, parse_lease_id, run, with_store, write_bytes
-from keel.store import Event, EventType, KeyValue, Store
+from keel.cli._common import (
+    MAX_INT64,
+    cell,
+    console,
+    fail,
+    parse_lease_id,
+    printable,
+    printable_bytes,
+    run,
+    state,
+    with_store,
+    write_bytes,
+)
+from keel.store import Event, EventType, KeyValue, Store, parse_url
 
 __all__ = ["app", "lease_app"]
 
@@ -23,9 +41,9 @@ app.add_typer(lease_app, name="lease")
 
 
 def _text(value: bytes, limit: int | None = None) -> str:
-    """A value as text for tables: UTF-8 if it decodes, else a byte count."""
+    """A value as escaped text for tables: UTF-8 if it decodes, else a byte count."""
     try:
-        text = value.decode("utf-8")
+        text = printable(value.decode("utf-8"))
     except UnicodeDecodeError:
         return f"<{len(value)} bytes binary>"
     if limit is not None and len(text) > limit:
@@ -57,10 +75,17 @@ def get_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole record as JSON.")
     ] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Write the raw bytes, even to a terminal.")
+    ] = False,
 ) -> None:
-    """Print a key's value (raw bytes), or its record with --json."""
+    """Print a key's value, or its record with --json.
 
-    @with_store
+    To a terminal the value is shown as text with control characters escaped;
+    to a pipe or a file (or with --raw) its bytes are written as they are.
+    """
+
+    @with_store(readonly=True)
     async def go(store: Store) -> KeyValue | None:
         return await store.get(key)
 
@@ -68,11 +93,11 @@ def get_cmd(
     if kv is None:
         fail(f"key {key!r} not found: list keys with 'keel store ls'", code=1)
     if as_json:
-        console.print_json(json.dumps(_record(kv)))
+        print(json.dumps(_record(kv)))  # json.dumps escapes control characters
+    elif raw or not sys.stdout.isatty():
+        write_bytes(kv.value)
     else:
-        write_bytes(
-            kv.value + (b"" if kv.value.endswith(b"\n") or not sys.stdout.isatty() else b"\n")
-        )
+        print(printable_bytes(kv.value.removesuffix(b"\n")))
 
 
 @app.command("put")
@@ -90,7 +115,7 @@ def put_cmd(
     if file is not None:
         data = sys.stdin.buffer.read() if str(file) == "-" else _read_file(file)
     else:
-        data = (value or "").encode()
+        data = _argument_bytes(value or "")
     lease_id = parse_lease_id(lease) if lease else None
 
     @with_store
@@ -98,6 +123,13 @@ def put_cmd(
         return await store.put(key, data, lease=lease_id)
 
     console.print(f"revision {run(go())}")
+
+
+def _argument_bytes(value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("the value argument is not valid UTF-8 text: pass binary values with --file")
 
 
 def _read_file(path: Path) -> bytes:
@@ -110,13 +142,17 @@ def _read_file(path: Path) -> bytes:
 @app.command("ls")
 def ls_cmd(
     prefix: Annotated[str, typer.Argument(help="Key prefix ('' = everything).")] = "",
-    limit: Annotated[int, typer.Option(help="At most this many keys (0 = all).")] = 0,
-    revision: Annotated[int, typer.Option(help="Read as of this past revision.")] = 0,
+    limit: Annotated[
+        int, typer.Option(min=0, max=MAX_INT64, help="At most this many keys (0 = all).")
+    ] = 0,
+    revision: Annotated[
+        int, typer.Option(min=0, max=MAX_INT64, help="Read as of this past revision.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
 ) -> None:
     """List keys under a prefix with their versions, revisions and leases."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> tuple[list[KeyValue], int]:
         return await store.range(prefix, limit=limit or None, revision=revision or None)
 
@@ -131,7 +167,11 @@ def ls_cmd(
     for kv in kvs:
         lease_text = f"{kv.lease:x}" if kv.lease else ""
         table.add_row(
-            kv.key, _text(kv.value, 60), str(kv.version), str(kv.mod_revision), lease_text
+            cell(kv.key),
+            Text(_text(kv.value, 60)),
+            str(kv.version),
+            str(kv.mod_revision),
+            lease_text,
         )
     console.print(table)
 
@@ -158,24 +198,28 @@ def rm_cmd(
 def _event_line(event: Event) -> str:
     if event.type is EventType.PUT:
         value = _text(event.kv.value, 200)
-        return f"PUT {event.kv.key} rev={event.revision} v{event.kv.version} {value}"
-    return f"DELETE {event.kv.key} rev={event.revision}"
+        key = printable(event.kv.key)
+        return f"PUT {key} rev={event.revision} v{event.kv.version} {value}"
+    return f"DELETE {printable(event.kv.key)} rev={event.revision}"
 
 
 @app.command("watch")
 def watch_cmd(
     key: Annotated[str, typer.Argument(help="Key or prefix to watch.")] = "",
     prefix: Annotated[bool, typer.Option("--prefix", help="Watch every key under KEY.")] = False,
-    rev: Annotated[int, typer.Option("--rev", help="Replay from this revision (inclusive).")] = 0,
+    rev: Annotated[
+        int,
+        typer.Option("--rev", min=0, max=MAX_INT64, help="Replay from this revision (inclusive)."),
+    ] = 0,
     count: Annotated[
-        int, typer.Option(help="Stop after this many events (0 = run until Ctrl-C).")
+        int, typer.Option(min=0, help="Stop after this many events (0 = run until Ctrl-C).")
     ] = 0,
 ) -> None:
     """Print changes as they happen, one line each, until Ctrl-C."""
     if key == "" and not prefix:
         prefix = True
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> None:
         seen = 0
         async with store.watch(key, prefix=prefix, start_revision=rev or None) as events:
@@ -194,10 +238,11 @@ def status_cmd(
 ) -> None:
     """Show the backend, revision, key count and size of the store."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> dict[str, object]:
         s = await store.status()
         return {
+            "url": parse_url(state.url).redacted(),  # never the password
             "backend": s.backend,
             "endpoint": s.endpoint,
             "root": s.root,
@@ -215,12 +260,14 @@ def status_cmd(
         return
     table = Table(show_header=False, box=None)
     for name, value in info.items():
-        table.add_row(f"[bold]{name}[/]", "" if value is None else str(value))
+        table.add_row(Text(name, style="bold"), cell("" if value is None else str(value)))
     console.print(table)
 
 
 @app.command("compact")
-def compact_cmd(revision: int) -> None:
+def compact_cmd(
+    revision: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="Compact up to here.")],
+) -> None:
     """Forget history older than REVISION."""
 
     @with_store
@@ -233,7 +280,7 @@ def compact_cmd(revision: int) -> None:
 
 @lease_app.command("grant")
 def lease_grant_cmd(
-    ttl: Annotated[int, typer.Argument(help="Time to live in whole seconds.")],
+    ttl: Annotated[int, typer.Argument(min=1, help="Time to live in whole seconds.")],
     keepalive: Annotated[
         bool, typer.Option("--keepalive", help="Keep the lease alive until Ctrl-C, then revoke it.")
     ] = False,
@@ -274,7 +321,7 @@ def lease_ttl_cmd(lease_id: str) -> None:
     """Show a lease's remaining TTL and its keys."""
     lid = parse_lease_id(lease_id)
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> None:
         info = await store.time_to_live(lid)
         if info is None:
@@ -283,6 +330,6 @@ def lease_ttl_cmd(lease_id: str) -> None:
             )
         console.print(f"lease {lid} (hex {lid:x}): {info.ttl}s left of {info.granted_ttl}s")
         for key in info.keys:
-            console.print(f"  {key}")
+            console.print(Text(f"  {printable(key)}"))
 
     run(go())

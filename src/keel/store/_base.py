@@ -55,7 +55,9 @@ def check_key(key: object, *, allow_empty: bool = False) -> str:
     try:
         key.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidKeyError(f"key {key!r} is not valid UTF-8: {exc.reason}") from exc
+        raise InvalidKeyError(
+            f"key {key!r} is not valid UTF-8 ({exc.reason}): give the key as UTF-8 text"
+        ) from exc
     return key
 
 
@@ -218,8 +220,12 @@ class Store(abc.ABC):
     def _check_lease(lease: object) -> int:
         if lease is None:
             return 0
-        if not isinstance(lease, int) or isinstance(lease, bool) or lease < 0:
-            raise ValidationError(f"lease must be a lease id (int >= 0), not {lease!r}")
+        if not isinstance(lease, int) or isinstance(lease, bool) or not 0 <= lease < 1 << 63:
+            # etcd lease ids are int64; a larger one overflowed SQLite's INTEGER
+            raise ValidationError(
+                f"lease must be a lease id (an int from 0 to 2**63-1), not {lease!r}: "
+                f"use the id 'keel store lease grant' printed"
+            )
         return lease
 
     def _check_op(self, op: Op) -> Op:

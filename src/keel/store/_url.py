@@ -13,11 +13,16 @@ URL forms::
 Every form takes ``root=/prefix/`` (the namespace; default ``/keel/``) and
 ``max_value_bytes=N`` in its query. ``KEEL_STORE`` gives the URL when none is
 passed.
+
+A URL's password never leaves this module in text: errors, ``repr``/``str`` of
+:class:`StoreURL` and status output show ``user:***@host`` (see
+:func:`redact_url` for URLs that did not parse).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -25,7 +30,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from keel.errors import InvalidURLError
 from keel.store._base import DEFAULT_MAX_VALUE_BYTES, DEFAULT_ROOT
 
-__all__ = ["DEFAULT_SQLITE_PATH", "DEFAULT_URL", "StoreURL", "default_url", "parse_url"]
+__all__ = [
+    "DEFAULT_SQLITE_PATH",
+    "DEFAULT_URL",
+    "StoreURL",
+    "default_url",
+    "parse_url",
+    "redact_url",
+]
 
 DEFAULT_SQLITE_PATH = ".keel/keel.db"
 DEFAULT_URL = "sqlite://"
@@ -37,6 +49,25 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "etcd": _COMMON_OPTIONS
     | {"ca_file", "cert_file", "key_file", "server_name", "timeout_s", "tls", "lazy"},
 }
+# ``scheme://user:secret@``: the secret runs to the last '@' of the text (a
+# password may hold '/', '?' or '@'; hiding too much beats showing a secret),
+# and ``password=``/``token=``-like query options.
+_USERINFO = re.compile(r"(?P<head>://[^/?#@:]*):.*@", re.DOTALL)
+_SECRET_OPTION = re.compile(
+    r"(?P<head>[?&;](?:[^=&;]*(?:password|passwd|pwd|secret|token)[^=&;]*)=)[^&;#]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``.
+
+    Works on text that did not parse as a URL too, so error messages about a
+    malformed URL can quote it. The user name stays (it helps to see which
+    user was meant); a ``password=`` or ``token=`` query option is hidden too.
+    """
+    text = _USERINFO.sub(r"\g<head>:***@", text)
+    return _SECRET_OPTION.sub(r"\g<head>***", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +94,12 @@ class StoreURL:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     options: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"StoreURL({self.redacted()!r})"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
     def redacted(self) -> str:
         """The URL without the password, for logs and status output."""
         query = "" if self.root == DEFAULT_ROOT else f"?root={self.root}"
@@ -71,7 +108,7 @@ class StoreURL:
         if self.scheme == "sqlite":
             return f"sqlite:///{self.path}" + query
         who = f"{self.user}:***@" if self.user else ""
-        hosts = ",".join(f"{h}:{p}" for h, p in self.endpoints)
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.endpoints)
         return f"etcd://{who}{hosts}{query}"
 
 
@@ -102,16 +139,39 @@ def _parse_endpoints(netloc: str) -> tuple[tuple[str, int], ...]:
 
 
 def parse_url(url: str) -> StoreURL:
-    """Parse a store URL, or raise :class:`InvalidURLError` naming the problem and the fix."""
-    if not isinstance(url, str) or "://" not in url:
+    """Parse a store URL, or raise :class:`InvalidURLError` naming the problem and the fix.
+
+    The error messages quote the URL with its password replaced by ``***``.
+    """
+    if not isinstance(url, str):
         raise InvalidURLError(
-            f"store URL {url!r} is malformed: use memory://, sqlite:///path.db or etcd://host:port"
+            f"store URL must be a str, not {type(url).__name__}: "
+            f"use memory://, sqlite:///path.db or etcd://host:port"
         )
+    shown = redact_url(url)
+    if "://" not in url:
+        raise InvalidURLError(
+            f"store URL {shown!r} is malformed: use memory://, sqlite:///path.db or etcd://host:port"
+        )
+    if "\x00" in url:
+        raise InvalidURLError(f"store URL {shown!r} contains a NUL character: remove it")
+    try:
+        return _parse(url, shown)
+    except ValueError as exc:  # urllib's own checks (a bad IPv6 bracket, a bad port...)
+        if isinstance(exc, InvalidURLError):
+            raise
+        raise InvalidURLError(
+            f"store URL {shown!r} is malformed ({exc}): write etcd://host:port, "
+            f"with IPv6 hosts in brackets: etcd://[::1]:2379"
+        ) from None
+
+
+def _parse(url: str, shown: str) -> StoreURL:
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
     if scheme not in _SCHEMES:
         raise InvalidURLError(
-            f"store URL {url!r} names an unknown backend {scheme!r}: use one of "
+            f"store URL {shown!r} names an unknown backend {scheme!r}: use one of "
             f"memory://, sqlite:///path.db, etcd://host:port"
         )
     location, _, query = rest.partition("?")
@@ -136,9 +196,11 @@ def parse_url(url: str) -> StoreURL:
         return StoreURL("memory", **common)
     if scheme == "sqlite":
         path = unquote(location[1:] if location.startswith("/") else location)
+        if "\x00" in path:
+            raise InvalidURLError(f"sqlite URL {shown!r}: the path contains a NUL byte: remove it")
         if location and not location.startswith("/"):
             raise InvalidURLError(
-                f"sqlite URL {url!r}: write sqlite:///relative/path.db or "
+                f"sqlite URL {shown!r}: write sqlite:///relative/path.db or "
                 f"sqlite:////absolute/path.db (the path comes after the third '/')"
             )
         return StoreURL("sqlite", path=path or DEFAULT_SQLITE_PATH, **common)
@@ -146,7 +208,7 @@ def parse_url(url: str) -> StoreURL:
     netloc = location.rpartition("@")[2]
     if not netloc or parts.path not in ("", "/"):
         raise InvalidURLError(
-            f"etcd URL {url!r} needs host:port endpoints and no path: "
+            f"etcd URL {shown!r} needs host:port endpoints and no path: "
             f"etcd://127.0.0.1:2379[,host:port...]"
         )
     user = unquote(parts.username) if parts.username else None

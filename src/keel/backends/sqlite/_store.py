@@ -172,6 +172,10 @@ class SqliteStore(Store):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(root=root, max_value_bytes=max_value_bytes)
+        if not path or "\x00" in path:
+            raise ValidationError(
+                f"sqlite path {path!r} is empty or holds a NUL byte: give a file path"
+            )
         self.path = os.path.abspath(path)
         self.options = options or SqliteOptions()
         self._clock = clock
