@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": {"clock", "errors", "store", "coord", "registry", "resilience", "observe"},
     "service": _INTEGRATION,
     "http": _INTEGRATION,
-    "grpc": _INTEGRATION,
+    "grpc": _INTEGRATION | {"service"},  # the gRPC server reuses the service runtime's settings
 }
 
 
