@@ -5,16 +5,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from keel.cli._common import console, fail, run, with_store
-from keel.config import ConfigCenter, ConfigDocument, Format, GrayRule
+from keel._records import Rejected, decode, report
+from keel.cli._common import console, err_console, fail, run, with_store
+from keel.config import (
+    ClientReport,
+    ConfigCenter,
+    ConfigDocument,
+    ConfigSummary,
+    Format,
+    GrayRelease,
+    GrayRule,
+    MalformedConfigError,
+)
 from keel.config._model import current_key, gray_key
-from keel.store import EventType, Store, merged
+from keel.errors import ValidationError
+from keel.store import Event, EventType, Store, merged
 
 __all__ = ["app"]
 
@@ -38,21 +50,28 @@ def _read(path: Path) -> str:
 
 @app.command("ls")
 def ls_cmd() -> None:
-    """List configs with their version, format and gray state."""
+    """List configs with their version, format and gray state (malformed records marked)."""
 
     @with_store
-    async def go(store: Store) -> list[tuple[str, int, str, str, str, bool]]:
-        return [
-            (s.name, s.version, s.format, s.md5, _when(s.published_at), s.gray)
-            for s in await ConfigCenter(store).list()
-        ]
+    async def go(store: Store) -> list[ConfigSummary]:
+        return await ConfigCenter(store).list()
 
     table = Table(title="configs", title_justify="left")
     for column in ("name", "version", "format", "md5", "published (UTC)", "gray"):
         table.add_column(column)
-    for name, version, fmt, md5, when, gray in run(go()):
-        table.add_row(name, str(version), fmt, md5[:12], when, "yes" if gray else "")
+    summaries = run(go())
+    for s in summaries:
+        version = "malformed" if s.rejected else str(s.version)
+        gray = "yes" if s.gray else ""
+        table.add_row(s.name, version, s.format, s.md5[:12], _when(s.published_at), gray)
     console.print(table)
+    bad = [s.name for s in summaries if s.rejected]
+    if bad:
+        err_console.print(
+            f"keel: warning: {len(bad)} config record(s) malformed ({', '.join(bad)}): "
+            f"'keel config get NAME' says why and how to repair it",
+            markup=False,
+        )
 
 
 @app.command("get")
@@ -83,6 +102,9 @@ def publish_cmd(
     format: Annotated[str | None, typer.Option(help="yaml, json, toml, properties, text.")] = None,
     author: Annotated[str, typer.Option(help="Who publishes.")] = "",
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why.")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a malformed current record.")
+    ] = False,
 ) -> None:
     """Publish FILE as the next version of NAME (validated first; nothing written if invalid)."""
     content = _read(file)
@@ -97,6 +119,7 @@ def publish_cmd(
             author=author,
             comment=comment,
             expected_version=expected_version,
+            force=force,
         )
 
     doc = run(go())
@@ -132,13 +155,18 @@ def diff_cmd(name: str, a: int, b: int) -> None:
 
 @app.command("rollback")
 def rollback_cmd(
-    name: str, version: int, author: Annotated[str, typer.Option(help="Who rolls back.")] = ""
+    name: str,
+    version: int,
+    author: Annotated[str, typer.Option(help="Who rolls back.")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a malformed current record.")
+    ] = False,
 ) -> None:
     """Publish an old VERSION's content as a new version."""
 
     @with_store
     async def go(store: Store) -> ConfigDocument:
-        return await ConfigCenter(store).rollback(name, version, author=author)
+        return await ConfigCenter(store).rollback(name, version, author=author, force=force)
 
     doc = run(go())
     console.print(f"{name} version {doc.version} published (content of version {version})")
@@ -169,12 +197,15 @@ def gray_cmd(
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why.")] = "",
 ) -> None:
     """Start a gray release of FILE for the clients the rule selects."""
+    try:
+        rule = GrayRule(
+            ids=tuple(i.strip() for i in ids.split(",") if i.strip()),
+            labels=GrayRule.parse_labels(labels),
+            percent=percent,
+        )
+    except ValidationError as exc:
+        fail(f"{exc} (--ids a,b / --labels zone=a / --percent 0-100)")
     content = _read(file)
-    rule = GrayRule(
-        ids=tuple(i.strip() for i in ids.split(",") if i.strip()),
-        labels=GrayRule.parse_labels(labels),
-        percent=percent,
-    )
 
     @with_store
     async def go(store: Store) -> None:
@@ -218,30 +249,59 @@ def status_cmd(name: str) -> None:
     @with_store
     async def go(store: Store) -> None:
         center = ConfigCenter(store)
-        doc, gray = await center.get(name), await center.gray(name)
         console.print(
-            f"{name}: version {doc.version if doc else '-'}"
-            + (
-                f"; gray over version {gray.base_version}: {json.dumps(gray.rule.to_json())}"
-                if gray
-                else "; no gray release"
-            )
+            f"{name}: {await _main_state(center, name)}; {await _gray_state(center, name)}"
         )
         clients, _ = await store.range(f"config-clients/{name}/")
         table = Table(title=f"{len(clients)} clients", title_justify="left")
         for column in ("client", "version", "gray", "md5"):
             table.add_column(column)
         for kv in clients:
-            info = json.loads(kv.value)
-            table.add_row(
-                kv.key.rsplit("/", 1)[1],
-                str(info.get("version")),
-                "yes" if info.get("gray") else "",
-                str(info.get("md5", ""))[:12],
-            )
+            info = decode("config", kv.key, kv.value, ClientReport.decode)
+            client = kv.key.rsplit("/", 1)[1]
+            if isinstance(info, Rejected):
+                report(info)
+                table.add_row(client, "malformed", "", "")
+                continue
+            table.add_row(client, str(info.version), "yes" if info.gray else "", info.md5[:12])
         console.print(table)
 
     run(go())
+
+
+async def _main_state(center: ConfigCenter, name: str) -> str:
+    try:
+        doc = await center.get(name)
+    except MalformedConfigError:
+        return "current record malformed ('keel config publish NAME FILE --force' repairs it)"
+    return f"version {doc.version if doc else '-'}"
+
+
+async def _gray_state(center: ConfigCenter, name: str) -> str:
+    try:
+        gray = await center.gray(name)
+    except MalformedConfigError:
+        return f"gray record malformed ('keel config abort {name}' ends it)"
+    if gray is None:
+        return "no gray release"
+    return f"gray over version {gray.base_version}: {json.dumps(gray.rule.to_json())}"
+
+
+def _event_line(name: str, event: Event) -> str:
+    """One line for a watch event; a malformed record is said so (and reported)."""
+    is_gray = event.kv.key == gray_key(name)
+    kind = "gray" if is_gray else "main"
+    if event.type is EventType.DELETE:
+        return f"{kind} deleted rev={event.revision}"
+    decoder: Callable[[bytes], ConfigDocument | GrayRelease] = (
+        GrayRelease.decode if is_gray else ConfigDocument.decode
+    )
+    rec = decode("config", event.kv.key, event.kv.value, decoder)
+    if isinstance(rec, Rejected):
+        report(rec)
+        return f"{kind} malformed rev={event.revision} ({rec.reason})"
+    version = rec.base_version if isinstance(rec, GrayRelease) else rec.version
+    return f"{kind} version={version} md5={rec.md5} rev={event.revision}"
 
 
 @app.command("watch")
@@ -256,16 +316,7 @@ def watch_cmd(
         seen = 0
         async with store.watch(current_key(name)) as main, store.watch(gray_key(name)) as gray:
             async for event, _ in merged([main, gray]):
-                kind = "gray" if event.kv.key == gray_key(name) else "main"
-                if event.type is EventType.DELETE:
-                    print(f"{kind} deleted rev={event.revision}", flush=True)
-                else:
-                    rec = json.loads(event.kv.value)
-                    print(
-                        f"{kind} version={rec.get('version', rec.get('base_version'))} "
-                        f"md5={rec['md5']} rev={event.revision}",
-                        flush=True,
-                    )
+                print(_event_line(name, event), flush=True)
                 seen += 1
                 if count and seen >= count:
                     return

@@ -12,15 +12,32 @@ from keel.config._center import (
     ConfigCenter,
     ConfigSummary,
 )
-from keel.config._formats import FORMATS, Format, guess_format, parse, parse_properties
+from keel.config._formats import (
+    FORMATS,
+    MAX_DEPTH,
+    MAX_NODES,
+    Format,
+    guess_format,
+    parse,
+    parse_properties,
+)
 from keel.config._live import ENV_PREFIX, LiveConfig, Source, env_overrides, merge
-from keel.config._model import ConfigDocument, GrayRelease, GrayRule
+from keel.config._model import (
+    ClientReport,
+    ConfigDocument,
+    GrayRelease,
+    GrayRule,
+    MalformedConfigError,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_RETENTION",
     "ENV_PREFIX",
     "FORMATS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "ClientReport",
     "ConfigCenter",
     "ConfigDocument",
     "ConfigSummary",
@@ -28,6 +45,7 @@ __all__ = [
     "GrayRelease",
     "GrayRule",
     "LiveConfig",
+    "MalformedConfigError",
     "Source",
     "env_overrides",
     "guess_format",

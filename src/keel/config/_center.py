@@ -6,6 +6,12 @@ guarded by a compare on the current record's version, so two admins cannot
 overwrite each other and a publisher killed mid-way leaves either everything
 or nothing. A promote writes the new version and removes the gray release in
 the same transaction.
+
+Records are read through one boundary (:mod:`keel._records`): a listing skips
+(and marks) a malformed record; an operation that needs a malformed record
+raises :class:`MalformedConfigError` naming the key and the repair, and a
+publish with ``force=True`` overwrites a malformed current record, still
+guarded by that record's revision.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keel._aio import Opening
+from keel._records import Rejected, decode, report
 from keel.config._formats import Format, check_format, guess_format, parse
 from keel.config._live import LiveConfig
 from keel.config._model import (
     ConfigDocument,
     GrayRelease,
     GrayRule,
+    MalformedConfigError,
     check_config_name,
     current_key,
     gray_key,
@@ -57,6 +65,8 @@ class ConfigSummary:
         md5: md5 of the current content.
         published_at: when the current version was published.
         gray: whether a gray release is in progress.
+        rejected: why the current record could not be read (empty when it is
+            fine; then version is 0 and the other fields are empty).
     """
 
     name: str
@@ -65,6 +75,7 @@ class ConfigSummary:
     md5: str
     published_at: float
     gray: bool
+    rejected: str = ""
 
 
 class ConfigCenter:
@@ -104,17 +115,54 @@ class ConfigCenter:
         return chosen
 
     async def get(self, name: str) -> ConfigDocument | None:
-        """The current version of ``name``, or None."""
-        kv = await self.store.get(current_key(check_config_name(name)))
-        return ConfigDocument.decode(kv.value) if kv else None
+        """The current version of ``name``, or None.
 
-    async def _read_current(self, name: str) -> tuple[KeyValue | None, int]:
-        """The current record and the last version ever published (history survives delete)."""
+        Raises:
+            MalformedConfigError: the current record cannot be read (the message says how
+                to repair it).
+        """
+        kv = await self.store.get(current_key(check_config_name(name)))
+        if kv is None:
+            return None
+        doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
+        if isinstance(doc, Rejected):
+            raise await self._malformed(name, doc)
+        return doc
+
+    async def _malformed(self, name: str, rejected: Rejected) -> MalformedConfigError:
+        """The error for a malformed current record, naming the repairs that work."""
+        good = [d.version for d in await self.history(name)]
+        back = (
+            f", or roll back to version {good[-1]} with 'keel config rollback {name} "
+            f"{good[-1]} --force' (rollback(..., force=True))"
+            if good
+            else f", or delete it with 'keel config rm {name}'"
+        )
+        return MalformedConfigError(
+            f"{rejected.key} holds a malformed record ({rejected.reason}): overwrite it with "
+            f"'keel config publish {name} FILE --force' (publish(..., force=True)){back}"
+        )
+
+    async def _read_current(self, name: str, *, force: bool) -> tuple[KeyValue | None, int, bool]:
+        """The current record, its version and whether it is readable.
+
+        A malformed record is refused, or with ``force`` taken at the last
+        version in history (as is an absent one: history survives delete).
+        """
         kv = await self.store.get(current_key(name))
         if kv is not None:
-            return kv, ConfigDocument.decode(kv.value).version
+            doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
+            if not isinstance(doc, Rejected):
+                return kv, doc.version, True
+            if not force:
+                raise await self._malformed(name, doc)
+        return kv, await self._last_kept(name), kv is None
+
+    async def _last_kept(self, name: str) -> int:
+        """The last version in history, read from the keys (history survives delete)."""
         kept, _ = await self.store.range(history_prefix(name))
-        return None, (ConfigDocument.decode(kept[-1].value).version if kept else 0)
+        suffixes = (kv.key.removeprefix(history_prefix(name)) for kv in kept)
+        return max((int(s) for s in suffixes if len(s) == 10 and s.isdigit()), default=0)
 
     async def publish(
         self,
@@ -125,6 +173,7 @@ class ConfigCenter:
         author: str = "",
         comment: str = "",
         expected_version: int | None = None,
+        force: bool = False,
     ) -> ConfigDocument:
         """Publish ``content`` as the next version of ``name``.
 
@@ -132,16 +181,22 @@ class ConfigCenter:
             format: the document format (default: from the name's extension).
             expected_version: publish only if the current version is this one
                 (0: only if the config does not exist yet).
+            force: overwrite a current record that cannot be read (malformed);
+                the write is still guarded by that record's revision, so a
+                concurrent change is a conflict. A readable record is never
+                forced: ``expected_version`` still applies to it.
 
         Raises:
             ValidationError: the document does not parse (the message names the
-                line and column), is too large, or the name is bad; nothing is written.
+                line and column), nests deeper than 64 levels, expands to more
+                than 100,000 values, is too large, or the name is bad; nothing is written.
             ConflictError: the current version is not ``expected_version``.
+            MalformedConfigError: the current record is malformed and ``force`` is False.
         """
         fmt = self._validate(name, content, format)
-        kv, last = await self._read_current(name)
+        kv, last, readable = await self._read_current(name, force=force)
         version = last if kv is not None else 0
-        if expected_version is not None and expected_version != version:
+        if expected_version is not None and expected_version != version and readable:
             raise ConflictError(
                 f"{name} is at version {version}, not {expected_version}: someone published "
                 f"first; read it again and retry with --expected-version {version}"
@@ -176,45 +231,72 @@ class ConfigCenter:
         stale = doc.version - self.retention
         if stale > 0:
             ops.append(Delete(history_key(doc.name, stale)))
-        checks = [*compares, Compare.absent(history_key(doc.name, doc.version))]
-        result = await self.store.txn(checks, ops, [Get(current_key(doc.name))])
-        if not result.succeeded:
-            now = result.results[0]
-            have = ConfigDocument.decode(now.value).version if isinstance(now, KeyValue) else 0
+        entry = history_key(doc.name, doc.version)
+        checks = [*compares, Compare.absent(entry)]
+        result = await self.store.txn(checks, ops, [Get(current_key(doc.name)), Get(entry)])
+        if result.succeeded:
+            return
+        now, stray = result.results
+        have = (
+            decode("config", now.key, now.value, ConfigDocument.decode)
+            if isinstance(now, KeyValue)
+            else None
+        )
+        if isinstance(stray, KeyValue) and not (
+            isinstance(have, ConfigDocument) and have.version >= doc.version
+        ):
             raise ConflictError(
-                f"{doc.name} changed while publishing (now version {have}): read it again and retry"
+                f"{entry} already exists, though {doc.name} is not at version {doc.version}: "
+                f"a record written outside keel; delete that key and publish again"
             )
+        state = (
+            "malformed" if isinstance(have, Rejected) else f"version {have.version if have else 0}"
+        )
+        raise ConflictError(
+            f"{doc.name} changed while publishing (now {state}): read it again and retry"
+        )
 
     async def list(self) -> list[ConfigSummary]:
-        """Every config with its current version, sorted by name."""
+        """Every config with its current version, sorted by name.
+
+        A malformed current record is listed with ``rejected`` set (and reported).
+        """
         kvs, _ = await self.store.range("config/")
         grays, _ = await self.store.range("config-gray/")
         on_gray = {kv.key.removeprefix("config-gray/") for kv in grays}
         out = []
         for kv in kvs:
-            doc = ConfigDocument.decode(kv.value)
+            name = kv.key.removeprefix("config/")
+            doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
+            if isinstance(doc, Rejected):
+                report(doc)
+                out.append(ConfigSummary(name, 0, "text", "", 0.0, name in on_gray, doc.reason))
+                continue
             out.append(
                 ConfigSummary(
-                    doc.name,
-                    doc.version,
-                    doc.format,
-                    doc.md5,
-                    doc.published_at,
-                    doc.name in on_gray,
+                    doc.name, doc.version, doc.format, doc.md5, doc.published_at, name in on_gray
                 )
             )
         return out
 
     async def history(self, name: str) -> builtins.list[ConfigDocument]:
-        """Every kept version of ``name``, oldest first."""
+        """Every kept version of ``name``, oldest first (malformed entries skipped, reported)."""
         kvs, _ = await self.store.range(history_prefix(check_config_name(name)))
-        return [ConfigDocument.decode(kv.value) for kv in kvs]
+        out = []
+        for kv in kvs:
+            doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
+            if isinstance(doc, Rejected):
+                report(doc)
+            else:
+                out.append(doc)
+        return out
 
     async def version(self, name: str, version: int) -> ConfigDocument:
         """One version of ``name`` from history.
 
         Raises:
             NotFoundError: the version was never published or is past retention.
+            MalformedConfigError: that history entry cannot be read.
         """
         kv = await self.store.get(history_key(check_config_name(name), version))
         if kv is None:
@@ -222,7 +304,13 @@ class ConfigCenter:
                 f"{name} has no version {version} (never published, or past retention): "
                 f"see 'keel config history {name}'"
             )
-        return ConfigDocument.decode(kv.value)
+        doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
+        if isinstance(doc, Rejected):
+            raise MalformedConfigError(
+                f"{doc.key} holds a malformed record ({doc.reason}): pick another version "
+                f"from 'keel config history {name}'"
+            )
+        return doc
 
     async def diff(self, name: str, a: int, b: int) -> str:
         """A unified diff from version ``a`` to version ``b``."""
@@ -236,17 +324,22 @@ class ConfigCenter:
             )
         )
 
-    async def rollback(self, name: str, to_version: int, *, author: str = "") -> ConfigDocument:
-        """Publish the content of an old version as a new version (history is never rewritten)."""
+    async def rollback(
+        self, name: str, to_version: int, *, author: str = "", force: bool = False
+    ) -> ConfigDocument:
+        """Publish the content of an old version as a new version (history is never rewritten).
+
+        Args:
+            force: overwrite a malformed current record (as :meth:`publish`).
+        """
         old = await self.version(name, to_version)
-        current = await self.get(name)
         return await self.publish(
             name,
             old.content,
             format=old.format,
             author=author,
             comment=f"rollback to version {to_version}",
-            expected_version=current.version if current else 0,
+            force=force,
         )
 
     async def delete(self, name: str) -> bool:
@@ -298,17 +391,21 @@ class ConfigCenter:
         return gray
 
     async def gray(self, name: str) -> GrayRelease | None:
-        """The gray release of ``name`` in progress, or None."""
+        """The gray release of ``name`` in progress, or None.
+
+        Raises:
+            MalformedConfigError: the gray record cannot be read (abort it and start again).
+        """
         kv = await self.store.get(gray_key(check_config_name(name)))
-        return GrayRelease.decode(kv.value) if kv else None
+        return _gray_of(name, kv) if kv else None
 
     async def promote(self, name: str, *, author: str = "") -> ConfigDocument:
         """Make the gray content the next main version and end the gray, in one transaction."""
         gray_kv = await self.store.get(gray_key(check_config_name(name)))
         if gray_kv is None:
             raise NotFoundError(f"{name} has no gray release to promote")
-        gray = GrayRelease.decode(gray_kv.value)
-        kv, last = await self._read_current(name)
+        gray = _gray_of(name, gray_kv)
+        kv, last, _ = await self._read_current(name, force=False)
         doc = ConfigDocument(
             name=name,
             content=gray.content,
@@ -383,3 +480,14 @@ class ConfigCenter:
 
     def __repr__(self) -> str:
         return f"<ConfigCenter root={self.store.root!r} retention={self.retention}>"
+
+
+def _gray_of(name: str, kv: KeyValue) -> GrayRelease:
+    """Decode a gray record, or raise MalformedConfigError naming the repair."""
+    gray = decode("config", kv.key, kv.value, GrayRelease.decode)
+    if isinstance(gray, Rejected):
+        raise MalformedConfigError(
+            f"{gray.key} holds a malformed gray record ({gray.reason}): end it with "
+            f"'keel config abort {name}' and start the gray again"
+        )
+    return gray

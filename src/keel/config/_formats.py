@@ -3,7 +3,16 @@
 Parsing happens on publish (a document that does not parse is refused with
 the parser's line and column, and nothing is written) and on every load by a
 live binding. YAML goes through the safe loader only, so a tag such as
-``!!python/object`` is an error, never code run. Java ``.properties`` has no
+``!!python/object`` is an error, never code run.
+
+Every structured document is capped before it becomes Python objects a
+binding would walk: at most :data:`MAX_DEPTH` levels of nesting and
+:data:`MAX_NODES` values once YAML aliases are expanded. A YAML alias costs
+nothing to store and everything to bind (nine levels of ten aliases each, the
+"billion laughs", is a billion strings to a typed model), so YAML is composed
+into its node graph first and measured with aliases followed, before anything
+is constructed. Deep JSON and TOML would otherwise end in ``RecursionError``.
+Java ``.properties`` has no
 well-kept Python parser, so :func:`parse_properties` is written here (the
 format is small: ``key=value``, ``key: value``, ``key value``, comments with
 ``#``/``!``, backslash continuations and escapes, ``\\u`` and four hex digits).
@@ -17,9 +26,19 @@ from typing import Any, Literal
 
 import yaml
 
+from keel._records import check_depth
+from keel.config._measure import MAX_DEPTH, MAX_NODES, count_values, measure_yaml
 from keel.errors import ValidationError
 
-__all__ = ["FORMATS", "Format", "guess_format", "parse", "parse_properties"]
+__all__ = [
+    "FORMATS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "Format",
+    "guess_format",
+    "parse",
+    "parse_properties",
+]
 
 Format = Literal["yaml", "json", "toml", "properties", "text"]
 FORMATS: tuple[Format, ...] = ("yaml", "json", "toml", "properties", "text")
@@ -50,22 +69,34 @@ def check_format(fmt: object) -> Format:
 
 
 def parse(fmt: Format, content: str, *, name: str = "document") -> Any:
-    """Parse ``content``; raise ValidationError naming the line and column on a syntax error."""
+    """Parse ``content``; raise ValidationError naming the line and column on a syntax error.
+
+    Raises:
+        ValidationError: the document does not parse, nests deeper than
+            :data:`MAX_DEPTH` or holds more than :data:`MAX_NODES` values
+            (YAML aliases expanded); the message names the fix.
+    """
     if fmt == "text":
         return content
-    if fmt == "json":
-        try:
-            return json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise _error(name, fmt, exc.lineno, exc.colno, exc.msg) from exc
-    if fmt == "toml":
-        try:
-            return tomllib.loads(content)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValidationError(f"{name} is not valid toml: {exc}") from exc
     if fmt == "properties":
         return parse_properties(content, name=name)
-    return _parse_yaml(content, name)
+    if fmt == "yaml":
+        return _parse_yaml(content, name)
+    try:
+        document = json.loads(content) if fmt == "json" else tomllib.loads(content)
+    except json.JSONDecodeError as exc:
+        raise _error(name, fmt, exc.lineno, exc.colno, exc.msg) from exc
+    except RecursionError as exc:
+        raise _too_deep(name) from exc
+    except ValueError as exc:  # TOMLDecodeError, and numbers past Python's digit limit
+        raise ValidationError(f"{name} is not valid {fmt}: {exc}; fix the document") from exc
+    try:
+        check_depth(document, MAX_DEPTH)
+    except ValueError as exc:
+        raise _too_deep(name) from exc
+    if count_values(document, MAX_NODES + 1) > MAX_NODES:
+        raise _too_large(name)
+    return document
 
 
 def _error(name: str, fmt: str, line: int, column: int, message: str) -> ValidationError:
@@ -75,9 +106,60 @@ def _error(name: str, fmt: str, line: int, column: int, message: str) -> Validat
     )
 
 
+def _too_deep(name: str) -> ValidationError:
+    return ValidationError(
+        f"{name} nests deeper than {MAX_DEPTH} levels: flatten the document "
+        f"(configs are rarely more than a few levels deep)"
+    )
+
+
+def _too_large(name: str) -> ValidationError:
+    return ValidationError(
+        f"{name} would expand to more than {MAX_NODES} values (YAML aliases count each time "
+        f"they are used): write the values out, or split the document"
+    )
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing to compose nodes deeper than MAX_DEPTH collections."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:  # + 1: the scalars inside the deepest collection
+                raise _TooDeepError
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _TooDeepError(Exception):
+    """Raised inside the composer at MAX_DEPTH + 1 levels."""
+
+
 def _parse_yaml(content: str, name: str) -> Any:
+    loader = _Loader(content)
     try:
-        return yaml.safe_load(content)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        found = measure_yaml(node, max_depth=MAX_DEPTH, max_nodes=MAX_NODES)
+        if found == "deep":
+            raise _too_deep(name)
+        if found == "large":
+            raise _too_large(name)
+        if found == "cycle":
+            raise ValidationError(
+                f"{name} has an alias that refers to itself (a node inside its own anchor): "
+                f"write the value out"
+            )
+        return loader.construct_document(node)
+    except _TooDeepError as exc:
+        raise _too_deep(name) from exc
+    except ValidationError:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
@@ -85,8 +167,10 @@ def _parse_yaml(content: str, name: str) -> Any:
         if "could not determine a constructor" in str(exc):
             problem = f"{problem} (only plain YAML is accepted: no language-specific tags)"
         raise _error(name, "yaml", line, column, problem) from exc
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"{name} is not valid yaml: {exc}") from exc
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValidationError(f"{name} is not valid yaml: {exc}; fix the document") from exc
+    finally:
+        loader.dispose()
 
 
 def _logical_lines(content: str) -> list[tuple[int, str]]:

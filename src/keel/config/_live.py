@@ -4,7 +4,11 @@
 costs an attribute lookup, nothing is parsed on read. A publish that does not
 validate against the binding's model keeps the old value, logs one clear
 error, counts ``keel_config_reloads_total{outcome="invalid"}`` and calls the
-``on_invalid`` callbacks.
+``on_invalid`` callbacks. A record that cannot be decoded at all (not JSON,
+fields of the wrong type) is skipped the same way, through the one boundary
+of :mod:`keel._records` (logged, counted in
+``keel_records_rejected_total{area="config"}``): the binding keeps its value
+and keeps following, and applies the next valid record.
 
 Layers, lowest first: the model's defaults < a local ``file`` < the store's
 document (the gray one if this client is on gray) < environment variables
@@ -26,13 +30,22 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from keel.config._formats import Format, guess_format, parse
-from keel.config._model import ConfigDocument, GrayRelease, client_key, current_key, gray_key
+from keel._records import Rejected, decode, report
+from keel.config._formats import Format, check_format, guess_format, parse
+from keel.config._model import (
+    ClientReport,
+    ConfigDocument,
+    GrayRelease,
+    MalformedConfigError,
+    client_key,
+    current_key,
+    gray_key,
+)
 from keel.coord import Session
 from keel.errors import KeelError, StoreClosedError, ValidationError
 from keel.observe import ConfigMetrics
@@ -131,6 +144,7 @@ class LiveConfig(Generic[T]):
         self._metrics = metrics
         self._main: ConfigDocument | None = None
         self._gray: GrayRelease | None = None
+        self._bad_main: Rejected | None = None
         self.source = Source(0, False, "")
         self.invalid = 0
         self._on_change: list[Callable[[T, T], object]] = []
@@ -202,6 +216,9 @@ class LiveConfig(Generic[T]):
         except (PydanticValidationError, ValidationError, OSError) as exc:
             self._refuse(exc, source)
             return
+        except Exception as exc:  # a model's own validator may raise anything: refuse, go on
+            self._refuse(exc, source)
+            return
         old = getattr(self, "value", new)
         had_value = hasattr(self, "value")
         self.value = new
@@ -232,9 +249,35 @@ class LiveConfig(Generic[T]):
     async def _load(self) -> int:
         result = await self.store.txn([], [Get(current_key(self.name)), Get(gray_key(self.name))])
         main, gray = result.results
-        self._main = ConfigDocument.decode(main.value) if isinstance(main, KeyValue) else None
-        self._gray = GrayRelease.decode(gray.value) if isinstance(gray, KeyValue) else None
+        self._take(main if isinstance(main, KeyValue) else None, current_key(self.name))
+        self._take(gray if isinstance(gray, KeyValue) else None, gray_key(self.name))
         return result.revision
+
+    def _take(self, kv: KeyValue | None, key: str) -> None:
+        """Decode the main or gray record at ``key``; a malformed one is skipped, the last kept."""
+        is_main = key == current_key(self.name)
+        if kv is None:
+            if is_main:
+                self._main, self._bad_main = None, None
+            else:
+                self._gray = None
+            return
+        decoded = decode(
+            "config", key, kv.value, ConfigDocument.decode if is_main else GrayRelease.decode
+        )
+        if isinstance(decoded, Rejected):
+            report(decoded)
+            if is_main:
+                self._bad_main = decoded
+        elif isinstance(decoded, ConfigDocument):
+            self._main, self._bad_main = decoded, None
+        elif isinstance(decoded, GrayRelease):
+            self._gray = decoded
+
+    @property
+    def following(self) -> bool:
+        """Whether the binding is following the store (False once closed)."""
+        return self._task is not None and not self._task.done()
 
     async def start(self) -> Self:
         """Load the value (from the store, or the snapshot if the store is down) and follow it."""
@@ -246,6 +289,11 @@ class LiveConfig(Generic[T]):
             log.warning("config %s: store unreachable (%s); running the snapshot", self.name, exc)
             revision = 0
         else:
+            if self._bad_main is not None and not self._load_snapshot():
+                raise MalformedConfigError(
+                    f"{self._bad_main}, and no earlier value exists: repair it with 'keel config "
+                    f"publish {self.name} FILE --force' (or rollback --force), then start again"
+                )
             self._apply()
             if not hasattr(self, "value"):
                 raise ValidationError(
@@ -269,6 +317,10 @@ class LiveConfig(Generic[T]):
                 log.info("config %s: watch interrupted (%s); reloading", self.name, exc)
                 await asyncio.sleep(_RETRY_S)
                 revision = 0
+            except Exception:  # a bug must not end the binding for good: log, reload, go on
+                log.exception("config %s: follow failed; reloading", self.name)
+                await asyncio.sleep(_RETRY_S)
+                revision = 0
 
     async def _watch(self, start: int) -> None:
         keys = (current_key(self.name), gray_key(self.name))
@@ -282,16 +334,7 @@ class LiveConfig(Generic[T]):
                     await self._changed_now()
 
     def _fold(self, event: Event) -> None:
-        is_main = event.kv.key == current_key(self.name)
-        if event.type is EventType.DELETE:
-            if is_main:
-                self._main = None
-            else:
-                self._gray = None
-        elif is_main:
-            self._main = ConfigDocument.decode(event.kv.value)
-        else:
-            self._gray = GrayRelease.decode(event.kv.value)
+        self._take(None if event.type is EventType.DELETE else event.kv, event.kv.key)
 
     async def _changed_now(self) -> None:
         before = self.source
@@ -300,7 +343,10 @@ class LiveConfig(Generic[T]):
             await self._after_change()
 
     async def _after_change(self) -> None:
-        self._save_snapshot()
+        try:
+            self._save_snapshot()
+        except OSError as exc:
+            log.warning("config %s: cannot save the snapshot (%s); running on", self.name, exc)
         async with self._changed:
             self._changed.notify_all()
         await self._report()
@@ -308,16 +354,16 @@ class LiveConfig(Generic[T]):
     async def _report(self) -> None:
         if self._session is None or self._session.lost.is_set():
             return
-        body = {
-            "version": self.source.version,
-            "gray": self.source.gray,
-            "md5": self.source.md5,
-            "labels": self.labels,
-        }
+        body = ClientReport(
+            version=self.source.version,
+            gray=self.source.gray,
+            md5=self.source.md5,
+            labels=self.labels,
+        )
         with contextlib.suppress(KeelError):
             await self.store.put(
                 client_key(self.name, self.client_id),
-                json.dumps(body).encode(),
+                body.encode(),
                 lease=self._session.lease_id,
             )
 
@@ -344,14 +390,18 @@ class LiveConfig(Generic[T]):
     def _load_snapshot(self) -> bool:
         if self._snapshot is None or not self._snapshot.exists():
             return False
-        data = json.loads(self._snapshot.read_text())
-        self._main = ConfigDocument(
-            name=self.name,
-            content=data["content"],
-            format=data["format"],
-            version=data["version"],
-            md5=data["md5"],
-        )
+        try:
+            data = cast(dict[str, Any], json.loads(self._snapshot.read_text()))
+            self._main = ConfigDocument(
+                name=self.name,
+                content=str(data["content"]),
+                format=check_format(data["format"]),
+                version=int(data["version"]),
+                md5=str(data["md5"]),
+            )
+        except (OSError, ValueError, LookupError, TypeError) as exc:
+            log.warning("config %s: snapshot %s unreadable (%s)", self.name, self._snapshot, exc)
+            return False
         self._apply(source_hint=True)
         return hasattr(self, "value")
 

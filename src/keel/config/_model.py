@@ -19,13 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel._records import load_json_object
+from keel.config._fields import integer, number, optional_number, string_list, string_map, text
 from keel.config._formats import Format, check_format
-from keel.errors import ValidationError
+from keel.errors import ConflictError, ValidationError
 
 __all__ = [
+    "ClientReport",
     "ConfigDocument",
     "GrayRelease",
     "GrayRule",
+    "MalformedConfigError",
     "check_config_name",
     "client_key",
     "current_key",
@@ -36,6 +40,11 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+class MalformedConfigError(ConflictError):
+    """A config record in the store cannot be read (written by hand, by another tool, or
+    corrupted); the message names the key and how to repair it."""
 
 
 def check_config_name(name: object) -> str:
@@ -120,18 +129,29 @@ class ConfigDocument:
 
     @classmethod
     def decode(cls, value: bytes) -> ConfigDocument:
-        """Parse a stored record."""
-        record = json.loads(value)
+        """Parse a stored current or history record, strict about every field's type.
+
+        Raises:
+            ValueError: not a JSON object, nested too deep, or a field missing
+                or of the wrong type (readers decode through ``keel._records.decode``).
+        """
+        record = load_json_object(value)
+        content = text(record, "content")
         return cls(
-            name=record["name"],
-            content=record["content"],
-            format=check_format(record.get("format", "text")),
-            version=int(record["version"]),
-            md5=record.get("md5") or md5_of(record["content"]),
-            author=record.get("author", ""),
-            comment=record.get("comment", ""),
-            published_at=float(record.get("published_at", 0)),
+            name=check_config_name(text(record, "name")),
+            content=content,
+            format=check_format(text(record, "format", "text")),
+            version=integer(record, "version", minimum=1),
+            md5=_md5(record, content),
+            author=text(record, "author", ""),
+            comment=text(record, "comment", ""),
+            published_at=number(record, "published_at", 0.0),
         )
+
+
+def _md5(record: Mapping[str, Any], content: str) -> str:
+    """The record's md5 (computed when absent or null: older records may lack it)."""
+    return (text(record, "md5") if record.get("md5") is not None else "") or md5_of(content)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,12 +197,18 @@ class GrayRule:
         return {"ids": list(self.ids), "labels": dict(self.labels), "percent": self.percent}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GrayRule:
-        """Parse a rule from stored data."""
+    def from_json(cls, data: object) -> GrayRule:
+        """Parse a rule from stored data, strict about every field's type.
+
+        Raises:
+            ValueError: not a mapping, a field of the wrong type, or an empty rule.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"the gray rule must be a mapping, not a {type(data).__name__}")
         return cls(
-            ids=tuple(data.get("ids", ())),
-            labels=data.get("labels", {}),
-            percent=data.get("percent"),
+            ids=string_list(data, "ids"),
+            labels=string_map(data, "labels"),
+            percent=optional_number(data, "percent"),
         )
 
     @classmethod
@@ -247,16 +273,61 @@ class GrayRelease:
 
     @classmethod
     def decode(cls, value: bytes) -> GrayRelease:
-        """Parse a stored record."""
-        r = json.loads(value)
+        """Parse a stored gray record, strict about every field's type.
+
+        Raises:
+            ValueError: not a JSON object, or a field missing or of the wrong type.
+        """
+        r = load_json_object(value)
+        content = text(r, "content")
         return cls(
-            name=r["name"],
-            content=r["content"],
-            format=check_format(r["format"]),
-            md5=r["md5"],
-            rule=GrayRule.from_json(r["rule"]),
-            base_version=int(r["base_version"]),
-            author=r.get("author", ""),
-            comment=r.get("comment", ""),
-            published_at=float(r.get("published_at", 0)),
+            name=check_config_name(text(r, "name")),
+            content=content,
+            format=check_format(text(r, "format")),
+            md5=_md5(r, content),
+            rule=GrayRule.from_json(r.get("rule")),
+            base_version=integer(r, "base_version", minimum=0),
+            author=text(r, "author", ""),
+            comment=text(r, "comment", ""),
+            published_at=number(r, "published_at", 0.0),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientReport:
+    """What one live binding runs, under ``config-clients/<name>/<client-id>``.
+
+    Attributes:
+        version: the main version its value is based on (0: none).
+        gray: whether it runs the gray content.
+        md5: md5 of the document it applied.
+        labels: its labels, as gray rules see them.
+    """
+
+    version: int
+    gray: bool
+    md5: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The JSON record."""
+        body = {"version": self.version, "gray": self.gray, "md5": self.md5}
+        return json.dumps({**body, "labels": dict(self.labels)}).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> ClientReport:
+        """Parse a stored client report, strict about every field's type.
+
+        Raises:
+            ValueError: not a JSON object, or a field of the wrong type.
+        """
+        r = load_json_object(value)
+        gray = r.get("gray", False)
+        if not isinstance(gray, bool):
+            raise ValueError(f"field 'gray' must be true or false, not a {type(gray).__name__}")
+        return cls(
+            version=integer(r, "version", minimum=0),
+            gray=gray,
+            md5=text(r, "md5", ""),
+            labels=string_map(r, "labels"),
         )
