@@ -12,7 +12,7 @@ from keel.coord import Election, Session
 from keel.registry import CheckState, Discovery, HealthCheck, HealthChecker, Instance, Registry
 from keel.store import Store
 
-CHECK = HealthCheck(type="http", path="/healthz", interval_s=0.1, timeout_s=0.1, rise=2, fall=2)
+CHECK = HealthCheck(type="http", path="/healthz", interval_s=1.0, timeout_s=0.3, rise=2, fall=2)
 
 
 class Backend:

@@ -7,15 +7,18 @@ leader-elected :class:`HealthChecker` marks failing instances under
 ``health/<service>/<instance-id>``. See ``docs/registry.md``.
 """
 
+from keel.registry._decode import HealthMark, decode_health_mark, decode_instance
 from keel.registry._discovery import Discovery, DiscoveryStatistics, ServiceStatistics, select
 from keel.registry._health import CheckState, HealthChecker, probe
 from keel.registry._model import (
     DRAINING,
+    MAX_CHECK_INTERVAL_S,
+    MIN_CHECK_INTERVAL_S,
+    MIN_CHECK_TIMEOUT_S,
     UP,
     HealthCheck,
     Instance,
     Status,
-    decode_instance,
     encode_instance,
 )
 from keel.registry._registry import (
@@ -30,12 +33,16 @@ from keel.registry._registry import (
 
 __all__ = [
     "DRAINING",
+    "MAX_CHECK_INTERVAL_S",
+    "MIN_CHECK_INTERVAL_S",
+    "MIN_CHECK_TIMEOUT_S",
     "UP",
     "CheckState",
     "Discovery",
     "DiscoveryStatistics",
     "HealthCheck",
     "HealthChecker",
+    "HealthMark",
     "Instance",
     "InstanceDeregistered",
     "InstanceRegistered",
@@ -46,6 +53,7 @@ __all__ = [
     "RegistryEvent",
     "ServiceStatistics",
     "Status",
+    "decode_health_mark",
     "decode_instance",
     "encode_instance",
     "probe",

@@ -23,19 +23,28 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import msgspec
+
+from keel._records import Rejected, decode, load_json_object, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CompactedError, KeelError, StoreClosedError, ValidationError
 from keel.observe import capability_metrics
+from keel.registry._decode import (
+    HEALTH_AREA,
+    REGISTRY_AREA,
+    decode_health_mark,
+    decode_instance,
+)
 from keel.registry._model import (
     HEALTH,
     UP,
     Instance,
     check_service_name,
-    decode_instance,
     encode_instance,
     service_prefix,
 )
@@ -100,6 +109,12 @@ def select(
     return tuple(sorted(healthy, key=lambda i: i.id))
 
 
+def _snapshot_id(record: object) -> str:
+    """The id a snapshot record claims (decoded and checked like any record)."""
+    instance_id = record.get("id") if isinstance(record, dict) else None
+    return instance_id if isinstance(instance_id, str) else "?"
+
+
 def _version_match(have: str, pattern: str) -> bool:
     return pattern.endswith("*") and have.startswith(pattern[:-1])
 
@@ -120,30 +135,44 @@ class _Cache:
     def apply(self, event: Event) -> None:
         key = event.kv.key
         if key.startswith(HEALTH):
-            instance_id = key.split("/", 2)[2]
-            if event.type is EventType.PUT and _is_failing(event.kv.value):
-                self.failing.add(instance_id)
+            if event.type is EventType.PUT:
+                self._mark(event.kv)
             else:
-                self.failing.discard(instance_id)
+                self._unmark(key)
         elif event.type is EventType.PUT:
             self._put(event.kv)
         else:
-            self.instances.pop(key.split("/", 2)[2], None)
+            self.instances.pop(key.removeprefix(service_prefix(self.service)), None)
         self.revision = max(self.revision, event.revision)
 
     def _put(self, kv: KeyValue) -> None:
-        try:
-            instance = decode_instance(kv.key, kv.value)
-        except ValidationError as exc:
-            log.warning("ignoring malformed instance record: %s", exc)
-            return
-        self.instances[instance.id] = instance
+        instance = decode(REGISTRY_AREA, kv.key, kv.value, partial(decode_instance, kv.key))
+        if isinstance(instance, Rejected):
+            report(instance)  # and drop what the key held: it no longer describes an instance
+            self.instances.pop(kv.key.removeprefix(service_prefix(self.service)), None)
+        else:
+            self.instances[instance.id] = instance
+
+    def _mark(self, kv: KeyValue) -> None:
+        mark = decode(HEALTH_AREA, kv.key, kv.value, partial(decode_health_mark, kv.key))
+        if isinstance(mark, Rejected):
+            report(mark)  # a malformed mark hides nothing
+            self._unmark(kv.key)
+        elif mark.failing:
+            self.failing.add(mark.instance_id)
+        else:
+            self.failing.discard(mark.instance_id)
+
+    def _unmark(self, key: str) -> None:
+        self.failing.discard(key.removeprefix(f"{HEALTH}{self.service}/"))
 
     def load(self, kvs: list[KeyValue], health: list[KeyValue], revision: int) -> None:
         self.instances.clear()
+        self.failing.clear()
         for kv in kvs:
             self._put(kv)
-        self.failing = {kv.key.split("/", 2)[2] for kv in health if _is_failing(kv.value)}
+        for kv in health:
+            self._mark(kv)
         self.revision = revision
         self.from_snapshot = False
 
@@ -153,13 +182,6 @@ class _Cache:
         for queue in self.subscribers:
             if queue.empty():
                 queue.put_nowait(None)
-
-
-def _is_failing(value: bytes) -> bool:
-    try:
-        return bool(json.loads(value).get("status") == "failing")
-    except (ValueError, AttributeError):
-        return False
 
 
 class Discovery:
@@ -198,6 +220,11 @@ class Discovery:
         self._stale = False
         self._tasks: asyncio.TaskGroup | None = None
         self._own: list[asyncio.Task[None]] = []
+
+    @property
+    def started(self) -> bool:
+        """True between entering and leaving ``async with``."""
+        return self._tasks is not None
 
     async def __aenter__(self) -> Self:
         self._tasks = asyncio.TaskGroup()
@@ -357,33 +384,40 @@ class Discovery:
         path = self._snapshot_path(cache.service)
         if path is None or cache.from_snapshot:
             return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = {
             "revision": cache.revision,
             "instances": [json.loads(encode_instance(i)) for i in cache.instances.values()],
             "failing": sorted(cache.failing),
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk must not stop discovery
+            log.warning("discovery snapshot %s not written: %s", path, exc)
 
     def _load_snapshot(self, cache: _Cache) -> None:
+        """Fill the cache from the snapshot file; every record in it is decoded like the store's."""
         path = self._snapshot_path(cache.service)
         if path is None or not path.exists():
             return
         try:
-            body = json.loads(path.read_text())
-            kvs = [
-                KeyValue(
-                    f"{service_prefix(cache.service)}{r['id']}", json.dumps(r).encode(), 0, 0, 1
-                )
-                for r in body["instances"]
-            ]
-        except (OSError, ValueError, KeyError) as exc:
+            body = load_json_object(path.read_bytes())
+        except (OSError, ValueError) as exc:
             log.warning("discovery snapshot %s unreadable: %s", path, exc)
             return
-        cache.load(kvs, [], int(body.get("revision", 0)))
-        cache.failing = set(body.get("failing", ()))
+        prefix = service_prefix(cache.service)
+        records = body.get("instances")
+        kvs = [
+            KeyValue(f"{prefix}{_snapshot_id(r)}", msgspec.json.encode(r), 0, 0, 1)
+            for r in (records if isinstance(records, list) else [])
+        ]
+        revision = body.get("revision")
+        failing = body.get("failing")
+        cache.load(kvs, [], revision if isinstance(revision, int) and revision > 0 else 0)
+        if isinstance(failing, list):
+            cache.failing = {i for i in failing if isinstance(i, str) and i in cache.instances}
         cache.from_snapshot = True
         cache.loaded.set()
         cache.attempted.set()

@@ -19,27 +19,42 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
+from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Election, Leadership, Session
 from keel.errors import KeelError
+from keel.registry._decode import (
+    HEALTH_AREA,
+    REGISTRY_AREA,
+    decode_health_mark,
+    decode_instance,
+    warn_limited,
+)
 from keel.registry._model import (
     HEALTH,
+    MIN_CHECK_INTERVAL_S,
     SERVICES,
     HealthCheck,
     Instance,
-    decode_instance,
     health_key,
+    show,
 )
-from keel.store import Compare, Delete, EventType, Put, Store
+from keel.store import Compare, Delete, EventType, KeyValue, Put, Store
 
-__all__ = ["CheckState", "HealthChecker", "probe"]
+__all__ = ["CheckState", "HealthChecker", "is_own_target", "probe", "probe_url"]
 
 log = logging.getLogger("keel.registry.health")
 ELECTION = "registry/health-checker"
+_REASON_MAX = 500
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -73,6 +88,24 @@ class CheckState:
         return False
 
 
+def probe_url(instance: Instance, check: HealthCheck) -> str:
+    """The URL an HTTP check GETs: the check's path on the instance's own address and port."""
+    if not check.path.startswith("/"):
+        return check.path
+    scheme = "https" if instance.scheme in ("https", "grpcs") else "http"
+    host = f"[{instance.address}]" if ":" in instance.address else instance.address
+    return f"{scheme}://{host}:{instance.port}{check.path}"
+
+
+def is_own_target(instance: Instance, check: HealthCheck) -> bool:
+    """True when the check probes only the instance's own registered address and port."""
+    if check.type == "tcp" or check.path.startswith("/"):
+        return True
+    url = urlsplit(check.path)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.hostname == instance.address.lower().strip("[]") and port == instance.port
+
+
 async def probe(instance: Instance, check: HealthCheck, client: httpx.AsyncClient) -> str | None:
     """Probe once; return None when healthy, else the reason."""
     try:
@@ -83,33 +116,45 @@ async def probe(instance: Instance, check: HealthCheck, client: httpx.AsyncClien
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
                 return None
-            scheme = "https" if instance.scheme in ("https", "grpcs") else "http"
-            host = f"[{instance.address}]" if ":" in instance.address else instance.address
-            response = await client.get(f"{scheme}://{host}:{instance.port}{check.path}")
+            response = await client.get(probe_url(instance, check))
             if response.status_code < 400:
                 return None
             return f"HTTP {response.status_code}"
     except TimeoutError:
         return f"no answer within {check.timeout_s}s"
-    except (OSError, httpx.HTTPError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except (OSError, ValueError, httpx.HTTPError, httpx.InvalidURL) as exc:
+        return f"{type(exc).__name__}: {exc}"[:_REASON_MAX]
 
 
 class HealthChecker:
     """Campaign for the checker role; while leader, probe every instance with a check.
 
     Use ``await checker.run()`` (until cancelled) inside ``async with Session(...)``.
+    Records under ``services/`` are untrusted: malformed ones are skipped and
+    counted, and an HTTP check is sent only to the instance's own registered
+    address and port unless ``allow_other_targets`` is set.
 
     Args:
         session: the session to campaign on.
         node: this checker's name, shown as the leader's value.
         clock: time source for probe intervals.
+        allow_other_targets: also probe checks whose ``path`` is a full URL
+            naming another host or port (anyone who can write ``services/``
+            could then make the checker send GETs anywhere it can reach).
     """
 
-    def __init__(self, session: Session, *, node: str | None = None, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        session: Session,
+        *,
+        node: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        allow_other_targets: bool = False,
+    ):
         self.session = session
         self.store: Store = session.store
         self.node = node or f"{socket.gethostname()}-{id(self):x}"
+        self.allow_other_targets = allow_other_targets
         self._clock = clock
         self._states: dict[str, CheckState] = {}
         self.probes = 0
@@ -133,23 +178,24 @@ class HealthChecker:
     async def _check_all(self, leadership: Leadership) -> None:
         kvs, revision = await self.store.range(SERVICES)
         health, _ = await self.store.range(HEALTH)
-        marked = {kv.key for kv in health}
-        self._states = {k.removeprefix(HEALTH): CheckState(failing=True) for k in marked}
+        marks = (self._decode(kv, HEALTH_AREA, decode_health_mark) for kv in health)
+        self._states = {
+            f"{m.service}/{m.instance_id}": CheckState(failing=True)
+            for m in marks
+            if m is not None and m.failing
+        }
         probes: dict[str, asyncio.Task[None]] = {}
-        async with httpx.AsyncClient() as client, asyncio.TaskGroup() as tasks:
+        client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        async with client, asyncio.TaskGroup() as tasks:
 
-            def start(instance: Instance) -> None:
-                if instance.check is None:
-                    return
-                old = probes.pop(instance.key, None)
-                if old is not None:
-                    old.cancel()
-                probes[instance.key] = tasks.create_task(
-                    self._probe_loop(instance, client, leadership)
-                )
+            def start(kv: KeyValue) -> None:
+                instance = self._decode(kv, REGISTRY_AREA, decode_instance)
+                if instance is not None and self._may_probe(instance):
+                    loop = self._probe_loop(instance, client, leadership)
+                    probes[kv.key] = tasks.create_task(loop)
 
             for kv in kvs:
-                start(decode_instance(kv.key, kv.value))
+                start(kv)
             async with self.store.watch(
                 SERVICES, prefix=True, start_revision=revision + 1
             ) as events:
@@ -158,10 +204,33 @@ class HealthChecker:
                     if task is not None:
                         task.cancel()
                     if event.type is EventType.PUT:
-                        with contextlib.suppress(KeelError):
-                            start(decode_instance(event.kv.key, event.kv.value))
+                        start(event.kv)
                     else:
                         await self._clear(event.kv.key.removeprefix(SERVICES), leadership)
+
+    @staticmethod
+    def _decode(kv: KeyValue, area: str, decoder: Callable[[str, bytes], T]) -> T | None:
+        """Decode one record through the shared boundary; report and skip a malformed one."""
+        decoded = decode(area, kv.key, kv.value, partial(decoder, kv.key))
+        if isinstance(decoded, Rejected):
+            report(decoded)
+            return None
+        return decoded
+
+    def _may_probe(self, instance: Instance) -> bool:
+        check = instance.check
+        if check is None:
+            return False
+        if self.allow_other_targets or is_own_target(instance, check):
+            return True
+        warn_limited(
+            f"target {instance.key}",
+            "not probing %s: its check targets %s, not the instance's own address and port "
+            "(start the checker with allow_other_targets=True to allow other targets)",
+            instance.key,
+            show(check.path),
+        )
+        return False
 
     async def _probe_loop(
         self, instance: Instance, client: httpx.AsyncClient, leadership: Leadership
@@ -174,8 +243,12 @@ class HealthChecker:
             reason = await probe(instance, check, client)
             self.probes += 1
             if state.record(reason is None, check):
-                await self._mark(instance, state.failing, reason, leadership)
-            await self._clock.sleep(check.interval_s)
+                try:
+                    await self._mark(instance, state.failing, reason, leadership)
+                except KeelError as exc:  # the store is away: write the mark on a later probe
+                    log.warning("health mark of %s not written (%s)", name, exc)
+                    state.failing = not state.failing
+            await self._clock.sleep(max(check.interval_s, MIN_CHECK_INTERVAL_S))
 
     async def _mark(
         self, instance: Instance, failing: bool, reason: str | None, leadership: Leadership
@@ -184,7 +257,7 @@ class HealthChecker:
         if failing:
             body = {
                 "status": "failing",
-                "reason": reason,
+                "reason": (reason or "")[:_REASON_MAX],
                 "since": time.time(),
                 "checker": self.node,
             }

@@ -5,28 +5,37 @@ Layout (documented in docs/registry.md so services in any language can join)::
     services/<service>/<instance-id>   → Instance JSON, on the owner's session lease
     health/<service>/<instance-id>     → {"status": "failing", ...} from the health checker
 
-Decoding is lenient about optional fields (a Go or Java service may write only
-``service``, ``address`` and ``port``) and strict about types.
+The records are decoded in ``_decode.py`` (the one boundary for untrusted
+records); this module holds the types and the rules both the API and the
+decoder enforce.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from keel.errors import ValidationError
 
 __all__ = [
     "DRAINING",
+    "MAX_CHECK_INTERVAL_S",
+    "MIN_CHECK_INTERVAL_S",
+    "MIN_CHECK_TIMEOUT_S",
     "UP",
     "HealthCheck",
     "Instance",
     "Status",
-    "decode_instance",
+    "check_address",
+    "check_service_name",
+    "check_target",
     "default_instance_id",
     "encode_instance",
     "health_key",
@@ -41,7 +50,9 @@ DRAINING: Status = "DRAINING"
 SERVICES = "services/"
 HEALTH = "health/"
 _SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,127}")
-_ID_RE = re.compile(r"[A-Za-z0-9._:@\[\]-]{1,200}")
+ID_RE = re.compile(r"[A-Za-z0-9._:@\[\]-]{1,200}")
+_LABEL_RE = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_RE = re.compile(rf"{_LABEL_RE}(?:\.{_LABEL_RE})*\.?")  # RFC 1123 names (and '_')
 _SCHEMES = frozenset({"http", "https", "grpc", "grpcs", "tcp"})
 
 
@@ -64,7 +75,7 @@ def check_service_name(service: object) -> str:
     """Return ``service`` if it is a valid service name, else raise ValidationError."""
     if not isinstance(service, str) or not _SERVICE_RE.fullmatch(service):
         raise ValidationError(
-            f"service name {service!r} is not valid: use lowercase letters, digits, '.' and "
+            f"service name {show(service)} is not valid: use lowercase letters, digits, '.' and "
             f"'-', starting with a letter or digit (e.g. 'orders' or 'payments.v2')"
         )
     return service
@@ -75,17 +86,80 @@ def default_instance_id(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+MIN_CHECK_INTERVAL_S = 1.0
+"""The shortest health-check interval: one probe a second per instance at most."""
+MIN_CHECK_TIMEOUT_S = 0.1
+"""The shortest probe timeout (shorter ones fail healthy instances on a busy host)."""
+MAX_CHECK_INTERVAL_S = 86_400.0
+"""The longest health-check interval (a day)."""
+MAX_ADDRESS = 253
+MAX_LABEL = 256  # zone, version, a tag, a metadata key
+MAX_VALUE = 16_384  # one metadata value
+MAX_ITEMS = 256  # tags, metadata entries
+MAX_PATH = 2048
+
+
+def show(value: object) -> str:
+    """A short, safe repr of an untrusted value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a number too large"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def is_number(value: object) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _printable(text: str) -> bool:
+    return all(32 < ord(c) != 127 for c in text)
+
+
+def check_target(path: object) -> str:
+    """Return ``path`` if it is a valid check target: ``/path`` or an ``http(s)://`` URL."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH or not _printable(path):
+        raise ValidationError(
+            f"check.path {show(path)}: give a path such as '/healthz' (no spaces or "
+            f"control characters, at most {MAX_PATH} characters)"
+        )
+    if path.startswith("/"):
+        return path
+    parts = urlsplit(path)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ValidationError(
+            f"check.path {show(path)} must start with '/' (a path on the instance), or be "
+            f"an http:// or https:// URL (probed only by checkers that allow other targets)"
+        )
+    return path
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthCheck:
     """How the health checker probes an instance.
 
     Attributes:
         type: ``http`` (GET ``path``, healthy on 2xx/3xx) or ``tcp`` (connect).
-        path: the HTTP path.
-        interval_s: seconds between probes.
-        timeout_s: a probe slower than this fails.
+        path: the HTTP path on the instance's own address and port; a full
+            ``http(s)://`` URL is accepted but probed only by a checker started
+            with ``allow_other_targets=True``.
+        interval_s: seconds between probes, from 1 (:data:`MIN_CHECK_INTERVAL_S`)
+            to 86400.
+        timeout_s: a probe slower than this fails; from 0.1
+            (:data:`MIN_CHECK_TIMEOUT_S`) to ``interval_s``.
         rise: consecutive successes that mark a failing instance healthy again.
         fall: consecutive failures that mark an instance failing.
+
+    Raises:
+        ValidationError: a field is out of range or of the wrong type.
     """
 
     type: Literal["http", "tcp"] = "http"
@@ -97,13 +171,38 @@ class HealthCheck:
 
     def __post_init__(self) -> None:
         if self.type not in ("http", "tcp"):
-            raise ValidationError(f"check.type {self.type!r}: use 'http' or 'tcp'")
-        if not self.path.startswith("/"):
-            raise ValidationError(f"check.path {self.path!r} must start with '/'")
-        if not 0 < self.timeout_s <= self.interval_s:
-            raise ValidationError("check.timeout_s must be > 0 and <= check.interval_s")
-        if not (1 <= self.rise <= 100 and 1 <= self.fall <= 100):
+            raise ValidationError(f"check.type {show(self.type)}: use 'http' or 'tcp'")
+        check_target(self.path)
+        interval, timeout = self.interval_s, self.timeout_s
+        if not (is_number(interval) and MIN_CHECK_INTERVAL_S <= interval <= MAX_CHECK_INTERVAL_S):
+            raise ValidationError(
+                f"check.interval_s {show(interval)}: use a number of seconds from "
+                f"{MIN_CHECK_INTERVAL_S} to {MAX_CHECK_INTERVAL_S:.0f} (the checker probes "
+                f"each instance at most once a second)"
+            )
+        if not (is_number(timeout) and MIN_CHECK_TIMEOUT_S <= timeout <= interval):
+            raise ValidationError(
+                f"check.timeout_s {show(timeout)}: use a number of seconds from "
+                f"{MIN_CHECK_TIMEOUT_S} to check.interval_s ({interval})"
+            )
+        object.__setattr__(self, "interval_s", float(interval))
+        object.__setattr__(self, "timeout_s", float(timeout))
+        if not (_whole(self.rise, 1, 100) and _whole(self.fall, 1, 100)):
             raise ValidationError("check.rise and check.fall must be whole numbers from 1 to 100")
+
+
+def check_address(address: object) -> str:
+    """Return ``address`` if it is a host name or an IP address, else raise ValidationError."""
+    if isinstance(address, str) and 0 < len(address) <= MAX_ADDRESS:
+        if _HOST_RE.fullmatch(address):
+            return address
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(address)
+            return address
+    raise ValidationError(
+        f"address {show(address)}: give a host name or an IP address (no port, "
+        f"scheme, path or spaces), e.g. '10.0.0.5', 'orders-1.internal' or '::1'"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,18 +211,22 @@ class Instance:
 
     Attributes:
         service: the service name (``[a-z0-9][a-z0-9.-]*``).
-        address: host name or IP that clients connect to.
+        address: host name or IP that clients connect to (and the checker probes).
         port: TCP port, 1-65535.
         id: stable instance id; generated from address and port when empty.
         scheme: ``http``, ``https``, ``grpc``, ``grpcs`` or ``tcp``.
         weight: relative share of traffic, 1-1000.
         zone: availability zone or rack, for zone-aware balancing.
         version: the service's version, for version-pinned discovery.
-        tags: free-form labels.
-        metadata: string key/value pairs.
+        tags: free-form labels (at most 256, each at most 256 characters).
+        metadata: string key/value pairs (at most 256; keys at most 256
+            characters, values at most 16384).
         status: ``UP``, or ``DRAINING`` while it shuts down (gets no new traffic).
         registered_at: when it registered (UTC).
         check: how the health checker probes it; None: lease liveness only.
+
+    Raises:
+        ValidationError: a field is invalid; the message names it and the fix.
     """
 
     service: str
@@ -142,36 +245,62 @@ class Instance:
 
     def __post_init__(self) -> None:
         check_service_name(self.service)
-        if not isinstance(self.address, str) or not self.address or " " in self.address:
-            raise ValidationError(f"address {self.address!r}: give a host name or IP address")
-        if (
-            not isinstance(self.port, int)
-            or isinstance(self.port, bool)
-            or not 1 <= self.port <= 65535
-        ):
-            raise ValidationError(f"port {self.port!r}: use a whole number from 1 to 65535")
+        check_address(self.address)
+        if not _whole(self.port, 1, 65535):
+            raise ValidationError(f"port {show(self.port)}: use a whole number from 1 to 65535")
+        if not isinstance(self.id, str):
+            raise ValidationError("instance id must be a string")
         if not self.id:
             object.__setattr__(self, "id", default_instance_id(self.address, self.port))
-        elif not _ID_RE.fullmatch(self.id):
+        elif not ID_RE.fullmatch(self.id):
             raise ValidationError(
-                f"instance id {self.id!r}: use letters, digits and . _ : @ [ ] - (at most 200)"
+                f"instance id {show(self.id)}: use letters, digits and . _ : @ [ ] - (at most 200)"
             )
-        if self.scheme not in _SCHEMES:
-            raise ValidationError(f"scheme {self.scheme!r}: use one of {sorted(_SCHEMES)}")
-        if (
-            not isinstance(self.weight, int)
-            or isinstance(self.weight, bool)
-            or not 1 <= self.weight <= 1000
+        if not isinstance(self.scheme, str) or self.scheme not in _SCHEMES:
+            raise ValidationError(f"scheme {show(self.scheme)}: use one of {sorted(_SCHEMES)}")
+        if not _whole(self.weight, 1, 1000):
+            raise ValidationError(f"weight {show(self.weight)}: use a whole number from 1 to 1000")
+        for name in ("zone", "version"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or len(value) > MAX_LABEL:
+                raise ValidationError(f"{name} must be a string of at most {MAX_LABEL} characters")
+        if not isinstance(self.status, str) or self.status not in (UP, DRAINING):
+            raise ValidationError(f"status {show(self.status)}: use 'UP' or 'DRAINING'")
+        self._check_labels()
+        if self.registered_at is not None and not isinstance(self.registered_at, datetime):
+            raise ValidationError("registered_at must be a datetime or None")
+        if self.check is not None and not isinstance(self.check, HealthCheck):
+            raise ValidationError("check must be a keel.registry.HealthCheck or None")
+
+    def _check_labels(self) -> None:
+        if isinstance(self.tags, str | bytes) or not isinstance(self.tags, Iterable):
+            raise ValidationError("tags must be a sequence of strings, e.g. ('canary',)")
+        tags = tuple(self.tags)
+        if len(tags) > MAX_ITEMS or not all(
+            isinstance(t, str) and 0 < len(t) <= MAX_LABEL for t in tags
         ):
-            raise ValidationError(f"weight {self.weight!r}: use a whole number from 1 to 1000")
-        if self.status not in (UP, DRAINING):
-            raise ValidationError(f"status {self.status!r}: use 'UP' or 'DRAINING'")
-        object.__setattr__(self, "tags", tuple(self.tags))
-        if not all(isinstance(t, str) and t for t in self.tags):
-            raise ValidationError("tags must be non-empty strings")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
-            raise ValidationError("metadata must map strings to strings")
-        object.__setattr__(self, "metadata", dict(self.metadata))
+            raise ValidationError(
+                f"tags must be at most {MAX_ITEMS} non-empty strings of at most "
+                f"{MAX_LABEL} characters"
+            )
+        object.__setattr__(self, "tags", tags)
+        meta = self.metadata
+        if (
+            not isinstance(meta, Mapping)
+            or len(meta) > MAX_ITEMS
+            or not all(
+                isinstance(k, str)
+                and isinstance(v, str)
+                and len(k) <= MAX_LABEL
+                and len(v) <= MAX_VALUE
+                for k, v in meta.items()
+            )
+        ):
+            raise ValidationError(
+                f"metadata must map strings to strings (at most {MAX_ITEMS} entries, keys of "
+                f"at most {MAX_LABEL} and values of at most {MAX_VALUE} characters)"
+            )
+        object.__setattr__(self, "metadata", dict(meta))
 
     @property
     def url(self) -> str:
@@ -219,35 +348,3 @@ def encode_instance(instance: Instance) -> bytes:
             "fall": c.fall,
         }
     return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode_instance(key: str, value: bytes) -> Instance:
-    """Parse a record from ``services/<service>/<id>``; raise ValidationError if malformed."""
-    try:
-        record = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"instance record {key!r} is not JSON: {exc}") from exc
-    if not isinstance(record, dict):
-        raise ValidationError(f"instance record {key!r} is not a JSON object")
-    _, service, instance_id = key.split("/", 2)
-    registered = record.get("registered_at")
-    try:
-        when = datetime.fromisoformat(registered) if isinstance(registered, str) else None
-        check = record.get("check")
-        return Instance(
-            service=service,
-            address=record["address"],
-            port=record["port"],
-            id=instance_id,
-            scheme=record.get("scheme", "http"),
-            weight=record.get("weight", 100),
-            zone=record.get("zone", ""),
-            version=record.get("version", ""),
-            tags=tuple(record.get("tags", ())),
-            metadata=record.get("metadata", {}),
-            status=record.get("status", UP),
-            registered_at=when,
-            check=HealthCheck(**check) if isinstance(check, dict) else None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValidationError(f"instance record {key!r} is malformed: {exc}") from exc

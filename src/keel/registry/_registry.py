@@ -175,12 +175,26 @@ class Registry:
                 log.exception("registry event listener failed")
 
     def register(self, instance: Instance) -> Opening[Registration]:
-        """Register ``instance`` (await it, or ``async with`` to deregister on exit)."""
+        """Register ``instance`` (await it, or ``async with`` to deregister on exit).
+
+        Raises:
+            ValidationError: ``instance`` is not an :class:`Instance`, or is
+                registered already by this process.
+            StoreClosedError: the registry is not inside its ``async with``.
+        """
         if not isinstance(instance, Instance):
             raise ValidationError("register() takes a keel.registry.Instance")
         return Opening(lambda: self._register(instance), lambda reg: reg.deregister())
 
+    def _check_started(self) -> None:
+        if self._supervisor is None or self._supervisor.done() or self._closing.is_set():
+            raise StoreClosedError(
+                "the registry is not started: register inside "
+                "'async with Registry(store) as registry:'"
+            )
+
     async def _register(self, instance: Instance) -> Registration:
+        self._check_started()
         if instance.key in self._registrations:
             raise ValidationError(
                 f"instance {instance.service}/{instance.id} is already registered by this "
@@ -196,6 +210,7 @@ class Registry:
         return registration
 
     async def _write(self, instance: Instance) -> None:
+        self._check_started()
         await self._ready.wait()
         await self.store.put(instance.key, encode_instance(instance), lease=self.session.lease_id)
 

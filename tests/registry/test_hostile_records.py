@@ -1,0 +1,187 @@
+"""Malformed instance and health records: skipped and counted, never fatal, picked up when fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from prometheus_client import REGISTRY
+
+import keel
+from keel.errors import StoreClosedError, ValidationError
+from keel.registry import Discovery, HealthCheck, Instance, Registry, decode_instance
+from keel.store import Store
+
+GOOD = b'{"address":"10.0.0.9","port":8080}'
+HOSTILE: dict[str, bytes] = {
+    "list-metadata": b'{"address":"1.2.3.4","port":81,"metadata":[1]}',
+    "deep": b'{"address":"1.2.3.4","port":81,"metadata":' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+    "deep-list": b"[" * 5000 + b"]" * 5000,
+    "not-utf8": b'{"address":"\xff","port":81}',
+    "huge-port": b'{"address":"1.2.3.4","port":' + b"9" * 400 + b"}",
+    "bool-port": b'{"address":"1.2.3.4","port":true}',
+    "str-weight": b'{"address":"1.2.3.4","port":81,"weight":"100"}',
+    "tags-dict": b'{"address":"1.2.3.4","port":81,"tags":{"a":1}}',
+    "check-list": b'{"address":"1.2.3.4","port":81,"check":[1]}',
+    "inf": b'{"address":"1.2.3.4","port":81,"check":{"interval_s":1e999}}',
+    "empty": b"{}",
+}
+
+
+def rejected_total(area: str) -> float:
+    """The current value of keel_records_rejected_total{area}."""
+    return REGISTRY.get_sample_value("keel_records_rejected_total", {"area": area}) or 0.0
+
+
+async def until_ids(discovery: Discovery, service: str, ids: set[str]) -> None:
+    """Wait until discovery's list of ``service`` is exactly ``ids``."""
+    async with asyncio.timeout(10):
+        async for snapshot in discovery.subscribe(service):
+            if {i.id for i in snapshot} == ids:
+                return
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_decoder_rejects_with_validation_error(name: str) -> None:
+    """Every hostile shape raises ValidationError from decode_instance, nothing else."""
+    with pytest.raises(ValidationError):
+        decode_instance(f"services/web/{name}", HOSTILE[name])
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"address": "1.2.3.4", "port": 81, "zone": 3},
+        {"address": "1.2.3.4", "port": 81, "version": ["1"]},
+        {"address": "1.2.3.4", "port": 81, "scheme": ["http"]},
+        {"address": "1.2.3.4", "port": 81, "status": "DOWN"},
+        {"address": "1.2.3.4", "port": 81, "tags": ["a", 1]},
+        {"address": "1.2.3.4", "port": 81, "metadata": {"a": {"b": "c"}}},
+        {"address": "1.2.3.4", "port": 81, "metadata": {"a": True}},
+        {"address": "1.2.3.4", "port": 81, "weight": True},
+        {"address": "1.2.3.4", "port": 81, "weight": 5000},
+        {"address": "1.2.3.4", "port": 0},
+        {"address": "1.2.3.4", "port": 81.0},
+        {"address": "1.2.3.4", "port": 81, "registered_at": 17},
+        {"address": "1.2.3.4", "port": 81, "check": {"type": "udp"}},
+        {"address": "1.2.3.4", "port": 81, "check": {"rise": True}},
+        {"address": "1.2.3.4", "port": 81, "check": {"interval_s": "5"}},
+        {"address": "1.2.3.4", "port": 81, "check": {"path": "healthz"}},
+        {"address": "10.0.0.1/x?", "port": 81},
+        {"address": "evil@10.0.0.1", "port": 81},
+        {"address": "a b", "port": 81},
+        {"address": 7, "port": 81},
+    ],
+)
+def test_decoder_is_strict_about_types(record: dict[str, object]) -> None:
+    """A field of the wrong type or out of range rejects the record."""
+    with pytest.raises(ValidationError):
+        decode_instance("services/web/x", json.dumps(record).encode())
+
+
+@pytest.mark.parametrize("key", ["services/web/", "services/web/a/b", "services/Web/a"])
+def test_decoder_takes_id_and_service_from_a_valid_key(key: str) -> None:
+    """A key with no id, a nested id or a bad service name rejects the record."""
+    with pytest.raises(ValidationError):
+        decode_instance(key, GOOD)
+
+
+def test_numbers_in_metadata_become_strings() -> None:
+    """Another language's numeric metadata values are kept as their JSON text."""
+    record = b'{"address":"10.0.0.9","port":8080,"metadata":{"n":5,"f":0.5,"s":"x"}}'
+    instance = decode_instance("services/web/a", record)
+    assert instance.metadata == {"n": "5", "f": "0.5", "s": "x"}
+
+
+async def test_hostile_records_do_not_stop_discovery(store: Store) -> None:
+    """Each hostile record is skipped and counted; valid changes keep being applied."""
+    before = rejected_total("registry")
+    async with Registry(store) as registry, Discovery(store) as discovery:
+        assert await discovery.instances("web") == ()
+        for name, value in HOSTILE.items():
+            await store.put(f"services/web/{name}", value)
+        await registry.register(Instance(service="web", address="10.0.0.1", port=80, id="ok"))
+        await until_ids(discovery, "web", {"ok"})
+        assert rejected_total("registry") >= before + len(HOSTILE)
+        await store.put("services/web/list-metadata", GOOD)  # fixed: picked up
+        await until_ids(discovery, "web", {"ok", "list-metadata"})
+        await store.put("services/web/list-metadata", HOSTILE["deep"])  # broken again: dropped
+        await until_ids(discovery, "web", {"ok"})
+
+
+async def test_hostile_records_present_at_load_are_skipped(store: Store) -> None:
+    """Malformed records already in the store when discovery loads are skipped."""
+    for name, value in HOSTILE.items():
+        await store.put(f"services/web/{name}", value)
+    await store.put("services/web/good", GOOD)
+    async with Discovery(store) as discovery:
+        assert [i.id for i in await discovery.instances("web")] == ["good"]
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [b"[1]", b"\xff", b"[" * 5000 + b"]" * 5000, b'{"status":["failing"]}', b'{"status":1e999}'],
+)
+async def test_malformed_health_marks_hide_nothing(store: Store, mark: bytes) -> None:
+    """A malformed mark is skipped and counted (area health); the instance stays listed."""
+    before = rejected_total("health")
+    async with Discovery(store) as discovery:
+        await store.put("services/web/a", GOOD)
+        await store.put("services/web/b", GOOD)
+        await until_ids(discovery, "web", {"a", "b"})
+        await store.put("health/web/a", mark)
+        await store.put("health/web/b", b'{"status":"failing"}')  # after it on the same watch
+        await until_ids(discovery, "web", {"a"})
+        assert rejected_total("health") > before
+        await store.put("health/web/a", b'{"status":"failing"}')
+        await store.delete("health/web/b")
+        await until_ids(discovery, "web", {"b"})
+
+
+async def test_register_outside_async_with_fails_at_once(store: Store) -> None:
+    """register() on a registry that was never entered raises a clear error, not a hang."""
+    registry = Registry(store)
+    async with asyncio.timeout(2):
+        with pytest.raises(StoreClosedError, match="async with Registry"):
+            await registry.register(Instance(service="web", address="10.0.0.1", port=80))
+    assert await store.get("services/web/10.0.0.1:80") is None
+
+
+async def test_register_after_exit_fails_at_once(store: Store) -> None:
+    """register() on a registry already left raises the same clear error."""
+    async with Registry(store) as registry:
+        pass
+    async with asyncio.timeout(2):
+        with pytest.raises(StoreClosedError, match="async with Registry"):
+            await registry.register(Instance(service="web", address="10.0.0.1", port=80))
+
+
+async def test_discovery_and_client_outside_async_with_name_themselves() -> None:
+    """Discovery and keel.http.Client used without async with say which one to enter."""
+    from keel.http import Client
+
+    async with keel.connect("memory://") as store:
+        with pytest.raises(StoreClosedError, match=r"async with Discovery"):
+            await Discovery(store).instances("web")
+        client = Client(store)
+        with pytest.raises(StoreClosedError, match=r"async with keel\.http\.Client"):
+            await client.get("http://web/x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"interval_s": 1e-6}, "interval_s"),
+        ({"interval_s": 0.5}, "interval_s"),
+        ({"timeout_s": 0.001}, "timeout_s"),
+        ({"interval_s": float("nan")}, "interval_s"),
+        ({"interval_s": 10**400}, "interval_s"),
+        ({"path": "http://10.0.0.1:81/x\n"}, "path"),
+        ({"path": "ftp://10.0.0.1/x"}, "path"),
+    ],
+)
+def test_check_below_the_floor_is_refused(kwargs: dict[str, object], field: str) -> None:
+    """The API refuses a check interval or timeout under the floor, and malformed targets."""
+    with pytest.raises(ValidationError, match=field):
+        HealthCheck(**kwargs)  # type: ignore[arg-type]
