@@ -6,46 +6,87 @@ import asyncio
 import json
 import signal
 from collections import Counter
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from keel.cli._common import console, fail, run, with_store
+from keel._records import Rejected, decode
+from keel.cli._common import console, err_console, fail, run, with_store
 from keel.coord import Session
 from keel.errors import ValidationError
-from keel.registry import DRAINING, HealthCheck, HealthChecker, Instance, Registry, decode_instance
-from keel.registry._model import HEALTH, SERVICES, instance_key
-from keel.store import Store
+from keel.registry import (
+    DRAINING,
+    HealthCheck,
+    HealthChecker,
+    Instance,
+    Registry,
+    decode_health_mark,
+    decode_instance,
+)
+from keel.registry._decode import HEALTH_AREA, REGISTRY_AREA
+from keel.registry._model import HEALTH, SERVICES, check_service_name, instance_key
+from keel.store import Range, Store
 
 __all__ = ["register"]
 
 
-async def _read_all(store: Store) -> tuple[list[Instance], set[str]]:
-    kvs, _ = await store.range(SERVICES)
-    health, _ = await store.range(HEALTH)
-    instances: list[Instance] = []
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    instances: list[Instance]
+    failing: set[str]  # "<service>/<id>"
+    rejected: list[Rejected]
+
+    def warn_skipped(self) -> None:
+        """One line on stderr when malformed records were left out."""
+        if self.rejected:
+            first = " ".join(str(self.rejected[0]).split())
+            n = len(self.rejected)
+            err_console.print(
+                f"keel: warning: skipped {n} malformed record{'s' if n > 1 else ''} "
+                f"(fix or delete them; first: {first})",
+                markup=False,
+                highlight=False,
+            )
+
+
+async def _read_all(store: Store, service: str | None = None) -> _Listing:
+    """Every instance record and health mark (of ``service``), decoded at the boundary."""
+    tail = "" if service is None else f"{service}/"
+    result = await store.txn([], [Range(f"{SERVICES}{tail}"), Range(f"{HEALTH}{tail}")])
+    kvs, health = result.results
+    assert isinstance(kvs, list) and isinstance(health, list)
+    listing = _Listing([], set(), [])
     for kv in kvs:
-        try:
-            instances.append(decode_instance(kv.key, kv.value))
-        except ValidationError:
-            continue
-    failing = {kv.key.removeprefix(HEALTH) for kv in health if b'"failing"' in kv.value}
-    return instances, failing
+        instance = decode(REGISTRY_AREA, kv.key, kv.value, partial(decode_instance, kv.key))
+        if isinstance(instance, Rejected):
+            listing.rejected.append(instance)
+        else:
+            listing.instances.append(instance)
+    for kv in health:
+        mark = decode(HEALTH_AREA, kv.key, kv.value, partial(decode_health_mark, kv.key))
+        if isinstance(mark, Rejected):
+            listing.rejected.append(mark)
+        elif mark.failing:
+            listing.failing.add(f"{mark.service}/{mark.instance_id}")
+    return listing
 
 
 def services_cmd() -> None:
     """List services with their instances up, draining and failing."""
 
     @with_store
-    async def go(store: Store) -> tuple[list[Instance], set[str]]:
+    async def go(store: Store) -> _Listing:
         return await _read_all(store)
 
-    instances, failing = run(go())
+    listing = run(go())
+    listing.warn_skipped()
     counts: dict[str, Counter[str]] = {}
-    for i in instances:
+    for i in listing.instances:
         c = counts.setdefault(i.service, Counter())
-        c["failing" if f"{i.service}/{i.id}" in failing else i.status] += 1
+        c["failing" if f"{i.service}/{i.id}" in listing.failing else i.status] += 1
     table = Table(title=f"{len(counts)} services", title_justify="left")
     for column in ("service", "up", "draining", "failing"):
         table.add_column(column, justify="left" if column == "service" else "right")
@@ -59,13 +100,19 @@ def instances_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
 ) -> None:
     """List the instances of SERVICE with address, zone, weight, status and health."""
+    try:
+        check_service_name(service)
+    except ValidationError as exc:
+        fail(str(exc))
 
     @with_store
-    async def go(store: Store) -> tuple[list[Instance], set[str]]:
-        return await _read_all(store)
+    async def go(store: Store) -> _Listing:
+        return await _read_all(store, service)
 
-    instances, failing = run(go())
-    mine = sorted((i for i in instances if i.service == service), key=lambda i: i.id)
+    listing = run(go())
+    listing.warn_skipped()
+    failing = listing.failing
+    mine = sorted(listing.instances, key=lambda i: i.id)
     if as_json:
         for i in mine:
             print(
