@@ -10,7 +10,7 @@ import httpx
 from opentelemetry import trace
 
 from keel.balance import Balancer, PeakEwma
-from keel.errors import ValidationError
+from keel.errors import StoreClosedError, ValidationError
 from keel.http._settings import ClientSettings
 from keel.http._transport import DiscoveryTransport, TransportStatistics
 from keel.observe import HttpMetrics, ResilienceListener, http_metrics
@@ -76,6 +76,18 @@ class Client(httpx.AsyncClient):
         kwargs.setdefault("timeout", httpx.Timeout(None, connect=settings.connect_timeout_s))
         kwargs.setdefault("trust_env", False)
         super().__init__(transport=self.keel_transport, **kwargs)
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        """Send like httpx; a client used outside ``async with`` says so by name."""
+        try:
+            return await super().send(request, **kwargs)
+        except StoreClosedError as exc:
+            if self._own_discovery and not self.discovery.started:
+                raise StoreClosedError(
+                    "keel.http.Client is not started: use "
+                    "'async with keel.http.Client(store) as client:'"
+                ) from exc
+            raise
 
     def statistics(self) -> TransportStatistics:
         """Calls, retries and open breakers so far."""
