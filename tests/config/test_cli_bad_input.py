@@ -92,3 +92,22 @@ def test_ls_lists_the_rest_and_marks_the_malformed(tmp_path: Path) -> None:
     assert "orders.yaml" in done.stdout and "broken.yaml" in done.stdout
     assert "malformed" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_status_and_watch_mark_malformed_records(tmp_path: Path) -> None:
+    """status lists a malformed client report and gray record as such; watch says so too."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+
+    async def spoil() -> None:
+        async with keel.connect(url) as store:
+            await ConfigCenter(store).publish("orders.yaml", "timeout_s: 1\n")
+            await store.put("config-clients/orders.yaml/c1", b'{"version": "1", "gray": []}')
+            await store.put("config-clients/orders.yaml/c2", b'{"version": 1, "md5": "abc"}')
+            await store.put("config-gray/orders.yaml", b'{"rule": 5}')
+
+    asyncio.run(spoil())
+    done = keel_cli(url, "config", "status", "orders.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "version 1" in done.stdout and "gray record malformed" in done.stdout
+    assert "c1" in done.stdout and "malformed" in done.stdout and "abc" in done.stdout
+    assert "Traceback" not in done.stderr
