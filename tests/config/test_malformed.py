@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-from keel.config import ConfigCenter, ConfigDocument, LiveConfig
+from keel.config import ConfigCenter, ConfigDocument, LiveConfig, MalformedConfigError
 from keel.errors import ConflictError
 from keel.observe import ConfigMetrics
 from keel.store import Store
@@ -136,3 +137,20 @@ async def test_history_skips_malformed_entries(store: Store) -> None:
     await store.put("config-history/orders.yaml/0000000001", b"{}")
     assert [d.version for d in await center.history("orders.yaml")] == [2]
     assert (await center.publish("orders.yaml", "timeout_s: 3\n")).version == 3
+
+
+async def test_starting_on_a_malformed_record(store: Store, tmp_path: Path) -> None:
+    """A binding that starts on a malformed record runs its snapshot, or raises naming the fix."""
+    center = ConfigCenter(store)
+    await center.publish("orders.yaml", "timeout_s: 2\n")
+    async with center.bind("orders.yaml", Orders, snapshot_dir=tmp_path, metrics=ConfigMetrics()):
+        pass
+    await store.put("config/orders.yaml", b'{"version": []}')
+    with pytest.raises(MalformedConfigError, match=r"config/orders\.yaml.*--force"):
+        await center.bind("orders.yaml", Orders, metrics=ConfigMetrics())
+    async with center.bind(
+        "orders.yaml", Orders, snapshot_dir=tmp_path, metrics=ConfigMetrics()
+    ) as live:
+        assert live.value == Orders(timeout_s=2) and live.source.from_snapshot
+        await center.publish("orders.yaml", "timeout_s: 5\n", force=True)
+        assert await until(live, 5) == Orders(timeout_s=5)

@@ -21,7 +21,8 @@ from keel.config._formats import (
     parse,
     parse_properties,
 )
-from keel.config._live import ENV_PREFIX, LiveConfig, Source, env_overrides, merge
+from keel.config._layers import ENV_PREFIX, Source, env_overrides, merge
+from keel.config._live import LiveConfig
 from keel.config._model import (
     ClientReport,
     ConfigDocument,

@@ -39,13 +39,13 @@ from keel.config._model import (
     current_key,
     gray_key,
     history_key,
-    history_prefix,
     md5_of,
 )
+from keel.config._writes import commit, gray_of, kept_history, malformed_error, read_current
 from keel.coord import Session
 from keel.errors import ConflictError, NotFoundError, ValidationError
 from keel.observe import ConfigMetrics, config_metrics
-from keel.store import Compare, Delete, Get, KeyValue, Op, Put, Store
+from keel.store import Compare, Delete, Put, Store
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_RETENTION", "ConfigCenter", "ConfigSummary"]
 
@@ -126,43 +126,8 @@ class ConfigCenter:
             return None
         doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
         if isinstance(doc, Rejected):
-            raise await self._malformed(name, doc)
+            raise await malformed_error(self.store, name, doc)
         return doc
-
-    async def _malformed(self, name: str, rejected: Rejected) -> MalformedConfigError:
-        """The error for a malformed current record, naming the repairs that work."""
-        good = [d.version for d in await self.history(name)]
-        back = (
-            f", or roll back to version {good[-1]} with 'keel config rollback {name} "
-            f"{good[-1]} --force' (rollback(..., force=True))"
-            if good
-            else f", or delete it with 'keel config rm {name}'"
-        )
-        return MalformedConfigError(
-            f"{rejected.key} holds a malformed record ({rejected.reason}): overwrite it with "
-            f"'keel config publish {name} FILE --force' (publish(..., force=True)){back}"
-        )
-
-    async def _read_current(self, name: str, *, force: bool) -> tuple[KeyValue | None, int, bool]:
-        """The current record, its version and whether it is readable.
-
-        A malformed record is refused, or with ``force`` taken at the last
-        version in history (as is an absent one: history survives delete).
-        """
-        kv = await self.store.get(current_key(name))
-        if kv is not None:
-            doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
-            if not isinstance(doc, Rejected):
-                return kv, doc.version, True
-            if not force:
-                raise await self._malformed(name, doc)
-        return kv, await self._last_kept(name), kv is None
-
-    async def _last_kept(self, name: str) -> int:
-        """The last version in history, read from the keys (history survives delete)."""
-        kept, _ = await self.store.range(history_prefix(name))
-        suffixes = (kv.key.removeprefix(history_prefix(name)) for kv in kept)
-        return max((int(s) for s in suffixes if len(s) == 10 and s.isdigit()), default=0)
 
     async def publish(
         self,
@@ -194,7 +159,7 @@ class ConfigCenter:
             MalformedConfigError: the current record is malformed and ``force`` is False.
         """
         fmt = self._validate(name, content, format)
-        kv, last, readable = await self._read_current(name, force=force)
+        kv, last, readable = await read_current(self.store, name, force=force)
         version = last if kv is not None else 0
         if expected_version is not None and expected_version != version and readable:
             raise ConflictError(
@@ -216,45 +181,8 @@ class ConfigCenter:
             if kv is not None
             else Compare.absent(current_key(name))
         )
-        await self._commit(doc, [guard], ())
+        await commit(self.store, self.retention, doc, [guard], ())
         return doc
-
-    async def _commit(
-        self, doc: ConfigDocument, compares: list[Compare], extra: tuple[Op, ...]
-    ) -> None:
-        """Write current + history (+ retention prune + extra ops) in one transaction."""
-        ops: list[Op] = [
-            Put(current_key(doc.name), doc.encode()),
-            Put(history_key(doc.name, doc.version), doc.encode()),
-            *extra,
-        ]
-        stale = doc.version - self.retention
-        if stale > 0:
-            ops.append(Delete(history_key(doc.name, stale)))
-        entry = history_key(doc.name, doc.version)
-        checks = [*compares, Compare.absent(entry)]
-        result = await self.store.txn(checks, ops, [Get(current_key(doc.name)), Get(entry)])
-        if result.succeeded:
-            return
-        now, stray = result.results
-        have = (
-            decode("config", now.key, now.value, ConfigDocument.decode)
-            if isinstance(now, KeyValue)
-            else None
-        )
-        if isinstance(stray, KeyValue) and not (
-            isinstance(have, ConfigDocument) and have.version >= doc.version
-        ):
-            raise ConflictError(
-                f"{entry} already exists, though {doc.name} is not at version {doc.version}: "
-                f"a record written outside keel; delete that key and publish again"
-            )
-        state = (
-            "malformed" if isinstance(have, Rejected) else f"version {have.version if have else 0}"
-        )
-        raise ConflictError(
-            f"{doc.name} changed while publishing (now {state}): read it again and retry"
-        )
 
     async def list(self) -> list[ConfigSummary]:
         """Every config with its current version, sorted by name.
@@ -281,15 +209,7 @@ class ConfigCenter:
 
     async def history(self, name: str) -> builtins.list[ConfigDocument]:
         """Every kept version of ``name``, oldest first (malformed entries skipped, reported)."""
-        kvs, _ = await self.store.range(history_prefix(check_config_name(name)))
-        out = []
-        for kv in kvs:
-            doc = decode("config", kv.key, kv.value, ConfigDocument.decode)
-            if isinstance(doc, Rejected):
-                report(doc)
-            else:
-                out.append(doc)
-        return out
+        return await kept_history(self.store, check_config_name(name))
 
     async def version(self, name: str, version: int) -> ConfigDocument:
         """One version of ``name`` from history.
@@ -397,15 +317,15 @@ class ConfigCenter:
             MalformedConfigError: the gray record cannot be read (abort it and start again).
         """
         kv = await self.store.get(gray_key(check_config_name(name)))
-        return _gray_of(name, kv) if kv else None
+        return gray_of(name, kv) if kv else None
 
     async def promote(self, name: str, *, author: str = "") -> ConfigDocument:
         """Make the gray content the next main version and end the gray, in one transaction."""
         gray_kv = await self.store.get(gray_key(check_config_name(name)))
         if gray_kv is None:
             raise NotFoundError(f"{name} has no gray release to promote")
-        gray = _gray_of(name, gray_kv)
-        kv, last, _ = await self._read_current(name, force=False)
+        gray = gray_of(name, gray_kv)
+        kv, last, _ = await read_current(self.store, name, force=False)
         doc = ConfigDocument(
             name=name,
             content=gray.content,
@@ -422,7 +342,7 @@ class ConfigCenter:
             if kv is not None
             else Compare.absent(current_key(name))
         )
-        await self._commit(doc, guards, (Delete(gray_key(name)),))
+        await commit(self.store, self.retention, doc, guards, (Delete(gray_key(name)),))
         return doc
 
     async def abort_gray(self, name: str) -> bool:
@@ -480,14 +400,3 @@ class ConfigCenter:
 
     def __repr__(self) -> str:
         return f"<ConfigCenter root={self.store.root!r} retention={self.retention}>"
-
-
-def _gray_of(name: str, kv: KeyValue) -> GrayRelease:
-    """Decode a gray record, or raise MalformedConfigError naming the repair."""
-    gray = decode("config", kv.key, kv.value, GrayRelease.decode)
-    if isinstance(gray, Rejected):
-        raise MalformedConfigError(
-            f"{gray.key} holds a malformed gray record ({gray.reason}): end it with "
-            f"'keel config abort {name}' and start the gray again"
-        )
-    return gray

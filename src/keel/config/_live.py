@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from keel._records import Rejected, decode, report
-from keel.config._formats import Format, check_format, guess_format, parse
+from keel.config._formats import Format, guess_format, parse
+from keel.config._layers import Source, env_overrides, merge
 from keel.config._model import (
     ClientReport,
     ConfigDocument,
@@ -46,65 +43,17 @@ from keel.config._model import (
     current_key,
     gray_key,
 )
+from keel.config._snapshot import read_snapshot, write_snapshot
 from keel.coord import Session
 from keel.errors import KeelError, StoreClosedError, ValidationError
 from keel.observe import ConfigMetrics
 from keel.store import Event, EventType, Get, KeyValue, Store, merged
 
-__all__ = ["ENV_PREFIX", "LiveConfig", "Source", "env_overrides", "merge"]
+__all__ = ["LiveConfig"]
 
 log = logging.getLogger("keel.config")
 T = TypeVar("T")
-ENV_PREFIX = "KEEL_CFG"
 _RETRY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where the running value came from.
-
-    Attributes:
-        version: the main version it is based on (0: none yet).
-        gray: whether it is the gray content.
-        md5: md5 of the document applied.
-        from_snapshot: True when loaded from the local snapshot (store unreachable).
-    """
-
-    version: int
-    gray: bool
-    md5: str
-    from_snapshot: bool = False
-
-
-def merge(base: Any, top: Any) -> Any:
-    """Deep-merge ``top`` over ``base`` (mappings merge key by key; anything else replaces)."""
-    if isinstance(base, Mapping) and isinstance(top, Mapping):
-        out = dict(base)
-        for key, value in top.items():
-            out[key] = merge(out.get(key), value) if key in out else value
-        return out
-    return top
-
-
-def env_overrides(config: str, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``KEEL_CFG__<CONFIG>__...`` variables for ``config`` as a nested dict."""
-    stem = config.rsplit(".", 1)[0] if "." in config else config
-    prefix = f"{ENV_PREFIX}__{re.sub(r'[^A-Za-z0-9]', '_', stem).upper()}__"
-    out: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(prefix):
-            continue
-        path = [p.lower() for p in name[len(prefix) :].split("__") if p]
-        if not path:
-            continue
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        try:
-            node[path[-1]] = json.loads(raw)
-        except ValueError:
-            node[path[-1]] = raw
-    return out
 
 
 class LiveConfig(Generic[T]):
@@ -289,12 +238,13 @@ class LiveConfig(Generic[T]):
             log.warning("config %s: store unreachable (%s); running the snapshot", self.name, exc)
             revision = 0
         else:
-            if self._bad_main is not None and not self._load_snapshot():
+            if self._bad_main is None:
+                self._apply()
+            elif not self._load_snapshot():
                 raise MalformedConfigError(
                     f"{self._bad_main}, and no earlier value exists: repair it with 'keel config "
                     f"publish {self.name} FILE --force' (or rollback --force), then start again"
                 )
-            self._apply()
             if not hasattr(self, "value"):
                 raise ValidationError(
                     f"config {self.name} does not validate and no earlier value exists: fix it "
@@ -369,37 +319,16 @@ class LiveConfig(Generic[T]):
 
     def _save_snapshot(self) -> None:
         effective = self._effective()
-        if self._snapshot is None or effective is None:
-            return
-        content, fmt, source = effective
-        self._snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self._snapshot.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "content": content,
-                    "format": fmt,
-                    "version": source.version,
-                    "gray": source.gray,
-                    "md5": source.md5,
-                }
-            )
-        )
-        os.replace(tmp, self._snapshot)
+        if self._snapshot is not None and effective is not None:
+            content, fmt, source = effective
+            write_snapshot(self._snapshot, content, fmt, source)
 
     def _load_snapshot(self) -> bool:
         if self._snapshot is None or not self._snapshot.exists():
             return False
         try:
-            data = cast(dict[str, Any], json.loads(self._snapshot.read_text()))
-            self._main = ConfigDocument(
-                name=self.name,
-                content=str(data["content"]),
-                format=check_format(data["format"]),
-                version=int(data["version"]),
-                md5=str(data["md5"]),
-            )
-        except (OSError, ValueError, LookupError, TypeError) as exc:
+            self._main = read_snapshot(self._snapshot, self.name)
+        except (OSError, ValueError) as exc:
             log.warning("config %s: snapshot %s unreadable (%s)", self.name, self._snapshot, exc)
             return False
         self._apply(source_hint=True)
