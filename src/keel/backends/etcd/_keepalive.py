@@ -37,6 +37,7 @@ class _Waiter:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     sent_on: int = -1  # the stream generation that carries this request
+    sent_at: float = 0.0  # loop time of the write
 
 
 class KeepAliveHub(SharedStream):
@@ -52,6 +53,11 @@ class KeepAliveHub(SharedStream):
     async def renew(self, lease_id: int) -> int:
         """Renew ``lease_id``; return its TTL.
 
+        A renewal that goes unanswered while nothing at all comes on the
+        stream (the caller's timeout, or this one) makes the connection move
+        to the next member: a member cut off by a partition may keep the
+        connection open and answer nothing.
+
         Raises:
             LeaseNotFoundError: the lease expired or was revoked (etcd answers TTL 0).
             StoreUnavailableError: no answer within the connection's timeout.
@@ -59,23 +65,31 @@ class KeepAliveHub(SharedStream):
         waiter = _Waiter()
         self._waiters.setdefault(lease_id, deque()).append(waiter)
         self.ensure_running()
+        try:
+            ttl = await self._wait(lease_id, waiter)
+        except BaseException:  # timed out, or the caller gave up at its own deadline
+            if waiter.sent_on == self.generation and self.last_message < waiter.sent_at:
+                await self.suspect(waiter.sent_on, "a lease renewal went unanswered")
+            raise
+        finally:
+            self._forget(lease_id, waiter)
+        if ttl <= 0:
+            raise LeaseNotFoundError(f"lease {lease_id} not found (expired or revoked)")
+        return ttl
+
+    async def _wait(self, lease_id: int, waiter: _Waiter) -> int:
         timeout_s = self._conn.settings.timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._lock:
                     if waiter.sent_on != self.generation:
                         await self._send_one(lease_id, waiter)
-                ttl = await waiter.future
+                return await waiter.future
         except TimeoutError:
             raise StoreUnavailableError(
                 f"etcd did not renew lease {lease_id} within {timeout_s:g}s "
                 f"(endpoints {', '.join(self._conn.settings.endpoints)})"
             ) from None
-        finally:
-            self._forget(lease_id, waiter)
-        if ttl <= 0:
-            raise LeaseNotFoundError(f"lease {lease_id} not found (expired or revoked)")
-        return ttl
 
     @staticmethod
     def _request(lease_id: int) -> Any:
@@ -97,6 +111,7 @@ class KeepAliveHub(SharedStream):
     async def _send_one(self, lease_id: int, waiter: _Waiter) -> None:
         # Marked before the write: the answer may be read before the write returns.
         waiter.sent_on = self.generation
+        waiter.sent_at = asyncio.get_running_loop().time()
         if not await self._write(self._request(lease_id)):
             waiter.sent_on = -1
 

@@ -62,6 +62,8 @@ class SharedStream(abc.ABC):
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._member: Member | None = None  # the member the open stream is on
+        self.last_message = 0.0  # loop time of the last message on the open stream
         self.generation = 0
 
     def ensure_running(self) -> None:
@@ -115,7 +117,7 @@ class SharedStream(abc.ABC):
         got: list[bool] = []
         try:
             async with self._lock:
-                self._call = call
+                self._call, self._member = call, member
                 self.generation += 1
                 await self._resend()
             await self._serve(call, member, got)
@@ -124,7 +126,7 @@ class SharedStream(abc.ABC):
         except StreamReset as exc:
             await self._conn.fail(member, str(exc))
         finally:
-            self._call = None
+            self._call = self._member = None
             call.cancel()
         return bool(got)
 
@@ -147,6 +149,7 @@ class SharedStream(abc.ABC):
                 return
             if not got:
                 got.append(True)
+            self.last_message = asyncio.get_running_loop().time()
             self._on_message(message)
 
     async def _broken(self, exc: grpc.aio.AioRpcError, member: Member, md: Any) -> None:
@@ -163,6 +166,11 @@ class SharedStream(abc.ABC):
                 return
         # An outage (even INTERNAL or UNKNOWN): reopen on the next member.
         await self._conn.fail(member, f"{exc.code().name}: {exc.details()}")
+
+    async def suspect(self, generation: int, reason: str) -> None:
+        """Move off the member if stream ``generation`` is still open there: it went silent."""
+        if generation == self.generation and self._member is not None:
+            await self._conn.fail(self._member, reason)
 
     async def close(self) -> None:
         """Stop the stream for good."""
