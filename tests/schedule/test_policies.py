@@ -148,6 +148,13 @@ def test_records_round_trip() -> None:
         overlap="forbid",
     )
     assert JobDef.decode(defn.encode()) == defn
-    rec = Execution(job="j", name="n", handler="h", fire=1.5, args={"x": [1]}, status=Status.FAILED)
+    rec = Execution(
+        job="j",
+        name="0000000001500-000",
+        handler="h",
+        fire=1.5,
+        args={"x": [1]},
+        status=Status.FAILED,
+    )
     assert Execution.decode(rec.encode()) == rec
     assert "FAILED" in repr(rec)

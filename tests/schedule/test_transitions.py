@@ -6,6 +6,7 @@ import json
 
 from keel.schedule import Execution, Status
 from keel.schedule._model import run_name
+from keel.schedule._table import claim_run
 from keel.schedule._transitions import (
     claim_txn,
     dispatch_end_txn,
@@ -105,10 +106,12 @@ async def test_skip_and_replace_act_only_on_the_record_they_read(store: Store) -
     await store.put(holder.claim, json.dumps({"run": holder.name, "worker": "w1"}).encode())
     claim_kv = await store.get(holder.claim)
     assert claim_kv is not None
+    held = claim_run(claim_kv)
+    assert held == holder.name
 
     late = _run(fire=1_001.0, overlap="forbid")
     late_rev = await _planned(store, late)
-    skip = skip_txn(late.key, late_rev, late, claim_kv, now=1_001.5)
+    skip = skip_txn(late.key, late_rev, late, held, now=1_001.5)
     assert (await store.txn(*skip)).succeeded
     skipped = await store.get(late.key)
     assert skipped is not None
@@ -116,7 +119,7 @@ async def test_skip_and_replace_act_only_on_the_record_they_read(store: Store) -
     assert record.status is Status.SKIPPED and holder.name in record.error
     assert not (await store.txn(*skip)).succeeded, "a second skip of the same read is refused"
 
-    assert replace_target(late.key, claim_kv) == holder.key
+    assert replace_target(late.key, held) == holder.key
     replace = replace_txn(holder.key, holder_rev, holder)
     assert (await store.txn(*replace)).succeeded
     cancelled = await store.get(holder.key)

@@ -35,6 +35,7 @@ from keel.schedule._planner import Planner, PlannerStatistics
 from keel.schedule._policies import Plan, pick_worker, plan_fires, retry_at
 from keel.schedule._scheduler import Scheduler
 from keel.schedule._triggers import (
+    MIN_INTERVAL_S,
     CronTrigger,
     DateTrigger,
     IntervalTrigger,
@@ -46,6 +47,7 @@ from keel.schedule.wheel import Timer, TimingWheel, WheelStatistics
 
 __all__ = [
     "DEMO_JOB",
+    "MIN_INTERVAL_S",
     "CronExpression",
     "CronTrigger",
     "DateTrigger",

@@ -7,14 +7,16 @@ lost. A worker needs no notice: definitions and runs are watched.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from keel.clock import SYSTEM_CLOCK, Clock
-from keel.errors import ConflictError, ValidationError
+from keel.errors import ConflictError
 from keel.resilience import RetrySettings
+from keel.schedule._checks import check_seconds, check_whole
+from keel.schedule._codec import encode_planned
 from keel.schedule._history import get_job
+from keel.schedule._jobdef import check_args, check_backoff
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
@@ -24,6 +26,7 @@ from keel.schedule._model import (
     planned_key,
     run_name,
 )
+from keel.schedule._triggers import MAX_INTERVAL_S
 from keel.store import Compare, Put, Store
 
 __all__ = ["delete_job", "enqueue", "pause_job", "put_job", "resume_job", "trigger_job"]
@@ -58,8 +61,7 @@ async def _set_paused(store: Store, name: str, paused: bool, now: float) -> JobD
     ops = [Put(def_key(name), updated.encode())]
     if not paused:
         # Fires while paused are not misfires: resume from now.
-        progress = {"fire": now, "leader": "resume"}
-        ops.append(Put(planned_key(name), json.dumps(progress).encode()))
+        ops.append(Put(planned_key(name), encode_planned(now, "resume")))
     result = await store.txn([Compare.mod_revision(def_key(name), "==", revision)], ops)
     if not result.succeeded:
         raise ConflictError(f"job {name!r} changed meanwhile: try again")
@@ -155,15 +157,16 @@ async def enqueue(
         the execution id.
 
     Raises:
-        ValidationError: bad handler name, delay or args that are not JSON.
+        ValidationError: bad handler name, delay, retries, backoff or timeout, or args
+            that are not JSON.
     """
     check_job_name(handler)
-    if delay_s < 0:
-        raise ValidationError(f"delay_s {delay_s!r}: use seconds >= 0")
-    try:
-        json.dumps(args)
-    except TypeError as exc:
-        raise ValidationError(f"args of {handler!r} must be JSON-serializable: {exc}") from exc
+    check_seconds("delay_s", delay_s, high=MAX_INTERVAL_S)
+    check_args(args)
+    check_whole("retries", retries, 0, 100)
+    check_backoff(backoff or RetrySettings())
+    if timeout_s is not None:
+        check_seconds("timeout_s", timeout_s, above=True)
     fire = clock.time() + delay_s
     rec = Execution(
         job=handler,

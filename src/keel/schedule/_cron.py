@@ -237,11 +237,35 @@ def resolve_local(naive: datetime, tz: tzinfo) -> datetime:
     return hi.replace(microsecond=0)
 
 
+_DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February of leap years
+
+
+def _check_fires(
+    expr: str, days: tuple[frozenset[int], bool], months: frozenset[int], any_weekday: bool
+) -> None:
+    """Refuse an expression that can never fire (``0 0 30 2 *``: February has no 30th).
+
+    Only a restricted day of month with an unrestricted day of week can miss
+    every date: a restricted weekday always matches some day (Vixie cron ORs
+    the two day fields when both are restricted).
+    """
+    allowed, any_day = days
+    if any_day or not any_weekday:
+        return
+    if any(day <= _DAYS_IN_MONTH[month - 1] for month in months for day in allowed):
+        return
+    raise ValidationError(
+        f"cron {expr!r} never fires: none of months {sorted(months)} has day "
+        f"{'/'.join(map(str, sorted(allowed)))}: pick days that exist in those months"
+    )
+
+
 def parse_cron(expression: str) -> CronExpression:
     """Parse a cron expression (5 fields, or 6 with a leading seconds field, or a macro).
 
     Raises:
-        ValidationError: naming the field and value that are wrong, and the fix.
+        ValidationError: naming the field and value that are wrong, and the fix;
+            also for an expression that never fires (``0 0 30 2 *``).
     """
     if not isinstance(expression, str) or not expression.strip():
         raise ValidationError(
@@ -259,6 +283,7 @@ def parse_cron(expression: str) -> CronExpression:
             f"weekday) or 6 (second first)"
         )
     parsed = [_parse_field(expression, i, part) for i, part in enumerate(parts)]
+    _check_fires(expression, parsed[3], parsed[4][0], parsed[5][1])
     return CronExpression(
         expression=expression.strip(),
         seconds=tuple(sorted(parsed[0][0])),

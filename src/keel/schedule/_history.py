@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 
+from keel._records import Rejected, decode, report
 from keel.errors import NotFoundError, ValidationError
 from keel.registry import decode_instance
+from keel.schedule._codec import AREA, decode_planned, job_decoder, read, run_decoder
+from keel.schedule._members import handlers_of
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
@@ -20,7 +25,7 @@ from keel.schedule._model import (
     runs_prefix,
     scheduled_fire,
 )
-from keel.store import Compare, Delete, Store
+from keel.store import Compare, Delete, KeyValue, Store
 
 __all__ = [
     "JobStatistics",
@@ -32,6 +37,7 @@ __all__ = [
     "read_jobs",
 ]
 
+T = TypeVar("T")
 _MAX_DELETES = 100  # per txn
 
 
@@ -93,10 +99,10 @@ async def list_runs(store: Store, job: str, *, limit: int | None = None) -> list
     kvs, _ = await store.range(runs_prefix(check_job_name(job)))
     runs = []
     for kv in reversed(kvs):
-        try:
-            runs.append(Execution.decode(kv.value))
-        except ValidationError:
+        rec = read(kv.key, kv.value, run_decoder(kv.key))
+        if rec is None:  # rejected and reported
             continue
+        runs.append(rec)
         if limit is not None and len(runs) >= limit:
             break
     return runs
@@ -107,7 +113,7 @@ async def get_run(store: Store, execution_id: str) -> Execution:
 
     Raises:
         NotFoundError: no such run.
-        ValidationError: the id is not of that form.
+        ValidationError: the id is not of that form, or the record is malformed.
     """
     job, sep, name = execution_id.partition("/")
     if not sep or not name or "/" in name:
@@ -117,7 +123,16 @@ async def get_run(store: Store, execution_id: str) -> Execution:
     kv = await store.get(f"{runs_prefix(check_job_name(job))}{name}")
     if kv is None:
         raise NotFoundError(f"no run {execution_id!r}: it never existed or retention removed it")
-    return Execution.decode(kv.value)
+    return _read_one(kv.key, kv.value, run_decoder(kv.key))
+
+
+def _read_one(key: str, value: bytes, decoder: Callable[[bytes], T]) -> T:
+    """Decode one record a caller asked for by name; a rejected one is reported and raised."""
+    result = decode(AREA, key, value, decoder)
+    if isinstance(result, Rejected):
+        report(result)
+        raise ValidationError(f"{result}: fix the record, or delete it (`keel jobs rm`)")
+    return result
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -182,9 +197,8 @@ async def apply_retention(store: Store, job: JobDef, *, now: float) -> int:
     mods = {}
     runs = []
     for kv in kvs:
-        try:
-            rec = Execution.decode(kv.value)
-        except ValidationError:
+        rec = read(kv.key, kv.value, run_decoder(kv.key))
+        if rec is None:
             continue
         mods[rec.key] = kv.mod_revision
         runs.append(rec)
@@ -209,33 +223,14 @@ async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = Non
     services, _ = await store.range("services/keel-workers.")
     handlers_by_group: dict[str, dict[str, list[str]]] = {}
     for kv in services:
-        try:
-            worker = decode_instance(kv.key, kv.value)
-        except ValidationError:
+        worker = decode("registry", kv.key, kv.value, partial(decode_instance, kv.key))
+        if isinstance(worker, Rejected):
+            report(worker)
             continue
         group = worker.service.removeprefix("keel-workers.")
-        for handler in worker.metadata.get("handlers", "").split(","):
+        for handler in handlers_of(worker):
             handlers_by_group.setdefault(group, {}).setdefault(handler, []).append(worker.id)
-    defs: dict[str, JobDef] = {}
-    planned: dict[str, datetime] = {}
-    runs: dict[str, list[Execution]] = {}
-    for kv in kvs:
-        parsed = parse_key(kv.key)
-        if parsed is None:
-            continue
-        name, kind, rest = parsed
-        try:
-            if kind == "def":
-                defs[name] = JobDef.decode(kv.value)
-            elif kind == "planned":
-                _later(planned, name, json.loads(kv.value)["fire"])
-            elif kind == "runs":
-                runs.setdefault(name, []).append(Execution.decode(kv.value))
-                fire = scheduled_fire(rest)
-                if fire is not None:
-                    _later(planned, name, fire)
-        except (ValidationError, ValueError, KeyError):
-            continue
+    defs, planned, runs = _collect(kvs)
     moment = now or datetime.now(UTC)
     views = []
     for name, defn in sorted(defs.items()):
@@ -254,6 +249,30 @@ async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = Non
     return views
 
 
+def _collect(
+    kvs: list[KeyValue],
+) -> tuple[dict[str, JobDef], dict[str, datetime], dict[str, list[Execution]]]:
+    """Definitions, last planned fires and runs of a listing of ``jobs/`` (rejects skipped)."""
+    defs: dict[str, JobDef] = {}
+    planned: dict[str, datetime] = {}
+    runs: dict[str, list[Execution]] = {}
+    for kv in kvs:
+        parsed = parse_key(kv.key)
+        if parsed is None:
+            continue
+        name, kind, rest = parsed
+        if kind == "def" and (defn := read(kv.key, kv.value, job_decoder(name))) is not None:
+            defs[name] = defn
+        elif kind == "planned" and (mark := read(kv.key, kv.value, decode_planned)) is not None:
+            _later(planned, name, mark.fire)
+        elif kind == "runs" and (rec := read(kv.key, kv.value, run_decoder(kv.key))) is not None:
+            runs.setdefault(name, []).append(rec)
+            fire = scheduled_fire(rest)
+            if fire is not None:
+                _later(planned, name, fire)
+    return defs, planned, runs
+
+
 def _by_fire(run: Execution) -> float:
     return run.fire
 
@@ -269,11 +288,12 @@ async def get_job(store: Store, job: str) -> tuple[JobDef, int]:
 
     Raises:
         NotFoundError: no such job.
+        ValidationError: its stored definition is malformed (reported, and named).
     """
     kv = await store.get(def_key(check_job_name(job)))
     if kv is None:
         raise NotFoundError(f"no job {job!r}: list jobs with `keel jobs`")
-    return JobDef.decode(kv.value), kv.mod_revision
+    return _read_one(kv.key, kv.value, job_decoder(job)), kv.mod_revision
 
 
 async def last_planned(store: Store, job: str) -> datetime | None:
@@ -284,11 +304,12 @@ async def last_planned(store: Store, job: str) -> datetime | None:
     name = check_job_name(job)
     latest: dict[str, datetime] = {}
     kv = await store.get(planned_key(name))
-    if kv is not None:
-        _later(latest, name, json.loads(kv.value)["fire"])
+    mark = None if kv is None else read(kv.key, kv.value, decode_planned)
+    if mark is not None:
+        _later(latest, name, mark.fire)
     kvs, _ = await store.range(runs_prefix(name))
     for run in kvs:
         fire = scheduled_fire(run.key.rsplit("/", 1)[1])
-        if fire is not None:
+        if fire is not None and read(run.key, run.value, run_decoder(run.key)) is not None:
             _later(latest, name, fire)
     return latest.get(name)

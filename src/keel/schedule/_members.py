@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Iterable
 
@@ -11,12 +12,28 @@ from keel.clock import Clock
 from keel.coord import Session
 from keel.registry import Discovery, Instance, Registry
 
-__all__ = ["owner_of", "registered_members", "worker_service"]
+__all__ = ["handlers_of", "lease_of", "owner_of", "registered_members", "worker_service"]
+
+_LEASE_RE = re.compile(r"[0-9]{1,19}")  # ASCII digits only (str.isdigit takes '²')
 
 
 def worker_service(group: str) -> str:
     """The registry service workers of ``group`` register under."""
     return f"keel-workers.{group}"
+
+
+def lease_of(worker: Instance) -> int | None:
+    """The session lease a worker registered (None if its metadata has no valid one)."""
+    text = worker.metadata.get("lease", "")
+    if not _LEASE_RE.fullmatch(text):
+        return None
+    lease = int(text)
+    return lease if 0 < lease < 2**63 else None
+
+
+def handlers_of(worker: Instance) -> list[str]:
+    """The handler names a worker registered."""
+    return [name for name in worker.metadata.get("handlers", "").split(",") if name]
 
 
 def _rank(key: str, worker: str) -> int:

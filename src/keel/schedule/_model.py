@@ -21,30 +21,39 @@ to run it, and editing a job never changes a run already planned.
 from __future__ import annotations
 
 import enum
-import json
-import re
-from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
+from keel._records import check_depth
 from keel.errors import ValidationError
-from keel.resilience import RetrySettings
-from keel.schedule._triggers import Trigger, trigger_from_dict
+from keel.schedule._checks import MAX_EPOCH_S, check_job_name, check_seconds
+from keel.schedule._jobdef import (
+    ARGS_DEPTH,
+    MAX_RETRY_DELAY_S,
+    JobDef,
+    Misfire,
+    Overlap,
+    Routing,
+)
 
 __all__ = [
     "DISPATCH_PREFIX",
     "JOBS_PREFIX",
     "Execution",
     "JobDef",
+    "Kind",
     "Misfire",
     "Overlap",
     "Routing",
     "Status",
+    "check_job_name",
     "claim_key",
     "def_key",
     "dispatch_key",
+    "parse_key",
     "planned_key",
     "run_key",
     "run_name",
@@ -54,13 +63,23 @@ __all__ = [
 
 JOBS_PREFIX: Final = "jobs/"
 DISPATCH_PREFIX: Final = "jobs/_dispatch/"  # '_' starts no job name
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
-Overlap = Literal["allow", "forbid", "replace"]
-Misfire = Literal["skip", "once", "all"]
-Routing = Literal["round_robin", "least_busy", "consistent_hash", "first", "any"]
-_OVERLAPS: Final = ("allow", "forbid", "replace")
-_MISFIRES: Final = ("skip", "once", "all")
-_ROUTINGS: Final = ("round_robin", "least_busy", "consistent_hash", "first", "any")
+Kind = Literal["scheduled", "misfire", "manual", "delayed"]
+# The JSON types of an execution record's fields, with their ranges (checked
+# by msgspec as it decodes, in C: a worker decodes several records per run).
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]  # readers match it to the key
+_RunName = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{13,15}-[0-9]{3}(-[A-Za-z0-9]{1,40})?$")]
+_Time = Annotated[float, msgspec.Meta(ge=0, le=MAX_EPOCH_S)]
+_Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_EPOCH_S)]
+_Zone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Shard = Annotated[int, msgspec.Meta(ge=0, le=99)]
+_Shards = Annotated[int, msgspec.Meta(ge=1, le=100)]
+_Retries = Annotated[int, msgspec.Meta(ge=0, le=100)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+_Token = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_backoff_seen: dict[str, Any] = {}
+_Dispatch = Annotated[str, msgspec.Meta(pattern=r"^(jobs/_dispatch/[0-9]+-[0-9]+)?$")]
+_BACKOFF_KEYS: Final = frozenset({"base_delay_s", "max_delay_s", "multiplier", "jitter"})
+_JITTERS: Final = frozenset({"none", "full", "equal", "decorrelated"})
 
 
 class Status(enum.StrEnum):
@@ -78,16 +97,6 @@ class Status(enum.StrEnum):
     def final(self) -> bool:
         """Whether the execution is over (no worker will touch it again)."""
         return self not in (Status.PENDING, Status.RUNNING)
-
-
-def check_job_name(name: object) -> str:
-    """Return ``name`` if it is a valid job name, else raise ValidationError."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValidationError(
-            f"job name {name!r}: use letters, digits and . _ : - (no '/', at most 200), "
-            f"e.g. 'reports.daily'"
-        )
-    return name
 
 
 def def_key(job: str) -> str:
@@ -149,116 +158,6 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobDef:
-    """A job: what to run, when, and under which policies.
-
-    Attributes:
-        name: job id (letters, digits, ``._:-``).
-        handler: the registered function to call (default: the job name).
-        group: the scheduler group that plans it.
-        trigger: cron / interval / date form (see ``trigger_from_dict``); empty:
-            only manual triggers and ``enqueue``.
-        shards: executions per fire (each gets index and total).
-        shard_params: optional parameter per shard index.
-        args: JSON value passed to the handler as ``ctx.args``.
-        retries: extra attempts after a failure or timeout.
-        backoff: delays between attempts (``max_attempts`` is ignored: ``retries`` rules).
-        timeout_s: cancel the handler after this long (None: no limit).
-        overlap: ``allow``, ``forbid`` (skip a fire while the last run is
-            active) or ``replace`` (cancel the active run, run the new one).
-        misfire: what to do with fires missed while no scheduler led:
-            ``skip``, ``once`` (run the latest) or ``all``.
-        misfire_limit: at most this many missed fires are recorded or run.
-        routing: which live worker gets a non-sharded run first.
-        paused: planned fires are not created while paused.
-        keep_last, max_age_s: retention of finished runs.
-    """
-
-    name: str
-    handler: str = ""
-    group: str = "default"
-    trigger: dict[str, Any] = field(default_factory=dict)
-    shards: int = 1
-    shard_params: tuple[str, ...] = ()
-    args: Any = None
-    retries: int = 0
-    backoff: RetrySettings = field(default_factory=RetrySettings)
-    timeout_s: float | None = None
-    overlap: Overlap = "allow"
-    misfire: Misfire = "once"
-    misfire_limit: int = 100
-    routing: Routing = "round_robin"
-    paused: bool = False
-    keep_last: int = 100
-    max_age_s: float | None = None
-
-    def __post_init__(self) -> None:
-        check_job_name(self.name)
-        if not self.handler:
-            object.__setattr__(self, "handler", self.name)
-        check_job_name(self.handler)
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}", self.group):
-            raise ValidationError(f"group {self.group!r}: use lowercase letters, digits, . and -")
-        self.make_trigger()  # validates
-        if not (isinstance(self.shards, int) and 1 <= self.shards <= 100):
-            raise ValidationError(f"shards {self.shards!r}: use a whole number from 1 to 100")
-        object.__setattr__(self, "shard_params", tuple(self.shard_params))
-        if self.shard_params and len(self.shard_params) != self.shards:
-            raise ValidationError(
-                f"shard_params has {len(self.shard_params)} items for {self.shards} shards: "
-                f"give one per shard"
-            )
-        if not (isinstance(self.retries, int) and 0 <= self.retries <= 100):
-            raise ValidationError(f"retries {self.retries!r}: use a whole number from 0 to 100")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValidationError(f"timeout_s {self.timeout_s!r}: use seconds > 0, or None")
-        _one_of("overlap", self.overlap, _OVERLAPS)
-        _one_of("misfire", self.misfire, _MISFIRES)
-        _one_of("routing", self.routing, _ROUTINGS)
-        if not 1 <= self.misfire_limit <= 10_000:
-            raise ValidationError(f"misfire_limit {self.misfire_limit!r}: use 1 to 10000")
-        if self.keep_last < 1:
-            raise ValidationError(f"keep_last {self.keep_last!r}: keep at least 1 run")
-        if self.max_age_s is not None and self.max_age_s <= 0:
-            raise ValidationError(f"max_age_s {self.max_age_s!r}: use seconds > 0, or None")
-
-    def make_trigger(self) -> Trigger | None:
-        """The trigger object (None: fired only by hand)."""
-        return trigger_from_dict(self.trigger, seed=self.name)
-
-    def with_changes(self, **changes: Any) -> JobDef:
-        """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
-
-    def encode(self) -> bytes:
-        """The definition as the documented JSON record."""
-        data = asdict(self)
-        data["backoff"] = asdict(self.backoff)
-        data["shard_params"] = list(self.shard_params)
-        return json.dumps(data, sort_keys=True).encode()
-
-    @classmethod
-    def decode(cls, value: bytes) -> JobDef:
-        """Parse a stored definition.
-
-        Raises:
-            ValidationError: the record is not a valid definition.
-        """
-        try:
-            data = json.loads(value)
-            data["backoff"] = RetrySettings(**data.get("backoff") or {})
-            data["shard_params"] = tuple(data.get("shard_params") or ())
-            return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValidationError(f"job definition is not valid JSON of a JobDef: {exc}") from exc
-
-
-def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValidationError(f"{name} {value!r}: use one of {', '.join(allowed)}")
-
-
 class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One run of a job for one fire time and shard (or one delayed task).
 
@@ -275,30 +174,30 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     collector's tracking (``gc=False``): a worker keeps thousands of them.
     """
 
-    job: str
-    name: str
-    handler: str
-    fire: float
-    tz: str = "UTC"
-    shard: int = 0
-    shards: int = 1
+    job: _Name
+    name: _RunName
+    handler: _Name
+    fire: _Time
+    tz: _Zone = "UTC"
+    shard: _Shard = 0
+    shards: _Shards = 1
     shard_param: str | None = None
     args: Any = None
-    kind: str = "scheduled"
+    kind: Kind = "scheduled"
     status: Status = Status.PENDING
-    attempt: int = 0
-    failures: int = 0
-    retries: int = 0
+    attempt: _Count = 0
+    failures: _Count = 0
+    retries: _Retries = 0
     backoff: dict[str, Any] = msgspec.field(default_factory=dict)
-    timeout_s: float | None = None
+    timeout_s: _Timeout | None = None
     overlap: Overlap = "allow"
     hint: str = ""
-    not_before: float = 0.0
+    not_before: _Time = 0.0
     worker: str = ""
-    token: int = 0
-    dispatch: str = ""
-    started_at: float | None = None
-    finished_at: float | None = None
+    token: _Token = 0
+    dispatch: _Dispatch = ""
+    started_at: _Time | None = None
+    finished_at: _Time | None = None
     error: str = ""
     traceback: str = ""
     log: str = ""
@@ -350,15 +249,19 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def decode(cls, value: bytes) -> Execution:
         """Parse a stored record (unknown fields, such as ``fire_iso``, are ignored).
 
+        Every field's type and range is checked (see ``_check_execution``).
+
         Raises:
-            ValidationError: it is not an execution record.
+            ValidationError: it is not an execution record (never another error).
         """
         try:
-            return _EXECUTION_DECODER.decode(value)
+            return _check_execution(_EXECUTION_DECODER.decode(value))
         except msgspec.ValidationError as exc:
             raise ValidationError(f"execution record is not valid: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise ValidationError(f"execution record is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ValidationError("execution record is nested too deep") from exc
 
     def __repr__(self) -> str:
         return (
@@ -369,3 +272,49 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 _ENCODER: Final = msgspec.json.Encoder(order="sorted")
 _EXECUTION_DECODER: Final = msgspec.json.Decoder(Execution)
+
+
+def _check_execution(rec: Execution) -> Execution:
+    """What msgspec's field types do not say: shard in range, backoff, depth, zone.
+
+    Records made in code come from checked definitions; this runs on the
+    ones read from the store (a worker decodes several per run, so it stays cheap).
+    """
+    if rec.shard >= rec.shards:
+        raise ValidationError(f"shard {rec.shard} of {rec.shards} shards: expected shard < shards")
+    if rec.backoff:
+        _check_backoff(rec.backoff)
+    if isinstance(rec.args, dict | list):
+        try:
+            check_depth(rec.args, ARGS_DEPTH)
+        except ValueError as exc:
+            raise ValidationError(f"args: {exc}") from exc
+    _check_tz(rec.tz)
+    return rec
+
+
+def _check_backoff(backoff: dict[str, Any]) -> None:
+    global _backoff_seen  # every run of a job has the same backoff: check it once
+    if backoff == _backoff_seen:
+        return
+    if not backoff.keys() <= _BACKOFF_KEYS:
+        raise ValidationError(f"backoff keys {sorted(backoff)!r:.80}: use {sorted(_BACKOFF_KEYS)}")
+    base = check_seconds(
+        "backoff.base_delay_s", backoff.get("base_delay_s", 0.0), high=MAX_RETRY_DELAY_S
+    )
+    top = check_seconds(
+        "backoff.max_delay_s", backoff.get("max_delay_s", base), high=MAX_RETRY_DELAY_S
+    )
+    check_seconds("backoff.multiplier", backoff.get("multiplier", 1.0), low=1.0, high=1000.0)
+    if base > top or backoff.get("jitter", "full") not in _JITTERS:
+        raise ValidationError(f"backoff {backoff!r:.80}: need base <= max delay and a known jitter")
+    _backoff_seen = dict(backoff)
+
+
+def _check_tz(tz: str) -> None:
+    if tz == "UTC":
+        return
+    try:
+        ZoneInfo(tz)  # cached by the class after the first lookup
+    except (ValueError, OSError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise ValidationError(f"tz {tz[:64]!r} is not a known time zone") from exc

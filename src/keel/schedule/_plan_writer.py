@@ -9,13 +9,13 @@ to it in the same transaction (see the planner module).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from keel.coord import Leadership
 from keel.errors import LeaseNotFoundError, NotLeaderError
 from keel.schedule._batch import Batcher
+from keel.schedule._codec import encode_dispatch
 from keel.schedule._history import last_planned
 from keel.schedule._model import Execution, JobDef, Status, dispatch_key
 from keel.schedule._triggers import Trigger
@@ -119,11 +119,7 @@ class PlanWriter:
                     item.records[i] = rec
                 puts.append(Put(rec.key, rec.encode()))
         claims: list[Op] = [
-            Put(
-                keys[owner],
-                json.dumps({"worker": owner, "runs": count}).encode(),
-                lease=self.leases[owner],
-            )
+            Put(keys[owner], encode_dispatch(owner, count), lease=self.leases[owner])
             for owner, count in per_owner.items()
         ]
         return claims, puts

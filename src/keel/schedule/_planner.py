@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -46,13 +45,13 @@ from keel.errors import (
 )
 from keel.registry import Discovery, Instance
 from keel.schedule._batch import Batcher
+from keel.schedule._codec import decode_planned, job_decoder, read, run_decoder
 from keel.schedule._feed import Feed, FeedGate
 from keel.schedule._history import apply_retention
-from keel.schedule._members import worker_service
+from keel.schedule._members import handlers_of, lease_of, worker_service
 from keel.schedule._model import (
     JOBS_PREFIX,
     Execution,
-    JobDef,
     Status,
     parse_key,
     scheduled_fire,
@@ -222,16 +221,14 @@ class Planner:
             self._workers = members
             self._by_handler.clear()
             self._writer.leases = {
-                m.id: int(m.metadata["lease"])
-                for m in members
-                if m.metadata.get("lease", "").isdigit()
+                m.id: lease for m in members if (lease := lease_of(m)) is not None
             }
 
     def _handlers(self, handler: str) -> list[str]:
         """Ids of the live workers that have ``handler`` (indexed once per membership change)."""
         if not self._by_handler and self._workers:
             for w in self._workers:
-                for name in w.metadata.get("handlers", "").split(","):
+                for name in handlers_of(w):
                     self._by_handler.setdefault(name, []).append(w.id)
         return self._by_handler.get(handler, [])
 
@@ -251,37 +248,41 @@ class Planner:
             return
         name, kind, rest = parsed
         if kind == "def":
-            try:
-                defn = JobDef.decode(kv.value)
-            except ValidationError as exc:
-                log.warning("ignoring job %s: %s", name, exc)
-                return
-            if defn.group != self.group:
-                return
-            job = self._jobs.setdefault(name, JobState(defn))
-            job.defn = defn
-            job.trigger = defn.make_trigger()
-            if not initial:
-                self._arm(name, at=0.0)
+            self._apply_def(name, kv, initial=initial)
         elif kind == "planned":  # a resume mark: fires before it are not run
             known = self._jobs.get(name)
-            if known is not None and kv.mod_revision > known.planned_mod:
+            mark = read(kv.key, kv.value, decode_planned) if known is not None else None
+            if known is not None and mark is not None and kv.mod_revision > known.planned_mod:
                 known.planned_mod = kv.mod_revision
-                advance(known, json.loads(kv.value)["fire"])
+                advance(known, mark.fire)
         elif kind == "runs" and name in self._jobs:
             job = self._jobs[name]
-            if initial:  # the progress: the newest scheduled run
-                fire = scheduled_fire(rest)
-                if fire is not None:
-                    advance(job, fire)
-            self._track_busy(job, f"{name}/{rest}", kv.value)
+            fire = scheduled_fire(rest)
+            if not (job.defn.routing == "least_busy" or (initial and fire is not None)):
+                return
+            rec = read(kv.key, kv.value, run_decoder(kv.key))
+            if rec is None:
+                return
+            if initial and fire is not None:  # the progress: the newest scheduled run
+                advance(job, fire)
+            self._track_busy(job, f"{name}/{rest}", rec)
 
-    def _track_busy(self, job: JobState, run_id: str, value: bytes) -> None:
-        if job.defn.routing != "least_busy":
+    def _apply_def(self, name: str, kv: KeyValue, *, initial: bool) -> None:
+        """A definition was written: follow the job, or stop if it left the group or is invalid."""
+        defn = read(kv.key, kv.value, job_decoder(name))
+        if defn is None or defn.group != self.group:
+            job = self._jobs.pop(name, None)  # planned again once the record is valid
+            if job is not None and job.timer is not None:
+                job.timer.cancel()
             return
-        try:
-            rec = Execution.decode(value)
-        except ValidationError:
+        job = self._jobs.setdefault(name, JobState(defn))
+        job.defn = defn
+        job.trigger = defn.make_trigger()
+        if not initial:
+            self._arm(name, at=0.0)
+
+    def _track_busy(self, job: JobState, run_id: str, rec: Execution) -> None:
+        if job.defn.routing != "least_busy":
             return
         if rec.status is Status.RUNNING or (rec.dispatch and not rec.status.final):
             job.running[run_id] = rec.worker

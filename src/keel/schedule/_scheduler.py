@@ -28,10 +28,11 @@ from keel.coord import Session
 from keel.errors import ConflictError, SessionLostError, ValidationError
 from keel.resilience import RetrySettings
 from keel.schedule._admin import enqueue, put_job
+from keel.schedule._codec import job_decoder, read
 from keel.schedule._context import Handler
 from keel.schedule._model import JobDef, Misfire, Overlap, Routing, check_job_name, def_key
 from keel.schedule._planner import Planner
-from keel.schedule._triggers import CronTrigger, DateTrigger, IntervalTrigger
+from keel.schedule._triggers import CronTrigger, IntervalTrigger, date_trigger
 from keel.schedule._worker import Worker
 from keel.store import Store
 
@@ -48,23 +49,26 @@ def make_trigger_dict(
     start: datetime | None,
     end: datetime | None,
     jitter_s: float,
-    at: datetime | None,
+    at: datetime | str | float | None,
     name: str,
 ) -> dict[str, Any]:
-    """The stored trigger form of the options given (at most one kind).
+    """The stored trigger form of the options given (at most one kind; none: run by hand only).
 
     Raises:
-        ValidationError: more than one of cron, interval_s and at.
+        ValidationError: more than one of cron, interval_s and at, or a bad one
+            (an interval under the minimum, a cron that never fires, a naive ``at``...).
     """
-    given = [k for k, v in (("cron", cron), ("interval_s", interval_s), ("at", at)) if v]
+    given = [
+        k for k, v in (("cron", cron), ("interval_s", interval_s), ("at", at)) if v is not None
+    ]
     if len(given) > 1:
         raise ValidationError(f"job {name!r}: give one of cron, interval_s, at; not {given}")
-    if cron:
+    if cron is not None:
         return CronTrigger(cron, tz).to_dict()
-    if interval_s:
+    if interval_s is not None:
         return IntervalTrigger(interval_s, start=start, end=end, jitter_s=jitter_s).to_dict()
-    if at:
-        return DateTrigger(at).to_dict()
+    if at is not None:
+        return date_trigger(at).to_dict()
     return {}
 
 
@@ -139,7 +143,7 @@ class Scheduler:
         start: datetime | None = None,
         end: datetime | None = None,
         jitter_s: float = 0.0,
-        at: datetime | None = None,
+        at: datetime | str | float | None = None,
         shards: int = 1,
         shard_params: tuple[str, ...] = (),
         args: Any = None,
@@ -156,8 +160,10 @@ class Scheduler:
         """Declare a job and its handler (stored when :meth:`run` starts).
 
         Give at most one of ``cron`` (with ``tz``), ``interval_s`` (with
-        ``start``/``end``/``jitter_s``) and ``at``; none makes a job fired only
-        by hand. The other options are :class:`JobDef`'s.
+        ``start``/``end``/``jitter_s``) and ``at`` (an aware datetime, an ISO
+        8601 string with a zone, or Unix epoch seconds); none makes a job fired
+        only by hand. ``interval_s`` is at least ``MIN_INTERVAL_S`` (0.1 s) and
+        a cron must fire at some date. The other options are :class:`JobDef`'s.
 
         Raises:
             ValidationError: a bad option, naming it.
@@ -210,10 +216,11 @@ class Scheduler:
         for defn in self.jobs.values():
             for _ in range(10):  # processes starting together race; the last read wins
                 kv = await self.store.get(def_key(defn.name))
-                wanted = defn
-                if kv is not None:
-                    wanted = defn.with_changes(paused=JobDef.decode(kv.value).paused)
-                    if JobDef.decode(kv.value) == wanted:
+                stored = None if kv is None else read(kv.key, kv.value, job_decoder(defn.name))
+                wanted = defn  # a malformed stored definition is replaced by the code's
+                if stored is not None:
+                    wanted = defn.with_changes(paused=stored.paused)
+                    if stored == wanted:
                         break
                 try:
                     await put_job(self.store, wanted, expect_revision=kv.mod_revision if kv else 0)

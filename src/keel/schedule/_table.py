@@ -6,12 +6,11 @@ decides what to do with it (when to claim, start, finish).
 
 from __future__ import annotations
 
-import json
-
+from keel.schedule._codec import decode_claim, decode_dispatch, read
 from keel.schedule._model import Execution, Status
 from keel.store import KeyValue
 
-__all__ = ["RunTable", "run_of"]
+__all__ = ["RunTable", "claim_run"]
 
 
 class RunTable:
@@ -25,6 +24,7 @@ class RunTable:
         self.worker_id = worker_id
         self.runs: dict[str, tuple[int, Execution]] = {}  # run key -> (mod_revision, record)
         self._claims: dict[str, KeyValue] = {}  # claim or dispatch key -> its record
+        self._holders: dict[str, str | None] = {}  # claim key -> its run (None: unreadable)
         self._mine: dict[str, int] = {}  # our dispatch keys -> runs not over yet
         self._by_claim: dict[str, set[str]] = {}  # claim key -> tracked runs it holds
 
@@ -60,10 +60,11 @@ class RunTable:
         """Whether a worker may claim the run now (nobody holds it)."""
         if rec.dispatch:  # assigned: claimable once its dispatch key is gone
             return rec.dispatch not in self._claims and not rec.status.final
+        # "": no claim key; None: a claim key we cannot read (held by some run: wait for it)
+        holder = self._holders.get(rec.claim, "")
         if rec.status is Status.PENDING:
-            return True
-        held = self._claims.get(rec.claim)
-        return rec.status is Status.RUNNING and (held is None or run_of(held.value) != rec.name)
+            return holder is not None
+        return rec.status is Status.RUNNING and holder is not None and holder != rec.name
 
     def held(self, rec: Execution) -> bool:
         """Whether the run is dispatched to this worker (it runs it without claiming)."""
@@ -79,16 +80,18 @@ class RunTable:
         """A claim or dispatch key was written; return the runs to look at again."""
         self._claims[kv.key] = kv
         if not dispatch:
+            self._holders[kv.key] = claim_run(kv)
             return []
-        owner = _dispatch_of(kv.value)
-        if owner is None or owner[0] != self.worker_id or kv.create_revision != kv.mod_revision:
+        owner = read(kv.key, kv.value, decode_dispatch)
+        if owner is None or owner.worker != self.worker_id or kv.create_revision != kv.mod_revision:
             return []
-        self._mine[kv.key] = owner[1]
+        self._mine[kv.key] = owner.runs
         return list(self._by_claim.get(kv.key, ()))  # listed before their dispatch
 
     def drop_claim(self, key: str) -> list[str]:
         """A claim or dispatch key is gone; return the runs it held (orphaned, or waiting)."""
         self._claims.pop(key, None)
+        self._holders.pop(key, None)
         self._mine.pop(key, None)
         return list(self._by_claim.get(key, ()))
 
@@ -109,18 +112,7 @@ class RunTable:
         return dispatch in self._mine
 
 
-def _dispatch_of(value: bytes) -> tuple[str, int] | None:
-    """(worker, runs) of a dispatch key's value, or None if unreadable."""
-    try:
-        data = json.loads(value)
-        return str(data["worker"]), int(data["runs"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def run_of(claim_value: bytes) -> str:
-    """The run name a claim key's value names ("" if unreadable)."""
-    try:
-        return str(json.loads(claim_value)["run"])
-    except (ValueError, KeyError, TypeError):
-        return ""
+def claim_run(kv: KeyValue) -> str | None:
+    """The run a claim key names (None, reported, if its value is unreadable)."""
+    claim = read(kv.key, kv.value, decode_claim)
+    return None if claim is None else claim.run

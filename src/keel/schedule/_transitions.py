@@ -13,12 +13,11 @@ Keeping them pure keeps the fencing rules in one place and testable alone:
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
+from keel.schedule._codec import encode_claim
 from keel.schedule._model import Execution, Status
-from keel.schedule._table import run_of
-from keel.store import Compare, Delete, Get, KeyValue, Put
+from keel.store import Compare, Delete, Get, Put
 
 __all__ = [
     "Claim",
@@ -69,24 +68,24 @@ def claim_txn(
     compares = [Compare.mod_revision(key, "==", mod_revision), Compare.absent(claim)]
     if rec.dispatch:  # dispatched to a worker whose lease has ended since
         compares.append(Compare.absent(rec.dispatch))
-    value = json.dumps({"run": rec.name, "worker": worker}).encode()
+    value = encode_claim(rec.name, worker)
     ops: list[Put | Delete] = [Put(claim, value, lease=lease), Put(key, running.encode())]
     return Claim(Txn(compares, ops), running, [Get(claim)])
 
 
-def skip_txn(key: str, mod_revision: int, rec: Execution, held: KeyValue, now: float) -> Txn:
-    """Mark a PENDING run SKIPPED because ``held`` (another run's claim) is active."""
+def skip_txn(key: str, mod_revision: int, rec: Execution, holder: str, now: float) -> Txn:
+    """Mark a PENDING run SKIPPED because run ``holder`` holds the shard's claim."""
     skipped = rec.with_changes(
         status=Status.SKIPPED,
         finished_at=now,
-        error=f"skipped: {run_of(held.value)} was still running (overlap=forbid)",
+        error=f"skipped: {holder} was still running (overlap=forbid)",
     )
     return Txn([Compare.mod_revision(key, "==", mod_revision)], [Put(key, skipped.encode())])
 
 
-def replace_target(key: str, held: KeyValue) -> str:
-    """The record key of the run whose claim ``held`` is, beside run ``key``."""
-    return key.rsplit("/", 1)[0] + "/" + run_of(held.value)
+def replace_target(key: str, holder: str) -> str:
+    """The record key of run ``holder`` (which holds the shard's claim), beside run ``key``."""
+    return key.rsplit("/", 1)[0] + "/" + holder
 
 
 def replace_txn(other_key: str, other_revision: int, other: Execution) -> Txn:

@@ -14,17 +14,21 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keel.errors import ValidationError
+from keel.schedule._checks import check_seconds, check_str
 from keel.schedule._cron import CronExpression, parse_cron
 
 __all__ = [
+    "MAX_INTERVAL_S",
+    "MIN_INTERVAL_S",
     "CronTrigger",
     "DateTrigger",
     "IntervalTrigger",
     "Trigger",
+    "date_trigger",
     "trigger_from_dict",
 ]
 
@@ -41,26 +45,70 @@ class Trigger(Protocol):
         ...
 
 
-def _zone(tz: str) -> ZoneInfo:
+MIN_INTERVAL_S: Final = 0.1
+"""The shortest interval a job may have.
+
+Every fire is one execution record written by the planner and claimed by a
+worker; below a tenth of a second the planner would spend its time writing
+records (a 1 µs interval asks for 1.5 million per planning pass), and run
+names, which carry the fire time in milliseconds, would collide. A handler
+that must run more often should loop inside one run.
+"""
+MAX_INTERVAL_S: Final = 10 * 366 * 86_400.0
+"""The longest interval a job may have (ten years; use ``at`` for a single far fire)."""
+_KINDS: Final = ("cron", "interval_s", "at")
+_KEYS: Final = {
+    "cron": frozenset({"cron", "tz"}),
+    "interval_s": frozenset({"interval_s", "start", "end", "jitter_s", "tz"}),
+    "at": frozenset({"at", "tz"}),
+}
+
+
+def _zone(tz: object) -> ZoneInfo:
+    if not isinstance(tz, str) or not 0 < len(tz) <= 64:
+        raise ValidationError(f"tz {tz!r}: use an IANA zone name such as 'Europe/Berlin'")
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValidationError(
             f"tz {tz!r} is not a known time zone: use an IANA name such as 'Europe/Berlin'"
         ) from exc
 
 
-def _aware(value: datetime | str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
+def _interval(value: object) -> float:
+    interval = check_seconds("interval_s", value, high=MAX_INTERVAL_S)
+    if interval < MIN_INTERVAL_S:
+        raise ValidationError(
+            f"interval_s {value!r} is below the minimum of {MIN_INTERVAL_S} s: use "
+            f"interval_s >= {MIN_INTERVAL_S} (or loop inside one run); no trigger at all "
+            f"makes a job run only by hand"
+        )
+    return interval
+
+
+def _aware(value: object, field: str) -> datetime | None:
+    """An aware datetime from a datetime, an ISO 8601 string or Unix epoch seconds."""
+    if value is None or isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise ValidationError(f"{field} {value!r} is not an ISO 8601 datetime") from exc
-    if value.tzinfo is None:
-        raise ValidationError(f"{field} {value!r} is naive: give a time zone (e.g. +00:00)")
-    return value
+            raise ValidationError(
+                f"{field} {value[:40]!r} is not an ISO 8601 datetime: "
+                f"give e.g. '2030-01-01T02:00:00+00:00'"
+            ) from exc
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = check_seconds(f"{field} (Unix epoch seconds)", value)
+        moment = datetime.fromtimestamp(seconds, UTC)
+    else:
+        raise ValidationError(
+            f"{field} {type(value).__name__} {value!r:.40}: give an aware datetime, "
+            f"an ISO 8601 string with a zone or Unix epoch seconds >= 0"
+        )
+    if moment is not None and moment.utcoffset() is None:
+        raise ValidationError(f"{field} {moment!r} is naive: give a time zone (e.g. +00:00)")
+    return moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +126,7 @@ class CronTrigger:
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_str("cron", self.cron)
         object.__setattr__(self, "_expr", parse_cron(self.cron))
         object.__setattr__(self, "_zone", _zone(self.tz))
 
@@ -120,9 +169,10 @@ class IntervalTrigger:
     seed: str = ""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.interval_s, int | float) and self.interval_s > 0):
-            raise ValidationError(f"interval_s must be > 0 seconds, got {self.interval_s!r}")
-        if not 0 <= self.jitter_s < self.interval_s:
+        object.__setattr__(self, "interval_s", _interval(self.interval_s))
+        object.__setattr__(self, "jitter_s", check_seconds("jitter_s", self.jitter_s))
+        check_str("seed", self.seed)
+        if not self.jitter_s < self.interval_s:
             raise ValidationError(
                 f"jitter_s must be in [0, interval_s), got {self.jitter_s!r}: "
                 f"jitter larger than the interval would reorder fires"
@@ -162,12 +212,17 @@ class IntervalTrigger:
 
 @dataclass(frozen=True, slots=True)
 class DateTrigger:
-    """Fires once, at ``at``."""
+    """Fires once, at ``at``.
+
+    Attributes:
+        at: an aware datetime, an ISO 8601 string with a zone, or Unix epoch
+            seconds (>= 0); a naive datetime is refused (which zone would it be?).
+    """
 
     at: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "at", _aware(self.at, "at"))
+        object.__setattr__(self, "at", _moment(self.at))
 
     def next_after(self, after: datetime) -> datetime | None:
         """``at`` if it is after ``after``, else None."""
@@ -178,24 +233,59 @@ class DateTrigger:
         return {"at": self.at.isoformat()}
 
 
-def trigger_from_dict(data: dict[str, Any], *, seed: str = "") -> Trigger | None:
-    """Rebuild a trigger from its JSON form (None: a job fired only by hand).
+def date_trigger(at: datetime | str | float) -> DateTrigger:
+    """A :class:`DateTrigger` from an aware datetime, an ISO 8601 string or epoch seconds.
 
     Raises:
-        ValidationError: the form is not a known trigger.
+        ValidationError: a naive datetime, a time before 1970, or another type.
     """
+    return DateTrigger(_moment(at))
+
+
+def _moment(at: object) -> datetime:
+    moment = _aware(at, "at")
+    if moment is None:
+        raise ValidationError("at is None: give the time the job fires once")
+    return moment
+
+
+def trigger_from_dict(data: object, *, seed: str = "") -> Trigger | None:
+    """Rebuild a trigger from its JSON form (an empty dict: a job fired only by hand).
+
+    Raises:
+        ValidationError: the form is not exactly one known trigger with valid fields.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError(
+            f"trigger {data!r:.60}: give an object such as {{'cron': '0 2 * * *'}}"
+        )
     if not data:
         return None
-    if "cron" in data:
-        return CronTrigger(data["cron"], data.get("tz") or "UTC")
-    if "interval_s" in data:
+    kinds = [k for k in _KINDS if k in data]
+    if len(kinds) != 1:
+        raise ValidationError(
+            f"trigger with keys {sorted(map(str, data))!r:.80}: give exactly one of cron, "
+            f"interval_s, at (none at all for a job run only by hand)"
+        )
+    kind = kinds[0]
+    unknown = set(data) - _KEYS[kind]
+    if unknown:
+        raise ValidationError(
+            f"trigger {kind} has unknown keys {sorted(map(str, unknown))!r:.80}: "
+            f"use only {', '.join(sorted(_KEYS[kind]))}"
+        )
+    tz = data.get("tz")
+    if tz is not None:
+        _zone(tz)
+    if kind == "cron":
+        return CronTrigger(data["cron"], tz or "UTC")
+    if kind == "interval_s":
+        jitter = data.get("jitter_s")
         return IntervalTrigger(
-            float(data["interval_s"]),
+            data["interval_s"],
             start=data.get("start"),
             end=data.get("end"),
-            jitter_s=float(data.get("jitter_s") or 0.0),
+            jitter_s=0.0 if jitter is None else jitter,
             seed=seed,
         )
-    if "at" in data:
-        return DateTrigger(data["at"])
-    raise ValidationError(f"trigger {data!r} is not cron, interval_s or at: give one of them")
+    return date_trigger(data["at"])

@@ -47,12 +47,13 @@ from keel.coord import Session
 from keel.errors import KeelError, ValidationError
 from keel.observe import capability_metrics
 from keel.schedule._batch import Batcher
+from keel.schedule._codec import read, run_decoder
 from keel.schedule._context import Handler
 from keel.schedule._execute import Ended, HandlerRuns
 from keel.schedule._members import owner_of, registered_members
 from keel.schedule._model import DISPATCH_PREFIX, JOBS_PREFIX, Execution, Status, parse_key
 from keel.schedule._outcome import COUNTERS, WorkerStatistics, outcome_record
-from keel.schedule._table import RunTable, run_of
+from keel.schedule._table import RunTable, claim_run
 from keel.schedule._transitions import (
     Txn,
     claim_txn,
@@ -121,6 +122,7 @@ class Worker:
         self._timer_of: dict[str, Timer[str]] = {}
         self._ready: deque[str] = deque()
         self._busy: set[str] = set()  # run keys being claimed or run here
+        self._cool: dict[str, float] = {}  # run key -> not before (after a fruitless attempt)
         self._handler_runs = HandlerRuns(
             self.id,
             self.handlers,
@@ -253,10 +255,9 @@ class Worker:
             return
         if kind != "runs":
             return
-        try:
-            rec = Execution.decode(kv.value)
-        except ValidationError:
-            log.warning("ignoring unreadable execution record %s", kv.key)
+        rec = read(kv.key, kv.value, run_decoder(kv.key))
+        if rec is None:  # rejected (and reported): forget what it was, until it is valid again
+            self._forget(kv.key)
             return
         if rec.status.final or rec.handler not in self.handlers:
             if self._table.held(rec):
@@ -270,6 +271,7 @@ class Worker:
 
     def _forget(self, key: str) -> None:
         self._table.forget(key)
+        self._cool.pop(key, None)
         timer = self._timer_of.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -283,7 +285,7 @@ class Worker:
         if entry is None or key in self._busy:
             return
         rec = entry[1]
-        at = rec.due
+        at = max(rec.due, self._cool.pop(key, 0.0))
         if self._table.held(rec):
             at -= _START_EARLY_S
         elif not self._table.claimable(rec):
@@ -336,6 +338,7 @@ class Worker:
                 await self._claim_and_run(key, *entry)
         except (KeelError, OSError) as exc:
             log.warning("worker %s: execution %s: %s", self.id, key, exc)
+            self._cool_down(key)
         finally:
             self._busy.discard(key)
             self._running.pop(key, None)
@@ -355,8 +358,13 @@ class Worker:
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
             held = result.results[0]
-            if isinstance(held, KeyValue) and run_of(held.value) != rec.name:
-                await self._overlap(key, mod_revision, rec, held)
+            holder = claim_run(held) if isinstance(held, KeyValue) else None
+            if (
+                holder is None
+                or holder == rec.name
+                or not await self._overlap(key, mod_revision, rec, holder)
+            ):
+                self._cool_down(key)  # the watch brings what changed; do not spin meanwhile
             return
         self._counts["claims"] += 1
         token = result.revision
@@ -366,16 +374,24 @@ class Worker:
             await self._clock.sleep(early)
         await self._run(key, running, token)
 
-    async def _overlap(self, key: str, mod_revision: int, rec: Execution, held: KeyValue) -> None:
-        """Another run of the job holds the shard: skip this one (forbid) or replace it."""
+    def _cool_down(self, key: str) -> None:
+        """Try ``key`` again only after ``steal_after_s`` unless its record or claim changes."""
+        self._cool[key] = self._clock.time() + max(0.1, self.steal_after_s)
+
+    async def _overlap(self, key: str, mod_revision: int, rec: Execution, holder: str) -> bool:
+        """Run ``holder`` holds the shard: skip this one (forbid) or replace it; False: neither."""
         if rec.overlap == "forbid" and rec.status is Status.PENDING:
-            done = await self.store.txn(*skip_txn(key, mod_revision, rec, held, self._clock.time()))
+            now = self._clock.time()
+            done = await self.store.txn(*skip_txn(key, mod_revision, rec, holder, now))
             self._counts["skipped"] += done.succeeded
-        elif rec.overlap == "replace":
-            other_key = replace_target(key, held)
+            return True
+        if rec.overlap == "replace":
+            other_key = replace_target(key, holder)
             other = self._runs.get(other_key)
             if other is not None and not other[1].cancel:
                 await self.store.txn(*replace_txn(other_key, *other))
+            return True
+        return False
 
     async def _run(self, key: str, rec: Execution, token: int) -> None:
         ended = await self._handler_runs.run(key, rec, token)
