@@ -3,6 +3,8 @@
 Serves keel.test.Echo (``served_by`` is NAME); prints ``READY <port> <instance-id>``
 once registered and ``STOPPED`` when serve() returned. ``KEEL_SERVICE_*``
 variables tune it (``KEEL_SERVICE_DRAIN_DELAY_S``, ``KEEL_SERVICE_GRACE_S``...).
+
+``server`` is the same thing for ``keel run tests.grpc._server_child:server --name echo``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import sys
 from keel.grpc import Server
 from tests.grpc import echo_pb2_grpc
 from tests.grpc._echo import EchoService
+
+server = Server("echo")
+server.add(echo_pb2_grpc.add_EchoServicer_to_server, EchoService("echo"))
 
 
 async def main(name: str, url: str) -> None:

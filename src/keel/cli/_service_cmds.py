@@ -1,11 +1,11 @@
-"""``keel run module:app --name orders``: serve an ASGI app as a registered keel Service."""
+"""``keel run module:app --name orders``: serve an ASGI app (or a keel.grpc.Server) by name."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,12 +13,13 @@ from keel.cli._common import fail, run, state
 from keel.errors import ValidationError
 from keel.observe import setup
 from keel.service import Service, ServiceSettings
+from keel.service._server import import_app
 
 __all__ = ["register"]
 
 
 def run_cmd(
-    target: Annotated[str, typer.Argument(help="The ASGI app as module:attribute.")],
+    target: Annotated[str, typer.Argument(help="ASGI app or keel.grpc.Server: module:attribute.")],
     name: Annotated[str, typer.Option("--name", help="Service name clients resolve.")],
     port: Annotated[int | None, typer.Option(help="Port to bind (0: any free port).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
@@ -41,18 +42,41 @@ def run_cmd(
 
     The current directory is importable, as with uvicorn. With ``--workers N``
     (N > 1) the port is served by N processes, each importing the app (see
-    docs/services.md); one that cannot stops the start with its reason.
+    docs/services.md); one that cannot stops the start with its reason. A
+    ``keel.grpc.Server`` object is served as gRPC instead (docs/grpc.md).
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         settings = ServiceSettings.from_env().with_changes(port=port, host=host, workers=workers)
-        service = Service(name, target, store=state.url, settings=settings, config=config)
+        grpc_server = _grpc_server(target, settings.workers, config)
+        if grpc_server is not None:
+            grpc_server.override(name=name, store=state.store_url, port=port, host=host)
+        else:
+            service = Service(name, target, store=state.url, settings=settings, config=config)
     except ValidationError as exc:
         fail(str(exc))
     setup(name, level=log_level, json_logs=not console_logs, otlp_endpoint=otlp_endpoint)
+    if grpc_server is not None:  # a keel.grpc.Server: served on asyncio's own loop
+        run(grpc_server.serve())
+        return
     _use_uvloop()
     run(service.serve())
+
+
+def _grpc_server(target: str, workers: int, config: str | None) -> Any:
+    """The ``keel.grpc.Server`` that ``target`` names, or None for an ASGI app.
+
+    With ``workers`` > 1 the app is not imported here (each worker imports it).
+    """
+    if workers > 1:
+        return None
+    found = import_app(target)
+    if type(found).__module__ != "keel.grpc._server":  # keel.grpc is imported only if used
+        return None
+    if config is not None:
+        raise ValidationError(f"--config binds an ASGI service's config; {target} is a gRPC server")
+    return found
 
 
 def _use_uvloop() -> None:

@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from opentelemetry import trace
 
-import grpc
 import keel
 from keel._signals import on_stop_signal
 from keel.coord import Session
@@ -158,9 +158,14 @@ class Server:
         self._force = asyncio.Event()
 
     def override(
-        self, *, name: str | None = None, port: int | None = None, host: str | None = None
+        self,
+        *,
+        name: str | None = None,
+        store: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
     ) -> None:
-        """Change the name, port or host before the server starts (``keel run`` options).
+        """Change what is given before the server starts (``keel run`` options; None: keep).
 
         Raises:
             ValidationError: already started, or a bad name or port.
@@ -169,6 +174,8 @@ class Server:
         if name is not None:
             Instance(service=name, address="127.0.0.1", port=1)
             self.name = name
+        if store is not None:
+            self._store_arg = store
         self.settings = _check(self.settings.with_changes(port=port, host=host))
 
     def add(self, add_to_server: AddServicer, servicer: Any) -> None:
