@@ -1,18 +1,29 @@
-"""``keel locks``, ``keel lock NAME -- CMD`` and ``keel leader NAME``."""
+"""``keel locks``, ``keel lock NAME -- CMD`` and ``keel leader NAME``.
+
+``keel lock`` runs the command through a guard process (:mod:`._lockguard`)
+so that the command, and everything it starts in its process group, is gone
+before another holder can run: when keel is killed (even ``kill -9``), when
+the lock is lost, and when the command exits leaving children behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import shutil
 import signal
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from keel.cli._common import console, fail, run, with_store
-from keel.coord import Election, Leader, LineState, Lock, Session, read_lines
+from keel.cli._common import EXIT_LOCK_LOST, cell, console, fail, printable, run, with_store
+from keel.coord import Election, Leader, LineState, Lock, LossFlag, Session, read_lines
 from keel.store import Store
 
 __all__ = ["register"]
@@ -38,7 +49,7 @@ def locks_cmd(
     """List held locks: owner lease, fencing token, waiters, owner's lease TTL."""
     kinds = ["locks/", "semaphores/", "rwlocks/"] if all_kinds else ["locks/"]
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> list[tuple[LineState, int | None]]:
         return await _lines_with_ttls(store, kinds)
 
@@ -49,8 +60,8 @@ def locks_cmd(
     for line, ttl in rows:
         owner = line.owner
         table.add_row(
-            line.kind,
-            line.name,
+            cell(line.kind),
+            cell(line.name),
             f"{owner.lease:x}" if owner else "",
             str(line.fencing_token),
             str(line.waiters),
@@ -59,9 +70,66 @@ def locks_cmd(
     console.print(table)
 
 
+_GUARD = str(Path(__file__).with_name("_lockguard.py"))
+_GRACE_S = 5.0
+
+
+async def _start_guarded(
+    command: list[str], env: dict[str, str], grace_s: float
+) -> asyncio.subprocess.Process:
+    """Start the command under the guard; from this (the main) thread, for PDEATHSIG.
+
+    The guard has a process group of its own, so a signal to keel's group
+    (``kill -9 -PGID``) ends keel and leaves the guard to stop the command.
+    """
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        _GUARD,
+        str(os.getpid()),
+        f"{grace_s:g}",
+        "--",
+        *command,
+        env=env,
+        process_group=0,
+    )
+
+
+def _pass_sigterm(guard: asyncio.subprocess.Process) -> None:
+    """Ask the guard to stop the command's group (SIGTERM, SIGKILL after the grace)."""
+    with contextlib.suppress(ProcessLookupError):
+        guard.send_signal(signal.SIGTERM)
+
+
+async def _stop(guard: asyncio.subprocess.Process) -> int:
+    """Stop the command's group through the guard and wait until the guard has exited."""
+    _pass_sigterm(guard)
+    return await asyncio.shield(guard.wait())
+
+
+async def _supervise(guard: asyncio.subprocess.Process, lost: LossFlag) -> int | None:
+    """The command's exit code, or None if the lock was lost first (the command is stopped)."""
+    waiter = asyncio.ensure_future(guard.wait())
+    loser = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait([waiter, loser], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # Ctrl-C: the command's group goes before the lock does
+        await _stop(guard)
+        raise
+    finally:
+        loser.cancel()
+    if waiter.done():
+        return waiter.result()
+    await _stop(guard)
+    return None
+
+
 async def _run_locked(
     store: Store, name: str, command: list[str], ttl_s: int, timeout_s: float | None
 ) -> int:
+    # The group must be gone before the lease can expire under a dead keel:
+    # the last keepalive was at most ttl/3 ago, so half the TTL is safe.
+    grace_s = min(_GRACE_S, ttl_s / 2)
     async with Session(store, ttl_s=ttl_s) as session:
         try:
             held = await Lock(session, name).acquire(timeout_s=timeout_s)
@@ -69,25 +137,21 @@ async def _run_locked(
             fail(f"lock {name!r} not acquired within {timeout_s}s: it is held elsewhere")
         async with held:
             env = {**os.environ, "KEEL_LOCK": name, "KEEL_FENCING_TOKEN": str(held.fencing_token)}
+            guard = await _start_guarded(command, env, grace_s)
+            # SIGTERM to keel stops the command's group; the lock is released after it ends.
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, _pass_sigterm, guard)
             try:
-                proc = await asyncio.create_subprocess_exec(*command, env=env)
-            except OSError as exc:
-                fail(f"cannot run {command[0]!r}: {exc.strerror}")
-            # SIGTERM to keel is passed on to the command; the lock is released after it ends.
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: proc.send_signal(signal.SIGTERM)
-            )
-            waiter = asyncio.ensure_future(proc.wait())
-            loser = asyncio.ensure_future(held.lost.wait())
-            await asyncio.wait([waiter, loser], return_when=asyncio.FIRST_COMPLETED)
-            loser.cancel()
-            if not waiter.done():
-                # The lock is gone: another process may own it now. Stop the command.
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                await waiter
-                fail(f"lock {name!r} was lost while the command ran: {held.lost.reason}", 3)
-            return waiter.result()
+                code = await _supervise(guard, held.lost)
+            finally:
+                loop.remove_signal_handler(signal.SIGTERM)
+            if code is None:
+                fail(
+                    f"lock {name!r} was lost while the command ran ({held.lost.reason}): "
+                    f"the command was stopped; run it again",
+                    EXIT_LOCK_LOST,
+                )
+            return code
 
 
 def lock_cmd(
@@ -100,13 +164,22 @@ def lock_cmd(
 ) -> None:
     """Run COMMAND while holding lock NAME, cluster-wide (the distributed `flock`).
 
-    The command gets KEEL_FENCING_TOKEN in its environment; if the lock is lost
-    while it runs, the command is sent SIGTERM and keel exits with code 3.
+    The command runs in its own process group and gets KEEL_LOCK and
+    KEEL_FENCING_TOKEN in its environment. If the lock is lost while it runs,
+    or keel is killed, the group gets SIGTERM (SIGKILL 5 s later, or half the
+    TTL if shorter) and keel exits with code 3; otherwise keel exits with the
+    command's code, after stopping what the command left running.
     """
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         fail("give the command after '--', e.g. keel lock nightly -- ./backup.sh")
+    if timeout < 0 or not math.isfinite(timeout):
+        fail(
+            f"--timeout {timeout} is not a number of seconds >= 0: give e.g. 30 (0 = wait for ever)"
+        )
+    if shutil.which(command[0]) is None:
+        fail(f"cannot run {command[0]!r}: no such executable file; check the command and PATH")
 
     @with_store
     async def go(store: Store) -> int:
@@ -118,7 +191,7 @@ def lock_cmd(
 def _leader_line(leader: Leader | None) -> str:
     if leader is None:
         return "no leader"
-    value = leader.value.decode("utf-8", "replace")
+    value = printable(leader.value.decode("utf-8", "backslashreplace"))
     return f"{value}  (token {leader.fencing_token}, lease {leader.lease:x})"
 
 
@@ -128,12 +201,12 @@ def leader_cmd(
 ) -> None:
     """Show the current leader of election NAME (or follow it with --watch)."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> None:
         async with Session(store, ttl_s=10) as session:
             election = Election(session, name)
             if not watch:
-                console.print(_leader_line(await election.leader()))
+                console.print(Text(_leader_line(await election.leader())))
                 return
             async for leader in election.observe():
                 print(_leader_line(leader), flush=True)
