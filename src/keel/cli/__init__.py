@@ -23,7 +23,7 @@ from keel.cli import (
     _service_cmds,
     _store_cmds,
 )
-from keel.cli._common import console, invoke, run, state
+from keel.cli._common import console, invoke, quiet_logs, run, state
 from keel.cli._up import run_up
 
 __all__ = ["app", "main"]
@@ -60,6 +60,7 @@ def _options(
 ) -> None:
     state.store_url = store
     state.debug = debug
+    quiet_logs(debug)
 
 
 @app.command("up")

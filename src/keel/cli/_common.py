@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -47,6 +48,7 @@ __all__ = [
     "parse_lease_id",
     "printable",
     "printable_bytes",
+    "quiet_logs",
     "report",
     "run",
     "state",
@@ -213,8 +215,24 @@ def report(exc: BaseException) -> int:
     return code
 
 
+def quiet_logs(debug: bool) -> None:
+    """Keep keel's log records off stderr (the error line says it), or show them all (--debug).
+
+    Commands that configure logging themselves (``keel run``, ``keel worker``)
+    still get every record: this only stands in for Python's last-resort
+    handler, which would print warnings as stray lines.
+    """
+    logger = logging.getLogger("keel")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    if debug:
+        logging.basicConfig(format="keel: %(levelname)s %(name)s: %(message)s")
+        logger.setLevel(logging.DEBUG)
+
+
 def invoke(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run the CLI app; every error goes through :func:`report`. Returns the exit code."""
+    quiet_logs(debug=False)
     try:
         result = app(args=args, standalone_mode=False)
     except SystemExit:
