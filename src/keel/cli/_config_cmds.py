@@ -61,9 +61,9 @@ def ls_cmd() -> None:
         table.add_column(column)
     summaries = run(go())
     for s in summaries:
-        version = "malformed" if s.rejected else str(s.version)
+        version, fmt = ("malformed", "") if s.rejected else (str(s.version), s.format)
         gray = "yes" if s.gray else ""
-        table.add_row(s.name, version, s.format, s.md5[:12], _when(s.published_at), gray)
+        table.add_row(s.name, version, fmt, s.md5[:12], _when(s.published_at), gray)
     console.print(table)
     bad = [s.name for s in summaries if s.rejected]
     if bad:
