@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
 import keel
-from keel.errors import StoreClosedError, ValidationError
+from keel.errors import StoreClosedError, StoreUnavailableError, ValidationError
 from keel.registry import Discovery, HealthCheck, Instance, Registry, decode_instance
 from keel.store import Store
+from keel.testing import EtcdCluster
 
 GOOD = b'{"address":"10.0.0.9","port":8080}'
 HOSTILE: dict[str, bytes] = {
@@ -185,3 +187,28 @@ def test_check_below_the_floor_is_refused(kwargs: dict[str, object], field: str)
     """The API refuses a check interval or timeout under the floor, and malformed targets."""
     with pytest.raises(ValidationError, match=field):
         HealthCheck(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_hostile_snapshot_is_decoded_like_the_store(tmp_path: Path) -> None:
+    """A cold start from a snapshot with malformed entries serves only the valid ones."""
+    body = {
+        "revision": True,
+        "instances": [
+            1,
+            {"id": "x"},
+            {"id": ["l"]},
+            {"id": "a", "address": "10.0.0.1", "port": 80},
+        ],
+        "failing": [1, {"a": 1}, "ghost"],
+    }
+    (tmp_path / "inv.json").write_text(json.dumps(body))
+    (tmp_path / "deep.json").write_bytes(b"[" * 5000 + b"]" * 5000)
+    with EtcdCluster(1) as cluster:
+        async with keel.connect(f"{cluster.url}?timeout_s=1") as store:
+            cluster.kill(0)  # the store is down when discovery starts
+            async with Discovery(store, snapshot_dir=tmp_path) as cold, asyncio.timeout(20):
+                assert [i.id for i in await cold.instances("inv")] == ["a"]
+                assert await cold.failing("inv") == set()
+                assert cold.statistics().services["inv"].from_snapshot
+                with pytest.raises(StoreUnavailableError):
+                    await cold.instances("deep")

@@ -232,13 +232,20 @@ def deregister_cmd(service: str, instance_id: str) -> None:
 def health_checker_cmd(
     ttl: Annotated[int, typer.Option(help="Session TTL of the checker.")] = 10,
     node: Annotated[str | None, typer.Option(help="Name shown as the checker leader.")] = None,
+    allow_other_targets: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-targets",
+            help="Also probe checks whose path is a URL on another host or port.",
+        ),
+    ] = False,
 ) -> None:
     """Run a health checker (one of many: they elect a leader that probes)."""
 
     @with_store
     async def go(store: Store) -> None:
         async with Session(store, ttl_s=ttl) as session:
-            checker = HealthChecker(session, node=node)
+            checker = HealthChecker(session, node=node, allow_other_targets=allow_other_targets)
             console.print(f"health checker {checker.node} campaigning; Ctrl-C to stop")
             await checker.run()
 

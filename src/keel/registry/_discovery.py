@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -28,9 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import msgspec
-
-from keel._records import Rejected, decode, load_json_object, report
+from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CompactedError, KeelError, StoreClosedError, ValidationError
 from keel.observe import capability_metrics
@@ -45,9 +42,9 @@ from keel.registry._model import (
     UP,
     Instance,
     check_service_name,
-    encode_instance,
     service_prefix,
 )
+from keel.registry._snapshot import read_snapshot, write_snapshot
 from keel.store import Event, EventType, KeyValue, Range, Store, merged
 
 __all__ = ["Discovery", "DiscoveryStatistics", "ServiceStatistics", "select"]
@@ -107,12 +104,6 @@ def select(
     if pool and len(healthy) / len(pool) < protect_threshold:
         return tuple(sorted(pool, key=lambda i: i.id))
     return tuple(sorted(healthy, key=lambda i: i.id))
-
-
-def _snapshot_id(record: object) -> str:
-    """The id a snapshot record claims (decoded and checked like any record)."""
-    instance_id = record.get("id") if isinstance(record, dict) else None
-    return instance_id if isinstance(instance_id, str) else "?"
 
 
 def _version_match(have: str, pattern: str) -> bool:
@@ -382,42 +373,17 @@ class Discovery:
 
     def _save_snapshot(self, cache: _Cache) -> None:
         path = self._snapshot_path(cache.service)
-        if path is None or cache.from_snapshot:
-            return
-        body = {
-            "revision": cache.revision,
-            "instances": [json.loads(encode_instance(i)) for i in cache.instances.values()],
-            "failing": sorted(cache.failing),
-        }
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(body))
-            os.replace(tmp, path)
-        except OSError as exc:  # a full disk must not stop discovery
-            log.warning("discovery snapshot %s not written: %s", path, exc)
+        if path is not None and not cache.from_snapshot:
+            write_snapshot(path, cache.revision, cache.instances.values(), cache.failing)
 
     def _load_snapshot(self, cache: _Cache) -> None:
-        """Fill the cache from the snapshot file; every record in it is decoded like the store's."""
         path = self._snapshot_path(cache.service)
-        if path is None or not path.exists():
+        snapshot = None if path is None else read_snapshot(path, cache.service)
+        if snapshot is None:
             return
-        try:
-            body = load_json_object(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            log.warning("discovery snapshot %s unreadable: %s", path, exc)
-            return
-        prefix = service_prefix(cache.service)
-        records = body.get("instances")
-        kvs = [
-            KeyValue(f"{prefix}{_snapshot_id(r)}", msgspec.json.encode(r), 0, 0, 1)
-            for r in (records if isinstance(records, list) else [])
-        ]
-        revision = body.get("revision")
-        failing = body.get("failing")
-        cache.load(kvs, [], revision if isinstance(revision, int) and revision > 0 else 0)
-        if isinstance(failing, list):
-            cache.failing = {i for i in failing if isinstance(i, str) and i in cache.instances}
+        kvs, failing, revision = snapshot
+        cache.load(kvs, [], max(revision, 0))
+        cache.failing = set(failing) & set(cache.instances)
         cache.from_snapshot = True
         cache.loaded.set()
         cache.attempted.set()

@@ -9,6 +9,13 @@ mark. Only the leader of the ``registry/health-checker`` election probes, and
 each mark is written with the leadership's guard, so a deposed checker cannot
 write stale marks. Marks are not leased: a checker's death leaves them in
 place until the next leader re-probes.
+
+The records it reads are untrusted (anyone who can write ``services/`` wrote
+them): each goes through the registry's decoder, malformed ones are skipped
+and counted, no instance is probed more than once a second
+(:data:`~keel.registry.MIN_CHECK_INTERVAL_S`), and probes go only to the
+instance's own registered address and port unless the operator starts the
+checker with ``allow_other_targets=True``.
 """
 
 from __future__ import annotations
