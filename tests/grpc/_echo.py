@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+
 from tests.grpc import echo_pb2, echo_pb2_grpc
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

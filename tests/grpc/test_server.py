@@ -7,6 +7,8 @@ import logging
 import math
 from collections.abc import AsyncIterator
 
+import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -16,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import grpc
 import keel
 from keel.errors import ValidationError
 from keel.grpc import GrpcMetrics, Server
@@ -235,3 +236,22 @@ async def test_bad_input_is_refused_with_the_fix(mem: Store) -> None:
         taken = Server("other", store=mem, port=server.port, settings=FAST)
         with pytest.raises(ValidationError, match="cannot bind"):
             await taken.__aenter__()
+
+
+async def test_metrics_port_answers_get_metrics_over_http(mem: Store) -> None:
+    """metrics_port=0 serves the registry on GET /metrics (404 elsewhere), parseable."""
+    registry = CollectorRegistry()
+    server = echo_server(mem, metrics=GrpcMetrics(registry), metrics_port=0, registry=registry)
+    async with (
+        asyncio.timeout(20),
+        server,
+        grpc.aio.insecure_channel(server.address) as channel,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.metrics_port}") as http,
+    ):
+        await echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(text="m"))
+        scraped = await http.get("/metrics")
+        missing = await http.get("/other")
+    assert scraped.status_code == 200 and missing.status_code == 404
+    families = {f.name for f in text_string_to_metric_families(scraped.text)}
+    assert {"keel_grpc_server_started", "keel_grpc_server_handled"} <= families
+    assert 'grpc_code="OK"' in scraped.text

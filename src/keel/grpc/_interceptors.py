@@ -25,10 +25,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-import grpc
 from keel.errors import DeadlineExceededError
 from keel.grpc._metrics import GrpcMetrics, MethodSeries, grpc_metrics, split_method
 from keel.observe import tracer

@@ -40,11 +40,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry
 
 import keel
 from keel._signals import on_stop_signal
 from keel.coord import Session
 from keel.errors import KeelError, ValidationError
+from keel.grpc._exposition import serve_metrics
 from keel.grpc._interceptors import KeelServerInterceptor
 from keel.grpc._metrics import GrpcMetrics
 from keel.registry import Instance, Registration, Registry
@@ -102,6 +104,9 @@ class Server:
         options: grpc channel arguments for the server (``grpc.max_receive_message_length``...).
         reflection: serve server reflection (grpcurl, Postman, ``grpc_cli``).
         metrics: the ``keel_grpc_server_*`` series (default: the process-wide ones).
+        metrics_port: also answer ``GET /metrics`` over plain HTTP on this port
+            (0: a free one, see :attr:`metrics_port`); None: no HTTP listener.
+        registry: what that ``/metrics`` shows (default: the global registry).
         tracer_provider: where server spans go (default: the global provider).
 
     Raises:
@@ -120,6 +125,8 @@ class Server:
         options: Iterable[tuple[str, Any]] = (),
         reflection: bool = True,
         metrics: GrpcMetrics | None = None,
+        metrics_port: int | None = None,
+        registry: CollectorRegistry | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         Instance(service=name, address="127.0.0.1", port=1)  # validates the name
@@ -134,6 +141,11 @@ class Server:
         self._options = [("grpc.so_reuseport", 0), *options]
         self._reflection = reflection
         self._adds: list[tuple[AddServicer, Any]] = []
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ValidationError(f"metrics_port {metrics_port!r}: use 0 (any free port) to 65535")
+        self.metrics_port = metrics_port
+        """The port of the HTTP ``/metrics`` listener (the bound one once started)."""
+        self._registry = registry if registry is not None else REGISTRY
         self.interceptor = KeelServerInterceptor(metrics=metrics, tracer_provider=tracer_provider)
         """keel's interceptor (its ``busy`` count is the calls being handled)."""
         self.health = HealthServicer()
@@ -260,6 +272,8 @@ class Server:
         async with asyncio.timeout(s.startup_timeout_s):
             await server.start()
             await self._wait_serving()
+        if self.metrics_port is not None:
+            await self._serve_metrics(stack, self.metrics_port)
         instance = Instance(
             service=self.name,
             address=s.advertised,
@@ -281,6 +295,21 @@ class Server:
             return self._store_arg
         url = self._store_arg if isinstance(self._store_arg, str) else default_url()
         return await stack.enter_async_context(keel.connect(url))
+
+    async def _serve_metrics(self, stack: contextlib.AsyncExitStack, port: int) -> None:
+        try:
+            listener = await serve_metrics(self.settings.host, port, self._registry)
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot bind metrics_port {port} ({exc.strerror}): pick another or 0"
+            ) from exc
+        self.metrics_port = int(listener.sockets[0].getsockname()[1])
+
+        async def close() -> None:
+            listener.close()
+            await listener.wait_closed()
+
+        stack.push_async_callback(close)
 
     async def _wait_serving(self) -> None:
         """Call our own health check over a channel to the advertised address until SERVING."""
