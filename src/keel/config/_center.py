@@ -382,6 +382,8 @@ class ConfigCenter:
             ValidationError: the current document does not validate and there is
                 no earlier value to keep.
             StoreUnavailableError: the store is down and there is no snapshot.
+            MalformedConfigError: the current record is malformed and there is no
+                snapshot (later malformed records are skipped: the value is kept).
         """
         check_config_name(name)
         live: LiveConfig[T] = LiveConfig(
