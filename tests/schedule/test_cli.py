@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from keel import connect as keel_connect
+from keel.schedule import JobDef, put_job
 
 KEEL = [sys.executable, "-m", "keel.cli"]
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
@@ -72,3 +76,35 @@ def test_worker_and_jobs_commands(tmp_path: Path) -> None:
     assert "stopped" in out
     assert keel(url, "jobs", "rm", "demo.heartbeat").returncode == 0
     assert "0 jobs" in keel(url, "jobs").stdout
+
+
+def test_jobs_commands_with_malformed_records(tmp_path: Path) -> None:
+    """A malformed record: listings show the rest, asking for it is one line; no traceback."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    async def seed() -> None:
+        async with keel_connect(url) as store:
+            await put_job(store, JobDef(name="ok", trigger={"cron": "0 2 * * *"}))
+            await store.put("jobs/bad/def", b'{"name":"bad","trigger":{"interval_s":1e-6}}')
+            await store.put("jobs/deep/def", b"[" * 5000 + b"]" * 5000)
+            await store.put("jobs/ok/planned", b'{"fire":"never"}')
+            await store.put("jobs/ok/runs/0000000001000-000", b"\xff\xfe")
+
+    asyncio.run(seed())
+    listing = keel(url, "jobs")
+    assert listing.returncode == 0 and "ok" in listing.stdout and "1 jobs" in listing.stdout
+    assert "bad" not in listing.stdout and "jobs/bad/def" in listing.stderr
+    runs = keel(url, "jobs", "runs", "ok")
+    assert runs.returncode == 0 and "0 runs" in runs.stdout
+    for args in (
+        ("jobs", "logs", "ok/0000000001000-000"),
+        ("jobs", "trigger", "bad"),
+        ("jobs", "pause", "deep"),
+        ("jobs", "trigger", "ok", "--args", "[" * 5000),
+    ):
+        done = keel(url, *args)
+        assert done.returncode == 2, (args, done)
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 3, done.stderr
+    for result in (listing, runs):
+        assert "Traceback" not in result.stderr
+    assert keel(url, "jobs", "rm", "bad").returncode == 0

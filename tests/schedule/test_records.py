@@ -205,7 +205,7 @@ async def _job(**options: object) -> None:
         ({"interval_s": "5"}, "interval_s '5'"),
         ({"cron": "0 0 30 2 *"}, "never fires"),
         ({"cron": "0 0 31 4,6,9,11 *"}, "never fires"),
-        ({"at": -5}, "at (Unix epoch seconds) -5"),
+        ({"at": -5}, "at -5: Unix epoch seconds must be from 0 (1970)"),
         ({"at": True}, "at bool True"),
         ({"at": [1]}, "at list"),
         ({"at": "2030-01-01T00:00:00"}, "is naive"),

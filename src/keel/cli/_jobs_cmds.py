@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from keel.cli._common import console, fail, run, with_store
+from keel._records import Rejected
+from keel.cli._common import console, err_console, fail, run, with_store
 from keel.schedule import (
     Execution,
     JobView,
@@ -62,11 +63,17 @@ def jobs_cmd(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
 
+    rejected: list[Rejected] = []
+
     @with_store
     async def go(store: Store) -> list[JobView]:
-        return await read_jobs(store, recent=1)
+        return await read_jobs(store, recent=1, on_reject=rejected.append)
 
     views = run(go())
+    for rejection in rejected:  # the listing goes on without them; say which and why
+        err_console.print(
+            f"keel: skipped {rejection}: fix or delete it", highlight=False, markup=False
+        )
     table = Table(title=f"{len(views)} jobs", title_justify="left")
     for column in ("job", "trigger", "state", "next fire (UTC)", "last run", "workers"):
         table.add_column(column)
@@ -94,8 +101,9 @@ def trigger_cmd(
     """Run JOB now (once per shard), optionally with ARGS."""
     try:
         parsed: Any = None if args is None else json.loads(args)
-    except ValueError as exc:
-        fail(f'--args is not JSON ({exc}): give e.g. --args \'{{"day": "2024-01-01"}}\'')
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        fail(f'--args is not JSON ({reason}): give e.g. --args \'{{"day": "2024-01-01"}}\'')
 
     @with_store
     async def go(store: Store) -> list[str]:

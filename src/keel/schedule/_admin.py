@@ -101,7 +101,10 @@ async def trigger_job(
 
     Raises:
         NotFoundError: no such job.
+        ValidationError: ``args`` are not JSON, or the stored definition is malformed.
     """
+    if args is not None:
+        check_args(args)
     defn, _ = await get_job(store, name)
     now = clock.time()
     tag = "m" + uuid.uuid4().hex[:8]

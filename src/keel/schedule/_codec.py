@@ -135,10 +135,17 @@ def run_decoder(key: str) -> Callable[[bytes], Execution]:
     return decode_run
 
 
-def read(key: str, value: bytes, decoder: Callable[[bytes], T]) -> T | None:
-    """Decode a record read from the store; None (reported) if it is rejected."""
+def read(
+    key: str,
+    value: bytes,
+    decoder: Callable[[bytes], T],
+    on_reject: Callable[[Rejected], None] | None = None,
+) -> T | None:
+    """Decode a record from the store; None if rejected (reported, and given to ``on_reject``)."""
     result = decode(AREA, key, value, decoder)
     if isinstance(result, Rejected):
         report(result)
+        if on_reject is not None:
+            on_reject(result)
         return None
     return result

@@ -214,10 +214,17 @@ async def apply_retention(store: Store, job: JobDef, *, now: float) -> int:
     return deleted
 
 
-async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = None) -> list[JobView]:
+async def read_jobs(
+    store: Store,
+    *,
+    recent: int = 5,
+    now: datetime | None = None,
+    on_reject: Callable[[Rejected], None] | None = None,
+) -> list[JobView]:
     """Every job with its next fire, latest runs and the live workers that can run it.
 
-    A read-only snapshot for dashboards and ``keel up``.
+    A read-only snapshot for dashboards and ``keel up``. A malformed record is
+    left out (and counted); ``on_reject`` is told about each, to show them.
     """
     kvs, _ = await store.range(JOBS_PREFIX)
     services, _ = await store.range("services/keel-workers.")
@@ -230,7 +237,7 @@ async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = Non
         group = worker.service.removeprefix("keel-workers.")
         for handler in handlers_of(worker):
             handlers_by_group.setdefault(group, {}).setdefault(handler, []).append(worker.id)
-    defs, planned, runs = _collect(kvs)
+    defs, planned, runs = _collect(kvs, on_reject)
     moment = now or datetime.now(UTC)
     views = []
     for name, defn in sorted(defs.items()):
@@ -250,7 +257,7 @@ async def read_jobs(store: Store, *, recent: int = 5, now: datetime | None = Non
 
 
 def _collect(
-    kvs: list[KeyValue],
+    kvs: list[KeyValue], on_reject: Callable[[Rejected], None] | None
 ) -> tuple[dict[str, JobDef], dict[str, datetime], dict[str, list[Execution]]]:
     """Definitions, last planned fires and runs of a listing of ``jobs/`` (rejects skipped)."""
     defs: dict[str, JobDef] = {}
@@ -261,15 +268,21 @@ def _collect(
         if parsed is None:
             continue
         name, kind, rest = parsed
-        if kind == "def" and (defn := read(kv.key, kv.value, job_decoder(name))) is not None:
-            defs[name] = defn
-        elif kind == "planned" and (mark := read(kv.key, kv.value, decode_planned)) is not None:
-            _later(planned, name, mark.fire)
-        elif kind == "runs" and (rec := read(kv.key, kv.value, run_decoder(kv.key))) is not None:
-            runs.setdefault(name, []).append(rec)
+        if kind == "def":
+            defn = read(kv.key, kv.value, job_decoder(name), on_reject)
+            if defn is not None:
+                defs[name] = defn
+        elif kind == "planned":
+            mark = read(kv.key, kv.value, decode_planned, on_reject)
+            if mark is not None:
+                _later(planned, name, mark.fire)
+        elif kind == "runs":
+            rec = read(kv.key, kv.value, run_decoder(kv.key), on_reject)
             fire = scheduled_fire(rest)
-            if fire is not None:
-                _later(planned, name, fire)
+            if rec is not None:
+                runs.setdefault(name, []).append(rec)
+                if fire is not None:
+                    _later(planned, name, fire)
     return defs, planned, runs
 
 

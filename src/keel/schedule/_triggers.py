@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keel.errors import ValidationError
-from keel.schedule._checks import check_seconds, check_str
+from keel.schedule._checks import MAX_EPOCH_S, check_seconds, check_str
 from keel.schedule._cron import CronExpression, parse_cron
 
 __all__ = [
@@ -99,7 +99,13 @@ def _aware(value: object, field: str) -> datetime | None:
                 f"give e.g. '2030-01-01T02:00:00+00:00'"
             ) from exc
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = check_seconds(f"{field} (Unix epoch seconds)", value)
+        try:
+            seconds = check_seconds(field, value)
+        except ValidationError:
+            raise ValidationError(
+                f"{field} {value!r}: Unix epoch seconds must be from 0 (1970) to "
+                f"{MAX_EPOCH_S:.0f} (year 9999); or give an aware datetime"
+            ) from None
         moment = datetime.fromtimestamp(seconds, UTC)
     else:
         raise ValidationError(
