@@ -77,6 +77,11 @@ def sweep_leftovers() -> list[str]:
         _kill_inside(name)
         _run("ip", "netns", "del", name, check=False)
         swept.append(name)
+    for data in Path(tempfile.gettempdir()).glob(f"{TAG}*-etcd-*"):
+        owner = data.name[len(TAG) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(data, ignore_errors=True)
+            swept.append(str(data))
     return swept
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import signal
 import sys
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 import keel
+from keel.backends.etcd import EtcdStore
 from keel.store import Event, Watch
 from keel.testing import EtcdCluster
 from tests._procs import ROOT
@@ -57,7 +59,7 @@ class Proc:
         """The fields of every line that starts with ``word``."""
         return [line[1:] for line in self.lines if line and line[0] == word]
 
-    async def until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
+    async def until(self, done: Callable[[], object], what: str, timeout_s: float) -> None:
         """Wait until ``done()`` holds; fail naming ``what`` after ``timeout_s``."""
         try:
             async with asyncio.timeout(timeout_s):
@@ -191,7 +193,7 @@ async def test_clients_survive_partitions_and_locks_never_overlap(lab: Lab) -> N
     lockers = [lock_a, lock_b]
     everyone = [disc, writer, *lockers]
     for proc in everyone:
-        await proc.until(lambda p=proc: bool(p.events("READY")), "READY", 20)
+        await proc.until(functools.partial(proc.events, "READY"), "READY", 20)
     await lock_a.until(lambda: bool(holdings(lockers)), "a lock holder", 15)
 
     # 1. The lock holder is cut off from everyone until the other one takes over
@@ -241,6 +243,7 @@ async def test_internal_status_on_the_streams_is_retried(etcd_cluster: EtcdClust
             keel.connect(f"etcd://{address}?root={root}&timeout_s=2") as store,
             keel.connect(f"{etcd_cluster.url}?root={root}") as direct,
         ):
+            assert isinstance(store, EtcdStore)
             lease = await store.grant(5)
             await store.keepalive(lease.id)
             async with store.watch("k/", prefix=True) as events:
