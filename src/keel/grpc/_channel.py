@@ -59,7 +59,8 @@ class ChannelStatistics:
         instances: usable instances now (scheme ``grpc``, or ``grpcs`` with TLS).
         subchannels: open sub-channels, including those draining after their
             instance left.
-        skipped: instance records passed over (another scheme, no credentials).
+        skipped: instances of the service passed over now (another scheme, or
+            ``grpcs`` without credentials).
         open_breakers: ids of instances whose breaker is open now.
     """
 
@@ -179,9 +180,13 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
     async def _follow(self) -> None:
         assert self.discovery is not None
         while True:
-            with contextlib.suppress(KeelError):
+            try:
                 async for instances in self.discovery.subscribe(self.service):
                     self._pool.sync(instances)
+            except KeelError as exc:  # not loaded yet (store down at start): retry
+                log.debug("following %r: %s", self.service, exc)
+            except Exception:  # never take the caller's task group down
+                log.exception("following the instances of %r failed; retrying", self.service)
             await asyncio.sleep(0.5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -95,6 +95,7 @@ class SubChannels:
         self._seen = instances
         usable: list[Instance] = []
         tls = self.settings.credentials is not None
+        self.skipped = 0
         for instance in instances or ():
             reason = skip_reason(instance, tls=tls)
             if reason is None:
