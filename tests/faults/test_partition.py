@@ -21,6 +21,7 @@ import pytest
 
 import keel
 from keel.backends.etcd import EtcdStore
+from keel.coord import Session
 from keel.store import Event, Watch
 from keel.testing import EtcdCluster
 from tests._procs import ROOT
@@ -260,3 +261,37 @@ async def test_internal_status_on_the_streams_is_retried(etcd_cluster: EtcdClust
                 assert events.get_nowait() is None
     finally:
         await proxy.close()
+
+
+@pytest.fixture
+def cluster3() -> Iterator[EtcdCluster]:
+    """A fresh three-member cluster on loopback, stopped after the test."""
+    with EtcdCluster(3) as cluster:
+        yield cluster
+
+
+async def test_a_silent_member_is_left_before_the_session_is_lost(cluster3: EtcdCluster) -> None:
+    """The member in use stops answering (SIGSTOP): renewals and the watch move on, no loss."""
+    async with (
+        keel.connect(f"{cluster3.url}?timeout_s=2") as store,
+        Session(store, ttl_s=TTL_S) as session,
+    ):
+        assert isinstance(store, EtcdStore)
+        frozen = cluster3.endpoints.index(store.endpoint)
+        others = ",".join(e for i, e in enumerate(cluster3.endpoints) if i != frozen)
+        async with (
+            keel.connect(f"etcd://{others}?timeout_s=2") as direct,
+            store.watch("k/", prefix=True) as events,
+        ):
+            await direct.put("k/before", b"x")
+            assert (await _next(events)).kv.key == "k/before"
+            cluster3.pause(frozen)
+            try:
+                # Two TTLs: the session must keep its lease through the freeze.
+                await asyncio.sleep(2 * TTL_S)
+                assert not session.lost.is_set(), session.lost.reason
+                assert store.endpoint != cluster3.endpoints[frozen]
+                revision = await direct.put("k/during", b"x")
+                assert (await _next(events)).kv.mod_revision == revision
+            finally:
+                cluster3.resume(frozen)
