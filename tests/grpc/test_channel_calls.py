@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import trustme
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keel.errors import ValidationError
-from keel.grpc import Channel, GrpcMetrics
+from keel.grpc import Channel, ChannelSettings, GrpcMetrics
 from keel.resilience import deadline
 from keel.store import Store
 from tests.grpc import echo_pb2, echo_pb2_grpc
@@ -141,3 +142,27 @@ async def test_repr_statistics_and_state(store: Store) -> None:
     assert "'echo' open" in text and "calls=2 failures=1" in text  # one refused: not open
     assert (stats.calls, stats.failures, stats.instances) == (2, 1, 0)
     assert channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_grpcs_instances_need_credentials(store: Store) -> None:
+    """A grpcs instance is called over TLS with credentials, and skipped without them."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = grpc.aio.server()
+    echo_pb2_grpc.add_EchoServicer_to_server(EchoService("tls"), server)
+    chain = b"".join(pem.bytes() for pem in cert.cert_chain_pems)
+    creds = grpc.ssl_server_credentials([(cert.private_key_pem.bytes(), chain)])
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    await server.start()
+    try:
+        await put_instance(store, "secure", "s", port, scheme="grpcs")
+        tls = ChannelSettings(credentials=grpc.ssl_channel_credentials(ca.cert_pem.bytes()))
+        async with Channel(store, "secure", settings=tls) as channel, asyncio.timeout(10):
+            reply = await echo_pb2_grpc.EchoStub(channel).Unary(Req())
+        async with Channel(store, "secure") as channel:
+            with pytest.raises(grpc.aio.AioRpcError, match="no credentials"):
+                await echo_pb2_grpc.EchoStub(channel).Unary(Req())
+            assert channel.statistics().skipped == 1
+    finally:
+        await server.stop(None)
+    assert reply.served_by == "tls"

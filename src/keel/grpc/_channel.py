@@ -268,8 +268,9 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
             )
         if self._pool.skipped:
             return (
-                f"service {self.service!r} has no instance with scheme 'grpc' "
-                f"(other schemes are skipped): register gRPC instances with scheme 'grpc'"
+                f"service {self.service!r} has no usable gRPC instance: "
+                f"{self._pool.skipped} skipped, as {self._pool.last_skip} "
+                f"(register gRPC instances with scheme 'grpc', or 'grpcs' with credentials)"
             )
         return f"service {self.service!r} has no instance up: start one, or check the store URL"
 

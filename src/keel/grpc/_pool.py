@@ -84,6 +84,7 @@ class SubChannels:
         self.usable: tuple[Instance, ...] = ()
         self.breakers: dict[str, CircuitBreaker] = {}
         self.skipped = 0
+        self.last_skip = ""
         self.retiring: set[Sub] = set()
         self._seen: object = None
         self._warned: dict[tuple[str, str], float] = {}
@@ -95,7 +96,7 @@ class SubChannels:
         self._seen = instances
         usable: list[Instance] = []
         tls = self.settings.credentials is not None
-        self.skipped = 0
+        self.skipped, self.last_skip = 0, ""
         for instance in instances or ():
             reason = skip_reason(instance, tls=tls)
             if reason is None:
@@ -153,6 +154,7 @@ class SubChannels:
 
     def _skip(self, instance: Instance, reason: str) -> None:
         self.skipped += 1
+        self.last_skip = reason
         now = time.monotonic()
         slot = (instance.id, reason)
         last = self._warned.get(slot)
@@ -162,7 +164,7 @@ class SubChannels:
             self._warned.clear()
         self._warned[slot] = now
         log.warning(
-            "skipping instance %s of %r: %s (register it with scheme 'grpc')",
+            "skipping instance %s of %r: %s",
             instance.id,
             self.service,
             reason,
