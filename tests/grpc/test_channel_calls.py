@@ -41,6 +41,11 @@ class MetadataEcho(EchoService):
         return echo_pb2.EchoReply(text=pairs, served_by=self.served_by)
 
 
+async def _requests(*requests: echo_pb2.EchoRequest) -> AsyncIterator[echo_pb2.EchoRequest]:
+    for request in requests:
+        yield request
+
+
 async def _metadata_server() -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     echo_pb2_grpc.add_EchoServicer_to_server(MetadataEcho("meta"), server)
@@ -102,6 +107,10 @@ async def test_client_metrics_count_calls_by_method_and_code(store: Store) -> No
             with pytest.raises(grpc.aio.AioRpcError):
                 await stub.Unary(Req(fail_code=grpc.StatusCode.NOT_FOUND.value[0]))
             assert len([r async for r in stub.ServerStream(Req(count=2))]) == 2
+            assert (await stub.ClientStream(_requests(Req(text="a")))).text == "a"
+            failing = Req(fail_code=grpc.StatusCode.ABORTED.value[0])
+            with pytest.raises(grpc.aio.AioRpcError):
+                _ = [r async for r in stub.Bidi(_requests(Req(text="a"), failing))]
     handled: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
@@ -111,6 +120,8 @@ async def test_client_metrics_count_calls_by_method_and_code(store: Store) -> No
     assert handled[("Unary", "OK")] == 3
     assert handled[("Unary", "NOT_FOUND")] == 1
     assert handled[("ServerStream", "OK")] == 1
+    assert handled[("ClientStream", "OK")] == 1
+    assert handled[("Bidi", "ABORTED")] == 1
 
 
 async def test_bad_arguments_are_refused_with_the_fix(store: Store) -> None:
