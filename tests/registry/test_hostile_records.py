@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ from prometheus_client import REGISTRY
 
 import keel
 from keel.errors import StoreClosedError, StoreUnavailableError, ValidationError
-from keel.registry import Discovery, HealthCheck, Instance, Registry, decode_instance
+from keel.registry import (
+    MIN_CHECK_INTERVAL_S,
+    MIN_CHECK_TIMEOUT_S,
+    Discovery,
+    HealthCheck,
+    Instance,
+    Registry,
+    decode_health_mark,
+    decode_instance,
+)
 from keel.store import Store
 from keel.testing import EtcdCluster
 
@@ -212,3 +222,40 @@ async def test_hostile_snapshot_is_decoded_like_the_store(tmp_path: Path) -> Non
                 assert cold.statistics().services["inv"].from_snapshot
                 with pytest.raises(StoreUnavailableError):
                     await cold.instances("deep")
+
+
+def test_record_below_the_floor_is_clamped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A record's 1 µs interval and timeout are raised to the floors, and the key is named."""
+    check = {"interval_s": 1e-6, "timeout_s": 1e-6}
+    record = json.dumps({"address": "10.0.0.9", "port": 80, "check": check}).encode()
+    with caplog.at_level(logging.WARNING, logger="keel.registry"):
+        instance = decode_instance("services/web/fast", record)
+    assert instance.check is not None
+    assert (instance.check.interval_s, instance.check.timeout_s) == (
+        MIN_CHECK_INTERVAL_S,
+        MIN_CHECK_TIMEOUT_S,
+    )
+    assert "services/web/fast" in caplog.text and "interval_s" in caplog.text
+    for bad in (0, -1, "1", [1]):
+        body = {"address": "10.0.0.9", "port": 80, "check": {"interval_s": bad}}
+        with pytest.raises(ValidationError):
+            decode_instance("services/web/fast", json.dumps(body).encode())
+
+
+def test_health_mark_decoder() -> None:
+    """A mark names its instance from the key; a bad status, type or key is refused."""
+    mark = decode_health_mark("health/web/a", b'{"status":"failing","reason":"HTTP 500","since":5}')
+    assert (mark.service, mark.instance_id, mark.failing, mark.reason) == (
+        "web",
+        "a",
+        True,
+        "HTTP 500",
+    )
+    for key, value in [
+        ("health/web/a", b'{"status":"FAILING"}'),
+        ("health/web/a", b'{"status":"failing","since":"now"}'),
+        ("health/web/a", b'{"status":"failing","reason":[1]}'),
+        ("health/web", b'{"status":"failing"}'),
+    ]:
+        with pytest.raises(ValidationError):
+            decode_health_mark(key, value)
