@@ -159,7 +159,8 @@ class Base:
 def closing_error(sub: Sub) -> grpc.aio.AioRpcError:
     return rpc_error(
         grpc.StatusCode.UNAVAILABLE,
-        f"instance {sub.instance.id} left discovery and its sub-channel closed during the call",
+        f"the sub-channel of instance {sub.instance.id} closed during the call "
+        "(the instance left discovery, or the channel was closed)",
     )
 
 

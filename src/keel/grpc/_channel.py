@@ -33,7 +33,7 @@ from keel.grpc._multi import (
     UnaryStreamMultiCallable,
     UnaryUnaryMultiCallable,
 )
-from keel.grpc._pick import choose
+from keel.grpc._pick import choose, override_instance
 from keel.grpc._pool import Sub, SubChannels
 from keel.grpc._settings import ChannelSettings
 from keel.observe import ResilienceListener, tracer
@@ -72,16 +72,6 @@ class ChannelStatistics:
     subchannels: int
     skipped: int
     open_breakers: tuple[str, ...]
-
-
-def _override(service: str, target: str) -> Instance:
-    host, sep, port = target.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit():
-        raise ValidationError(
-            f"target_override {target!r}: give 'host:port' (e.g. '127.0.0.1:50051')"
-        )
-    return Instance(service=service, address=host, port=int(port), scheme="grpc", id="override")
 
 
 class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
@@ -124,10 +114,12 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
     ) -> None:
         self.service = check_service_name(service)
         self.settings = s = settings or ChannelSettings()
-        self._fixed = None if target_override is None else (_override(service, target_override),)
+        self._fixed = (
+            None if target_override is None else (override_instance(service, target_override),)
+        )
         if source is None and self._fixed is None:
             raise ValidationError(
-                "keel.grpc.Channel needs a store, a Discovery or target_override="
+                "keel.grpc.Channel needs a store, a Discovery or target_override='host:port'"
             )
         self.discovery = source if isinstance(source, Discovery | None) else Discovery(source)
         self._own_discovery = source is not None and not isinstance(source, Discovery)
@@ -174,7 +166,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
             self._pool.sync(await self.discovery.instances(self.service))
         except KeelError as exc:  # calls fail fast until discovery recovers
             log.warning(
-                "discovery of %r failed at start (%s); calls wait for it", self.service, exc
+                "discovery of %r failed at start (%s); calls fail until it loads", self.service, exc
             )
 
     async def _follow(self) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from keel.balance import Balancer
-from keel.errors import CircuitOpenError, NoInstanceError
+from keel.errors import CircuitOpenError, NoInstanceError, ValidationError
 from keel.registry import Instance
 from keel.resilience import BreakerTicket, CircuitBreaker
 
@@ -38,6 +38,7 @@ __all__ = [
     "call_timeout",
     "choose",
     "is_unsent",
+    "override_instance",
     "should_retry",
     "skip_reason",
     "target_of",
@@ -122,6 +123,21 @@ def target_of(instance: Instance) -> str:
     """The grpc target of an instance: ``address:port`` (IPv6 addresses bracketed)."""
     host = f"[{instance.address}]" if ":" in instance.address else instance.address
     return f"{host}:{instance.port}"
+
+
+def override_instance(service: str, target: str) -> Instance:
+    """The one instance a ``target_override`` (``host:port``, ``[v6]:port``) stands for.
+
+    Raises:
+        ValidationError: ``target`` is not ``host:port``.
+    """
+    host, sep, port = target.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit():
+        raise ValidationError(
+            f"target_override {target!r}: give 'host:port' (e.g. '127.0.0.1:50051')"
+        )
+    return Instance(service=service, address=host, port=int(port), scheme="grpc", id="override")
 
 
 def choose(
