@@ -44,6 +44,7 @@ class UnaryStreamCall(Base, grpc.aio.UnaryStreamCall):  # type: ignore[misc]  # 
         self._request = request
         self._extra = extra
         self._received = 0
+        self._aiter: Any = None
         self._finished = False
         self._callbacks: list[Callable[[Any], None]] = []
         self._sub: Sub
@@ -100,7 +101,9 @@ class UnaryStreamCall(Base, grpc.aio.UnaryStreamCall):  # type: ignore[misc]  # 
         return True
 
     def __aiter__(self) -> Any:
-        return self._iterate()
+        if self._aiter is None:
+            self._aiter = self._iterate()
+        return self._aiter
 
     async def _iterate(self) -> Any:
         try:
