@@ -48,7 +48,6 @@ async def test_cancel_and_done_callbacks_of_a_unary_call(store: Store) -> None:
             call = stub.Unary(Req(delay_ms=5000), timeout=8)
             call.add_done_callback(lambda _: finished.set())
             waiting = asyncio.ensure_future(call.code())  # starts the call without awaiting it
-            await asyncio.sleep(0.1)
             assert not call.done() and 7 < (call.time_remaining() or 0) <= 8
             assert call.cancel()
             assert await waiting is grpc.StatusCode.CANCELLED
@@ -72,7 +71,7 @@ async def test_close_with_grace_lets_calls_in_flight_finish(store: Store) -> Non
             stub = echo_pb2_grpc.EchoStub(channel)
             await stub.Unary(Req())
             slow = asyncio.ensure_future(stub.Unary(Req(text="slow", delay_ms=300)))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # its first step (pick and send) runs before close()
             await channel.close(grace=5)
             assert (await slow).text == "slow"
             with pytest.raises(grpc.aio.AioRpcError, match="not open"):
