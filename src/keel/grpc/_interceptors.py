@@ -134,7 +134,9 @@ def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
     if exc is None:
         return _OK
     if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED"
+        # grpc cancels the handler when the caller's deadline passes.
+        left = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
     return "UNKNOWN"
 
 
