@@ -112,11 +112,18 @@ async def test_client_metrics_count_calls_by_method_and_code(store: Store) -> No
             with pytest.raises(grpc.aio.AioRpcError):
                 _ = [r async for r in stub.Bidi(_requests(Req(text="a"), failing))]
     handled: dict[tuple[str, str], float] = {}
+    messages: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
             if sample.name == "keel_grpc_client_handled_total":
                 key = (sample.labels["grpc_method"], sample.labels["grpc_code"])
                 handled[key] = sample.value
+            elif sample.name.startswith("keel_grpc_client_msg_"):
+                messages[(sample.labels["grpc_method"], sample.name)] = sample.value
+    sent, received = "keel_grpc_client_msg_sent_total", "keel_grpc_client_msg_received_total"
+    assert messages[("Unary", sent)] == 4 and messages[("Unary", received)] == 3
+    assert messages[("ServerStream", sent)] == 1 and messages[("ServerStream", received)] == 2
+    assert messages[("ClientStream", sent)] == 1 and messages[("Bidi", sent)] == 2
     assert handled[("Unary", "OK")] == 3
     assert handled[("Unary", "NOT_FOUND")] == 1
     assert handled[("ServerStream", "OK")] == 1

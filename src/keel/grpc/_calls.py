@@ -47,16 +47,23 @@ Pairs = tuple[tuple[str, str | bytes], ...]
 class Spec:
     """What a multicallable knows: method, (de)serializers, registration, metric series."""
 
-    __slots__ = ("deser", "method", "registered", "ser", "series")
+    __slots__ = ("deser", "method", "registered", "ser", "series", "series_sends_one")
 
     def __init__(
-        self, method: str, ser: Any, deser: Any, registered: bool, series: MethodSeries | None
+        self,
+        method: str,
+        ser: Any,
+        deser: Any,
+        registered: bool,
+        series: MethodSeries | None,
+        unary_request: bool,
     ) -> None:
         self.method = method
         self.ser = ser
         self.deser = deser
         self.registered = registered
         self.series = series
+        self.series_sends_one = unary_request  # one request message per call
 
 
 def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -110,6 +117,8 @@ class Base:
         self._start = time.perf_counter()
         if spec.series is not None:
             spec.series.started += 1
+            if spec.series_sends_one:
+                spec.series.sent += 1
         self._tried: set[str] | None = None
         self._attempts = 0
 
@@ -252,6 +261,8 @@ class UnaryCall(Base, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]  # grpc is
                 error = closing_error(sub)
             else:
                 report(ticket, gate, grpc.StatusCode.OK)
+                if spec.series is not None:
+                    spec.series.received += 1
                 return response
             delay = self._retry_delay(error.code(), error.details() or "", self._idempotent)
             if delay is None:

@@ -305,7 +305,8 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
 
     def _spec(self, method: str, ser: Any, deser: Any, registered: Any, grpc_type: str) -> Spec:
         series = None if self._metrics is None else self._metrics.client(grpc_type, method)
-        return Spec(method, ser, deser, bool(registered), series)
+        unary_request = grpc_type in ("unary", "server_stream")
+        return Spec(method, ser, deser, bool(registered), series, unary_request)
 
     # -- grpc.aio.Channel -------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,6 +21,7 @@ from keel.grpc._calls import Base, Spec, closing_error, own_cancel, report, stat
 
 if TYPE_CHECKING:
     from keel.grpc._channel import Channel
+    from keel.grpc._metrics import MethodSeries
     from keel.grpc._pool import Sub
     from keel.registry import Instance
 
@@ -200,6 +201,8 @@ def start_stream(
         raise
     ticket = channel.balancer.track(instance)
     call = sub.callable(kind, spec.method, spec.ser, spec.deser, spec.registered)
+    if requests is not None and spec.series is not None:
+        requests = _counted(requests, spec.series)
     inner = call(requests, timeout=args[0], metadata=args[1], **extra)
 
     def done(finished: Any) -> None:
@@ -209,3 +212,15 @@ def start_stream(
 
     inner.add_done_callback(done)
     return inner
+
+
+async def _counted(requests: Any, series: MethodSeries) -> AsyncIterator[Any]:
+    """Pass the request messages through (sync or async iterable), counting them as sent."""
+    if hasattr(requests, "__aiter__"):
+        async for request in requests:
+            series.sent += 1
+            yield request
+    else:
+        for request in requests:
+            series.sent += 1
+            yield request
