@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import keel
-from keel.errors import ValidationError
+from keel.errors import KeelError, ValidationError
 from keel.grpc import GrpcMetrics, Server
 from keel.registry import decode_instance
 from keel.registry._model import service_prefix
@@ -255,3 +255,14 @@ async def test_metrics_port_answers_get_metrics_over_http(mem: Store) -> None:
     families = {f.name for f in text_string_to_metric_families(scraped.text)}
     assert {"keel_grpc_server_started", "keel_grpc_server_handled"} <= families
     assert 'grpc_code="OK"' in scraped.text
+
+
+async def test_a_health_check_that_never_answers_fails_the_start_unregistered(mem: Store) -> None:
+    """An advertised address that does not reach the server: KeelError, nothing registered."""
+    settings = ServiceSettings(advertise="127.0.0.2", startup_timeout_s=0.5, drain_delay_s=0)
+    server = Server("echo", store=mem, port=0, settings=settings)
+    with pytest.raises(KeelError, match="did not answer SERVING"):
+        async with asyncio.timeout(20), server:
+            pass
+    assert server.registration is None
+    assert (await mem.range(service_prefix("echo")))[0] == []

@@ -269,9 +269,16 @@ class Server:
             reflection.enable_server_reflection(names, server)
         for service in self.services:
             await self.health.set(service, _SERVING)
-        async with asyncio.timeout(s.startup_timeout_s):
-            await server.start()
-            await self._wait_serving()
+        try:
+            async with asyncio.timeout(s.startup_timeout_s):
+                await server.start()
+                await self._wait_serving()
+        except TimeoutError as exc:
+            raise KeelError(
+                f"grpc server {self.name!r}: its health check at {self.address} did not answer "
+                f"SERVING within startup_timeout_s={s.startup_timeout_s:g}; check that the "
+                "advertised address reaches this process"
+            ) from exc
         if self.metrics_port is not None:
             await self._serve_metrics(stack, self.metrics_port)
         instance = Instance(
