@@ -135,3 +135,36 @@ async def test_sigterm_drains_in_order_and_finishes_in_flight_calls(
     assert seen.at["not-serving"] < seen.at["refused"]
     assert seen.at["draining"] < seen.at["deleted"]
     assert seen.at["draining"] < seen.at["refused"] < seen.at["slow-done"]
+
+
+async def test_a_second_sigterm_stops_waiting_for_in_flight_calls(
+    tmp_path: Path, children: Children
+) -> None:
+    """With a 60 s grace, a second SIGTERM cancels the slow call at once; still exit 0."""
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    env = {"KEEL_SERVICE_DRAIN_DELAY_S": "0", "KEEL_SERVICE_GRACE_S": "60"}
+    child = await children.start("tests.grpc._server_child", "echo", url, env=env)
+    port = int((await child.expect("READY", timeout_s=30))[0])
+    async with asyncio.timeout(30), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = echo_pb2_grpc.EchoStub(channel).Bidi()
+        await call.write(echo_pb2.EchoRequest(text="first"))
+        assert (await call.read()).text == "first"
+        await call.write(echo_pb2.EchoRequest(text="slow", delay_ms=50_000))
+        child.signal(signal.SIGTERM)
+        await _deregistered(url)
+        child.signal(signal.SIGTERM)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call.read()
+        await child.expect("STOPPED", timeout_s=20)
+        assert await child.wait(20) == 0
+
+
+async def _deregistered(url: str) -> None:
+    """Wait until no echo instance is registered (the drain reached the server's stop)."""
+    async with keel.connect(url) as store:
+        prefix = service_prefix("echo")
+        async with store.watch(prefix, prefix=True) as events:
+            if (await store.range(prefix))[0]:
+                async for event in events:
+                    if event.type is EventType.DELETE:
+                        break
