@@ -10,8 +10,7 @@ import pytest
 
 import keel
 from keel.errors import InvalidURLError, KeelError
-from keel.store import parse_url
-from keel.store._url import redact_url
+from keel.store import parse_url, redact_url
 from keel.testing import EtcdCluster, free_port
 from tests.cli._cli import keel_cli
 

@@ -122,6 +122,7 @@ def test_watch_replays_from_a_revision(cli_url: str) -> None:
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     """Bad input gives one line naming the problem and the fix, exit 2, and writes nothing."""
     url = f"sqlite:///{tmp_path / 'bad.db'}"
+    assert keel(url, "store", "put", "seed", "1").returncode == 0  # read-only commands need a store
     env = {**os.environ, "KEEL_STORE": url, "COLUMNS": "300"}
     proc = subprocess.run([*KEEL, *args], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
@@ -217,6 +218,7 @@ def test_lock_timeout_when_held_elsewhere(cli_url: str) -> None:
 
 def test_leader_shows_no_leader(cli_url: str) -> None:
     """keel leader on an empty election says so."""
+    assert keel(cli_url, "store", "put", "seed", "1").returncode == 0  # leader reads a store
     proc = keel(cli_url, "leader", "nobody")
     assert proc.returncode == 0 and "no leader" in proc.stdout
 

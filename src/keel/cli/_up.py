@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -40,7 +41,16 @@ from keel.coord._inspect import KINDS
 from keel.errors import ConflictError, ValidationError
 from keel.registry import HealthChecker, decode_instance
 from keel.schedule import JobView, Scheduler, read_jobs, register_demo
-from keel.store import Event, EventType, KeyValue, LeaseInfo, Put, Store, StoreStatus
+from keel.store import (
+    Event,
+    EventType,
+    KeyValue,
+    LeaseInfo,
+    Put,
+    Store,
+    StoreStatus,
+    redact_url,
+)
 
 __all__ = ["UpView", "run_up"]
 
@@ -166,7 +176,7 @@ class UpView:
 
     def _header(self) -> RenderableType:
         s = self.status
-        line = f"[bold]keel up[/]  store [cyan]{self.url}[/]"
+        line = f"[bold]keel up[/]  store [cyan]{escape(redact_url(self.url))}[/]"
         if s is not None:
             size = f"{s.size_bytes / 1024:.0f} KiB" if s.size_bytes is not None else "?"
             line += (

@@ -26,7 +26,14 @@ from keel.store._types import (
     StoreStatus,
     TxnResult,
 )
-from keel.store._url import DEFAULT_SQLITE_PATH, DEFAULT_URL, StoreURL, default_url, parse_url
+from keel.store._url import (
+    DEFAULT_SQLITE_PATH,
+    DEFAULT_URL,
+    StoreURL,
+    default_url,
+    parse_url,
+    redact_url,
+)
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -56,4 +63,5 @@ __all__ = [
     "default_url",
     "merged",
     "parse_url",
+    "redact_url",
 ]
