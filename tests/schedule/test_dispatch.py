@@ -46,12 +46,16 @@ async def test_dispatched_runs_need_no_claim_and_are_fenced_by_their_dispatch(st
         assert all(r.token > 0 for r in done)
         claims, _ = await store.range("jobs/disp.tick/claims/")
         assert not {kv.key.rsplit("/", 1)[1] for kv in claims} & {r.name for r in done}
-        await asyncio.sleep(1.0)
-        # every dispatch whose runs are all over has been deleted
-        live, _ = await store.range(DISPATCH_PREFIX)
-        runs = await list_runs(store, "disp.tick")
-        open_dispatches = {r.dispatch for r in runs if not r.status.final and r.dispatch}
-        assert {kv.key for kv in live} <= open_dispatches
+        # every dispatch whose runs are all over is deleted (its last run's worker deletes
+        # it just after writing the outcome: poll, the two reads are not one snapshot)
+        async with asyncio.timeout(10):
+            while True:
+                live, _ = await store.range(DISPATCH_PREFIX)
+                runs = await list_runs(store, "disp.tick")
+                open_dispatches = {r.dispatch for r in runs if not r.status.final and r.dispatch}
+                if {kv.key for kv in live} <= open_dispatches:
+                    break
+                await asyncio.sleep(0.1)
         for kv in live:
             value = json.loads(kv.value)
             assert value["worker"] == worker.id and value["runs"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,9 @@ from prometheus_client import REGISTRY
 
 import keel
 from keel.errors import ValidationError
+from keel.registry import Instance
 from keel.schedule import (
+    Execution,
     JobContext,
     JobDef,
     Scheduler,
@@ -24,6 +27,8 @@ from keel.schedule import (
     read_jobs,
     trigger_job,
 )
+from keel.schedule._members import lease_of
+from keel.schedule._model import run_name
 from keel.store import Store
 from tests.schedule._helpers import by_status, finished, running, wait_runs
 
@@ -204,3 +209,38 @@ def test_hostile_records_never_stop_the_scheduler(
 ) -> None:
     """Arbitrary bytes and JSON under jobs/ before and while it runs: a valid job still runs."""
     asyncio.run(_scenario(store_url, before, after))
+
+
+async def test_unreadable_claim_holds_its_run_until_deleted(store: Store) -> None:
+    """A claim key that cannot be read holds its run (no claim storm); once gone, the run runs."""
+    s = _scheduler(store)
+    s.job("solo")(_noop)
+    s.job("single", overlap="forbid")(_noop)
+    async with running(s):
+        name = run_name(time.time(), 0, "x1")
+        await store.put(f"jobs/solo/claims/{name}", b"\xff not a claim")
+        await store.put(f"jobs/solo/runs/{name}", _manual("solo", name).encode())
+        await store.put("jobs/single/claims/active-000", b"[]")
+        [single] = await trigger_job(store, "single")
+        await asyncio.sleep(1.0)  # time for a storm of claim attempts, were there one
+        assert (await get_run(store, f"solo/{name}")).status is Status.PENDING
+        assert s.worker is not None and s.worker.statistics().claim_conflicts <= 2
+        skipped = await get_run(store, single)  # forbid: the shard is held, the fire skipped
+        assert skipped.status is Status.SKIPPED and "cannot be read" in skipped.error
+        await store.delete(f"jobs/solo/claims/{name}")
+        await wait_runs(store, "solo", lambda r: finished(r, 1))
+        assert (await get_run(store, f"solo/{name}")).status is Status.SUCCEEDED
+        assert alive(s)
+
+
+def _manual(job: str, name: str) -> Execution:
+    return Execution(job=job, name=name, handler=job, fire=time.time(), kind="manual")
+
+
+def test_worker_lease_is_read_strictly() -> None:
+    """A worker's lease metadata must be ASCII digits in range; anything else is no lease."""
+    for text, lease in (("42", 42), ("²", None), ("-1", None), ("9" * 30, None), ("", None)):
+        worker = Instance(
+            service="keel-workers.default", address="h", port=1, metadata={"lease": text}
+        )
+        assert lease_of(worker) == lease

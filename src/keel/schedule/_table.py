@@ -60,10 +60,11 @@ class RunTable:
         """Whether a worker may claim the run now (nobody holds it)."""
         if rec.dispatch:  # assigned: claimable once its dispatch key is gone
             return rec.dispatch not in self._claims and not rec.status.final
-        # "": no claim key; None: a claim key we cannot read (held by some run: wait for it)
+        # "": no claim key; None: a claim key we cannot read (held by some run: wait for
+        # it, unless the policy is to skip a run whose shard is held)
         holder = self._holders.get(rec.claim, "")
         if rec.status is Status.PENDING:
-            return holder is not None
+            return holder is not None or rec.overlap == "forbid"
         return rec.status is Status.RUNNING and holder is not None and holder != rec.name
 
     def held(self, rec: Execution) -> bool:

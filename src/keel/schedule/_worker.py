@@ -358,9 +358,9 @@ class Worker:
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
             held = result.results[0]
-            holder = claim_run(held) if isinstance(held, KeyValue) else None
+            holder = claim_run(held) if isinstance(held, KeyValue) else ""
             if (
-                holder is None
+                holder == ""
                 or holder == rec.name
                 or not await self._overlap(key, mod_revision, rec, holder)
             ):
@@ -378,14 +378,17 @@ class Worker:
         """Try ``key`` again only after ``steal_after_s`` unless its record or claim changes."""
         self._cool[key] = self._clock.time() + max(0.1, self.steal_after_s)
 
-    async def _overlap(self, key: str, mod_revision: int, rec: Execution, holder: str) -> bool:
-        """Run ``holder`` holds the shard: skip this one (forbid) or replace it; False: neither."""
+    async def _overlap(
+        self, key: str, mod_revision: int, rec: Execution, holder: str | None
+    ) -> bool:
+        """Run ``holder`` (None: unreadable) holds the shard: skip or replace this; else False."""
         if rec.overlap == "forbid" and rec.status is Status.PENDING:
             now = self._clock.time()
+            holder = holder or "a run whose claim cannot be read"
             done = await self.store.txn(*skip_txn(key, mod_revision, rec, holder, now))
             self._counts["skipped"] += done.succeeded
             return True
-        if rec.overlap == "replace":
+        if rec.overlap == "replace" and holder is not None:
             other_key = replace_target(key, holder)
             other = self._runs.get(other_key)
             if other is not None and not other[1].cancel:
