@@ -357,14 +357,13 @@ class Worker:
         result = await self._batcher.submit(compares, ops, reads)
         if not result.succeeded:
             self._counts["claim_conflicts"] += 1
+            # what changed reaches us through the watch (a new record, the claim's
+            # deletion), and that re-arms the run at once; until then, no retry storm
+            self._cool_down(key)
             held = result.results[0]
             holder = claim_run(held) if isinstance(held, KeyValue) else ""
-            if (
-                holder == ""
-                or holder == rec.name
-                or not await self._overlap(key, mod_revision, rec, holder)
-            ):
-                self._cool_down(key)  # the watch brings what changed; do not spin meanwhile
+            if holder != "" and holder != rec.name:
+                await self._overlap(key, mod_revision, rec, holder)
             return
         self._counts["claims"] += 1
         token = result.revision
@@ -380,21 +379,18 @@ class Worker:
 
     async def _overlap(
         self, key: str, mod_revision: int, rec: Execution, holder: str | None
-    ) -> bool:
-        """Run ``holder`` (None: unreadable) holds the shard: skip or replace this; else False."""
+    ) -> None:
+        """Run ``holder`` (None: unreadable) holds the shard: skip this run (forbid) or replace."""
         if rec.overlap == "forbid" and rec.status is Status.PENDING:
             now = self._clock.time()
             holder = holder or "a run whose claim cannot be read"
             done = await self.store.txn(*skip_txn(key, mod_revision, rec, holder, now))
             self._counts["skipped"] += done.succeeded
-            return True
-        if rec.overlap == "replace" and holder is not None:
+        elif rec.overlap == "replace" and holder is not None:
             other_key = replace_target(key, holder)
             other = self._runs.get(other_key)
             if other is not None and not other[1].cancel:
                 await self.store.txn(*replace_txn(other_key, *other))
-            return True
-        return False
 
     async def _run(self, key: str, rec: Execution, token: int) -> None:
         ended = await self._handler_runs.run(key, rec, token)
