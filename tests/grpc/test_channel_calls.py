@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import trustme
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -184,3 +186,21 @@ async def test_grpcs_instances_need_credentials(store: Store) -> None:
     finally:
         await server.stop(None)
     assert reply.served_by == "tls"
+
+
+async def test_incoming_trace_context_goes_out_without_a_tracer(store: Store) -> None:
+    """A caller's remote trace context (no SDK of its own) reaches the server in traceparent."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    remote = propagate.extract({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    async with plain_echo("t") as port:
+        await put_instance(store, "echo", "t", port)
+        async with Channel(store, "echo") as channel, asyncio.timeout(10):
+            stub = echo_pb2_grpc.EchoStub(channel)
+            token = otel_context.attach(remote)
+            try:
+                reply = await stub.Unary(Req())
+            finally:
+                otel_context.detach(token)
+            bare = await stub.Unary(Req())
+    assert reply.traceparent.split("-")[1] == trace_id
+    assert trace_id not in bare.traceparent

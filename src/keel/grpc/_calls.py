@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from keel.grpc._errors import rpc_error
@@ -109,11 +110,13 @@ class Base:
         self._expires = time.monotonic() + left
         pairs: Pairs = tuple(metadata) if metadata else ()
         self._key = channel.hash_value(pairs)
-        self._span = channel.start_span(spec.method)
-        carrier: dict[str, str] = {}
-        ctx = None if self._span is None else trace.set_span_in_context(self._span)
-        inject(carrier, ctx)
-        self._metadata: Pairs = (*pairs, *carrier.items())
+        self._span = span = channel.start_span(spec.method)
+        ctx = otel_context.get_current() if span is None else trace.set_span_in_context(span)
+        if ctx:  # an empty context (no span, no baggage) has nothing to propagate
+            carrier: dict[str, str] = {}
+            inject(carrier, ctx)
+            pairs = (*pairs, *carrier.items())
+        self._metadata: Pairs = pairs
         self._start = time.perf_counter()
         if spec.series is not None:
             spec.series.started += 1
