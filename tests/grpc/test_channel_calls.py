@@ -134,7 +134,7 @@ async def test_client_metrics_count_calls_by_method_and_code(store: Store) -> No
 
 
 async def test_bad_arguments_are_refused_with_the_fix(store: Store) -> None:
-    """A bad service name, target or hash key is one ValidationError naming the fix."""
+    """Each bad argument is one ValidationError naming the fix, before anything starts."""
     with pytest.raises(ValidationError, match="service name"):
         Channel(store, "Not A Name")
     with pytest.raises(ValidationError, match="host:port"):
@@ -143,6 +143,16 @@ async def test_bad_arguments_are_refused_with_the_fix(store: Store) -> None:
         Channel(None, "echo")
     with pytest.raises(ValidationError, match="lower-case"):
         Channel(store, "echo", hash_key="User-Id")
+    with pytest.raises(ValidationError, match="not a URL"):
+        Channel("sqlite:///x.db", "echo")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="first argument is a dict"):
+        Channel({}, "echo")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="ChannelSettings"):
+        Channel(store, "echo", settings={"timeout_s": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="RoundRobin"):
+        Channel(store, "echo", balancer="p2c")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="hash_key"):
+        Channel(store, "echo", hash_key=7)  # type: ignore[arg-type]
 
 
 async def test_repr_statistics_and_state(store: Store) -> None:

@@ -35,7 +35,7 @@ from keel.grpc._multi import (
 )
 from keel.grpc._pick import choose, override_instance
 from keel.grpc._pool import Sub, SubChannels
-from keel.grpc._settings import ChannelSettings
+from keel.grpc._settings import ChannelSettings, check_arguments
 from keel.observe import ResilienceListener, tracer
 from keel.registry import Discovery, Instance
 from keel.registry._model import check_service_name
@@ -112,6 +112,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
         tracer_provider: trace.TracerProvider | None = None,
         metrics: GrpcMetrics | bool | None = None,
     ) -> None:
+        check_arguments(source, settings, balancer, hash_key)
         self.service = check_service_name(service)
         self.settings = s = settings or ChannelSettings()
         self._fixed = (
@@ -123,8 +124,6 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]  # grpc is untyped
             )
         self.discovery = source if isinstance(source, Discovery | None) else Discovery(source)
         self._own_discovery = source is not None and not isinstance(source, Discovery)
-        if hash_key is not None and (not hash_key or hash_key != hash_key.lower()):
-            raise ValidationError(f"hash_key {hash_key!r}: give a lower-case metadata key")
         self.hash_key = hash_key
         inner = balancer or (ConsistentHash if hash_key else PeakEwma)
         self.balancer = OutlierEjection(inner(), s.outlier)

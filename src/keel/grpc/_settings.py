@@ -11,9 +11,11 @@ import grpc
 
 from keel.balance import OutlierSettings
 from keel.errors import ValidationError
+from keel.registry import Discovery
 from keel.resilience import BreakerSettings, RetryBudgetSettings, RetrySettings
+from keel.store import Store
 
-__all__ = ["ChannelSettings"]
+__all__ = ["ChannelSettings", "check_arguments"]
 
 # "/package.Service/Method", as generated stubs name methods.
 _METHOD_RE = re.compile(r"/[A-Za-z_][\w.]*/[A-Za-z_]\w*")
@@ -112,3 +114,25 @@ class ChannelSettings:
     def channel_options(self) -> tuple[tuple[str, int | str], ...]:
         """The grpc channel arguments of a sub-channel: keel's defaults, then yours."""
         return _DEFAULT_OPTIONS + tuple(self.options)
+
+
+def check_arguments(source: object, settings: object, balancer: object, hash_key: object) -> None:
+    """Refuse arguments of the wrong kind with one error naming the fix."""
+    if isinstance(source, str):
+        raise ValidationError(
+            f"Channel({source!r}, ...): pass an open store (async with keel.connect(url) "
+            f"as store) or a Discovery, not a URL"
+        )
+    if source is not None and not isinstance(source, Store | Discovery):
+        raise ValidationError(
+            f"Channel's first argument is a {type(source).__name__}: pass a store, "
+            f"a Discovery, or None with target_override='host:port'"
+        )
+    if settings is not None and not isinstance(settings, ChannelSettings):
+        raise ValidationError("settings= takes a keel.grpc.ChannelSettings(...)")
+    if balancer is not None and not callable(balancer):
+        raise ValidationError("balancer= takes a balancer class or factory, e.g. RoundRobin")
+    if hash_key is not None and (
+        not isinstance(hash_key, str) or not hash_key or hash_key != hash_key.lower()
+    ):
+        raise ValidationError(f"hash_key {hash_key!r}: give a lower-case metadata key")
