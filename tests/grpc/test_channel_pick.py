@@ -117,6 +117,9 @@ def test_choose_avoids_tried_and_open_instances() -> None:
         ({"idempotent_methods": {"GetUser"}}, "/package.Service/Method"),
         ({"credentials": "tls"}, "ssl_channel_credentials"),
         ({"options": [("grpc.x",)]}, "pairs"),
+        ({"retry": {"max_attempts": 2}}, "RetrySettings"),
+        ({"breaker": None}, "BreakerSettings"),
+        ({"idempotent_methods": "/a.B/C"}, "not one string"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(kwargs: dict[str, object], match: str) -> None:

@@ -93,6 +93,16 @@ class ChannelSettings:
             raise ValidationError(
                 f"close_grace_s must be seconds from 0 to 3600, got {self.close_grace_s!r}"
             )
+        for name, kind in (
+            ("retry", RetrySettings),
+            ("budget", RetryBudgetSettings),
+            ("breaker", BreakerSettings),
+            ("outlier", OutlierSettings),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ValidationError(f"{name}= takes a {kind.__name__}(...)")
+        if isinstance(self.idempotent_methods, str):
+            raise ValidationError("idempotent_methods takes a set of method names, not one string")
         object.__setattr__(self, "idempotent_methods", frozenset(self.idempotent_methods))
         bad = sorted(m for m in self.idempotent_methods if not _METHOD_RE.fullmatch(str(m)))
         if bad:
