@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import signal
 import sys
 import uuid
@@ -22,7 +23,8 @@ import pytest
 import keel
 from keel.backends.etcd import EtcdStore
 from keel.coord import Session
-from keel.store import Event, Watch
+from keel.errors import StoreUnavailableError
+from keel.store import Event, Store, Watch
 from keel.testing import EtcdCluster
 from tests._procs import ROOT
 from tests.faults.partition_net import Host, NetEtcd, NetLab, missing_tools
@@ -263,6 +265,39 @@ async def test_internal_status_on_the_streams_is_retried(etcd_cluster: EtcdClust
         await proxy.close()
 
 
+async def put_acked(store: Store, key: str) -> int:
+    """Put ``key`` (a fresh suffix per try) until a put is acknowledged; its revision."""
+    async with asyncio.timeout(20):
+        for attempt in itertools.count():
+            try:
+                return await store.put(f"{key}-{attempt}", b"x")
+            except StoreUnavailableError:  # a leader election: the outcome is unknown
+                continue
+    raise AssertionError("unreachable")
+
+
+async def delivered(events: Watch, revision: int, timeout_s: float) -> None:
+    """Read ``events`` until the one at ``revision`` (unacknowledged tries may come first)."""
+    async with asyncio.timeout(timeout_s):
+        async for event in events:
+            if event.kv.mod_revision >= revision:
+                assert event.kv.mod_revision == revision
+                return
+
+
+def follower_first(cluster: EtcdCluster) -> tuple[str, int]:
+    """A URL listing a follower first (freezing it costs no election), and its index."""
+    for member in json.loads(cluster.etcdctl("endpoint", "status", "-w", "json")):
+        status = member["Status"]
+        if status["leader"] != status["header"]["member_id"]:
+            follower = cluster.endpoints.index(member["Endpoint"])
+            break
+    else:
+        raise AssertionError("the cluster has no follower")
+    order = [follower, *(i for i in range(len(cluster.endpoints)) if i != follower)]
+    return "etcd://" + ",".join(cluster.endpoints[i] for i in order), follower
+
+
 @pytest.fixture
 def cluster3() -> Iterator[EtcdCluster]:
     """A fresh three-member cluster on loopback, stopped after the test."""
@@ -272,26 +307,49 @@ def cluster3() -> Iterator[EtcdCluster]:
 
 async def test_a_silent_member_is_left_before_the_session_is_lost(cluster3: EtcdCluster) -> None:
     """The member in use stops answering (SIGSTOP): renewals and the watch move on, no loss."""
+    url, frozen = follower_first(cluster3)
     async with (
-        keel.connect(f"{cluster3.url}?timeout_s=2") as store,
-        Session(store, ttl_s=TTL_S) as session,
+        keel.connect(f"{url}?timeout_s=2") as store,
+        Session(store, ttl_s=5) as session,
     ):
         assert isinstance(store, EtcdStore)
-        frozen = cluster3.endpoints.index(store.endpoint)
+        assert store.endpoint == cluster3.endpoints[frozen]
         others = ",".join(e for i, e in enumerate(cluster3.endpoints) if i != frozen)
         async with (
-            keel.connect(f"etcd://{others}?timeout_s=2") as direct,
+            keel.connect(f"etcd://{others}?timeout_s=5") as direct,
             store.watch("k/", prefix=True) as events,
         ):
             await direct.put("k/before", b"x")
             assert (await _next(events)).kv.key == "k/before"
             cluster3.pause(frozen)
             try:
-                # Two TTLs: the session must keep its lease through the freeze.
-                await asyncio.sleep(2 * TTL_S)
+                # Longer than the TTL: the session must keep its lease through the freeze
+                # (a renewal unanswered for ttl/3 moves it to the next member).
+                await asyncio.sleep(6)
                 assert not session.lost.is_set(), session.lost.reason
                 assert store.endpoint != cluster3.endpoints[frozen]
-                revision = await direct.put("k/during", b"x")
-                assert (await _next(events)).kv.mod_revision == revision
+                await delivered(events, await put_acked(direct, "k/during"), 10)
+            finally:
+                cluster3.resume(frozen)
+
+
+async def test_a_watch_leaves_a_silent_member(cluster3: EtcdCluster) -> None:
+    """A watch-only client whose member freezes moves on within about 2 x timeout_s."""
+    url, frozen = follower_first(cluster3)
+    async with keel.connect(f"{url}?timeout_s=1") as store:
+        assert isinstance(store, EtcdStore)
+        assert store.endpoint == cluster3.endpoints[frozen]
+        others = ",".join(e for i, e in enumerate(cluster3.endpoints) if i != frozen)
+        async with (
+            keel.connect(f"etcd://{others}?timeout_s=5") as direct,
+            store.watch("k/", prefix=True) as events,
+        ):
+            await direct.put("k/before", b"x")
+            assert (await _next(events)).kv.key == "k/before"
+            cluster3.pause(frozen)
+            try:
+                revision = await put_acked(direct, "k/during")
+                await delivered(events, revision, 6)  # gRPC's own keepalive: 10 s+
+                assert store.endpoint != cluster3.endpoints[frozen]
             finally:
                 cluster3.resume(frozen)

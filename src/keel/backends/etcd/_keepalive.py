@@ -37,7 +37,7 @@ class _Waiter:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     sent_on: int = -1  # the stream generation that carries this request
-    sent_at: float = 0.0  # loop time of the write
+    received_before: int = 0  # messages the hub had read when this request was written
 
 
 class KeepAliveHub(SharedStream):
@@ -68,7 +68,7 @@ class KeepAliveHub(SharedStream):
         try:
             ttl = await self._wait(lease_id, waiter)
         except BaseException:  # timed out, or the caller gave up at its own deadline
-            if waiter.sent_on == self.generation and self.last_message < waiter.sent_at:
+            if waiter.sent_on == self.generation and self.received == waiter.received_before:
                 await self.suspect(waiter.sent_on, "a lease renewal went unanswered")
             raise
         finally:
@@ -111,7 +111,7 @@ class KeepAliveHub(SharedStream):
     async def _send_one(self, lease_id: int, waiter: _Waiter) -> None:
         # Marked before the write: the answer may be read before the write returns.
         waiter.sent_on = self.generation
-        waiter.sent_at = asyncio.get_running_loop().time()
+        waiter.received_before = self.received
         if not await self._write(self._request(lease_id)):
             waiter.sent_on = -1
 

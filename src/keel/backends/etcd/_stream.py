@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 import grpc
+
 from keel.backends.etcd._channel import Connection, Member
 from keel.backends.etcd._errors import Failure, classify, translate
 from keel.errors import AuthError, KeelError, StoreUnavailableError, ValidationError
@@ -64,6 +65,7 @@ class SharedStream(abc.ABC):
         self._closed = False
         self._member: Member | None = None  # the member the open stream is on
         self.last_message = 0.0  # loop time of the last message on the open stream
+        self.received = 0  # messages read, on every stream so far
         self.generation = 0
 
     def ensure_running(self) -> None:
@@ -119,6 +121,7 @@ class SharedStream(abc.ABC):
             async with self._lock:
                 self._call, self._member = call, member
                 self.generation += 1
+                self.last_message = loop.time()  # opened: silence is counted from here
                 await self._resend()
             await self._serve(call, member, got)
         except grpc.aio.AioRpcError as exc:
@@ -131,16 +134,24 @@ class SharedStream(abc.ABC):
         return bool(got)
 
     async def _serve(self, call: Any, member: Member, got: list[bool]) -> None:
-        reader = asyncio.ensure_future(self._read_all(call, got))
-        moved = asyncio.ensure_future(self._conn.wait_moved(member))
+        tasks = [
+            asyncio.ensure_future(self._read_all(call, got)),
+            asyncio.ensure_future(self._conn.wait_moved(member)),
+            asyncio.ensure_future(self._watchdog()),
+        ]
         try:
-            await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, moved):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, moved, return_exceptions=True)
-        if not reader.cancelled() and (error := reader.exception()) is not None:
-            raise error
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in (tasks[0], tasks[2]):  # the reader's error, or the watchdog's reset
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+
+    async def _watchdog(self) -> None:
+        """Raise :class:`StreamReset` when the open stream has gone silent (default: never)."""
+        await asyncio.Future()
 
     async def _read_all(self, call: Any, got: list[bool]) -> None:
         while True:
@@ -150,6 +161,7 @@ class SharedStream(abc.ABC):
             if not got:
                 got.append(True)
             self.last_message = asyncio.get_running_loop().time()
+            self.received += 1
             self._on_message(message)
 
     async def _broken(self, exc: grpc.aio.AioRpcError, member: Member, md: Any) -> None:

@@ -12,6 +12,15 @@ duplicate. A start below the compaction point ends the watch with
 refused ends it with :class:`AuthError`. Any other cancellation by etcd (a
 member that lost its leader, for one) is an outage: the stream is reopened
 on the next member and the watch created again from its next revision.
+
+A member that stops answering without closing the connection (frozen, or
+cut off by a partition that drops packets) would leave the watches silent
+until gRPC's keepalive noticed. So when the stream carrying watches has been
+quiet for ``timeout_s``, the hub asks etcd for a progress report
+(``WatchProgressRequest``, answered at once by a live member); no answer
+within another ``timeout_s`` moves the connection to the next member. The
+report itself is not used to advance any watch (etcd 3.4 may send it ahead
+of watches that are still catching up).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from keel.errors import AuthError, CompactedError, KeelError, StoreUnavailableEr
 from keel.store import Watch
 
 __all__ = ["EtcdWatch", "WatchHub"]
+
+_PROGRESS = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
 
 
 class EtcdWatch(Watch):
@@ -114,6 +125,19 @@ class WatchHub(SharedStream):
     async def _resend(self) -> None:
         for watch in list(self._watches.values()):
             await self._send_create(watch)
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        quiet_s = self._conn.settings.timeout_s
+        while True:
+            await asyncio.sleep(max(0.1, self.last_message + quiet_s - loop.time()))
+            if not self._watches or loop.time() - self.last_message < quiet_s:
+                continue
+            asked = loop.time()
+            await self.send(_PROGRESS)
+            await asyncio.sleep(quiet_s)
+            if self.last_message < asked:
+                raise StreamReset(f"the watch stream was silent for {2 * quiet_s:g}s")
 
     def _on_message(self, message: Any) -> None:
         watch = self._watches.get(message.watch_id)
