@@ -8,6 +8,8 @@ missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The partition tests (root only: they make network namespaces) cut links with iptables.
+if [ "$(id -u)" -eq 0 ]; then command -v iptables >/dev/null 2>&1 || missing+=(iptables); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
