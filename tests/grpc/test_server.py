@@ -222,6 +222,21 @@ async def test_one_access_log_line_per_call(mem: Store, caplog: pytest.LogCaptur
     assert "INVALID_ARGUMENT" in record.getMessage()
 
 
+async def test_access_log_false_writes_no_line(
+    mem: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Server(access_log=False) logs nothing per call even with the logger at INFO."""
+    caplog.set_level(logging.INFO, logger="keel.grpc.access")
+    server = echo_server(mem, access_log=False)
+    async with (
+        asyncio.timeout(20),
+        server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        await echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(text="quiet"))
+    assert not [r for r in caplog.records if r.name == "keel.grpc.access"]
+
+
 async def test_bad_input_is_refused_with_the_fix(mem: Store) -> None:
     """workers > 1, add() after start, a bad name and a taken port are ValidationErrors."""
     with pytest.raises(ValidationError, match="run more instances"):

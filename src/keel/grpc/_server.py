@@ -108,6 +108,7 @@ class Server:
             (0: a free one, see :attr:`metrics_port`); None: no HTTP listener.
         registry: what that ``/metrics`` shows (default: the global registry).
         tracer_provider: where server spans go (default: the global provider).
+        access_log: one log line per call on ``keel.grpc.access`` at INFO.
 
     Raises:
         ValidationError: a bad name or setting, or ``workers`` > 1 (see docs/grpc.md).
@@ -128,6 +129,7 @@ class Server:
         metrics_port: int | None = None,
         registry: CollectorRegistry | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        access_log: bool = True,
     ) -> None:
         Instance(service=name, address="127.0.0.1", port=1)  # validates the name
         self.name = name
@@ -146,7 +148,9 @@ class Server:
         self.metrics_port = metrics_port
         """The port of the HTTP ``/metrics`` listener (the bound one once started)."""
         self._registry = registry if registry is not None else REGISTRY
-        self.interceptor = KeelServerInterceptor(metrics=metrics, tracer_provider=tracer_provider)
+        self.interceptor = KeelServerInterceptor(
+            metrics=metrics, tracer_provider=tracer_provider, access_log=access_log
+        )
         """keel's interceptor (its ``busy`` count is the calls being handled)."""
         self.health = HealthServicer()
         """The ``grpc.health.v1`` servicer (set a service's status on it yourself if needed)."""
