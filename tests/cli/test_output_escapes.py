@@ -42,6 +42,7 @@ def test_printable_escapes_controls_only() -> None:
     """Controls, format characters and separators become escapes; other text stays."""
     assert printable(f"a{CLEAR}b\n\tc\u202ed\u2028") == "a\\x1b[2Jb\\n\\tc\\u202ed\\u2028"
     assert printable("zoë 東京 ok") == "zoë 東京 ok"
+    assert printable("\x85\U000e0001") == "\\x85\\U000e0001"
     assert printable_bytes(b"\xff\x1b ok\xc3\xa9") == "\\xff\\x1b oké"
 
 
