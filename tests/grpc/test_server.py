@@ -205,6 +205,30 @@ async def test_metrics_count_calls_by_method_and_code(mem: Store) -> None:
     assert samples[received] == 2
 
 
+async def test_a_stream_the_client_cancels_counts_as_cancelled(mem: Store) -> None:
+    """A server stream cut by its caller is handled once, with CANCELLED."""
+    registry = CollectorRegistry()
+    server = echo_server(mem, metrics=GrpcMetrics(registry))
+    handled = _key("keel_grpc_server_handled_total", "ServerStream", "server_stream")
+    async with (
+        asyncio.timeout(20),
+        server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        call = echo_pb2_grpc.EchoStub(channel).ServerStream(
+            echo_pb2.EchoRequest(count=1000, delay_ms=5)
+        )
+        await call.read()
+        call.cancel()
+    # Leaving the server drained it: the stream's handler has ended.
+    counted = {
+        labels: value
+        for (name, labels), value in _samples(registry).items()
+        if name == handled[0] and ("grpc_method", "ServerStream") in labels
+    }
+    assert [(dict(k)["grpc_code"], v) for k, v in counted.items()] == [("CANCELLED", 1.0)]
+
+
 async def test_one_access_log_line_per_call(mem: Store, caplog: pytest.LogCaptureFixture) -> None:
     """Each call logs one line on keel.grpc.access: method, code, duration, peer."""
     caplog.set_level(logging.INFO, logger="keel.grpc.access")

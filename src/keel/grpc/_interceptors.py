@@ -133,7 +133,7 @@ def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
         return str(code.name) if isinstance(code, grpc.StatusCode) else _name_of(code)
     if exc is None:
         return _OK
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # a stream closed early
         # grpc cancels the handler when the caller's deadline passes.
         left = context.time_remaining()
         return "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
