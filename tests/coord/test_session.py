@@ -41,8 +41,8 @@ def test_loss_deadline_keeps_a_margin_of_a_tenth_and_at_least_100_ms() -> None:
 
 
 def test_attempt_budget_ends_at_the_deadline() -> None:
-    """A renewal may take ttl/3, cut off at the deadline, and nothing after it."""
-    assert attempt_budget(now=100.0, last_sent=100.0, ttl_s=3) == pytest.approx(1.0)
+    """A renewal may run until the deadline, and nothing after it."""
+    assert attempt_budget(now=101.0, last_sent=100.0, ttl_s=3) == pytest.approx(1.7)
     assert attempt_budget(now=102.2, last_sent=100.0, ttl_s=3) == pytest.approx(0.5)
     assert attempt_budget(now=103.0, last_sent=100.0, ttl_s=3) == 0.0
 

@@ -324,7 +324,7 @@ async def test_a_silent_member_is_left_before_the_session_is_lost(cluster3: Etcd
             cluster3.pause(frozen)
             try:
                 # Longer than the TTL: the session must keep its lease through the freeze
-                # (a renewal unanswered for ttl/3 moves it to the next member).
+                # (a renewal met by a second of silence moves to the next member).
                 await asyncio.sleep(6)
                 assert not session.lost.is_set(), session.lost.reason
                 assert store.endpoint != cluster3.endpoints[frozen]

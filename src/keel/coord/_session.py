@@ -94,8 +94,12 @@ def next_step(*, now: float, last_sent: float, ttl_s: float, failed: bool) -> fl
 
 
 def attempt_budget(*, now: float, last_sent: float, ttl_s: float) -> float:
-    """How long one renewal may take: ``ttl/3``, and never past the deadline."""
-    return max(0.0, min(ttl_s / 3, loss_deadline(last_sent=last_sent, ttl_s=ttl_s) - now))
+    """How long one renewal may take: until the deadline, never past it.
+
+    A slow answer is still worth having while the lease lives; a member that
+    stopped answering is the backend's to leave (etcd moves to the next one).
+    """
+    return max(0.0, loss_deadline(last_sent=last_sent, ttl_s=ttl_s) - now)
 
 
 class Session:

@@ -30,6 +30,11 @@ from keel.errors import KeelError, LeaseNotFoundError, StoreUnavailableError
 
 __all__ = ["KeepAliveHub"]
 
+# A renewal is answered in milliseconds; one second of total silence on the
+# stream means the member stopped answering (frozen, or cut off by a partition
+# that drops packets without closing the connection).
+_SILENCE_S = 1.0
+
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
@@ -53,10 +58,10 @@ class KeepAliveHub(SharedStream):
     async def renew(self, lease_id: int) -> int:
         """Renew ``lease_id``; return its TTL.
 
-        A renewal that goes unanswered while nothing at all comes on the
-        stream (the caller's timeout, or this one) makes the connection move
-        to the next member: a member cut off by a partition may keep the
-        connection open and answer nothing.
+        A renewal that goes unanswered for a second while nothing at all
+        comes on the stream makes the connection move to the next member,
+        where the renewal is sent again: a member cut off by a partition may
+        keep the connection open and answer nothing.
 
         Raises:
             LeaseNotFoundError: the lease expired or was revoked (etcd answers TTL 0).
@@ -68,8 +73,7 @@ class KeepAliveHub(SharedStream):
         try:
             ttl = await self._wait(lease_id, waiter)
         except BaseException:  # timed out, or the caller gave up at its own deadline
-            if waiter.sent_on == self.generation and self.received == waiter.received_before:
-                await self.suspect(waiter.sent_on, "a lease renewal went unanswered")
+            await self._leave_if_silent(waiter)
             raise
         finally:
             self._forget(lease_id, waiter)
@@ -79,17 +83,27 @@ class KeepAliveHub(SharedStream):
 
     async def _wait(self, lease_id: int, waiter: _Waiter) -> int:
         timeout_s = self._conn.settings.timeout_s
+        silence_s = min(_SILENCE_S, timeout_s / 3)
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._lock:
                     if waiter.sent_on != self.generation:
                         await self._send_one(lease_id, waiter)
-                return await waiter.future
+                while True:
+                    done, _ = await asyncio.wait({waiter.future}, timeout=silence_s)
+                    if done:
+                        return waiter.future.result()
+                    await self._leave_if_silent(waiter)  # the new stream resends it
         except TimeoutError:
             raise StoreUnavailableError(
                 f"etcd did not renew lease {lease_id} within {timeout_s:g}s "
                 f"(endpoints {', '.join(self._conn.settings.endpoints)})"
             ) from None
+
+    async def _leave_if_silent(self, waiter: _Waiter) -> None:
+        """Move off the member if nothing at all came on the stream since ``waiter`` was sent."""
+        if waiter.sent_on == self.generation and self.received == waiter.received_before:
+            await self.suspect(waiter.sent_on, "a lease renewal went unanswered")
 
     @staticmethod
     def _request(lease_id: int) -> Any:
