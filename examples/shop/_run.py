@@ -1,4 +1,4 @@
-"""Run the shop's four instances in one event loop (``python -m examples.shop``)."""
+"""Run the shop's five instances in one event loop (``python -m examples.shop``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ from examples.shop._apps import (
     orders_app,
     payment_app,
 )
+from examples.shop._users import UserService, users_channel_settings
+from examples.shop.protos.users_pb2_grpc import (
+    UserServiceStub,
+    add_UserServiceServicer_to_server,
+)
+from keel.grpc import Channel, Server
 from keel.http import Client
 from keel.service import Service, ServiceSettings
 from keel.store import Store
@@ -28,21 +34,30 @@ __all__ = ["Shop", "main", "run_shop"]
 
 
 class Shop:
-    """The running shop: its services by name (``services["inventory"]`` has two)."""
+    """The running shop: its services by name (``services["inventory"]`` has two).
+
+    ``users`` is a :class:`keel.grpc.Server`, the others :class:`keel.service.Service` s.
+    """
 
     def __init__(self) -> None:
-        self.services: dict[str, list[Service]] = {}
+        self.services: dict[str, list[Service | Server]] = {}
 
-    def add(self, service: Service) -> None:
+    def add(self, service: Service | Server) -> None:
         """Remember a started service."""
         self.services.setdefault(service.name, []).append(service)
 
     def urls(self) -> dict[str, list[str]]:
-        """Each service's instance URLs."""
-        return {name: [s.url for s in group] for name, group in self.services.items()}
+        """Each service's instance URLs (``grpc://`` for users)."""
+        return {name: [_url(s) for s in group] for name, group in self.services.items()}
 
     def __repr__(self) -> str:
         return f"<Shop {self.urls()}>"
+
+
+def _url(service: Service | Server) -> str:
+    if isinstance(service, Server):
+        return f"grpc://{service.address}"
+    return service.url
 
 
 def _value(holder: list[Service], default: Any) -> Callable[[], Any]:
@@ -67,12 +82,13 @@ async def run_shop(
     host: str = "127.0.0.1",
     on_ready: Callable[[Shop], object] | None = None,
 ) -> Shop:
-    """Start orders, inventory x2 and payment on ``store``; serve until ``stop`` is set.
+    """Start users, inventory x2, payment and orders on ``store``; serve until ``stop`` is set.
 
     Args:
         store: the store every service registers in.
         stop: set it to drain and stop every service.
-        base_port: orders on it, inventory on +1 and +2, payment on +3 (0: free ports).
+        base_port: orders on it, inventory on +1 and +2, payment on +3, users
+            (gRPC) on +4 (0: free ports).
         host: the address to bind.
         on_ready: called with the shop once every instance is registered.
 
@@ -80,10 +96,16 @@ async def run_shop(
         the shop, after every service stopped.
     """
     shop = Shop()
-    ports = [base_port + i if base_port else 0 for i in range(4)]
+    ports = [base_port + i if base_port else 0 for i in range(5)]
     settings = ServiceSettings(host=host, drain_delay_s=0.2, grace_s=5.0)
     async with contextlib.AsyncExitStack() as stack:
+        users = Server("users", store=store, port=ports[4], settings=settings, access_log=False)
+        users.add(add_UserServiceServicer_to_server, UserService())
+        shop.add(await stack.enter_async_context(users))
         client = await stack.enter_async_context(Client(store))
+        channel = await stack.enter_async_context(
+            Channel(store, "users", settings=users_channel_settings())
+        )
         plan: list[tuple[str, type[BaseModel], int]] = [
             ("inventory", InventorySettings, ports[1]),
             ("inventory", InventorySettings, ports[2]),
@@ -94,7 +116,7 @@ async def run_shop(
             holder: list[Service] = []
             live = _value(holder, model())
             if name == "orders":
-                app = orders_app(client, live)
+                app = orders_app(client, UserServiceStub(channel), live)
             elif name == "inventory":
                 app = inventory_app(_instance_id(holder), live)
             else:
@@ -123,7 +145,7 @@ def _announce(shop: Shop) -> None:
     orders = shop.urls()["orders"][0]
     print(
         f"try: curl -s -X POST {orders}/orders -H 'content-type: application/json' "
-        f'-d \'{{"sku": "apple", "qty": 2}}\'',
+        f'-d \'{{"sku": "apple", "qty": 2, "user": "bob"}}\'',
         flush=True,
     )
 
@@ -137,10 +159,10 @@ def main(argv: list[str] | None = None) -> None:
 
     async def go() -> None:
         stop = asyncio.Event()
+        url = args.store or keel.store.default_url()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        url = args.store or keel.store.default_url()
         async with keel.connect(url) as store:
             await run_shop(store, stop, base_port=args.base_port, on_ready=_announce)
 

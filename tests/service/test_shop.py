@@ -1,9 +1,10 @@
-"""The shop example end to end: orders → inventory (2 instances) and payment, hot reload."""
+"""The shop example end to end: orders → users (gRPC), inventory (2 instances) and payment."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from examples.shop import Shop, run_shop
@@ -11,7 +12,9 @@ from examples.shop import Shop, run_shop
 import keel
 from keel.config import ConfigCenter
 from keel.http import Client
+from keel.registry import decode_instance
 from keel.store import Store
+from tests.cli._cli import keel_cli
 
 
 @pytest.fixture
@@ -39,6 +42,7 @@ async def test_order_goes_through_both_services_and_settings_hot_reload(mem: Sto
         body = order.json()
         assert order.status_code == 200, body
         assert body["stock"]["available"] == 100 and body["payment"]["fee"] == 0.21
+        assert body["user"] == {"id": "alice", "name": "Alice"}
         await ConfigCenter(mem).publish("orders.json", '{"max_quantity": 1}')
 
         async def refused() -> bool:
@@ -54,3 +58,40 @@ async def test_order_goes_through_both_services_and_settings_hot_reload(mem: Sto
         stop.set()
         await running
     assert (await mem.range("services/"))[0] == []
+
+
+async def test_orders_calls_users_over_grpc_and_refuses_above_the_credit_limit(
+    tmp_path: Path,
+) -> None:
+    """orders fetches the user over gRPC: named in the reply, 402 above its limit, grpc:// shown."""
+    url = f"sqlite://{tmp_path}/keel.db"
+    stop, started = asyncio.Event(), asyncio.Event()
+    async with (
+        keel.connect(url) as store,
+        asyncio.TaskGroup() as tasks,
+        Client(store) as client,
+    ):
+        running = tasks.create_task(run_shop(store, stop, on_ready=lambda _shop: started.set()))
+        async with asyncio.timeout(30):
+            await started.wait()
+            (users,) = (await store.range("services/users/"))[0]
+            assert decode_instance(users.key, users.value).scheme == "grpc"
+            order = await client.post(
+                "http://orders/orders", json={"sku": "apple", "qty": 2, "user": "bob"}
+            )
+            assert order.status_code == 200, order.text
+            assert order.json()["user"] == {"id": "bob", "name": "Bob"}
+            refused = await client.post(
+                "http://orders/orders", json={"sku": "apple", "qty": 3, "user": "bob"}
+            )
+            assert refused.status_code == 402, refused.text
+            assert "exceeds Bob's credit limit of 10.00" in refused.json()["error"]
+            unknown = await client.post("http://orders/orders", json={"sku": "a", "user": "eve"})
+            assert unknown.status_code == 404 and "no user 'eve'" in unknown.json()["error"]
+            listing = await asyncio.to_thread(keel_cli, "instances", "users", url=url)
+        assert listing.code == 0, listing.err_lines
+        assert "grpc://127.0.0.1:" in listing.out.decode()
+        stop.set()
+        await running
+    async with keel.connect(url) as store:
+        assert (await store.range("services/"))[0] == []
