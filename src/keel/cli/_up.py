@@ -252,7 +252,7 @@ async def _heartbeat(session: Session, live: LiveConfig[dict[str, Any]]) -> None
 
 
 async def _example_shop(url: str) -> None:
-    """Run examples/shop (orders, inventory x2, payment) beside keel up, when it is here.
+    """Run examples/shop (orders, inventory x2, payment, users over gRPC) beside keel up, if here.
 
     The example lives in the repository, not in the package, so it runs as
     ``python -m examples.shop`` from the working directory when that has it
