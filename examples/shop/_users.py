@@ -33,13 +33,12 @@ class UserService(users_pb2_grpc.UserServiceServicer):
         """The user ``request.id``, with its credit limit."""
         user = USERS.get(request.id)
         if user is None:
-            known = ", ".join(sorted(USERS))
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"no user {request.id!r}: use one of {known}"
-            )
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details(f"no user {request.id!r}: use one of {', '.join(sorted(USERS))}")
+            return users_pb2.User()
         return user
 
 
 def users_channel_settings() -> ChannelSettings:
     """How orders calls users: 2 s per call, ``GetUser`` retried on another instance (read-only)."""
-    return ChannelSettings(timeout_s=2.0, idempotent_methods={GET_USER})
+    return ChannelSettings(timeout_s=2.0, idempotent_methods=frozenset({GET_USER}))
