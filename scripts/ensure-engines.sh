@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the real engines the tests start are installed: etcd (server and
-# etcdctl) and redis-server, from Debian's packages. Installs them with apt-get
+# etcdctl), redis-server and postgresql, from Debian's packages. Installs them with apt-get
 # when running as root; otherwise says what to run.
 set -euo pipefail
 
@@ -8,6 +8,8 @@ missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# PostgreSQL's server binaries live under /usr/lib/postgresql/<major>/bin, not on PATH.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # The partition tests (root only: they make network namespaces) cut links with iptables.
 if [ "$(id -u)" -eq 0 ]; then command -v iptables >/dev/null 2>&1 || missing+=(iptables); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -21,7 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the services it installs; the tests start their own on free ports.
-for svc in etcd redis-server; do
+for svc in etcd redis-server postgresql; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

@@ -10,7 +10,7 @@ import pytest
 
 import keel
 from keel.store import Store
-from keel.testing import EtcdCluster, RedisServer
+from keel.testing import EtcdCluster, PostgresServer, RedisServer
 from tests._procs import Children
 
 BACKENDS = ("memory", "sqlite", "etcd")
@@ -37,6 +37,13 @@ async def children() -> AsyncIterator[Children]:
 def redis_server() -> Iterator[RedisServer]:
     """One real redis-server for the whole run."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (tests isolate by table or database)."""
+    with PostgresServer() as server:
         yield server
 
 

@@ -6,11 +6,13 @@
 - :class:`EtcdCluster`: real etcd processes on free loopback ports, for tests
   and benchmarks (Debian's ``etcd-server``).
 - :class:`RedisServer`: a real ``redis-server`` on a free loopback port.
+- :class:`PostgresServer`: a real PostgreSQL (Debian's ``postgresql``) on a free loopback port.
 """
 
 from keel.testing._clock import FakeClock
 from keel.testing._etcd import EtcdCluster, EtcdTLS
 from keel.testing._ports import free_port
+from keel.testing._postgres import PostgresServer
 from keel.testing._redis import RedisServer
 
-__all__ = ["EtcdCluster", "EtcdTLS", "FakeClock", "RedisServer", "free_port"]
+__all__ = ["EtcdCluster", "EtcdTLS", "FakeClock", "PostgresServer", "RedisServer", "free_port"]
