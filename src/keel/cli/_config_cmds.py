@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from keel._records import Rejected, decode, report
-from keel.cli._common import console, err_console, fail, run, with_store
+from keel.cli._common import cell, console, err_console, fail, printable, run, with_store
 from keel.config import (
     ClientReport,
     ConfigCenter,
@@ -52,7 +52,7 @@ def _read(path: Path) -> str:
 def ls_cmd() -> None:
     """List configs with their version, format and gray state (malformed records marked)."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> list[ConfigSummary]:
         return await ConfigCenter(store).list()
 
@@ -63,7 +63,8 @@ def ls_cmd() -> None:
     for s in summaries:
         version, fmt = ("malformed", "") if s.rejected else (str(s.version), s.format)
         gray = "yes" if s.gray else ""
-        table.add_row(s.name, version, fmt, s.md5[:12], _when(s.published_at), gray)
+        row = (s.name, version, fmt, s.md5[:12], _when(s.published_at), gray)
+        table.add_row(*map(cell, row))
     console.print(table)
     bad = [s.name for s in summaries if s.rejected]
     if bad:
@@ -81,7 +82,7 @@ def get_cmd(
 ) -> None:
     """Print a config's content."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> ConfigDocument | None:
         center = ConfigCenter(store)
         return await (center.version(name, version) if version else center.get(name))
@@ -130,7 +131,7 @@ def publish_cmd(
 def history_cmd(name: str) -> None:
     """List the kept versions of NAME."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> list[ConfigDocument]:
         return await ConfigCenter(store).history(name)
 
@@ -138,7 +139,8 @@ def history_cmd(name: str) -> None:
     for column in ("version", "published (UTC)", "author", "md5", "comment"):
         table.add_column(column)
     for d in run(go()):
-        table.add_row(str(d.version), _when(d.published_at), d.author, d.md5[:12], d.comment)
+        row = (str(d.version), _when(d.published_at), d.author, d.md5[:12], d.comment)
+        table.add_row(*map(cell, row))
     console.print(table)
 
 
@@ -146,7 +148,7 @@ def history_cmd(name: str) -> None:
 def diff_cmd(name: str, a: int, b: int) -> None:
     """Show a unified diff from version A to version B."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> str:
         return await ConfigCenter(store).diff(name, a, b)
 
@@ -246,12 +248,11 @@ def abort_cmd(name: str) -> None:
 def status_cmd(name: str) -> None:
     """Show the main version, the gray rule, and which clients run what."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> None:
         center = ConfigCenter(store)
-        console.print(
-            f"{name}: {await _main_state(center, name)}; {await _gray_state(center, name)}"
-        )
+        state = f"{name}: {await _main_state(center, name)}; {await _gray_state(center, name)}"
+        console.print(printable(state), markup=False)
         clients, _ = await store.range(f"config-clients/{name}/")
         table = Table(title=f"{len(clients)} clients", title_justify="left")
         for column in ("client", "version", "gray", "md5"):
@@ -261,9 +262,10 @@ def status_cmd(name: str) -> None:
             client = kv.key.rsplit("/", 1)[1]
             if isinstance(info, Rejected):
                 report(info)
-                table.add_row(client, "malformed", "", "")
+                table.add_row(cell(client), "malformed", "", "")
                 continue
-            table.add_row(client, str(info.version), "yes" if info.gray else "", info.md5[:12])
+            row = (client, str(info.version), "yes" if info.gray else "", info.md5[:12])
+            table.add_row(*map(cell, row))
         console.print(table)
 
     run(go())
@@ -299,9 +301,9 @@ def _event_line(name: str, event: Event) -> str:
     rec = decode("config", event.kv.key, event.kv.value, decoder)
     if isinstance(rec, Rejected):
         report(rec)
-        return f"{kind} malformed rev={event.revision} ({rec.reason})"
+        return printable(f"{kind} malformed rev={event.revision} ({rec.reason})")
     version = rec.base_version if isinstance(rec, GrayRelease) else rec.version
-    return f"{kind} version={version} md5={rec.md5} rev={event.revision}"
+    return printable(f"{kind} version={version} md5={rec.md5} rev={event.revision}")
 
 
 @app.command("watch")
@@ -311,7 +313,7 @@ def watch_cmd(
 ) -> None:
     """Print a line for each publish, gray change or delete of NAME."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> None:
         seen = 0
         async with store.watch(current_key(name)) as main, store.watch(gray_key(name)) as gray:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from keel._records import Rejected, decode
-from keel.cli._common import console, err_console, fail, run, with_store
+from keel.cli._common import cell, console, err_console, fail, run, with_store
 from keel.coord import Session
 from keel.errors import ValidationError
 from keel.registry import (
@@ -77,7 +77,7 @@ async def _read_all(store: Store, service: str | None = None) -> _Listing:
 def services_cmd() -> None:
     """List services with their instances up, draining and failing."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> _Listing:
         return await _read_all(store)
 
@@ -91,7 +91,7 @@ def services_cmd() -> None:
     for column in ("service", "up", "draining", "failing"):
         table.add_column(column, justify="left" if column == "service" else "right")
     for name, c in sorted(counts.items()):
-        table.add_row(name, str(c["UP"]), str(c[DRAINING]), str(c["failing"]))
+        table.add_row(cell(name), str(c["UP"]), str(c[DRAINING]), str(c["failing"]))
     console.print(table)
 
 
@@ -105,7 +105,7 @@ def instances_cmd(
     except ValidationError as exc:
         fail(str(exc))
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> _Listing:
         return await _read_all(store, service)
 
@@ -135,7 +135,8 @@ def instances_cmd(
         health = (
             "failing" if f"{service}/{i.id}" in failing else ("checked" if i.check else "lease")
         )
-        table.add_row(i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
+        row = (i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
+        table.add_row(*map(cell, row))
     console.print(table)
 
 
