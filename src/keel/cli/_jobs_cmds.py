@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from keel._records import Rejected
-from keel.cli._common import console, err_console, fail, run, with_store
+from keel.cli._common import cell, console, err_console, fail, run, with_store
 from keel.schedule import (
     Execution,
     JobView,
@@ -65,7 +65,7 @@ def jobs_cmd(ctx: typer.Context) -> None:
 
     rejected: list[Rejected] = []
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> list[JobView]:
         return await read_jobs(store, recent=1, on_reject=rejected.append)
 
@@ -81,8 +81,8 @@ def jobs_cmd(ctx: typer.Context) -> None:
         last = v.recent[0] if v.recent else None
         state = "paused" if v.definition.paused else "active"
         table.add_row(
-            v.definition.name,
-            _trigger_text(v),
+            cell(v.definition.name),
+            cell(_trigger_text(v)),
             state + (" [red](no worker has its handler)[/]" if v.unhandled else ""),
             _when(v.next_fire),
             f"{last.status.value} {_when(last.fire)}" if last else "",
@@ -157,7 +157,7 @@ def runs_cmd(
 ) -> None:
     """Show JOB's run history: status, attempts, worker, lateness, duration, error."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> list[Execution]:
         return await list_runs(store, job, limit=limit)
 
@@ -176,14 +176,14 @@ def runs_cmd(
         table.add_column(column)
     for r in runs:
         table.add_row(
-            r.id,
+            cell(r.id),
             _when(r.fire),
             r.status.value,
             str(r.attempt),
-            r.worker,
+            cell(r.worker),
             "" if r.lateness_s is None else f"{r.lateness_s * 1000:.0f}ms",
             "" if r.duration_s is None else f"{r.duration_s:.3f}s",
-            r.error[:60],
+            cell(r.error[:60]),
         )
     console.print(table)
 
@@ -192,7 +192,7 @@ def runs_cmd(
 def logs_cmd(execution: str) -> None:
     """Print the captured log (and traceback) of one run: EXECUTION is <job>/<fire-ms>-<shard>."""
 
-    @with_store
+    @with_store(readonly=True)
     async def go(store: Store) -> Execution:
         return await get_run(store, execution)
 
