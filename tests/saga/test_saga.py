@@ -1,4 +1,4 @@
-"""keel.saga on every backend: happy path, compensation, parallel groups, retries, keys, bad input."""
+"""keel.saga on every backend: happy path, compensation, groups, retries, keys, bad input."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from keel.cli import (
     _coord_cmds,
     _jobs_cmds,
     _registry_cmds,
+    _saga_cmds,
     _service_cmds,
     _store_cmds,
 )
@@ -40,6 +41,7 @@ _coord_cmds.register(app)
 _registry_cmds.register(app)
 _service_cmds.register(app)
 _jobs_cmds.register(app)
+_saga_cmds.register(app)
 
 
 @app.callback()
