@@ -32,6 +32,10 @@ class ClientSettings:
         idempotent_methods: methods safe to retry after sending.
         max_connections: connection pool size (all instances together).
         max_keepalive: idle connections kept open.
+        idempotency_keys: give each POST and PATCH without an ``Idempotency-Key``
+            header a random one (the same across its attempts) and retry it like
+            an idempotent method; the service must honour the header
+            (``keel.idempotency.Middleware``). Off by default.
     """
 
     timeout_s: float = 10.0
@@ -54,6 +58,7 @@ class ClientSettings:
     idempotent_methods: frozenset[str] = IDEMPOTENT_METHODS
     max_connections: int = 200
     max_keepalive: int = 100
+    idempotency_keys: bool = False
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "connect_timeout_s"):

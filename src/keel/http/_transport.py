@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -68,6 +69,10 @@ class _Call:
         self.request = request
         self.url = request.url
         self.idempotent = request.method in t.settings.idempotent_methods
+        if t.settings.idempotency_keys and request.method in ("POST", "PATCH"):
+            # One key for every attempt: the service replays instead of running twice.
+            request.headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
+            self.idempotent = True
         self.tried: set[str] = set()
         self.attempts = 0
 
