@@ -209,3 +209,31 @@ async def test_restart_between_requests(children: Children, tmp_path: Path) -> N
     assert answers[1].headers["idempotent-replayed"] == "true"
     assert answers[1].content == answers[0].content
     assert ledger.read_text().splitlines() == ["sku-9"]
+
+
+async def test_crashed_first_request_frees_its_key(children: Children, tmp_path: Path) -> None:
+    """A process killed mid-request holds its key only until lease_s; then a retry runs."""
+    store_url = f"sqlite:///{tmp_path / 'keel.db'}"
+    ledger = tmp_path / "ledger.txt"
+    headers = key()
+    async with asyncio.timeout(60):
+        hung = await children.start("tests.idempotency._child", store_url, ledger, 1, "hang")
+        (port,) = await hung.expect("READY")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            pending = asyncio.ensure_future(http.post("/orders", content=b"o", headers=headers))
+            await hung.expect("STARTED")
+            busy = await http.post("/orders", content=b"o", headers=headers)
+            assert busy.status_code == 409  # the first one is still running
+            hung.kill9()
+            await hung.wait()
+            with pytest.raises(httpx.TransportError):
+                await pending
+        child = await children.start("tests.idempotency._child", store_url, ledger, 1)
+        (port,) = await child.expect("READY")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            while True:
+                answer = await http.post("/orders", content=b"o", headers=headers)
+                if answer.status_code != 409:
+                    break
+                await asyncio.sleep(0.2)  # the dead process's lease runs out in the store
+    assert answer.status_code == 201 and ledger.read_text().splitlines() == ["o"]
