@@ -34,7 +34,7 @@ from keel._records import Rejected, check_depth, decode, report
 from keel._signals import on_stop_signal
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Session
-from keel.errors import SessionLostError, ValidationError
+from keel.errors import CompactedError, RetryableError, SessionLostError, ValidationError
 from keel.saga._admin import wait_for
 from keel.saga._definition import Saga
 from keel.saga._metrics import saga_metrics
@@ -127,7 +127,8 @@ class Coordinator:
                 or is over ``max_input_bytes``, a bad key; nothing is written.
         """
         saga = self._saga(name)
-        rec = self._new_record(saga, self._local_id(name, key), input)
+        running = self._session is not None and self._tasks is not None
+        rec = self._new_record(saga, self._local_id(name, key), input, self.id if running else "")
         saga_id = f"{name}/{rec.id}"
         rkey, akey = record_key(saga_id), active_key(saga_id)
         session, tasks = self._session, self._tasks
@@ -170,9 +171,9 @@ class Coordinator:
                 while True:
                     try:
                         await self._run_once()
-                    except* SessionLostError as group:
+                    except* (SessionLostError, RetryableError, CompactedError) as group:
                         log.warning(
-                            "saga coordinator session lost, starting a new one: %s",
+                            "saga coordinator: session lost or store down, starting over: %s",
                             group.exceptions,
                         )
                     await self._clock.sleep(0.5)
@@ -316,7 +317,7 @@ class Coordinator:
             raise ValidationError(f"key must be a string of 1-{_MAX_KEY} characters, got {key!r}")
         return "k" + hashlib.sha256(f"{name}\0{key}".encode()).hexdigest()[:31]
 
-    def _new_record(self, saga: Saga, local: str, input: Any) -> SagaRecord:
+    def _new_record(self, saga: Saga, local: str, input: Any, owner: str) -> SagaRecord:
         try:
             size = len(msgspec.json.encode(input))
             check_depth(input, 16)
@@ -340,7 +341,7 @@ class Coordinator:
             status=Status.RUNNING,
             input=input,
             steps=steps,
-            owner=self.id,
+            owner=owner,
             created_at=now,
             updated_at=now,
         )

@@ -257,7 +257,8 @@ class Runner:
             _current.reset(token)
 
     def _results(self) -> dict[str, Any]:
-        return {k: s.result for k, s in self.rec.steps.items() if s.state is StepState.DONE}
+        steps = self.rec.steps.items()
+        return {k: s.result for k, s in steps if s.state is StepState.DONE or s.result is not None}
 
 
 class _BadResult(Exception):
