@@ -6,11 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
-from examples.shop import Shop, run_shop
+from examples.shop import Shop, orders_app, run_shop
+from examples.shop._apps import OrdersSettings
+from examples.shop.protos.users_pb2_grpc import UserServiceStub
 
 import keel
 from keel.config import ConfigCenter
+from keel.grpc import Channel
 from keel.http import Client
 from keel.registry import decode_instance
 from keel.store import Store
@@ -95,3 +99,16 @@ async def test_orders_calls_users_over_grpc_and_refuses_above_the_credit_limit(
         await running
     async with keel.connect(url) as store:
         assert (await store.range("services/"))[0] == []
+
+
+async def test_orders_answers_503_naming_the_grpc_status_when_users_has_no_instance(
+    mem: Store,
+) -> None:
+    """With no users instance registered, an order is a 503 naming UNAVAILABLE and the service."""
+    async with Client(mem) as client, Channel(mem, "users") as channel:
+        app = orders_app(client, UserServiceStub(channel), lambda: OrdersSettings())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
+            answer = await http.post("/orders", json={"sku": "apple", "qty": 1})
+    assert answer.status_code == 503, answer.text
+    assert "UNAVAILABLE" in answer.json()["error"] and "users" in answer.json()["error"]
