@@ -1,11 +1,13 @@
 """A service process with the idempotency middleware on a sqlite store: prints ``READY <port>``.
 
 Arguments: store URL, ledger file, lease seconds, and ``hang`` to park every order.
+With ``KEEL_TEST_REDIS`` set (a Redis URL) the records go to that Redis instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +23,13 @@ async def main(store_url: str, ledger: str, lease_s: str = "60", mode: str = "")
         if mode == "hang":
             orders.hold = asyncio.Event()  # never set: the first request never ends
         settings = IdempotencySettings(lease_s=float(lease_s))
-        app = Middleware(orders, store=store, settings=settings)
+        redis_url = os.environ.get("KEEL_TEST_REDIS")
+        if redis_url:
+            from redis.asyncio import Redis
+
+            app = Middleware(orders, redis=Redis.from_url(redis_url), settings=settings)
+        else:
+            app = Middleware(orders, store=store, settings=settings)
         fast = ServiceSettings(drain_delay_s=0.05, grace_s=2.0)
         async with Service("orders", app, store=store, port=0, settings=fast) as svc:
             print("READY", svc.port, flush=True)

@@ -191,15 +191,21 @@ def test_bad_settings_are_refused() -> None:
         Middleware(OrdersApp())
 
 
-async def test_restart_between_requests(children: Children, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["store", "redis"])
+async def test_restart_between_requests(
+    children: Children, tmp_path: Path, request: pytest.FixtureRequest, where: str
+) -> None:
     """The service is killed after answering; the retry to its restarted process is replayed."""
     store_url = f"sqlite:///{tmp_path / 'keel.db'}"
+    env = {}
+    if where == "redis":
+        env["KEEL_TEST_REDIS"] = request.getfixturevalue("redis_server").url
     ledger = tmp_path / "ledger.txt"
     headers = key()
     answers = []
     async with asyncio.timeout(60):
         for _ in range(2):
-            child = await children.start("tests.idempotency._child", store_url, ledger)
+            child = await children.start("tests.idempotency._child", store_url, ledger, env=env)
             (port,) = await child.expect("READY")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 answers.append(await http.post("/orders", content=b"sku-9", headers=headers))
