@@ -13,12 +13,14 @@ from tests.saga._crash_participants import make_saga
 
 
 async def main(url: str, db: str) -> None:
-    """Run a coordinator until killed."""
+    """Run a coordinator until killed (or SIGTERM: it then exits 0)."""
     async with keel.connect(url) as store:
         coordinator = Coordinator(store, [make_saga(Path(db))], ttl_s=2, concurrency=32)
-        async with coordinator:
-            print("READY", flush=True)
-            await asyncio.Event().wait()
+        running = asyncio.create_task(coordinator.run())
+        await coordinator.ready.wait()
+        print("READY", flush=True)
+        await running
+    print("STOPPED", flush=True)
 
 
 if __name__ == "__main__":

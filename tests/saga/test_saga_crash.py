@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -90,3 +91,13 @@ async def test_kill_9_coordinators_every_saga_ends_and_effects_apply_once(
             assert rec.status is Status.FAILED and n % DOOMED_EVERY == 0, (saga_id, rec.error)
             assert undone["b"] == 0 and undone["c"] == done["c"]
     assert outcomes[Status.COMMITTED] > 0 and outcomes[Status.COMPENSATED] > 0
+
+
+async def test_sigterm_stops_a_coordinator_cleanly(tmp_path: Path, children: Children) -> None:
+    """SIGTERM ends run() normally: the process says so and exits 0."""
+    db = tmp_path / "participants.db"
+    init_db(db)
+    child = await _spawn(children, f"sqlite:///{tmp_path / 'keel.db'}", db)
+    child.signal(signal.SIGTERM)
+    await child.expect("STOPPED", timeout_s=30)
+    assert await child.wait() == 0
