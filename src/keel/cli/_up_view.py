@@ -361,7 +361,8 @@ def _fit(
         shown = min(want, room) - 2
         out.append(_side_by_side(group, shown, width))
         used += max(p.lines(shown) for p in group)
-    if budget - used >= len(LEGEND) + 1:
+    legend = sum(-(-len(line) // max(1, width)) for line in LEGEND)
+    if budget - used >= legend + 1:
         out.append(Text("\n".join(LEGEND), style="dim"))
     return out
 

@@ -1,0 +1,158 @@
+"""keel up's view as data: it fits the screen, decodes records, escapes text, words agree."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from rich.console import Console
+
+from keel.cli._up_fmt import count, duration, sparkline
+from keel.cli._up_lines import PlainLines
+from keel.cli._up_shop import ShopWatch, port_in_use
+from keel.cli._up_view import UpView, fit_rows
+from keel.store import Event, EventType, KeyValue
+
+_REV = iter(range(1, 1_000_000))
+
+
+def put(key: str, value: bytes | str) -> Event:
+    """A PUT event as a watch delivers it."""
+    raw = value.encode() if isinstance(value, str) else value
+    rev = next(_REV)
+    return Event(EventType.PUT, KeyValue(key, raw, rev, rev, 1, 0))
+
+
+def instance(service: str, iid: str, port: int) -> bytes:
+    """An instance record as keel.registry writes it."""
+    record = {"id": iid, "address": "127.0.0.1", "port": port, "scheme": "http"}
+    return json.dumps({"service": service, **record}).encode()
+
+
+def busy_view() -> UpView:
+    """A view with more of everything than 80x24 can show."""
+    view = UpView("sqlite:////tmp/x.db", shop=ShopWatch(8080))
+    for i in range(12):
+        view.apply(put(f"services/svc{i}/127.0.0.1:{9000 + i}", instance(f"svc{i}", "a", 9000 + i)))
+        view.apply(put(f"locks/lock{i}/{i:x}", b""))
+        view.apply(put(f"elections/leader{i}/{i:x}", b"node"))
+    for i in range(30):
+        view.apply(put(f"demo/key{i}", "x" * 300))
+    return view
+
+
+def screen(view: UpView, width: int, height: int) -> list[str]:
+    """The rendered lines, as a terminal of that size would get them."""
+    console = Console(width=width, height=height, record=True, force_terminal=True)
+    console.print(view.render(width, height))
+    return console.export_text().splitlines()
+
+
+def test_fits_80x24_with_every_main_panel() -> None:
+    """On 80x24 a busy view takes at most 24 lines, each within 80 columns, with all 4 panels."""
+    lines = screen(busy_view(), 80, 24)
+    text = "\n".join(lines)
+    assert len(lines) <= 24, text
+    assert all(len(line) <= 80 for line in lines), text
+    for title in ("services · 12 instances", "jobs · 0 jobs", "locks and leaders · 24", "recent"):
+        assert title in text, text
+    assert "more" in text  # what does not fit is counted, not dropped silently
+
+
+def test_scales_up_on_200x60() -> None:
+    """On 200x60 the panels show more rows and the extra panels and legend appear."""
+    small = "\n".join(screen(busy_view(), 80, 24))
+    lines = screen(busy_view(), 200, 60)
+    text = "\n".join(lines)
+    assert len(lines) <= 60 and all(len(line) <= 200 for line in lines), text
+    assert text.count("svc") > small.count("svc")
+    assert "keys by area" in text and "token: the fencing token" in text, text
+
+
+def test_fit_rows_gives_first_panels_their_rows_first() -> None:
+    """Rows go to the first panels up to their keep, then one each in turn."""
+    assert fit_rows([6, 1, 3, 12], 11, [8, 4, 4, 1]) == [6, 1, 3, 1]
+    assert fit_rows([2, 2], 10, [1, 1]) == [2, 2]
+    assert fit_rows([5, 5], 0, [1, 1]) == [0, 0]
+
+
+def test_health_marks_are_decoded_not_guessed() -> None:
+    """A mark that is not failing leaves health alone; a malformed record is skipped."""
+    view = UpView("memory://")
+    view.apply(put("services/orders/a", instance("orders", "a", 8080)))
+    view.apply(put("health/orders/a", b'{"status": "passing"}'))
+    row = re.compile(r"^orders\s+http://127.0.0.1:8080\s+UP\s+lease\b", re.M)
+    assert row.search("\n".join(screen(view, 120, 30)))
+    view.apply(put("health/orders/a", b"not json"))
+    assert row.search("\n".join(screen(view, 120, 30)))
+    view.apply(put("health/orders/a", b'{"status": "failing", "reason": "timeout"}'))
+    assert re.search(r"^orders\s+\S+\s+UP\s+failing", "\n".join(screen(view, 120, 30)), re.M)
+    view.apply(put("services/orders/b", b"[1, 2]"))
+    assert "services · 1 instance" in "\n".join(screen(view, 120, 30))
+
+
+def test_store_text_is_escaped() -> None:
+    """A key or value with terminal escape codes is shown escaped, never sent raw."""
+    view = UpView("memory://")
+    view.apply(put("demo/\x1b[2Jevil", "\x1b]0;title\x07"))
+    console = Console(width=120, height=30, record=True, force_terminal=True)
+    console.print(view.render(120, 30))
+    raw = console.export_text(styles=True)
+    assert "\x1b[2J" not in raw and "\x1b]0;" not in raw
+    assert "\\x1b[2Jevil" in raw
+
+
+def test_words_agree_with_numbers() -> None:
+    """Counts, durations and sparklines are written one way."""
+    assert (count(1, "job"), count(2, "job"), count(0, "instance")) == (
+        "1 job",
+        "2 jobs",
+        "0 instances",
+    )
+    assert [duration(s) for s in (0.0123, 2, 2.5, 45, 300, 7200 * 3)] == [
+        "12 ms",
+        "2 s",
+        "2.5 s",
+        "45 s",
+        "5 min",
+        "6 h",
+    ]
+    assert sparkline([0, 1, 2, 4]) == "▁▃▅█"
+    assert sparkline([]) == ""
+
+
+def test_plain_lines_print_only_changes() -> None:
+    """Without a terminal each change is one line; nothing repeats while nothing changes."""
+    view = UpView("sqlite:////tmp/x.db")
+    lines = PlainLines()
+    first = list(lines.changes(view))
+    assert len(first) == 1 and first[0].endswith("store sqlite:////tmp/x.db")
+    assert list(lines.changes(view)) == []
+    view.apply(put("locks/demo/1", b""))
+    (held,) = lines.changes(view)
+    assert "lock demo: held by a session" in held
+    view.coord.clear()
+    (free,) = lines.changes(view)
+    assert free.endswith("lock demo: free")
+
+
+def test_shop_metrics_become_rates_and_5xx_problems() -> None:
+    """Two /metrics scrapes give a request rate per service; new 5xx responses are a problem."""
+    shop = ShopWatch(8080)
+    sample = 'keel_http_server_requests_total{{service="orders",status="{s}"}} {n}\n'
+    shop.fold(sample.format(s="200", n=10), now=100.0)
+    shop.fold(sample.format(s="200", n=30) + sample.format(s="500", n=2), now=102.0)
+    assert list(shop.rates["orders"]) == [11.0]
+    assert shop.problems and "2 more 5xx" in shop.problems[-1]
+
+
+def test_port_in_use_sees_a_listener() -> None:
+    """A listening socket makes its port 'in use'; a closed one does not."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)
