@@ -10,6 +10,7 @@ STAMP := $(VENV)/.keel-installed
 .PHONY: up test lint typecheck unit engines bench bench-resilience lock clean protos
 
 up: $(STAMP)
+	@echo "==> starting keel up (Ctrl-C to stop)"
 	$(BIN)/keel up
 
 test: $(STAMP) engines lint typecheck
@@ -28,11 +29,15 @@ typecheck: $(STAMP)
 engines:
 	@bash scripts/ensure-engines.sh
 
+# Progress as it goes: a first install takes a minute or two.
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@test -x $(BIN)/python || { echo "==> [1/3] creating the virtualenv $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> [2/3] installing $$(grep -c '==' requirements.lock) locked dependencies into $(VENV)"
+	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.lock
+	@echo "==> [3/3] installing keel itself (editable)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
+	@echo "==> ready: $(BIN)/keel"
 
 bench: $(STAMP) engines
 	for b in store locks locks_redis registry balance config resilience scheduler http_service; do \
