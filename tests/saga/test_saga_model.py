@@ -95,5 +95,8 @@ def test_orphans_of_a_watch_batch() -> None:
         _ev(delete, "saga-run/active/o/ended"),  # ended: not an orphan
         _ev(put, "saga-run/active/o/waiting"),
         _ev(put, "saga-run/active/o/waiting"),
+        _ev(delete, "saga-run/owner/o/retried"),
+        _ev(delete, "saga-run/active/o/retried"),
+        _ev(put, "saga-run/active/o/retried"),  # failed, then retried by an operator
     ]
-    assert _orphans(batch) == ["o/lost", "o/waiting"]
+    assert _orphans(batch) == ["o/lost", "o/waiting", "o/retried"]

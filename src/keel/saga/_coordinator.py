@@ -75,6 +75,7 @@ class Coordinator:
         concurrency: sagas driven at once by this process (more wait their turn).
         max_input_bytes: the largest input :meth:`start` accepts (JSON-encoded).
         coordinator_id: this process's name in records (default host-pid-random).
+        rescan_s: how often to look for sagas without an owner besides watching for them.
         clock: time source.
     """
 
@@ -87,6 +88,7 @@ class Coordinator:
         concurrency: int = 64,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         coordinator_id: str | None = None,
+        rescan_s: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
@@ -101,6 +103,7 @@ class Coordinator:
             raise ValidationError(f"concurrency must be >= 1, got {concurrency!r}")
         self.ttl_s = ttl_s
         self.max_input_bytes = max_input_bytes
+        self.rescan_s = rescan_s
         self.id = coordinator_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
@@ -221,21 +224,33 @@ class Coordinator:
 
     async def _recover(self, session: Session, tasks: asyncio.TaskGroup) -> None:
         """Claim every active saga without an owner, then every one that loses it later."""
-        active, revision = await self.store.range(ACTIVE_PREFIX)
-        owned, _ = await self.store.range(OWNER_PREFIX, revision=revision)
-        taken = {kv.key[len(OWNER_PREFIX) :] for kv in owned}
+        revision = await self._scan(session, tasks)
         async with self.store.watch("saga-run/", prefix=True, start_revision=revision + 1) as watch:
-            for kv in active:
-                saga_id = kv.key[len(ACTIVE_PREFIX) :]
-                if saga_id not in taken:
-                    await self._claim(session, tasks, saga_id)
             self.ready.set()
+            tasks.create_task(self._rescan(session, tasks), name="keel-saga-rescan")
             async for event in watch:
                 batch = [event]
                 while (more := watch.get_nowait()) is not None:
                     batch.append(more)
                 for saga_id in _orphans(batch):
                     await self._claim(session, tasks, saga_id)
+
+    async def _scan(self, session: Session, tasks: asyncio.TaskGroup) -> int:
+        """Claim the active sagas that have no owner now; return the revision read at."""
+        active, revision = await self.store.range(ACTIVE_PREFIX)
+        owned, _ = await self.store.range(OWNER_PREFIX, revision=revision)
+        taken = {kv.key[len(OWNER_PREFIX) :] for kv in owned}
+        for kv in active:
+            saga_id = kv.key[len(ACTIVE_PREFIX) :]
+            if saga_id not in taken:
+                await self._claim(session, tasks, saga_id)
+        return revision
+
+    async def _rescan(self, session: Session, tasks: asyncio.TaskGroup) -> None:
+        """A safety net behind the watch: scan again every ``rescan_s``."""
+        while True:
+            await self._clock.sleep(self.rescan_s)
+            await self._scan(session, tasks)
 
     async def _claim(self, session: Session, tasks: asyncio.TaskGroup, saga_id: str) -> None:
         """Take ownership of ``saga_id`` if it is active, ours to run, and without an owner."""
@@ -351,31 +366,32 @@ class Coordinator:
 
 
 def _orphans(batch: list[Any]) -> list[str]:
-    """Sagas this batch of ``saga-run/`` events leaves active without an owner."""
-    owner_put: set[str] = set()
-    active_gone: set[str] = set()
-    candidates: list[str] = []
+    """Sagas this batch of ``saga-run/`` events leaves active without an owner.
+
+    Events are applied in order, so a saga that ended and was retried within
+    one batch is an orphan, and one started with its owner is not.
+    """
+    owner: dict[str, bool] = {}
+    active: dict[str, bool] = {}
+    triggered: list[str] = []
     for event in batch:
         key: str = event.kv.key
+        put = event.type is EventType.PUT
         if key.startswith(OWNER_PREFIX):
             saga_id = key[len(OWNER_PREFIX) :]
-            if event.type is EventType.PUT:
-                owner_put.add(saga_id)
-            else:
-                candidates.append(saga_id)
+            owner[saga_id] = put
         elif key.startswith(ACTIVE_PREFIX):
             saga_id = key[len(ACTIVE_PREFIX) :]
-            if event.type is EventType.PUT:
-                candidates.append(saga_id)
-            else:
-                active_gone.add(saga_id)
-    seen: set[str] = set()
-    out = []
-    for saga_id in candidates:
-        if saga_id not in owner_put and saga_id not in active_gone and saga_id not in seen:
-            seen.add(saga_id)
-            out.append(saga_id)
-    return out
+            active[saga_id] = put
+        else:
+            continue
+        if not put or key.startswith(ACTIVE_PREFIX):  # an owner gone, or an active marker put
+            triggered.append(saga_id)
+    return [
+        saga_id
+        for saga_id in dict.fromkeys(triggered)
+        if not owner.get(saga_id, False) and active.get(saga_id, True)
+    ]
 
 
 async def _raise_when_lost(session: Session) -> None:
