@@ -71,10 +71,35 @@ def up_cmd(
         float, typer.Option(help="Stop by itself after this many seconds (0 = until Ctrl-C).")
     ] = 0.0,
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    shop_port: Annotated[
+        int, typer.Option(help="Port of the example shop's orders service (the next 4 too).")
+    ] = 8080,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="One status line per change, as without a terminal.")
+    ] = False,
 ) -> None:
-    """Run the local environment on the embedded store with a live view, until Ctrl-C."""
+    """Run the local environment on the embedded store with a live view, until Ctrl-C.
+
+    The view fits the terminal (the most useful panels first). Without a
+    terminal it prints one status line per change.
+
+    Terms: health 'lease' = alive while its session's lease is renewed;
+    'checked' = the health checker probes it too; 'failing' = its probes fail.
+    'token' = the fencing token of a lock's owner or a leader (it grows with
+    every new owner); 'waiting' = sessions queued behind the owner;
+    'requests' = requests per second from the shop's /metrics; 'recent' =
+    durations of a job's last runs.
+    """
     try:
-        run(run_up(state.url, duration_s=duration or None, once=once))
+        run(
+            run_up(
+                state.url,
+                duration_s=duration or None,
+                once=once,
+                shop_port=shop_port,
+                plain=plain or None,
+            )
+        )
     except typer.Exit as exc:
         if exc.exit_code != 130:
             raise
