@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -148,11 +152,34 @@ def test_shop_metrics_become_rates_and_5xx_problems() -> None:
 
 def test_port_in_use_sees_a_listener() -> None:
     """A listening socket makes its port 'in use'; a closed one does not."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
         assert port_in_use("127.0.0.1", port)
     assert not port_in_use("127.0.0.1", port)
+
+
+async def test_a_crashed_example_is_a_problem_in_the_view(tmp_path: Path, monkeypatch: Any) -> None:
+    """An example that exits shows its exit code and last line of output, not /dev/null."""
+    shop = tmp_path / "examples" / "shop"
+    shop.mkdir(parents=True)
+    (tmp_path / "examples" / "__init__.py").write_text("")
+    (shop / "__init__.py").write_text("")
+    (shop / "__main__.py").write_text(
+        "print('ValueError: no such sku', flush=True)\nraise SystemExit(3)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    watch = ShopWatch(free_port())
+    async with asyncio.timeout(30):
+        await watch.run(f"sqlite:///{tmp_path / 'x.db'}")
+    assert watch.state == "exited (3)"
+    assert "shop: ValueError: no such sku" in watch.problems
+    assert "shop exited with code 3: ValueError: no such sku" in watch.problems
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
