@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from keel._records import Rejected, decode
 from keel.errors import ValidationError
 from keel.saga import SagaRecord, Status, StepRecord, StepState
-from keel.saga._coordinator import _orphans
-from keel.saga._model import record_decoder, split_id
+from keel.saga._model import orphans, record_decoder, split_id
 from keel.store import Event, EventType, KeyValue
 
 
@@ -99,4 +98,4 @@ def test_orphans_of_a_watch_batch() -> None:
         _ev(delete, "saga-run/active/o/retried"),
         _ev(put, "saga-run/active/o/retried"),  # failed, then retried by an operator
     ]
-    assert _orphans(batch) == ["o/lost", "o/waiting", "o/retried"]
+    assert orphans(batch) == ["o/lost", "o/waiting", "o/retried"]

@@ -48,13 +48,14 @@ from keel.saga._model import (
     StepRecord,
     StepState,
     active_key,
+    orphans,
     owner_key,
     record_decoder,
     record_key,
     split_id,
 )
 from keel.saga._runner import Fenced, Runner
-from keel.store import Compare, Delete, EventType, Get, KeyValue, Put, Store
+from keel.store import Compare, Delete, Get, KeyValue, Put, Store
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "Coordinator"]
 
@@ -232,7 +233,7 @@ class Coordinator:
                 batch = [event]
                 while (more := watch.get_nowait()) is not None:
                     batch.append(more)
-                for saga_id in _orphans(batch):
+                for saga_id in orphans(batch):
                     await self._claim(session, tasks, saga_id)
 
     async def _scan(self, session: Session, tasks: asyncio.TaskGroup) -> int:
@@ -303,15 +304,19 @@ class Coordinator:
                 log.info("saga %s: no longer owned here, left to its new owner", saga_id)
             except Exception:  # one saga's store error must not end the others: released
                 log.exception("saga %s: stopped by an error; released for recovery", saga_id)
-                with contextlib.suppress(Exception):
-                    await self._clock.sleep(1.0)  # no tight loop on an error that persists
-                    await self.store.txn(
-                        [Compare.create_revision(owner_key(saga_id), "==", runner.token)],
-                        [Delete(owner_key(saga_id))],
-                    )
+                await self._release(saga_id, runner.token)
             finally:
                 metrics.running.labels(name).dec()
                 self._driving.discard(saga_id)
+
+    async def _release(self, saga_id: str, token: int) -> None:
+        """Drop our owner key so the saga is claimed again (here or elsewhere)."""
+        guard = [Compare.create_revision(owner_key(saga_id), "==", token)]
+        while True:  # until done, or the session ends (which drops the key anyway)
+            await self._clock.sleep(1.0)  # no tight loop on an error that persists
+            with contextlib.suppress(RetryableError):
+                await self.store.txn(guard, [Delete(owner_key(saga_id))])
+                return
 
     # -- input -------------------------------------------------------------------
 
@@ -363,35 +368,6 @@ class Coordinator:
 
     def __repr__(self) -> str:
         return f"<Coordinator {self.id} sagas={sorted(self.sagas)} driving={len(self._driving)}>"
-
-
-def _orphans(batch: list[Any]) -> list[str]:
-    """Sagas this batch of ``saga-run/`` events leaves active without an owner.
-
-    Events are applied in order, so a saga that ended and was retried within
-    one batch is an orphan, and one started with its owner is not.
-    """
-    owner: dict[str, bool] = {}
-    active: dict[str, bool] = {}
-    triggered: list[str] = []
-    for event in batch:
-        key: str = event.kv.key
-        put = event.type is EventType.PUT
-        if key.startswith(OWNER_PREFIX):
-            saga_id = key[len(OWNER_PREFIX) :]
-            owner[saga_id] = put
-        elif key.startswith(ACTIVE_PREFIX):
-            saga_id = key[len(ACTIVE_PREFIX) :]
-            active[saga_id] = put
-        else:
-            continue
-        if not put or key.startswith(ACTIVE_PREFIX):  # an owner gone, or an active marker put
-            triggered.append(saga_id)
-    return [
-        saga_id
-        for saga_id in dict.fromkeys(triggered)
-        if not owner.get(saga_id, False) and active.get(saga_id, True)
-    ]
 
 
 async def _raise_when_lost(session: Session) -> None:

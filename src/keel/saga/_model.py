@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from keel._records import load_json_object
 from keel.errors import ValidationError
+from keel.store import Event, EventType
 
 __all__ = [
     "ACTIVE",
@@ -28,6 +30,7 @@ __all__ = [
     "StepState",
     "active_key",
     "check_name",
+    "orphans",
     "owner_key",
     "record_decoder",
     "record_key",
@@ -161,3 +164,32 @@ def owner_key(saga_id: str) -> str:
 def active_key(saga_id: str) -> str:
     """The marker present while the saga is running or compensating (what recovery scans)."""
     return ACTIVE_PREFIX + saga_id
+
+
+def orphans(batch: Sequence[Event]) -> list[str]:
+    """Sagas this batch of ``saga-run/`` events leaves active without an owner.
+
+    Events are applied in order, so a saga that ended and was retried within
+    one batch is an orphan, and one started with its owner is not.
+    """
+    owner: dict[str, bool] = {}
+    active: dict[str, bool] = {}
+    triggered: list[str] = []
+    for event in batch:
+        key: str = event.kv.key
+        put = event.type is EventType.PUT
+        if key.startswith(OWNER_PREFIX):
+            saga_id = key[len(OWNER_PREFIX) :]
+            owner[saga_id] = put
+        elif key.startswith(ACTIVE_PREFIX):
+            saga_id = key[len(ACTIVE_PREFIX) :]
+            active[saga_id] = put
+        else:
+            continue
+        if not put or key.startswith(ACTIVE_PREFIX):  # an owner gone, or an active marker put
+            triggered.append(saga_id)
+    return [
+        saga_id
+        for saga_id in dict.fromkeys(triggered)
+        if not owner.get(saga_id, False) and active.get(saga_id, True)
+    ]

@@ -101,21 +101,15 @@ class Runner:
             ]
             try:
                 res = await self.store.txn(guard, ops, [Get(okey), Get(rkey)])
-            except RetryableError as exc:  # maybe applied: the re-read below tells
+            except RetryableError as exc:  # maybe applied: the compare then fails and we re-read
                 log.warning("saga %s: store unavailable (%s), retrying", self._id, exc)
                 await self._clock.sleep(0.2)
-                await self._reread(new)
                 continue
             if res.succeeded:
                 self.rec, self.revision = new, res.revision
                 return
             owner, current = res.results
             self._merge(owner, current, new)
-
-    async def _reread(self, new: SagaRecord) -> None:
-        res = await self.store.txn([], [Get(owner_key(self._id)), Get(record_key(self._id))])
-        owner, current = res.results
-        self._merge(owner, current, new)
 
     def _merge(self, owner: Any, current: Any, new: SagaRecord) -> None:
         """After a failed write: stop if fenced, else take the operator's abort flag."""
