@@ -37,12 +37,24 @@ class Result:
 
 
 def keel_cli(
-    *args: Arg, url: str | None = None, stdin: bytes = b"", timeout_s: float = 60
+    *args: Arg,
+    url: str | None = None,
+    stdin: bytes = b"",
+    timeout_s: float = 60,
+    env: dict[str, str] | None = None,
 ) -> Result:
-    """Run ``keel [--store URL] args...``; bytes arguments go to argv as they are."""
+    """Run ``keel [--store URL] args...``; bytes arguments go to argv as they are.
+
+    ``env`` adds to (or overrides) the child's environment.
+    """
     argv: list[Arg] = [KEEL, *(["--store", url] if url else []), *args]
     proc = subprocess.run(
-        argv, input=stdin, capture_output=True, timeout=timeout_s, env=keel_env(), check=False
+        argv,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout_s,
+        env={**keel_env(), **(env or {})},
+        check=False,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 

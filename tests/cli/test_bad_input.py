@@ -22,7 +22,7 @@ CASES: list[tuple[list[Arg], int, str]] = [
     (["store", "lease", "revoke", "0x8000000000000000"], 2, "out of range"),
     (["store", "put", "--lease", HUGE, "k", "v"], 2, "out of range"),
     (["store", "put", "--lease", "zz", "k", "v"], 2, "not a number"),
-    (["store", "lease", "ttl", "12345"], 2, "not found"),
+    (["store", "lease", "ttl", "12345"], 1, "not found"),
     (["store", "put", b"\xff", "v"], 2, "UTF-8"),
     (["store", "put", "k", b"\xff"], 2, "--file"),
     (["store", "get", b"\xffkey"], 2, "UTF-8"),
@@ -119,11 +119,11 @@ def test_bad_store_url_is_one_line(url: str, fragment: str) -> None:
     [["store", "ls"], ["store", "put", "k", "v"], ["lock", "job", "--", "true"], ["locks"]],
 )
 def test_unreachable_etcd_is_one_line(args: list[str]) -> None:
-    """An etcd URL with nothing listening: exit 2, one line naming the endpoint."""
+    """An etcd URL with nothing listening: exit 3 (unavailable), one line naming the endpoint."""
     port = free_port()
     result = keel_cli(*args, url=f"etcd://127.0.0.1:{port}?timeout_s=1")
     assert b"Traceback" not in result.err
-    _assert_one_line(result.err_lines, result.code, 2, f"127.0.0.1:{port}")
+    _assert_one_line(result.err_lines, result.code, 3, f"127.0.0.1:{port}")
 
 
 def test_debug_adds_the_traceback() -> None:

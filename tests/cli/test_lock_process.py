@@ -118,8 +118,8 @@ def test_kill_9_of_keel_stops_the_command_before_the_next_holder_runs(tmp_path: 
     assert started > killed_at  # the second waited for the dead holder's lease to end
 
 
-def test_lost_lock_stops_the_whole_group_and_exits_3(tmp_path: Path) -> None:
-    """Revoking the holder's lease: its command group gets SIGTERM, then SIGKILL; keel exits 3."""
+def test_lost_lock_stops_the_whole_group_and_exits_5(tmp_path: Path) -> None:
+    """Revoking the holder's lease: its command group gets SIGTERM, then SIGKILL; keel exits 5."""
     url = f"sqlite:///{tmp_path / 'k.db'}"
     stubborn = 'trap "" TERM; ' + BEATING  # ignores SIGTERM: needs the SIGKILL
     proc = _start_lock(url, "--ttl", "2", "job", "--", "sh", "-c", stubborn, "sh", str(tmp_path))
@@ -129,12 +129,14 @@ def test_lost_lock_stops_the_whole_group_and_exits_3(tmp_path: Path) -> None:
         lease = asyncio.run(_owner_lease(url, "job"))
         try:
             assert keel_cli("store", "lease", "revoke", str(lease), url=url).code == 0
-            assert proc.wait(timeout=30) == 3
+            assert proc.wait(timeout=30) == 5
             assert not _alive(pid)
         finally:
             _kill_leftover(tmp_path / "pid")
         err = proc.stderr.read() if proc.stderr else b""
-    assert b"was lost" in err and len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()
+    assert b"acquired 'job' with fencing token" in lines[0]
+    assert b"was lost" in lines[1] and len(lines) == 2
 
 
 def test_what_the_command_leaves_running_is_stopped(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def test_listings_escape_keys_and_values(url: str, args: list[str]) -> None:
 def test_lease_ttl_escapes_keys(url: str) -> None:
     """lease ttl lists a lease's keys escaped."""
     granted = keel_cli("store", "ls", "--json", url=url).out
-    lease = str(__import__("json").loads(granted)["lease"])
+    lease = str(__import__("json").loads(granted)[0]["lease"])
     result = keel_cli("store", "lease", "ttl", lease, url=url)
     assert result.code == 0, result.err
     _assert_escaped(result.out)

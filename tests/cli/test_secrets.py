@@ -84,10 +84,10 @@ async def test_store_repr_and_connection_failure_hide_the_password(
 
 
 def test_cli_connection_failure_hides_the_password() -> None:
-    """keel with an etcd URL to a closed port: exit 2, the endpoint named, no password."""
+    """keel with an etcd URL to a closed port: exit 3, the endpoint named, no password."""
     port = free_port()
     result = keel_cli("store", "status", url=f"etcd://alice:{SECRET}@127.0.0.1:{port}?timeout_s=1")
-    assert result.code == 2 and len(result.err_lines) == 1
+    assert result.code == 3 and len(result.err_lines) == 1
     assert f"127.0.0.1:{port}".encode() in result.err
     assert SECRET.encode() not in result.err + result.out
 

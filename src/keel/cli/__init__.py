@@ -24,16 +24,28 @@ from keel.cli import (
     _service_cmds,
     _store_cmds,
 )
-from keel.cli._common import console, invoke, quiet_logs, run, state
-from keel.cli._up import run_up
+from keel.cli._common import EXIT_CODES, console, invoke, quiet_logs, run, state
+from keel.cli._help import install as _install_help
+
+_install_help()
 
 __all__ = ["app", "main"]
 
+_EPILOG = (
+    "\b\nExit codes:\n"
+    + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    + "\n  keel lock exits with its command's own code otherwise."
+)
+
 app = typer.Typer(
-    help="keel: registry, config, locks, scheduling and resilience for Python services.",
+    help="keel: registry, config, locks, scheduling and resilience for Python services.\n\n"
+    "Read commands take -o table|wide|json|yaml; piped output is never cut or coloured.",
+    epilog=_EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 app.add_typer(_store_cmds.app, name="store")
 app.add_typer(_config_cmds.app, name="config")
@@ -44,13 +56,23 @@ _jobs_cmds.register(app)
 _saga_cmds.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from keel import __version__
+
+        print(f"keel {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
+    ctx: typer.Context,
     store: Annotated[
         str | None,
         typer.Option(
             "--store",
             envvar="KEEL_STORE",
+            metavar="URL",
             help="Store URL: memory://, sqlite:///path.db, etcd://host:port[,host:port]. "
             "Default: sqlite:// (.keel/keel.db).",
         ),
@@ -59,8 +81,20 @@ def _options(
         bool,
         typer.Option("--debug", envvar="KEEL_DEBUG", help="Print the traceback of an error, too."),
     ] = False,
+    _show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print keel's version and exit."
+        ),
+    ] = False,
 ) -> None:
     state.store_url = store
+    source = ctx.get_parameter_source("store")
+    state.url_source = (
+        "KEEL_STORE"
+        if source is not None and source.name == "ENVIRONMENT"
+        else ("--store" if store else "default")
+    )
     state.debug = debug
     quiet_logs(debug)
 
@@ -90,6 +124,8 @@ def up_cmd(
     'requests' = requests per second from the shop's /metrics; 'recent' =
     durations of a job's last runs.
     """
+    from keel.cli._up import run_up  # the demo stack is imported only when it runs
+
     try:
         run(
             run_up(
@@ -104,6 +140,11 @@ def up_cmd(
         if exc.exit_code != 130:
             raise
     console.print("keel up: stopped cleanly")
+
+
+app.command("status", help="Same as 'keel store status': which store, where from, what is in it.")(
+    _store_cmds.status_cmd
+)
 
 
 def main(args: list[str] | None = None) -> None:

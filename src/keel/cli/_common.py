@@ -4,9 +4,14 @@ Errors have one handler, :func:`report`: whatever a command ends with (a
 :class:`~keel.errors.KeelError`, a usage error of typer/click, a ``ValueError``
 or ``UnicodeError`` from parsing input) becomes one line on stderr naming the
 problem and the fix, and an exit code; nothing is changed. ``keel --debug``
-also prints the traceback. Exit codes: 0 done; 1 not found (a key, a store
-file) or an internal error; 2 bad input or a store error; 3 a lock lost while
-its command ran; 130 interrupted (Ctrl-C); ``keel lock`` returns its command's.
+also prints the traceback. Exit codes (:data:`EXIT_CODES`, also in ``keel
+--help``): 0 done; 1 not found (a key, a job, a service, a store file) or an
+internal error; 2 bad input; 3 the store is unavailable; 4 timed out; 5 a lock
+lost while its command ran; 130 interrupted (Ctrl-C); ``keel lock`` returns
+its command's own code otherwise.
+
+This module imports no store, backend or domain package at import time, so
+that ``keel --help`` starts fast; commands import what they use when they run.
 
 Keys and values come from the store, so anyone may have written them: text
 printed for a terminal goes through :func:`printable`, which shows control
@@ -15,7 +20,6 @@ characters as escapes (``\\x1b``) instead of sending them to the terminal.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -23,25 +27,36 @@ import sys
 import traceback
 import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, overload
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-import keel
-from keel._aio import Opening
-from keel.errors import KeelError, StoreNotFoundError
-from keel.store import Store, default_url
+from keel.errors import (
+    KeelError,
+    LockLostError,
+    NotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from keel._aio import Opening
+    from keel.store import Store
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_CODES",
     "EXIT_INTERRUPTED",
     "EXIT_LOCK_LOST",
     "EXIT_NOT_FOUND",
+    "EXIT_TIMED_OUT",
+    "EXIT_UNAVAILABLE",
     "cell",
     "console",
     "err_console",
+    "exit_code",
     "fail",
     "invoke",
     "open_store",
@@ -58,11 +73,27 @@ __all__ = [
 
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
-EXIT_LOCK_LOST = 3
+EXIT_UNAVAILABLE = 3
+EXIT_TIMED_OUT = 4
+EXIT_LOCK_LOST = 5
 EXIT_INTERRUPTED = 130
 _EXIT_INTERNAL = 1
+EXIT_CODES = {
+    0: "done",
+    EXIT_NOT_FOUND: "not found (a key, job, service, config, store file...), or an internal error",
+    EXIT_BAD_INPUT: "bad input (nothing was changed)",
+    EXIT_UNAVAILABLE: "the store is unavailable (unreachable, or did not answer in time)",
+    EXIT_TIMED_OUT: "timed out (e.g. keel lock --timeout)",
+    EXIT_LOCK_LOST: "keel lock: the lock was lost while the command ran (it was stopped)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 MAX_INT64 = (1 << 63) - 1
-console = Console(highlight=False, soft_wrap=True)
+_PLAIN = not sys.stdout.isatty()
+# To a pipe or a file: no colour, no truncation, no wrapping (a wide virtual
+# page); rich itself honours NO_COLOR on a terminal.
+console = Console(
+    highlight=False, soft_wrap=True, width=1 << 20 if _PLAIN else None, no_color=_PLAIN or None
+)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 P = ParamSpec("P")
@@ -73,11 +104,17 @@ class _State:
     """Options given before the command (``keel --store URL --debug ...``)."""
 
     store_url: str | None = None
+    url_source: str = "default"  # "--store", "KEEL_STORE" or "default"
     debug: bool = False
 
     @property
     def url(self) -> str:
-        return self.store_url or default_url()
+        """The store URL in use: ``--store``, else ``KEEL_STORE``, else the default."""
+        if self.store_url:
+            return self.store_url
+        from keel.store import default_url
+
+        return default_url()
 
 
 state = _State()
@@ -162,12 +199,36 @@ def _usage_line(exc: typer.TyperException) -> tuple[str, int]:
     return f"{message}: see '{where}'", int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
 
 
+_KEEL_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFoundError, EXIT_NOT_FOUND),
+    (StoreUnavailableError, EXIT_UNAVAILABLE),
+    (LockLostError, EXIT_LOCK_LOST),
+    (TimeoutError, EXIT_TIMED_OUT),  # DeadlineExceededError too
+    (ValidationError, EXIT_BAD_INPUT),
+    (KeelError, EXIT_BAD_INPUT),  # the store refused (auth, compacted, conflict...)
+)
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of a keel error class (the one mapping), None if ``exc`` is not one."""
+    for cls, code in _KEEL_CODES:
+        if isinstance(exc, cls):
+            return code
+    return None
+
+
 def _error_line(exc: BaseException) -> tuple[str, int]:
     """The line to print for an error, and the exit code."""
-    if isinstance(exc, StoreNotFoundError):
-        return str(exc), EXIT_NOT_FOUND
-    if isinstance(exc, KeelError):
-        return str(exc), EXIT_BAD_INPUT
+    code = exit_code(exc)
+    if code is not None:
+        if code == EXIT_TIMED_OUT and not str(exc):
+            return "timed out: try again, or give a longer timeout", code
+        return str(exc), code
+    if isinstance(exc, ConnectionError):
+        return (
+            f"the store is unreachable ({exc}): check the --store URL and that it is running",
+            EXIT_UNAVAILABLE,
+        )
     if isinstance(exc, typer.Abort):
         return "aborted", _EXIT_INTERNAL
     if isinstance(exc, typer.TyperException):
@@ -247,6 +308,8 @@ def invoke(app: typer.Typer, args: list[str] | None = None) -> int:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; an error ends the command through :func:`report`."""
     try:
+        import asyncio  # here, not at import: keel --help does not need it
+
         return asyncio.run(coro)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -266,7 +329,9 @@ def open_store(*, readonly: bool = False) -> Opening[Store]:
         readonly: the command only reads: a SQLite file that does not exist is
             reported ("no store at ...", exit 1) instead of created empty.
     """
-    return keel.connect(state.url, create=not readonly)
+    from keel._connect import connect
+
+    return connect(state.url, create=not readonly)
 
 
 _Command = Callable[..., Coroutine[Any, Any, T]]

@@ -7,26 +7,29 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from keel._records import Rejected, decode, report
-from keel.cli._common import cell, console, err_console, fail, printable, run, with_store
-from keel.config import (
-    ClientReport,
-    ConfigCenter,
-    ConfigDocument,
-    ConfigSummary,
-    Format,
-    GrayRelease,
-    GrayRule,
-    MalformedConfigError,
+from keel.cli._common import (
+    EXIT_NOT_FOUND,
+    cell,
+    console,
+    err_console,
+    fail,
+    printable,
+    run,
+    with_store,
 )
-from keel.config._model import current_key, gray_key
+from keel.cli._output import JsonFlag, OutputOption, emit, emit_event, output_format
 from keel.errors import ValidationError
-from keel.store import Event, EventType, Store, merged
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from keel.config import ConfigCenter, ConfigDocument, ConfigSummary, GrayRelease
+    from keel.store import Event, Store
 
 __all__ = ["app"]
 
@@ -48,24 +51,61 @@ def _read(path: Path) -> str:
         fail(f"cannot read {path}: {exc}; give a readable UTF-8 file ('-' for stdin)")
 
 
+def _center(store: Store) -> ConfigCenter:
+    from keel.config import ConfigCenter
+
+    return ConfigCenter(store)
+
+
+def _doc_record(d: ConfigDocument, content: bool = False) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": d.name,
+        "version": d.version,
+        "format": d.format,
+        "md5": d.md5,
+        "author": d.author,
+        "comment": d.comment,
+        "published_at": d.published_at,
+    }
+    return {**record, "content": d.content} if content else record
+
+
 @app.command("ls")
-def ls_cmd() -> None:
+def ls_cmd(output: OutputOption = "table", as_json: JsonFlag = False) -> None:
     """List configs with their version, format and gray state (malformed records marked)."""
+    out = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> list[ConfigSummary]:
-        return await ConfigCenter(store).list()
+        return await _center(store).list()
 
-    table = Table(title="configs", title_justify="left")
-    for column in ("name", "version", "format", "md5", "published (UTC)", "gray"):
-        table.add_column(column)
     summaries = run(go())
-    for s in summaries:
-        version, fmt = ("malformed", "") if s.rejected else (str(s.version), s.format)
-        gray = "yes" if s.gray else ""
-        row = (s.name, version, fmt, s.md5[:12], _when(s.published_at), gray)
-        table.add_row(*map(cell, row))
-    console.print(table)
+
+    def table(wide: bool) -> Table:
+        t = Table(title="configs", title_justify="left")
+        for column in ("name", "version", "format", "md5", "published (UTC)", "gray"):
+            t.add_column(column)
+        for s in summaries:
+            version, fmt = ("malformed", "") if s.rejected else (str(s.version), s.format)
+            gray = "yes" if s.gray else ""
+            md5 = s.md5 if wide else s.md5[:12]
+            row = (s.name, version, fmt, md5, _when(s.published_at), gray)
+            t.add_row(*map(cell, row))
+        return t
+
+    records = [
+        {
+            "name": s.name,
+            "version": None if s.rejected else s.version,
+            "format": None if s.rejected else s.format,
+            "md5": s.md5,
+            "published_at": s.published_at,
+            "gray": s.gray,
+            "malformed": bool(s.rejected),
+        }
+        for s in summaries
+    ]
+    emit(out, records, table)
     bad = [s.name for s in summaries if s.rejected]
     if bad:
         err_console.print(
@@ -77,20 +117,33 @@ def ls_cmd() -> None:
 
 @app.command("get")
 def get_cmd(
-    name: str,
-    version: Annotated[int, typer.Option(help="A past version (default: current).")] = 0,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    version: Annotated[
+        int, typer.Option(metavar="N", help="A past version (default: current).")
+    ] = 0,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", metavar="FORMAT", help="json or yaml: the record with its content."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Print a config's content."""
+    """Print a config's content (its whole record with -o json|yaml)."""
 
     @with_store(readonly=True)
     async def go(store: Store) -> ConfigDocument | None:
-        center = ConfigCenter(store)
+        center = _center(store)
         return await (center.version(name, version) if version else center.get(name))
 
     doc = run(go())
     if doc is None:
         fail(f"config {name!r} not found: list them with 'keel config ls'", code=1)
-    sys.stdout.write(doc.content)
+    if output is None and not as_json:
+        sys.stdout.write(doc.content)
+        return
+    fmt = output_format(output or "json", as_json)
+    emit(fmt, _doc_record(doc, content=True), lambda wide: doc.content)
 
 
 @app.command("publish")
@@ -112,8 +165,10 @@ def publish_cmd(
 
     @with_store
     async def go(store: Store) -> ConfigDocument:
+        from keel.config import Format
+
         fmt: Format | None = format  # type: ignore[assignment]  # checked by the center
-        return await ConfigCenter(store).publish(
+        return await _center(store).publish(
             name,
             content,
             format=fmt,
@@ -128,20 +183,32 @@ def publish_cmd(
 
 
 @app.command("history")
-def history_cmd(name: str) -> None:
-    """List the kept versions of NAME."""
+def history_cmd(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
+) -> None:
+    """List the kept versions of NAME (exit 1 when there is none)."""
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> list[ConfigDocument]:
-        return await ConfigCenter(store).history(name)
+        return await _center(store).history(name)
 
-    table = Table(title=f"{name} history", title_justify="left")
-    for column in ("version", "published (UTC)", "author", "md5", "comment"):
-        table.add_column(column)
-    for d in run(go()):
-        row = (str(d.version), _when(d.published_at), d.author, d.md5[:12], d.comment)
-        table.add_row(*map(cell, row))
-    console.print(table)
+    docs = run(go())
+    if not docs:
+        fail(f"config {name!r} has no history: list configs with 'keel config ls'", EXIT_NOT_FOUND)
+
+    def table(wide: bool) -> Table:
+        t = Table(title=f"{name} history", title_justify="left")
+        for column in ("version", "published (UTC)", "author", "md5", "comment"):
+            t.add_column(column)
+        for d in docs:
+            md5 = d.md5 if wide else d.md5[:12]
+            t.add_row(*map(cell, (str(d.version), _when(d.published_at), d.author, md5, d.comment)))
+        return t
+
+    emit(fmt, [_doc_record(d) for d in docs], table)
 
 
 @app.command("diff")
@@ -150,7 +217,7 @@ def diff_cmd(name: str, a: int, b: int) -> None:
 
     @with_store(readonly=True)
     async def go(store: Store) -> str:
-        return await ConfigCenter(store).diff(name, a, b)
+        return await _center(store).diff(name, a, b)
 
     sys.stdout.write(run(go()) or f"versions {a} and {b} are identical\n")
 
@@ -168,7 +235,7 @@ def rollback_cmd(
 
     @with_store
     async def go(store: Store) -> ConfigDocument:
-        return await ConfigCenter(store).rollback(name, version, author=author, force=force)
+        return await _center(store).rollback(name, version, author=author, force=force)
 
     doc = run(go())
     console.print(f"{name} version {doc.version} published (content of version {version})")
@@ -180,7 +247,7 @@ def rm_cmd(name: str) -> None:
 
     @with_store
     async def go(store: Store) -> bool:
-        return await ConfigCenter(store).delete(name)
+        return await _center(store).delete(name)
 
     if not run(go()):
         fail(f"config {name!r} not found", code=1)
@@ -199,6 +266,8 @@ def gray_cmd(
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why.")] = "",
 ) -> None:
     """Start a gray release of FILE for the clients the rule selects."""
+    from keel.config import GrayRule
+
     try:
         rule = GrayRule(
             ids=tuple(i.strip() for i in ids.split(",") if i.strip()),
@@ -211,7 +280,7 @@ def gray_cmd(
 
     @with_store
     async def go(store: Store) -> None:
-        await ConfigCenter(store).publish_gray(
+        await _center(store).publish_gray(
             name, content, rule, author=author, comment=comment, replace=replace
         )
 
@@ -225,7 +294,7 @@ def promote_cmd(name: str) -> None:
 
     @with_store
     async def go(store: Store) -> ConfigDocument:
-        return await ConfigCenter(store).promote(name)
+        return await _center(store).promote(name)
 
     doc = run(go())
     console.print(f"{name}: gray promoted as version {doc.version}")
@@ -237,7 +306,7 @@ def abort_cmd(name: str) -> None:
 
     @with_store
     async def go(store: Store) -> bool:
-        return await ConfigCenter(store).abort_gray(name)
+        return await _center(store).abort_gray(name)
 
     if not run(go()):
         fail(f"{name} has no gray release", code=1)
@@ -245,33 +314,59 @@ def abort_cmd(name: str) -> None:
 
 
 @app.command("status")
-def status_cmd(name: str) -> None:
+def status_cmd(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
+) -> None:
     """Show the main version, the gray rule, and which clients run what."""
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
-    async def go(store: Store) -> None:
-        center = ConfigCenter(store)
-        state = f"{name}: {await _main_state(center, name)}; {await _gray_state(center, name)}"
-        console.print(printable(state), markup=False)
-        clients, _ = await store.range(f"config-clients/{name}/")
-        table = Table(title=f"{len(clients)} clients", title_justify="left")
-        for column in ("client", "version", "gray", "md5"):
-            table.add_column(column)
-        for kv in clients:
+    async def go(store: Store) -> dict[str, Any]:
+        from keel._records import Rejected, decode, report
+        from keel.config import ClientReport
+
+        center = _center(store)
+        clients: list[dict[str, Any]] = []
+        kvs, _ = await store.range(f"config-clients/{name}/")
+        for kv in kvs:
             info = decode("config", kv.key, kv.value, ClientReport.decode)
             client = kv.key.rsplit("/", 1)[1]
             if isinstance(info, Rejected):
                 report(info)
-                table.add_row(cell(client), "malformed", "", "")
+                clients.append({"client": client, "malformed": True})
                 continue
-            row = (client, str(info.version), "yes" if info.gray else "", info.md5[:12])
-            table.add_row(*map(cell, row))
-        console.print(table)
+            clients.append(
+                {"client": client, "version": info.version, "gray": info.gray, "md5": info.md5}
+            )
+        main, gray = await _main_state(center, name), await _gray_state(center, name)
+        return {"name": name, "main": main, "gray": gray, "clients": clients}
 
-    run(go())
+    info = run(go())
+
+    def table(wide: bool) -> Group:
+        from rich.console import Group
+        from rich.text import Text
+
+        t = Table(title=f"{len(info['clients'])} clients", title_justify="left")
+        for column in ("client", "version", "gray", "md5"):
+            t.add_column(column)
+        for c in info["clients"]:
+            if c.get("malformed"):
+                t.add_row(cell(c["client"]), "malformed", "", "")
+                continue
+            md5 = c["md5"] if wide else c["md5"][:12]
+            t.add_row(*map(cell, (c["client"], str(c["version"]), "yes" if c["gray"] else "", md5)))
+        head = Text(printable(f"{name}: {info['main']}; {info['gray']}"))
+        return Group(head, t)
+
+    emit(fmt, info, table)
 
 
 async def _main_state(center: ConfigCenter, name: str) -> str:
+    from keel.config import MalformedConfigError
+
     try:
         doc = await center.get(name)
     except MalformedConfigError:
@@ -280,6 +375,8 @@ async def _main_state(center: ConfigCenter, name: str) -> str:
 
 
 async def _gray_state(center: ConfigCenter, name: str) -> str:
+    from keel.config import MalformedConfigError
+
     try:
         gray = await center.gray(name)
     except MalformedConfigError:
@@ -289,36 +386,53 @@ async def _gray_state(center: ConfigCenter, name: str) -> str:
     return f"gray over version {gray.base_version}: {json.dumps(gray.rule.to_json())}"
 
 
-def _event_line(name: str, event: Event) -> str:
-    """One line for a watch event; a malformed record is said so (and reported)."""
+def _event(name: str, event: Event) -> tuple[dict[str, Any], str]:
+    """A watch event as a record and a line; a malformed record is said so (and reported)."""
+    from keel._records import Rejected, decode, report
+    from keel.config import ConfigDocument, GrayRelease
+    from keel.config._model import gray_key
+    from keel.store import EventType
+
     is_gray = event.kv.key == gray_key(name)
     kind = "gray" if is_gray else "main"
+    record: dict[str, Any] = {"name": name, "kind": kind, "revision": event.revision}
     if event.type is EventType.DELETE:
-        return f"{kind} deleted rev={event.revision}"
+        return {**record, "deleted": True}, f"{kind} deleted rev={event.revision}"
     decoder: Callable[[bytes], ConfigDocument | GrayRelease] = (
         GrayRelease.decode if is_gray else ConfigDocument.decode
     )
     rec = decode("config", event.kv.key, event.kv.value, decoder)
     if isinstance(rec, Rejected):
         report(rec)
-        return printable(f"{kind} malformed rev={event.revision} ({rec.reason})")
+        line = printable(f"{kind} malformed rev={event.revision} ({rec.reason})")
+        return {**record, "malformed": rec.reason}, line
     version = rec.base_version if isinstance(rec, GrayRelease) else rec.version
-    return printable(f"{kind} version={version} md5={rec.md5} rev={event.revision}")
+    line = printable(f"{kind} version={version} md5={rec.md5} rev={event.revision}")
+    return {**record, "version": version, "md5": rec.md5}, line
 
 
 @app.command("watch")
 def watch_cmd(
-    name: str,
-    count: Annotated[int, typer.Option(help="Stop after this many changes (0: until Ctrl-C).")] = 0,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    count: Annotated[
+        int, typer.Option(metavar="N", help="Stop after this many changes (0: until Ctrl-C).")
+    ] = 0,
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
 ) -> None:
-    """Print a line for each publish, gray change or delete of NAME."""
+    """Print a line (-o json: an object) for each publish, gray change or delete of NAME."""
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> None:
+        from keel.config._model import current_key, gray_key
+        from keel.store import merged
+
         seen = 0
         async with store.watch(current_key(name)) as main, store.watch(gray_key(name)) as gray:
             async for event, _ in merged([main, gray]):
-                print(_event_line(name, event), flush=True)
+                record, line = _event(name, event)
+                emit_event(fmt, record, line)
                 seen += 1
                 if count and seen >= count:
                     return

@@ -8,23 +8,26 @@ the lock is lost, and when the command exits leaving children behind.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import os
 import shutil
-import signal
-import sys
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
-from keel.cli._common import EXIT_LOCK_LOST, cell, console, fail, printable, run, with_store
-from keel.coord import Election, Leader, LineState, Lock, LossFlag, Session, read_lines
-from keel.store import Store
+from keel.cli._common import (
+    EXIT_NOT_FOUND,
+    cell,
+    fail,
+    printable,
+    run,
+    with_store,
+)
+from keel.cli._output import JsonFlag, OutputOption, emit, emit_event, output_format
+
+if TYPE_CHECKING:
+    from keel.coord import Leader, LineState
+    from keel.store import Store
 
 __all__ = ["register"]
 
@@ -34,6 +37,8 @@ def _lease_ttl_text(ttl: int | None) -> str:
 
 
 async def _lines_with_ttls(store: Store, kinds: list[str]) -> list[tuple[LineState, int | None]]:
+    from keel.coord import read_lines
+
     out: list[tuple[LineState, int | None]] = []
     for line in await read_lines(store, kinds):
         info = await store.time_to_live(line.owner.lease) if line.owner else None
@@ -41,134 +46,76 @@ async def _lines_with_ttls(store: Store, kinds: list[str]) -> list[tuple[LineSta
     return out
 
 
+def _line_record(line: LineState, ttl: int | None) -> dict[str, Any]:
+    owner = line.owner
+    return {
+        "kind": line.kind,
+        "name": line.name,
+        "owner_lease": f"{owner.lease:x}" if owner else None,
+        "fencing_token": line.fencing_token,
+        "waiters": line.waiters,
+        "lease_ttl": ttl,
+    }
+
+
 def locks_cmd(
     all_kinds: Annotated[
         bool, typer.Option("--all", help="Also show semaphores and rwlocks.")
     ] = False,
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
 ) -> None:
     """List held locks: owner lease, fencing token, waiters, owner's lease TTL."""
     kinds = ["locks/", "semaphores/", "rwlocks/"] if all_kinds else ["locks/"]
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> list[tuple[LineState, int | None]]:
         return await _lines_with_ttls(store, kinds)
 
     rows = run(go())
-    table = Table(title=f"{len(rows)} held", title_justify="left")
-    for column in ("kind", "name", "owner lease", "token", "waiters", "lease ttl"):
-        table.add_column(column)
-    for line, ttl in rows:
-        owner = line.owner
-        table.add_row(
-            cell(line.kind),
-            cell(line.name),
-            f"{owner.lease:x}" if owner else "",
-            str(line.fencing_token),
-            str(line.waiters),
-            _lease_ttl_text(ttl),
-        )
-    console.print(table)
 
+    def table(wide: bool) -> Table:
+        t = Table(title=f"{len(rows)} held", title_justify="left")
+        for column in ("kind", "name", "owner lease", "token", "waiters", "lease ttl"):
+            t.add_column(column)
+        for line, ttl in rows:
+            owner = line.owner
+            t.add_row(
+                cell(line.kind),
+                cell(line.name),
+                f"{owner.lease:x}" if owner else "",
+                str(line.fencing_token),
+                str(line.waiters),
+                _lease_ttl_text(ttl),
+            )
+        return t
 
-_GUARD = str(Path(__file__).with_name("_lockguard.py"))
-_GRACE_S = 5.0
-
-
-async def _start_guarded(
-    command: list[str], env: dict[str, str], grace_s: float
-) -> asyncio.subprocess.Process:
-    """Start the command under the guard; from this (the main) thread, for PDEATHSIG.
-
-    The guard has a process group of its own, so a signal to keel's group
-    (``kill -9 -PGID``) ends keel and leaves the guard to stop the command.
-    """
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        _GUARD,
-        str(os.getpid()),
-        f"{grace_s:g}",
-        "--",
-        *command,
-        env=env,
-        process_group=0,
-    )
-
-
-def _pass_sigterm(guard: asyncio.subprocess.Process) -> None:
-    """Ask the guard to stop the command's group (SIGTERM, SIGKILL after the grace)."""
-    with contextlib.suppress(ProcessLookupError):
-        guard.send_signal(signal.SIGTERM)
-
-
-async def _stop(guard: asyncio.subprocess.Process) -> int:
-    """Stop the command's group through the guard and wait until the guard has exited."""
-    _pass_sigterm(guard)
-    return await asyncio.shield(guard.wait())
-
-
-async def _supervise(guard: asyncio.subprocess.Process, lost: LossFlag) -> int | None:
-    """The command's exit code, or None if the lock was lost first (the command is stopped)."""
-    waiter = asyncio.ensure_future(guard.wait())
-    loser = asyncio.ensure_future(lost.wait())
-    try:
-        await asyncio.wait([waiter, loser], return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # Ctrl-C: the command's group goes before the lock does
-        await _stop(guard)
-        raise
-    finally:
-        loser.cancel()
-    if waiter.done():
-        return waiter.result()
-    await _stop(guard)
-    return None
-
-
-async def _run_locked(
-    store: Store, name: str, command: list[str], ttl_s: int, timeout_s: float | None
-) -> int:
-    # The group must be gone before the lease can expire under a dead keel:
-    # the last keepalive was at most ttl/3 ago, so half the TTL is safe.
-    grace_s = min(_GRACE_S, ttl_s / 2)
-    async with Session(store, ttl_s=ttl_s) as session:
-        try:
-            held = await Lock(session, name).acquire(timeout_s=timeout_s)
-        except TimeoutError:
-            fail(f"lock {name!r} not acquired within {timeout_s}s: it is held elsewhere")
-        async with held:
-            env = {**os.environ, "KEEL_LOCK": name, "KEEL_FENCING_TOKEN": str(held.fencing_token)}
-            guard = await _start_guarded(command, env, grace_s)
-            # SIGTERM to keel stops the command's group; the lock is released after it ends.
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, _pass_sigterm, guard)
-            try:
-                code = await _supervise(guard, held.lost)
-            finally:
-                loop.remove_signal_handler(signal.SIGTERM)
-            if code is None:
-                fail(
-                    f"lock {name!r} was lost while the command ran ({held.lost.reason}): "
-                    f"the command was stopped; run it again",
-                    EXIT_LOCK_LOST,
-                )
-            return code
+    emit(fmt, [_line_record(line, ttl) for line, ttl in rows], table)
 
 
 def lock_cmd(
-    name: str,
-    command: Annotated[list[str], typer.Argument(help="The command to run while holding it.")],
-    ttl: Annotated[int, typer.Option(help="Session TTL in seconds.")] = 10,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    command: Annotated[
+        list[str], typer.Argument(metavar="COMMAND...", help="The command to run while holding it.")
+    ],
+    ttl: Annotated[int, typer.Option(metavar="SECONDS", help="Session TTL in seconds.")] = 10,
     timeout: Annotated[
-        float, typer.Option(help="Give up after this many seconds (0 = wait for ever).")
+        float,
+        typer.Option(
+            metavar="SECONDS", help="Give up after this many seconds, exit 4 (0 = wait for ever)."
+        ),
     ] = 0.0,
 ) -> None:
     """Run COMMAND while holding lock NAME, cluster-wide (the distributed `flock`).
 
     The command runs in its own process group and gets KEEL_LOCK and
-    KEEL_FENCING_TOKEN in its environment. If the lock is lost while it runs,
-    or keel is killed, the group gets SIGTERM (SIGKILL 5 s later, or half the
-    TTL if shorter) and keel exits with code 3; otherwise keel exits with the
-    command's code, after stopping what the command left running.
+    KEEL_FENCING_TOKEN in its environment; on stderr keel says whom it waits
+    for and the fencing token it got. If the lock is lost while it runs, or
+    keel is killed, the group gets SIGTERM (SIGKILL 5 s later, or half the TTL
+    if shorter) and keel exits with code 5; not acquired within --timeout:
+    code 4; otherwise keel exits with the command's code, after stopping what
+    the command left running.
     """
     if command and command[0] == "--":
         command = command[1:]
@@ -183,7 +130,9 @@ def lock_cmd(
 
     @with_store
     async def go(store: Store) -> int:
-        return await _run_locked(store, name, command, ttl, timeout or None)
+        from keel.cli._lockrun import run_locked
+
+        return await run_locked(store, name, command, ttl, timeout or None)
 
     raise typer.Exit(run(go()))
 
@@ -195,23 +144,48 @@ def _leader_line(leader: Leader | None) -> str:
     return f"{value}  (token {leader.fencing_token}, lease {leader.lease:x})"
 
 
+def _leader_record(name: str, leader: Leader | None) -> dict[str, Any]:
+    if leader is None:
+        return {"election": name, "leader": None}
+    return {
+        "election": name,
+        "leader": leader.value.decode("utf-8", "backslashreplace"),
+        "fencing_token": leader.fencing_token,
+        "lease": f"{leader.lease:x}",
+        "key": leader.key,
+    }
+
+
 def leader_cmd(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
     watch: Annotated[bool, typer.Option("--watch", help="Follow leader changes.")] = False,
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
 ) -> None:
-    """Show the current leader of election NAME (or follow it with --watch)."""
+    """Show the current leader of election NAME (or follow it with --watch).
+
+    Exit code 1 when the election has no leader (nobody campaigns under NAME).
+    """
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
-    async def go(store: Store) -> None:
+    async def go(store: Store) -> Leader | None:
+        from keel.coord import Election, Session
+
         async with Session(store, ttl_s=10) as session:
             election = Election(session, name)
             if not watch:
-                console.print(Text(_leader_line(await election.leader())))
-                return
+                return await election.leader()
             async for leader in election.observe():
-                print(_leader_line(leader), flush=True)
+                emit_event(fmt, _leader_record(name, leader), _leader_line(leader))
+        return None
 
-    run(go())
+    leader = run(go())
+    if watch:
+        return
+    if leader is None:
+        fail(f"election {name!r} has no leader: nobody campaigns under that name", EXIT_NOT_FOUND)
+    emit(fmt, _leader_record(name, leader), lambda wide: cell(_leader_line(leader)))
 
 
 def register(app: typer.Typer) -> None:

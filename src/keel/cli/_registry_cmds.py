@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from keel._records import Rejected, decode
-from keel.cli._common import cell, console, err_console, fail, run, with_store
-from keel.coord import Session
+from keel.cli._common import EXIT_NOT_FOUND, cell, console, err_console, fail, run, with_store
+from keel.cli._output import JsonFlag, OutputOption, emit, output_format
 from keel.errors import ValidationError
-from keel.registry import (
-    DRAINING,
-    HealthCheck,
-    HealthChecker,
-    Instance,
-    Registry,
-    decode_health_mark,
-    decode_instance,
-)
-from keel.registry._decode import HEALTH_AREA, REGISTRY_AREA
-from keel.registry._model import HEALTH, SERVICES, check_service_name, instance_key
-from keel.store import Range, Store
+
+if TYPE_CHECKING:
+    from keel._records import Rejected
+    from keel.registry import HealthCheck, Instance
+    from keel.store import Store
 
 __all__ = ["register"]
 
@@ -54,6 +44,12 @@ class _Listing:
 
 async def _read_all(store: Store, service: str | None = None) -> _Listing:
     """Every instance record and health mark (of ``service``), decoded at the boundary."""
+    from keel._records import Rejected, decode
+    from keel.registry import decode_health_mark, decode_instance
+    from keel.registry._decode import HEALTH_AREA, REGISTRY_AREA
+    from keel.registry._model import HEALTH, SERVICES
+    from keel.store import Range
+
     tail = "" if service is None else f"{service}/"
     result = await store.txn([], [Range(f"{SERVICES}{tail}"), Range(f"{HEALTH}{tail}")])
     kvs, health = result.results
@@ -74,8 +70,11 @@ async def _read_all(store: Store, service: str | None = None) -> _Listing:
     return listing
 
 
-def services_cmd() -> None:
+def services_cmd(output: OutputOption = "table", as_json: JsonFlag = False) -> None:
     """List services with their instances up, draining and failing."""
+    from keel.registry import DRAINING
+
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> _Listing:
@@ -87,19 +86,53 @@ def services_cmd() -> None:
     for i in listing.instances:
         c = counts.setdefault(i.service, Counter())
         c["failing" if f"{i.service}/{i.id}" in listing.failing else i.status] += 1
-    table = Table(title=f"{len(counts)} services", title_justify="left")
-    for column in ("service", "up", "draining", "failing"):
-        table.add_column(column, justify="left" if column == "service" else "right")
-    for name, c in sorted(counts.items()):
-        table.add_row(cell(name), str(c["UP"]), str(c[DRAINING]), str(c["failing"]))
-    console.print(table)
+    rows = [
+        {"service": name, "up": c["UP"], "draining": c[DRAINING], "failing": c["failing"]}
+        for name, c in sorted(counts.items())
+    ]
+
+    def table(wide: bool) -> Table:
+        n = len(rows)
+        t = Table(title=f"{n} service{'' if n == 1 else 's'}", title_justify="left")
+        for column in ("service", "up", "draining", "failing"):
+            t.add_column(column, justify="left" if column == "service" else "right")
+        for r in rows:
+            t.add_row(cell(str(r["service"])), str(r["up"]), str(r["draining"]), str(r["failing"]))
+        return t
+
+    emit(fmt, rows, table)
+
+
+def _instance_record(i: Instance, failing: bool) -> dict[str, Any]:
+    return {
+        "service": i.service,
+        "id": i.id,
+        "url": i.url,
+        "zone": i.zone,
+        "version": i.version,
+        "weight": i.weight,
+        "status": i.status,
+        "failing": failing,
+        "check": None if i.check is None else i.check.type,
+        "tags": list(i.tags),
+        "metadata": dict(i.metadata),
+    }
 
 
 def instances_cmd(
-    service: str,
-    as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
+    service: Annotated[str, typer.Argument(metavar="SERVICE")],
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
 ) -> None:
-    """List the instances of SERVICE with address, zone, weight, status and health."""
+    """List the instances of SERVICE with address, zone, weight, status and health.
+
+    Health: "lease" means the instance is listed while its process keeps its
+    session lease alive; "checked" means a health checker also probes it;
+    "failing" means the probe fails. Exit code 1 when SERVICE has no instance.
+    """
+    from keel.registry._model import check_service_name
+
+    fmt = output_format(output, as_json)
     try:
         check_service_name(service)
     except ValidationError as exc:
@@ -113,31 +146,27 @@ def instances_cmd(
     listing.warn_skipped()
     failing = listing.failing
     mine = sorted(listing.instances, key=lambda i: i.id)
-    if as_json:
-        for i in mine:
-            print(
-                json.dumps(
-                    {
-                        "id": i.id,
-                        "url": i.url,
-                        "zone": i.zone,
-                        "weight": i.weight,
-                        "status": i.status,
-                        "failing": f"{service}/{i.id}" in failing,
-                    }
-                )
-            )
-        return
-    table = Table(title=f"{service}: {len(mine)} instances", title_justify="left")
-    for column in ("id", "url", "zone", "version", "weight", "status", "health"):
-        table.add_column(column)
-    for i in mine:
-        health = (
-            "failing" if f"{service}/{i.id}" in failing else ("checked" if i.check else "lease")
+    if not mine:
+        fail(
+            f"no instances of service {service!r}: list services with 'keel services'",
+            EXIT_NOT_FOUND,
         )
-        row = (i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
-        table.add_row(*map(cell, row))
-    console.print(table)
+
+    def table(wide: bool) -> Table:
+        t = Table(
+            title=f"{service}: {len(mine)} instance{'' if len(mine) == 1 else 's'}",
+            title_justify="left",
+        )
+        for column in ("id", "url", "zone", "version", "weight", "status", "health"):
+            t.add_column(column)
+        for i in mine:
+            bad = f"{service}/{i.id}" in failing
+            health = "failing" if bad else ("checked" if i.check else "lease")
+            row = (i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
+            t.add_row(*map(cell, row))
+        return t
+
+    emit(fmt, [_instance_record(i, f"{service}/{i.id}" in failing) for i in mine], table)
 
 
 def _parse_address(text: str) -> tuple[str, int]:
@@ -161,6 +190,8 @@ def _parse_check(text: str | None) -> HealthCheck | None:
     if not text:
         return None
     kind, _, path = text.partition(":")
+    from keel.registry import HealthCheck
+
     if kind == "tcp":
         return HealthCheck(type="tcp")
     if kind == "http":
@@ -186,6 +217,8 @@ def register_cmd(
 ) -> None:
     """Register an instance and hold the registration until Ctrl-C (for non-Python services)."""
     host, port = _parse_address(address)
+    from keel.registry import Instance
+
     try:
         instance = Instance(
             service=service,
@@ -204,6 +237,10 @@ def register_cmd(
 
     @with_store
     async def go(store: Store) -> None:
+        import asyncio
+
+        from keel.registry import Registry
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -223,6 +260,8 @@ def deregister_cmd(service: str, instance_id: str) -> None:
 
     @with_store
     async def go(store: Store) -> int:
+        from keel.registry._model import instance_key
+
         return await store.delete(instance_key(service, instance_id))
 
     if run(go()) == 0:
@@ -245,6 +284,9 @@ def health_checker_cmd(
 
     @with_store
     async def go(store: Store) -> None:
+        from keel.coord import Session
+        from keel.registry import HealthChecker
+
         async with Session(store, ttl_s=ttl) as session:
             checker = HealthChecker(session, node=node, allow_other_targets=allow_other_targets)
             console.print(f"health checker {checker.node} campaigning; Ctrl-C to stop")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import msgspec
 import typer
 from rich.table import Table
 
-from keel._records import Rejected
 from keel.cli._common import EXIT_NOT_FOUND, console, err_console, fail, run, with_store
 from keel.errors import NotFoundError
-from keel.saga import SagaRecord, Status, abort_saga, get_saga, list_sagas, retry_saga
-from keel.store import Store
+
+if TYPE_CHECKING:  # keel.saga is imported when a command runs: keel --help starts fast
+    from keel._records import Rejected
+    from keel.saga import SagaRecord, Status
+    from keel.store import Store
 
 __all__ = ["register"]
 
@@ -35,6 +37,8 @@ def _when(ts: float | None) -> str:
 
 
 def _status(text: str | None) -> Status | None:
+    from keel.saga import Status
+
     if text is None:
         return None
     try:
@@ -55,6 +59,8 @@ def _run(call: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def _list(status: Status | None) -> None:
+    from keel.saga import Status, list_sagas
+
     rejected: list[Rejected] = []
     recs = _run(lambda store: list_sagas(store, status=status, on_reject=rejected.append))
     for rejection in rejected:
@@ -110,6 +116,8 @@ def show_cmd(
     saga_id: Annotated[str, typer.Argument(metavar="ID", help="<saga name>/<id>")],
 ) -> None:
     """Print a saga's record (JSON): status, each step's state, results, errors, attempts."""
+    from keel.saga import get_saga
+
     _print(_run(lambda store: get_saga(store, saga_id)))
 
 
@@ -118,6 +126,8 @@ def retry_cmd(
     saga_id: Annotated[str, typer.Argument(metavar="ID", help="<saga name>/<id>")],
 ) -> None:
     """Send a FAILED saga back to compensating (a running coordinator takes it up)."""
+    from keel.saga import retry_saga
+
     _run(lambda store: retry_saga(store, saga_id))
     console.print(f"{saga_id}: compensating again")
 
@@ -127,6 +137,8 @@ def abort_cmd(
     saga_id: Annotated[str, typer.Argument(metavar="ID", help="<saga name>/<id>")],
 ) -> None:
     """Ask a running saga to compensate (its coordinator does so at its next transition)."""
+    from keel.saga import abort_saga
+
     rec = _run(lambda store: abort_saga(store, saga_id))
     console.print(f"{saga_id}: abort asked ({rec.status.value})")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from typing import Annotated, Any
@@ -11,16 +10,20 @@ import typer
 
 from keel.cli._common import fail, run, state
 from keel.errors import ValidationError
-from keel.observe import setup
-from keel.service import Service, ServiceSettings
-from keel.service._server import import_app
 
 __all__ = ["register"]
 
 
 def run_cmd(
-    target: Annotated[str, typer.Argument(help="ASGI app or keel.grpc.Server: module:attribute.")],
-    name: Annotated[str, typer.Option("--name", help="Service name clients resolve.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:APP", help="ASGI app or keel.grpc.Server: module:attribute."
+        ),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Service name clients resolve.")
+    ],
     port: Annotated[int | None, typer.Option(help="Port to bind (0: any free port).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     workers: Annotated[
@@ -45,6 +48,9 @@ def run_cmd(
     docs/services.md); one that cannot stops the start with its reason. A
     ``keel.grpc.Server`` object is served as gRPC instead (docs/grpc.md).
     """
+    from keel.observe import setup
+    from keel.service import Service, ServiceSettings
+
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -69,6 +75,8 @@ def _grpc_server(target: str, workers: int, config: str | None) -> Any:
 
     With ``workers`` > 1 the app is not imported here (each worker imports it).
     """
+    from keel.service._server import import_app
+
     if workers > 1:
         return None
     found = import_app(target)
@@ -85,6 +93,8 @@ def _use_uvloop() -> None:
         import uvloop
     except ImportError:
         return
+    import asyncio
+
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
