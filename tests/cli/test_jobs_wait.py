@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def test_worker_imports_from_the_working_directory(worker: str) -> None:
     """keel worker MODULE found MODULE in its working directory and stored its jobs."""
     listed = keel_cli("jobs", "ls", "-o", "json", url=worker)
     assert listed.code == 0
-    assert {"hello", "broken"} <= {job["job"] for job in __import__("json").loads(listed.out)}
+    assert {"hello", "broken"} <= {job["job"] for job in json.loads(listed.out)}
 
 
 def test_trigger_wait_prints_outcome_and_log(worker: str) -> None:
@@ -61,6 +62,10 @@ def test_trigger_wait_prints_outcome_and_log(worker: str) -> None:
     assert result.code == 0, result.err_lines
     out = result.out.decode()
     assert "SUCCEEDED" in out and "hello from the job" in out
+    run_id = out.splitlines()[0].removeprefix("triggered ")
+    logs = keel_cli("jobs", "logs", run_id, "-o", "json", url=worker)
+    record = json.loads(logs.out)
+    assert record["status"] == "SUCCEEDED" and "hello from the job" in record["log"]
 
 
 def test_trigger_wait_on_a_failing_run_exits_1(worker: str) -> None:

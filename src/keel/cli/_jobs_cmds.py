@@ -325,7 +325,14 @@ def runs_cmd(
 
 
 @jobs_app.command("logs")
-def logs_cmd(execution: str) -> None:
+def logs_cmd(
+    execution: Annotated[str, typer.Argument(metavar="EXECUTION")],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", metavar="FORMAT", help="json or yaml: the run record."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Print the captured log (and traceback) of one run: EXECUTION is <job>/<fire-ms>-<shard>."""
 
     @with_store(readonly=True)
@@ -335,6 +342,10 @@ def logs_cmd(execution: str) -> None:
         return await get_run(store, execution)
 
     record = run(go())
+    if output is not None or as_json:
+        data = {**_run_record(record), "log": record.log, "traceback": record.traceback}
+        emit(output_format(output or "json", as_json), data, lambda wide: record.log)
+        return
     sys.stdout.write(record.log)
     if record.traceback:
         sys.stdout.write(record.traceback)
