@@ -43,7 +43,7 @@ def facts(view: UpView) -> dict[str, str]:
         )
     for job in view.jobs:
         name = printable(job.definition.name)
-        last = job.recent[0] if job.recent else None
+        last = next((r for r in job.recent if r.status.final), None)
         if last is None:
             out[f"job {name}"] = f"job {name}: no run yet"
         else:

@@ -208,7 +208,7 @@ class UpView:
             if not trigger:
                 shown = {k: v for k, v in job.definition.trigger.items() if v not in (None, 0, 0.0)}
                 trigger = ", ".join(f"{k}={v}" for k, v in shown.items()) or "manual"
-            last = job.recent[0] if job.recent else None
+            last = next((r for r in job.recent if r.status.final), None)
             took = [r.duration_s for r in reversed(job.recent) if r.duration_s is not None]
             rows.append(
                 [
@@ -356,7 +356,7 @@ def _fit(
     for group in extras:
         room = budget - used
         want = max(p.lines(len(p.rows)) for p in group)
-        if room < 3:
+        if room < 4:
             break
         shown = min(want, room) - 2
         out.append(_side_by_side(group, shown, width))
