@@ -30,7 +30,7 @@ from typing import Any
 from rich.live import Live
 
 import keel
-from keel.cli._common import console
+from keel.cli._common import console, printable
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch
 from keel.cli._up_view import UpView, area_of
@@ -39,7 +39,7 @@ from keel.coord import Election, Lock, Session
 from keel.errors import ConflictError
 from keel.registry import HealthChecker
 from keel.schedule import Scheduler, read_jobs, register_demo
-from keel.store import Put, Store, parse_url
+from keel.store import Put, Store, parse_url, redact_url
 
 __all__ = ["DEMO_CONFIG", "SHOP_PORT", "UpView", "absolute_url", "area_of", "run_up"]
 
@@ -213,6 +213,10 @@ async def _draw(store: Store, view: UpView, stop: asyncio.Event, running: Any) -
         size = console.size
         return view.render(size.width, size.height)
 
+    # the store's full URL stays in the scrollback, however narrow the header
+    console.print(
+        f"keel up: store {printable(redact_url(view.url))} (Ctrl-C to stop)", markup=False
+    )
     with Live(screen(), console=console, auto_refresh=False, redirect_stdout=False) as live:
         while running():
             await _wait(stop, 0.5)

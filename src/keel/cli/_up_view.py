@@ -300,9 +300,7 @@ class UpView:
     def header(self) -> list[Text]:
         """The summary line, the banner (where the shop is, what to try), problems, a hint."""
         s = self.status
-        line = Text.assemble(
-            ("keel up", "bold"), "  store ", (printable(redact_url(self.url)), "cyan")
-        )
+        line = Text.assemble(("keel up", "bold"))
         if s is not None:
             size = f" · {s.size_bytes / 1024:.0f} KiB" if s.size_bytes is not None else ""
             up = duration(time.monotonic() - self.started)
@@ -310,6 +308,8 @@ class UpView:
                 f"  rev {s.revision} · {count(s.keys, 'key')} · {count(s.leases, 'lease')}{size}"
                 f" · {count(self.event_count, 'change')} seen · up {up}"
             )
+        line.append("  store ")
+        line.append(printable(redact_url(self.url)), style="cyan")
         lines = [line]
         shop = self.shop
         if shop is not None and shop.state != "off":
