@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from keel.cli._up_fmt import count, duration, sparkline
+from keel.cli._up_fmt import count, duration, size, sparkline
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch, port_in_use
 from keel.cli._up_view import UpView, fit_rows
@@ -121,6 +121,7 @@ def test_words_agree_with_numbers() -> None:
         "5 min",
         "6 h",
     ]
+    assert [size(n) for n in (812, 600 * 1024, 1_150_000)] == ["812 B", "600 KiB", "1.1 MiB"]
     assert sparkline([0, 1, 2, 4]) == "▁▃▅█"
     assert sparkline([]) == ""
 

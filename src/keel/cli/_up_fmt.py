@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["LEGEND", "count", "duration", "sparkline"]
+__all__ = ["LEGEND", "count", "duration", "size", "sparkline"]
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -44,6 +44,17 @@ def duration(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} d"
+
+
+def size(n_bytes: int) -> str:
+    """A size in bytes, written one way: ``812 B``, ``600 KiB``, ``1.1 MiB``, ``2.0 GiB``."""
+    if n_bytes < 1024:
+        return f"{n_bytes} B"
+    if n_bytes < 1024 * 1024:
+        return f"{n_bytes / 1024:.0f} KiB"
+    if n_bytes < 1024**3:
+        return f"{n_bytes / 1024**2:.1f} MiB"
+    return f"{n_bytes / 1024**3:.1f} GiB"
 
 
 def sparkline(values: Iterable[float], width: int = 16) -> str:

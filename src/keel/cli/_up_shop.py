@@ -158,7 +158,9 @@ async def _get_metrics(host: str, port: int) -> str:
     try:
         writer.write(f"GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         await writer.drain()
-        body = await reader.read(_MAX_METRICS_BYTES)
+        body = b""
+        while len(body) < _MAX_METRICS_BYTES and (chunk := await reader.read(65536)):
+            body += chunk
     finally:
         writer.close()
         with contextlib.suppress(OSError):

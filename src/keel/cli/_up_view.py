@@ -24,7 +24,7 @@ from rich.text import Text
 
 from keel._records import Rejected, decode, report
 from keel.cli._common import cell, printable
-from keel.cli._up_fmt import LEGEND, count, duration, sparkline
+from keel.cli._up_fmt import LEGEND, count, duration, size, sparkline
 from keel.cli._up_shop import ShopWatch
 from keel.config import ConfigDocument
 from keel.coord import group_lines
@@ -302,10 +302,10 @@ class UpView:
         s = self.status
         line = Text.assemble(("keel up", "bold"))
         if s is not None:
-            size = f" · {s.size_bytes / 1024:.0f} KiB" if s.size_bytes is not None else ""
+            on_disk = f" · {size(s.size_bytes)}" if s.size_bytes is not None else ""
             up = duration(time.monotonic() - self.started)
             line.append(
-                f"  rev {s.revision} · {count(s.keys, 'key')} · {count(s.leases, 'lease')}{size}"
+                f"  rev {s.revision} · {count(s.keys, 'key')} · {count(s.leases, 'lease')}{on_disk}"
                 f" · {count(self.event_count, 'change')} seen · up {up}"
             )
         line.append("  store ")
