@@ -186,8 +186,9 @@ def test_missing_sqlite_file_is_not_found(tmp_path: Path) -> None:
     """A read on a SQLite path that does not exist: exit 1, and no file is created."""
     path = tmp_path / "nosuch.db"
     for args in (["store", "ls"], ["status"], ["jobs"], ["services"], ["config", "ls"]):
-        result = keel_cli(*args, url=f"sqlite:///{path}")
+        result = keel_cli(*args, env={"KEEL_STORE": f"sqlite:///{path}"})
         assert result.code == 1 and "no store at" in result.err_lines[-1], args
+        assert "came from KEEL_STORE" in result.err_lines[-1]
     assert not path.exists()
 
 
@@ -202,6 +203,9 @@ def test_lock_says_whom_it_waits_for(seeded: tuple[str, int]) -> None:
 
 def test_status_says_which_store_and_where_from(seeded: tuple[str, int]) -> None:
     """keel status names the store's absolute path and whether --store, KEEL_STORE or default."""
+    missing = keel_cli("status", env={"KEEL_STORE": ""})  # the default, in the test's cwd
+    if missing.code == 1:
+        assert "the default store" in missing.err_lines[-1]
     url, _ = seeded
     by_flag = json.loads(keel_cli("status", "-o", "json", url=url).out)
     assert by_flag["url_from"] == "--store"

@@ -61,7 +61,7 @@ async def test_listings_skip_malformed_records(cli_url: str) -> None:
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "skipped 4 malformed records" in lines[0], out.stderr
         if args[0] == "instances" and "--json" in args:
-            (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+            (row,) = json.loads(out.stdout)  # -o json: one array
             assert row["id"] == "good" and row["failing"] is False
         elif args[0] == "instances":
             assert "good" in out.stdout and "list-meta" not in out.stdout

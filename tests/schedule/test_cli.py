@@ -66,7 +66,7 @@ def test_worker_and_jobs_commands(tmp_path: Path) -> None:
         assert "paused" in keel(url, "jobs").stdout
         assert keel(url, "jobs", "resume", "demo.heartbeat").returncode == 0
         bad = keel(url, "jobs", "trigger", "nope")
-        assert bad.returncode == 2 and "no job 'nope'" in bad.stderr
+        assert bad.returncode == 1 and "no job 'nope'" in bad.stderr  # not found
         bad_args = keel(url, "jobs", "trigger", "demo.heartbeat", "--args", "{")
         assert bad_args.returncode == 2 and "--args is not JSON" in bad_args.stderr
     finally:
@@ -92,7 +92,7 @@ def test_jobs_commands_with_malformed_records(tmp_path: Path) -> None:
 
     asyncio.run(seed())
     listing = keel(url, "jobs")
-    assert listing.returncode == 0 and "ok" in listing.stdout and "1 jobs" in listing.stdout
+    assert listing.returncode == 0 and "ok" in listing.stdout and "1 job\n" in listing.stdout
     assert "bad" not in listing.stdout and "jobs/bad/def" in listing.stderr
     runs = keel(url, "jobs", "runs", "ok")
     assert runs.returncode == 0 and "0 runs" in runs.stdout

@@ -217,10 +217,22 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+def _where_from() -> str:
+    """Where the store URL came from (the default or KEEL_STORE), for an error about the store."""
+    if state.url_source == "default":
+        return (
+            "the default store, .keel/keel.db under the working directory; "
+            "give --store URL or set KEEL_STORE to use another"
+        )
+    return f"the store URL came from {state.url_source}"
+
+
 def _error_line(exc: BaseException) -> tuple[str, int]:
     """The line to print for an error, and the exit code."""
     code = exit_code(exc)
     if code is not None:
+        if type(exc).__name__ == "StoreNotFoundError" and state.url_source != "--store":
+            return f"{exc} ({_where_from()})", code
         if code == EXIT_TIMED_OUT and not str(exc):
             return "timed out: try again, or give a longer timeout", code
         return str(exc), code
