@@ -64,6 +64,10 @@ async def test_ls_show_retry_abort(tmp_path: Path) -> None:
         assert code == 0 and saga_id not in out
         code, out, _ = await keel_cmd(url, "sagas", "show", saga_id)
         assert code == 0 and json.loads(out)["status"] == "failed"
+        code, out, _ = await keel_cmd(url, "sagas", "ls", "-o", "json")
+        assert code == 0 and [r["saga_id"] for r in json.loads(out)] == [saga_id]
+        code, out, _ = await keel_cmd(url, "sagas", "show", saga_id, "-o", "table")
+        assert code == 0 and "payments down" in out and "charge" in out
 
         broken[0] = False
         code, out, err = await keel_cmd(url, "sagas", "retry", saga_id)
