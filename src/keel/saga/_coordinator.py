@@ -285,8 +285,13 @@ class Coordinator:
 
     def _spawn(self, tasks: asyncio.TaskGroup, runner: Runner) -> None:
         saga_id = f"{runner.rec.saga}/{runner.rec.id}"
+        drive = self._drive(runner, saga_id)
+        try:
+            tasks.create_task(drive, name=f"keel-saga-{saga_id}")
+        except RuntimeError:  # the session is ending: its lease goes, and the saga is recovered
+            drive.close()
+            return
         self._driving.add(saga_id)
-        tasks.create_task(self._drive(runner, saga_id), name=f"keel-saga-{saga_id}")
 
     async def _drive(self, runner: Runner, saga_id: str) -> None:
         metrics = saga_metrics()
