@@ -51,6 +51,7 @@ def free_ports(count: int) -> int:
 
 
 def _read_until(fd: int, deadline: float, done: str | None = None) -> bytes:
+    """Read the terminal until ``deadline``, or until ``done`` (a regex) shows in a frame."""
     out = b""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.2)
@@ -63,15 +64,20 @@ def _read_until(fd: int, deadline: float, done: str | None = None) -> bytes:
         if not chunk:
             break
         out += chunk
-        if done is not None and done.encode() in out:
+        if done is not None and re.search(
+            done, "\n".join(last_frame(out.decode(errors="replace")))
+        ):
             break
     return out
 
 
 def run_in_terminal(
-    args: list[str], cols: int, rows: int, *, cwd: Path, seconds: float
+    args: list[str], cols: int, rows: int, *, cwd: Path, until: str, seconds: float = 60
 ) -> tuple[str, int]:
-    """Run keel under a pty of ``cols`` x ``rows`` for ``seconds``, then SIGTERM it."""
+    """Run keel under a pty of ``cols`` x ``rows`` until a frame matches ``until``, then SIGTERM it.
+
+    Gives up waiting after ``seconds`` (the assertions then say what was missing).
+    """
     env = {**keel_env(), "TERM": "xterm-256color"}
     for name in ("COLUMNS", "LINES", "NO_COLOR"):
         env.pop(name, None)
@@ -81,9 +87,9 @@ def run_in_terminal(
         os.execve(KEEL, [KEEL, *args], env)
     try:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        out = _read_until(fd, time.monotonic() + seconds)
+        out = _read_until(fd, time.monotonic() + seconds, done=until)
         os.kill(pid, signal.SIGTERM)
-        out += _read_until(fd, time.monotonic() + 40, done="stopped cleanly")
+        out += _read_until(fd, time.monotonic() + 40, done="^$a")  # to the end: EOF
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -117,7 +123,8 @@ def test_live_view_fits_the_terminal(tmp_path: Path, cols: int, rows: int) -> No
     url = f"sqlite:///{tmp_path / 'up.db'}"
     port = free_ports(5)
     args = ["--store", url, "up", "--shop-port", str(port)]
-    out, code = run_in_terminal(args, cols, rows, cwd=REPO, seconds=14)
+    shop_up = rf"(?s)(?=.*shop http://127.0.0.1:{port} \(up\))(?=.*\norders\s+http)(?=.*every 5 s)"
+    out, code = run_in_terminal(args, cols, rows, cwd=REPO, until=shop_up)
     assert code == 0, out[-2000:]
     frame = last_frame(out)
     shown = "\n".join(frame)
@@ -140,7 +147,7 @@ def test_a_port_in_use_shows_in_the_view(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         args = ["--store", url, "up", "--shop-port", str(port)]
-        out, code = run_in_terminal(args, 80, 24, cwd=REPO, seconds=6)
+        out, code = run_in_terminal(args, 80, 24, cwd=REPO, until=r"is in use(?s:.*)jobs ·")
     assert code == 0, out[-2000:]
     shown = "\n".join(last_frame(out))
     assert f"shop http://127.0.0.1:{port} (not started)" in shown, shown
