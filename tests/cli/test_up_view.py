@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import socket
@@ -47,7 +48,9 @@ def busy_view() -> UpView:
 
 def screen(view: UpView, width: int, height: int) -> list[str]:
     """The rendered lines, as a terminal of that size would get them."""
-    console = Console(width=width, height=height, record=True, force_terminal=True)
+    console = Console(
+        width=width, height=height, record=True, force_terminal=True, file=io.StringIO()
+    )
     console.print(view.render(width, height))
     return console.export_text().splitlines()
 
@@ -99,7 +102,7 @@ def test_store_text_is_escaped() -> None:
     """A key or value with terminal escape codes is shown escaped, never sent raw."""
     view = UpView("memory://")
     view.apply(put("demo/\x1b[2Jevil", "\x1b]0;title\x07"))
-    console = Console(width=120, height=30, record=True, force_terminal=True)
+    console = Console(width=120, height=30, record=True, force_terminal=True, file=io.StringIO())
     console.print(view.render(120, 30))
     raw = console.export_text(styles=True)
     assert "\x1b[2J" not in raw and "\x1b]0;" not in raw

@@ -69,7 +69,7 @@ class Panel:
     def render(self, shown: int, width: int) -> RenderableType:
         """The panel in ``width`` columns with at most ``shown`` rows (a line says how many
         more there are)."""
-        title = Text(self.title, style="bold")
+        title = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
         if not self.rows:
             return Text.assemble(title, ("  none yet", "dim"))
         table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
