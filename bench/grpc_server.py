@@ -22,11 +22,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file sits beside bench/grpc.py: with its directory first on the path,
-# ``import grpc`` would import that file. Drop it; put the checkout there.
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout: the generated test and example gRPC code
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

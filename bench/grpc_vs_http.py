@@ -33,11 +33,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# With bench/ first on the path, ``import grpc`` would import bench/grpc.py.
-# Drop it, and put the checkout there instead (for examples.shop).
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout: the generated test and example gRPC code
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

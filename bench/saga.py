@@ -12,25 +12,18 @@ document. A measurement, not a test.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from typing import Any
 
-# bench/grpc.py would shadow the grpc package the etcd backend imports: keep bench/ off the path.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import keel  # noqa: E402
-from keel.saga import Coordinator, Outcome, Saga, SagaContext, Step  # noqa: E402
-from keel.store import Store  # noqa: E402
-from keel.testing import EtcdCluster  # noqa: E402
+import keel
+from keel.saga import Coordinator, Outcome, Saga, SagaContext, Step
+from keel.store import Store
+from keel.testing import EtcdCluster
 
 STEPS = 3
 TARGET_TXNS_PER_STEP = 2.0

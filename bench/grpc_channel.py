@@ -1,7 +1,7 @@
 """gRPC throughput, keel beside the plain grpc.aio peer in one run.
 
-    python bench/grpc.py                       # every part
-    python bench/grpc.py --parts channel --runs 7 --calls 20000
+    python bench/grpc_channel.py                       # every part
+    python bench/grpc_channel.py --parts channel --runs 7 --calls 20000
 
 1. channel: unary calls/s, 64 in flight, from one client process:
    ``keel.grpc.Channel(store, "echo")`` by name to 2 instances against a plain
@@ -21,12 +21,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is bench/grpc.py: with its directory first on the path, ``import
-# grpc`` would import this file. Drop it, and put the checkout there instead
-# (for tests.grpc's generated Echo code).
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout: the generated test and example gRPC code
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
