@@ -1,11 +1,20 @@
-"""Help text in the usual form: ``Usage: keel store put [OPTIONS] KEY [VALUE]``.
+"""Two adjustments of typer: help in the usual form, and no pydantic for plain text.
 
-The typer release keel uses writes required arguments as ``{key}`` and value
-placeholders as ``<str>``; this module makes them ``KEY`` and ``TEXT`` (or the
-parameter's own metavar, such as ``NAME``, ``FILE`` or ``SECONDS``), the form
-of click, git and kubectl. It patches three display methods of typer's
-parameter classes when :func:`install` is called, and leaves typer as it is
-if a later release no longer has them (help then keeps typer's own form).
+Help: the typer release keel uses writes required arguments as ``{key}`` and
+value placeholders as ``<str>``; this module makes them ``KEY`` and ``TEXT``
+(or the parameter's own metavar, such as ``NAME``, ``FILE`` or ``SECONDS``),
+the form of click, git and kubectl (``Usage: keel store put [OPTIONS] KEY
+[VALUE]``).
+
+Start-up: that release checks every parameter's value with a pydantic
+``TypeAdapter``, and importing pydantic costs about 0.1 s, a third of a
+command's start. A ``str`` parameter needs no check (argv is text already)
+and a ``bool`` one only reads a flag or an environment variable's
+``1``/``0``/``true``/``false``, so those skip it; ints, floats, paths and
+ranges still go through typer's own check.
+
+:func:`install` patches typer's parameter classes, and leaves typer as it is
+if a later release no longer has these methods.
 """
 
 from __future__ import annotations
@@ -48,8 +57,48 @@ def install() -> None:
     def help_name(self: Any) -> str:
         return _name(self)
 
+    _plain_text_without_pydantic(parameter)
     parameter.display_type = display_type
     argument._usage_display_name = usage_name
     argument._rich_display_name = help_name
     argument.display_type_rich = lambda self, ctx: None
     parameter._keel_help = True
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
+
+
+def _plain_text_without_pydantic(parameter: Any) -> None:
+    """Make ``str`` and ``bool`` parameters skip the TypeAdapter (and the pydantic import)."""
+    try:
+        from typer._click.exceptions import BadParameter
+        from typer._coercion import PassThroughRuntimeParam
+    except ImportError:  # another typer release: keep its own coercion
+        return
+    original = getattr(parameter, "get_runtime_param", None)
+    if original is None:
+        return
+
+    class _Flag(PassThroughRuntimeParam):
+        """A bool: a flag's own True/False, or an environment variable's text."""
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, bool):
+                return value
+            raise BadParameter(f"{value!r} is not a boolean: use 1 or 0", ctx=ctx, param=param)
+
+    def get_runtime_param(self: Any) -> Any:
+        desc = self.type_descriptor
+        if self._runtime_param is None and desc.file_annotation is None:
+            if desc.annotation is str:
+                self._runtime_param = PassThroughRuntimeParam(
+                    annotation=str, parameter_info=desc.parameter_info
+                )
+            elif desc.annotation is bool:
+                self._runtime_param = _Flag(annotation=bool, parameter_info=desc.parameter_info)
+        return original(self)
+
+    parameter.get_runtime_param = get_runtime_param
