@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +22,8 @@ from examples.shop._apps import (
     orders_app,
     payment_app,
 )
+from examples.shop._participants import INVENTORY_SCHEMA, PAYMENT_SCHEMA, Ledger
+from examples.shop._saga import order_saga
 from examples.shop._users import UserService, users_channel_settings
 from examples.shop.protos.users_pb2_grpc import (
     UserServiceStub,
@@ -27,8 +31,9 @@ from examples.shop.protos.users_pb2_grpc import (
 )
 from keel.grpc import Channel, Server
 from keel.http import Client
+from keel.saga import Coordinator
 from keel.service import Service, ServiceSettings
-from keel.store import Store
+from keel.store import Store, parse_url
 
 __all__ = ["Shop", "main", "run_shop"]
 
@@ -36,11 +41,13 @@ __all__ = ["Shop", "main", "run_shop"]
 class Shop:
     """The running shop: its services by name (``services["inventory"]`` has two).
 
-    ``users`` is a :class:`keel.grpc.Server`, the others :class:`keel.service.Service` s.
+    ``users`` is a :class:`keel.grpc.Server`, the others :class:`keel.service.Service` s;
+    ``data_dir`` holds the participants' databases (``inventory.db``, ``payment.db``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.services: dict[str, list[Service | Server]] = {}
+        self.data_dir = data_dir
 
     def add(self, service: Service | Server) -> None:
         """Remember a started service."""
@@ -81,6 +88,7 @@ async def run_shop(
     base_port: int = 0,
     host: str = "127.0.0.1",
     on_ready: Callable[[Shop], object] | None = None,
+    data_dir: Path | None = None,
 ) -> Shop:
     """Start users, inventory x2, payment and orders on ``store``; serve until ``stop`` is set.
 
@@ -91,20 +99,28 @@ async def run_shop(
             (gRPC) on +4 (0: free ports).
         host: the address to bind.
         on_ready: called with the shop once every instance is registered.
+        data_dir: where inventory and payment keep their SQLite databases
+            (``inventory.db``, ``payment.db``; default: a temporary directory
+            removed on exit).
 
     Returns:
         the shop, after every service stopped.
     """
-    shop = Shop()
+    shop = Shop(data_dir)
     ports = [base_port + i if base_port else 0 for i in range(5)]
     settings = ServiceSettings(host=host, drain_delay_s=0.2, grace_s=5.0)
     async with contextlib.AsyncExitStack() as stack:
+        if shop.data_dir is None:
+            shop.data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shop-")))
         users = Server("users", store=store, port=ports[4], settings=settings, access_log=False)
         users.add(add_UserServiceServicer_to_server, UserService())
         shop.add(await stack.enter_async_context(users))
         client = await stack.enter_async_context(Client(store))
         channel = await stack.enter_async_context(
             Channel(store, "users", settings=users_channel_settings())
+        )
+        coordinator = await stack.enter_async_context(
+            Coordinator(store, sagas=[order_saga(client)])
         )
         plan: list[tuple[str, type[BaseModel], int]] = [
             ("inventory", InventorySettings, ports[1]),
@@ -116,11 +132,17 @@ async def run_shop(
             holder: list[Service] = []
             live = _value(holder, model())
             if name == "orders":
-                app = orders_app(client, UserServiceStub(channel), live)
+                app = orders_app(coordinator, UserServiceStub(channel), live)
             elif name == "inventory":
-                app = inventory_app(_instance_id(holder), live)
+                ledger = Ledger(shop.data_dir / "inventory.db", INVENTORY_SCHEMA)
+                app = inventory_app(
+                    _instance_id(holder), live, await stack.enter_async_context(ledger)
+                )
             else:
-                app = payment_app(_instance_id(holder), live)
+                ledger = Ledger(shop.data_dir / "payment.db", PAYMENT_SCHEMA)
+                app = payment_app(
+                    _instance_id(holder), live, await stack.enter_async_context(ledger)
+                )
             service = Service(
                 name,
                 app,
@@ -150,11 +172,26 @@ def _announce(shop: Shop) -> None:
     )
 
 
+def _beside_store(url: str) -> Path | None:
+    """``shop/`` next to a SQLite store's file (None for other stores: a temporary one)."""
+    parsed = parse_url(url)
+    if parsed.scheme != "sqlite" or not parsed.path or parsed.path == ":memory:":
+        return None
+    return Path(parsed.path).resolve().parent / "shop"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m examples.shop [--store URL] [--base-port 8080]``."""
     parser = argparse.ArgumentParser(prog="python -m examples.shop", description=__doc__)
     parser.add_argument("--store", default=None, help="store URL (default: KEEL_STORE or sqlite)")
     parser.add_argument("--base-port", type=int, default=8080, help="orders port; 0: free ports")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where inventory.db and payment.db go (default: shop/ beside a sqlite store, "
+        "else a temporary directory)",
+    )
     args = parser.parse_args(argv)
 
     async def go() -> None:
@@ -163,7 +200,10 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        data_dir = args.data_dir or _beside_store(url)
         async with keel.connect(url) as store:
-            await run_shop(store, stop, base_port=args.base_port, on_ready=_announce)
+            await run_shop(
+                store, stop, base_port=args.base_port, on_ready=_announce, data_dir=data_dir
+            )
 
     asyncio.run(go())

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from examples.shop import Shop, orders_app, run_shop
 from examples.shop._apps import OrdersSettings
+from examples.shop._saga import order_saga
 from examples.shop.protos.users_pb2_grpc import UserServiceStub
 
 import keel
@@ -17,6 +18,7 @@ from keel.config import ConfigCenter
 from keel.grpc import Channel
 from keel.http import Client
 from keel.registry import decode_instance
+from keel.saga import Coordinator
 from keel.store import Store
 from tests.cli._cli import keel_cli
 
@@ -29,7 +31,7 @@ async def mem() -> AsyncIterator[Store]:
 
 
 async def test_order_goes_through_both_services_and_settings_hot_reload(mem: Store) -> None:
-    """An order checks stock on an inventory instance and charges payment; max_quantity reloads."""
+    """An order reserves stock on an inventory instance and charges; max_quantity reloads."""
     stop, started = asyncio.Event(), asyncio.Event()
     shops: list[Shop] = []
 
@@ -44,8 +46,9 @@ async def test_order_goes_through_both_services_and_settings_hot_reload(mem: Sto
         assert len(shops[0].services["inventory"]) == 2
         order = await client.post("http://orders/orders", json={"sku": "apple", "qty": 2})
         body = order.json()
-        assert order.status_code == 200, body
-        assert body["stock"]["available"] == 100 and body["payment"]["fee"] == 0.21
+        assert order.status_code == 201, body
+        assert body["outcome"] == "committed" and body["saga"].startswith("order/")
+        assert body["stock"]["available"] == 98 and body["payment"]["fee"] == 0.21
         assert body["user"] == {"id": "alice", "name": "Alice"}
         await ConfigCenter(mem).publish("orders.json", '{"max_quantity": 1}')
 
@@ -83,7 +86,7 @@ async def test_orders_calls_users_over_grpc_and_refuses_above_the_credit_limit(
             order = await client.post(
                 "http://orders/orders", json={"sku": "apple", "qty": 2, "user": "bob"}
             )
-            assert order.status_code == 200, order.text
+            assert order.status_code == 201, order.text
             assert order.json()["user"] == {"id": "bob", "name": "Bob"}
             refused = await client.post(
                 "http://orders/orders", json={"sku": "apple", "qty": 3, "user": "bob"}
@@ -106,7 +109,8 @@ async def test_orders_answers_503_naming_the_grpc_status_when_users_has_no_insta
 ) -> None:
     """With no users instance registered, an order is a 503 naming UNAVAILABLE and the service."""
     async with Client(mem) as client, Channel(mem, "users") as channel:
-        app = orders_app(client, UserServiceStub(channel), lambda: OrdersSettings())
+        coordinator = Coordinator(mem, sagas=[order_saga(client)])
+        app = orders_app(coordinator, UserServiceStub(channel), lambda: OrdersSettings())
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
             answer = await http.post("/orders", json={"sku": "apple", "qty": 1})
