@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 import keel
 from keel.config import ConfigCenter
@@ -14,7 +18,7 @@ from keel.registry import Instance
 from keel.registry._model import encode_instance, instance_key
 from keel.schedule import put_job, trigger_job
 from keel.schedule._model import JobDef
-from tests.cli._cli import keel_cli
+from tests.cli._cli import KEEL, keel_cli, keel_env
 
 LONG_KEY = "app/" + "k" * 150
 LONG_VALUE = "v" * 300
@@ -99,8 +103,6 @@ def test_every_read_prints_yaml_the_same_data(
     seeded: tuple[str, int], args: list[str], kind: type
 ) -> None:
     """-o yaml is the same data as -o json; --json is -o json; -o wide draws a table."""
-    import yaml
-
     url, lease = seeded
     argv = _argv(args, lease)
     as_yaml = keel_cli(*argv, "-o", "yaml", url=url)
@@ -224,3 +226,35 @@ def test_version_and_short_help() -> None:
     assert "Exit codes:" in text and "timed out" in text and "<bool>" not in text
     store_help = keel_cli("store", "get", "-h").out.decode()
     assert "KEY" in store_help and "FORMAT" in store_help
+
+
+def test_store_get_ends_the_line_on_a_terminal(seeded: tuple[str, int]) -> None:
+    """On a terminal, store get prints the value and a newline (the prompt starts on its line)."""
+    url, _ = seeded
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [KEEL, "--store", url, "store", "get", "plain"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env=keel_env(),
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert proc.returncode == 0, proc.stderr
+    assert out == b"1\r\n"
