@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pty
+import select
 import subprocess
 from pathlib import Path
 
@@ -258,3 +259,48 @@ def test_store_get_ends_the_line_on_a_terminal(seeded: tuple[str, int]) -> None:
             os.close(follower)
     assert proc.returncode == 0, proc.stderr
     assert out == b"1\r\n"
+
+
+def test_leader_watch_in_json_is_one_object_per_line(seeded: tuple[str, int]) -> None:
+    """leader --watch -o json prints the current leader as one JSON object on a line."""
+    url, _ = seeded
+    argv = [KEEL, "--store", url, "leader", "boss", "--watch", "-o", "json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=keel_env())
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no line within 60 s"
+        first = json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert first["leader"] == HOLDER_VALUE.decode() and isinstance(first["fencing_token"], int)
+
+
+def test_config_watch_in_json_is_one_object_per_line(tmp_path: Path) -> None:
+    """config watch -o json prints one JSON object per change, the version a number."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    doc = tmp_path / "app.yaml"
+    doc.write_text("a: 1\n")
+    assert keel_cli("config", "publish", "app.yaml", str(doc), url=url).code == 0
+    argv = [KEEL, "--store", url, "config", "watch", "app.yaml", "--count", "1", "-o", "json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=keel_env())
+    try:
+        for n in range(2, 60):  # publish until the watch (started meanwhile) sees one
+            doc.write_text(f"a: {n}\n")
+            assert keel_cli("config", "publish", "app.yaml", str(doc), url=url).code == 0
+            try:
+                out, err = proc.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            pytest.fail("config watch saw no publish")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    (line,) = out.decode().splitlines()
+    event = json.loads(line)
+    assert event["kind"] == "main" and isinstance(event["version"], int) and event["version"] >= 2
