@@ -11,9 +11,12 @@ from pathlib import Path
 from examples.shop import Shop, run_shop
 
 import keel
+from keel.cli._up_lines import PlainLines
+from keel.cli._up_view import UpView
 from keel.http import Client
-from keel.saga import get_saga
-from keel.store import Store
+from keel.saga import Abort, Coordinator, Saga, SagaContext, Step, get_saga
+from keel.store import KeyValue, Store
+from tests.cli.test_up_view import busy_view, put, screen
 
 SAGA = {"keel-saga": "order/manual", "keel-saga-step": "reserve"}
 
@@ -128,3 +131,51 @@ async def test_participants_apply_retried_and_reordered_calls_once(tmp_path: Pat
         assert (await client.get("http://inventory/stock/fig")).json()["available"] == 5
     reserved = rows(tmp_path / "inventory.db", "SELECT saga_id, qty FROM reservations")
     assert reserved == [("order/manual", 95)]
+
+
+async def _sagas_in_every_state(store: Store) -> list[KeyValue]:
+    """The records of sagas committed, compensated and running, read while one runs."""
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def ok(ctx: SagaContext) -> None:
+        if ctx.input == "slow":
+            reached.set()
+            await release.wait()
+        if ctx.input == "bad":
+            raise Abort("card declined")
+
+    saga = Saga("order", [Step("reserve", action=ok), Step("charge", action=ok)])
+    async with Coordinator(store, sagas=[saga]) as coordinator:
+        for kind in ("good", "bad"):
+            await coordinator.wait(await coordinator.start("order", kind), timeout=10)
+        slow = await coordinator.start("order", "slow")
+        await reached.wait()
+        records, _ = await store.range("sagas/")
+        release.set()
+        await coordinator.wait(slow, timeout=10)
+    return records
+
+
+async def test_keel_up_shows_sagas_in_progress_and_their_outcomes() -> None:
+    """keel up's view has a sagas panel (running first) within 80x24; plain lines count them."""
+    async with keel.connect("memory://") as store, asyncio.timeout(20):
+        kvs = await _sagas_in_every_state(store)
+    view = busy_view()
+    view.load(kvs)
+    view.apply(put("sagas/order/broken", b'{"saga": [1]}'))  # malformed: skipped, not drawn
+    lines = screen(view, 80, 24)
+    text = "\n".join(lines)
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines), text
+    assert "sagas · 1 running · 1 committed · 1 compensated" in text, text
+    assert "services · 12 instances" in text and "locks and leaders" in text, text
+    roomy = "\n".join(screen(view, 120, 40))
+    first = roomy.index("running  ")
+    assert first < roomy.index("committed  ") and first < roomy.index("compensated  "), roomy
+    assert "reserve" in roomy and "aborted: card declined" in roomy, roomy
+    assert len(view.sagas) == 3  # the malformed record is not among them
+    plain = UpView("memory://")
+    plain.load(kvs)
+    assert any(
+        line.endswith("sagas: 1 running · 1 committed · 1 compensated")
+        for line in PlainLines().changes(plain)
+    )

@@ -4,7 +4,7 @@ Piped to a file, run by a service manager or in CI, ``keel up`` has no screen
 to redraw. It prints instead one line, stamped with the time, whenever a fact
 the view would show changes: the store it opened, where the shop is and how
 it fares, a service appearing, going or changing health, a job's last run, a
-lock's or election's owner, a problem. Store text is escaped.
+lock's or election's owner, the sagas' counts, a problem. Store text is escaped.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from keel.cli._common import printable
 from keel.cli._up_fmt import duration
+from keel.cli._up_sagas import saga_counts
 from keel.cli._up_view import UpView
 from keel.coord import group_lines
 from keel.store import redact_url
@@ -49,6 +50,8 @@ def facts(view: UpView) -> dict[str, str]:
         else:
             took = f", took {duration(last.duration_s)}" if last.duration_s is not None else ""
             out[f"job {name}"] = f"job {name}: last run {last.status.value}{took}"
+    if view.sagas:
+        out["sagas"] = f"sagas: {saga_counts(view.sagas)}"
     for line in group_lines(view.coord.values()):
         owner = line.owner
         who = printable(owner.value[:60].decode("utf-8", "replace")) if owner is not None else ""

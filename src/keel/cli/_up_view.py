@@ -1,11 +1,11 @@
 """What ``keel up`` shows: the state folded from one watch, drawn to fit the terminal.
 
 The panels come in the order a newcomer needs them: services with their health
-(and request rates when the shop runs), jobs with their last runs, locks and
-leaders, and a tail of changes. They share the rows the terminal has; on a
-larger terminal each shows more, and configs, leases and keys by area are
-added below when there is room (beside each other from 160 columns on). The
-store's summary is one header line. Every record is decoded through its own
+(and request rates when the shop runs), jobs with their last runs, sagas (when
+there are any), locks and leaders, and a tail of changes. They share the rows
+the terminal has; on a larger terminal each shows more, and configs, leases
+and keys by area are added below when there is room (beside each other from
+160 columns on). The store's summary is one header line. Every record is decoded through its own
 decoder (:func:`keel._records.decode`): a malformed one is skipped and
 counted, never drawn; store text is escaped before it reaches the terminal.
 """
@@ -25,11 +25,13 @@ from rich.text import Text
 from keel._records import Rejected, decode, report
 from keel.cli._common import cell, printable
 from keel.cli._up_fmt import LEGEND, count, duration, size, sparkline
+from keel.cli._up_sagas import COLUMNS, PREFIX, WIDTHS, decode_saga, saga_rows, saga_title
 from keel.cli._up_shop import ShopWatch
 from keel.config import ConfigDocument
 from keel.coord import group_lines
 from keel.coord._inspect import KINDS
 from keel.registry import HealthMark, Instance, decode_health_mark, decode_instance
+from keel.saga import SagaRecord
 from keel.schedule import JobView
 from keel.store import Event, EventType, KeyValue, LeaseInfo, StoreStatus, redact_url
 
@@ -123,6 +125,7 @@ class UpView:
     configs: dict[str, ConfigDocument] = field(default_factory=dict)
     gray: set[str] = field(default_factory=set)
     coord: dict[str, KeyValue] = field(default_factory=dict)
+    sagas: dict[str, SagaRecord] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=TAIL))
     event_count: int = 0
     status: StoreStatus | None = None
@@ -142,7 +145,8 @@ class UpView:
         if event.type is EventType.PUT:
             self._put(event.kv)
         else:
-            for index in (self.keys, self.services, self.health, self.configs, self.coord):
+            indexes = (self.keys, self.services, self.health, self.configs, self.coord, self.sagas)
+            for index in indexes:
                 index.pop(key, None)
             self.gray.discard(key)
         self.events.append(event)
@@ -161,6 +165,8 @@ class UpView:
             _index(self.configs, key, decode("config", key, kv.value, ConfigDocument.decode))
         elif key.startswith("config-gray/"):
             self.gray.add(key)
+        elif key.startswith(PREFIX):
+            _index(self.sagas, key, decode("saga", key, kv.value, decode_saga))
         elif key.startswith(tuple(KINDS)):
             self.coord[key] = kv
 
@@ -229,6 +235,10 @@ class UpView:
             keep=4,
             widths=(None, None, 10, 9, 6, 8, 9),
         )
+
+    def saga_panel(self) -> Panel:
+        """Sagas in progress, then the latest outcomes (shown once there are any)."""
+        return Panel(saga_title(self.sagas), COLUMNS, saga_rows(self.sagas), keep=3, widths=WIDTHS)
 
     def coord_panel(self) -> Panel:
         """Locks and leaders with their fencing tokens."""
@@ -334,6 +344,8 @@ class UpView:
         head = self.header()
         budget = height - len(head)
         main = [self.service_panel(), self.job_panel(), self.coord_panel(), self.tail_panel()]
+        if self.sagas:
+            main.insert(2, self.saga_panel())
         columns = columns or (2 if width >= _WIDE else 1)
         groups = _pairs(main, columns)
         extras = _pairs(self.extra_panels(), columns)
