@@ -131,7 +131,8 @@ def inventory_app(instance: Callable[[], str], settings: Settings, ledger: Ledge
 
     async def stock(request: Request) -> Response:
         sku = request.path_params["sku"]
-        available = settings().stock - await _reserved(ledger.conn, sku)
+        async with ledger.lock:  # not inside another request's open transaction
+            available = settings().stock - await _reserved(ledger.conn, sku)
         return JSONResponse({"sku": sku, "available": available, "instance": instance()})
 
     async def reserve(
