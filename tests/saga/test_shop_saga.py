@@ -7,12 +7,14 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from examples.shop import Shop, run_shop
 
 import keel
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_view import UpView
+from keel.config import ConfigCenter
 from keel.http import Client
 from keel.saga import Abort, Coordinator, Saga, SagaContext, Step, get_saga
 from keel.store import KeyValue, Store
@@ -131,6 +133,32 @@ async def test_participants_apply_retried_and_reordered_calls_once(tmp_path: Pat
         assert (await client.get("http://inventory/stock/fig")).json()["available"] == 5
     reserved = rows(tmp_path / "inventory.db", "SELECT saga_id, qty FROM reservations")
     assert reserved == [("order/manual", 95)]
+
+
+async def _until(client: Client, status: int) -> dict[str, Any]:
+    """POST orders until one is answered ``status`` (a setting applies in a watch round trip)."""
+    for _ in range(200):
+        order = await client.post("http://orders/orders", json={"sku": "plum", "qty": 1})
+        assert order.status_code in (201, 202, 402), order.text
+        if order.status_code == status:
+            return dict(order.json())
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {status} answer: the setting was not applied")
+
+
+async def test_the_decline_switch_and_a_saga_still_running_after_wait_s(tmp_path: Path) -> None:
+    """payment.json's decline makes orders 402; past orders.json's wait_s the answer is 202."""
+    async with shop_on(tmp_path) as (store, client, _shop), asyncio.timeout(20):
+        center = ConfigCenter(store)
+        await center.publish("payment.json", '{"decline": true}')
+        declined = await _until(client, 402)
+        assert "declined (test switch)" in declined["error"], declined
+        await center.publish("orders.json", '{"wait_s": 0}')
+        running = await _until(client, 202)
+        assert running["outcome"] == "running" and running["saga"].startswith("order/")
+        outcome = await Coordinator(store, sagas=[]).wait(running["saga"], timeout=10)
+        assert outcome.value == "compensated"
+    assert rows(tmp_path / "payment.db", "SELECT saga_id FROM charges WHERE refunded = 0") == []
 
 
 async def _sagas_in_every_state(store: Store) -> list[KeyValue]:
