@@ -23,14 +23,20 @@ KEEL = [sys.executable, "-m", "keel.cli"]
 
 
 def _instances(url: str) -> list[dict[str, object]]:
+    """The registered ``users`` instances; none yet is an empty list (exit code 1)."""
     listed = subprocess.run(
-        [*KEEL, "--store", url, "instances", "users", "--json"],
+        [*KEEL, "--store", url, "instances", "users", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=30,
-        check=True,
+        check=False,
     )
-    return [json.loads(line) for line in listed.stdout.strip().splitlines()]
+    assert listed.returncode in (0, 1), listed.stderr
+    text = listed.stdout.strip()
+    if listed.returncode == 1 or not text:
+        return []
+    document = json.loads(text)
+    return document if isinstance(document, list) else [document]
 
 
 def _unary(port: int) -> echo_pb2.EchoReply:
