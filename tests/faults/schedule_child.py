@@ -33,11 +33,19 @@ async def effect(ctx: JobContext, delay_s: float) -> None:
             await asyncio.sleep(delay_s)
     finally:
         # Even when cancelled (a worker whose session is lost stops its handlers),
-        # the side effect in flight is attempted: the fence must refuse it.
+        # the side effect is attempted and carried to its end: the fence must refuse it.
         key = f"effects/{ctx.execution_id}"
-        result = await ctx.store.txn(
-            [ctx.guard(), Compare.absent(key)], [Put(key, str(ctx.fencing_token).encode())]
+        write = asyncio.ensure_future(
+            ctx.store.txn(
+                [ctx.guard(), Compare.absent(key)], [Put(key, str(ctx.fencing_token).encode())]
+            )
         )
+        try:
+            result = await asyncio.shield(write)
+        except asyncio.CancelledError:  # cancelled mid-write: finish it, report it, then stop
+            result = await write
+            say("DONE", ctx.execution_id, "ok" if result.succeeded else "rejected")
+            raise
         say("DONE", ctx.execution_id, "ok" if result.succeeded else "rejected")
 
 
