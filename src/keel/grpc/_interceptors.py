@@ -64,7 +64,11 @@ class _Call:
         """Count the start; open the span (or attach the caller's trace context)."""
         self.series.started += 1
         if self.busy:
+            # Counted until grpc has ended the call (its status sent), not until the
+            # handler returns: a drain that stopped the server in between would cut
+            # off a call whose handler had finished.
             self._interceptor.busy += 1
+            context.add_done_callback(self._interceptor.left_busy)
         start = time.perf_counter()
         carrier: dict[str, str] | None = None
         for key, value in context.invocation_metadata() or ():
@@ -96,8 +100,6 @@ class _Call:
         """Count the outcome, close the span, write the access log line."""
         span, token, start = state
         duration = time.perf_counter() - start
-        if self.busy:
-            self._interceptor.left_busy()
         code = _code(context, exc)
         self.series.handled(code, duration)
         if token is not None:
@@ -280,7 +282,7 @@ class KeelServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  
         self._recording_checked = -math.inf
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def left_busy(self) -> None:
+    def left_busy(self, _context: object = None) -> None:
         """One busy call ended; wake :meth:`wait_idle` when it was the last."""
         self.busy -= 1
         if self.busy == 0 and self._idle is not None and not self._idle.done():
