@@ -65,10 +65,17 @@ _HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 class _Registrar:
-    """Stands in for the grpc.aio server while an ``add_X_to_server`` runs: notes the names."""
+    """Stands in for the grpc.aio server while an ``add_X_to_server`` runs.
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    It notes the service names, and with ``wrap`` set it hands grpc each method
+    handler already wrapped by keel's interceptor: the wrapping is done once
+    here instead of grpc awaiting an interceptor on every call (about a tenth
+    of a small call's server time).
+    """
+
+    def __init__(self, server: grpc.aio.Server, wrap: KeelServerInterceptor | None = None) -> None:
         self._server = server
+        self._wrap = wrap
         self.services: list[str] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
@@ -76,15 +83,45 @@ class _Registrar:
             service_name = getattr(handler, "service_name", None)
             if callable(service_name) and service_name() not in self.services:
                 self.services.append(service_name())
+        if self._wrap is not None:
+            handlers = [_Wrapped(handler, self._wrap) for handler in handlers]
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
         if service not in self.services:
             self.services.append(service)
+        if self._wrap is not None:
+            wrap = self._wrap.wrap
+            handlers = {name: wrap(h, f"/{service}/{name}") for name, h in handlers.items()}
         self._server.add_registered_method_handlers(service, handlers)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
+
+
+class _Wrapped(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
+    """A generic handler whose method handlers come out wrapped by keel (each once)."""
+
+    def __init__(self, inner: Any, interceptor: KeelServerInterceptor) -> None:
+        self._inner = inner
+        self._interceptor = interceptor
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def service_name(self) -> Any:
+        name = getattr(self._inner, "service_name", None)
+        return name() if callable(name) else None
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(details)
+        if handler is None:
+            return None
+        cached = self._cache.get(details.method)
+        if cached is None or cached[0] is not handler:
+            cached = self._cache[details.method] = (
+                handler,
+                self._interceptor.wrap(handler, details.method),
+            )
+        return cached[1]
 
 
 class Server:
@@ -259,11 +296,12 @@ class Server:
         self.store = await self._open_store(stack)
         self.session = session = await stack.enter_async_context(Session(self.store, ttl_s=s.ttl_s))
         registry = await stack.enter_async_context(Registry(self.store, session=session))
-        self._grpc = server = grpc.aio.server(
-            interceptors=[self.interceptor, *self._interceptors], options=self._options
-        )
+        # With interceptors of the caller's, keel's runs first as an interceptor (so
+        # theirs run inside its deadline and span); alone, it wraps the handlers once.
+        interceptors = [self.interceptor, *self._interceptors] if self._interceptors else None
+        self._grpc = server = grpc.aio.server(interceptors=interceptors, options=self._options)
         self.port = _listen(server, s.host, s.port)
-        registrar = _Registrar(server)
+        registrar = _Registrar(server, None if self._interceptors else self.interceptor)
         for add_to_server, servicer in self._adds:
             add_to_server(servicer, registrar)
         self.services = registrar.services
