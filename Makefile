@@ -40,7 +40,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "==> ready: $(BIN)/keel"
 
 bench: $(STAMP) engines
-	for b in store locks locks_redis registry balance config resilience scheduler http_service; do \
+	for b in store locks locks_redis registry balance config resilience scheduler http_service \
+	         grpc_channel grpc_server grpc_vs_http saga saga_barrier cli; do \
 	  test -f bench/$$b.py && $(BIN)/python bench/$$b.py || exit 1; \
 	done
 
