@@ -36,7 +36,7 @@ def instance(service: str, iid: str, port: int) -> bytes:
 
 def busy_view() -> UpView:
     """A view with more of everything than 80x24 can show."""
-    view = UpView("sqlite:////tmp/x.db", shop=ShopWatch(8080))
+    view = UpView("sqlite:////var/lib/keel/x.db", shop=ShopWatch(8080))
     for i in range(12):
         view.apply(put(f"services/svc{i}/127.0.0.1:{9000 + i}", instance(f"svc{i}", "a", 9000 + i)))
         view.apply(put(f"locks/lock{i}/{i:x}", b""))
@@ -131,10 +131,10 @@ def test_words_agree_with_numbers() -> None:
 
 def test_plain_lines_print_only_changes() -> None:
     """Without a terminal each change is one line; nothing repeats while nothing changes."""
-    view = UpView("sqlite:////tmp/x.db")
+    view = UpView("sqlite:////var/lib/keel/x.db")
     lines = PlainLines()
     first = list(lines.changes(view))
-    assert len(first) == 1 and first[0].endswith("store sqlite:////tmp/x.db")
+    assert len(first) == 1 and first[0].endswith("store sqlite:////var/lib/keel/x.db")
     assert list(lines.changes(view)) == []
     view.apply(put("locks/demo/1", b""))
     (held,) = lines.changes(view)
