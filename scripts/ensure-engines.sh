@@ -11,7 +11,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # PostgreSQL's server binaries live under /usr/lib/postgresql/<major>/bin, not on PATH.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # The partition tests (root only: they make network namespaces) cut links with iptables.
-if [ "$(id -u)" -eq 0 ]; then command -v iptables >/dev/null 2>&1 || missing+=(iptables); fi
+if [ "$(id -u)" -eq 0 ]; then
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
