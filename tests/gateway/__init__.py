@@ -1,0 +1,1 @@
+"""Tests of keel.gateway: routing, reload, canary, proxying, security, limits, operations."""
