@@ -44,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "grpc": _INTEGRATION | {"service"},  # the gRPC server reuses the service runtime's settings
     "saga": _INTEGRATION | {"http", "grpc"},  # steps call services through keel's clients
     "idempotency": _INTEGRATION,
+    "events": {"clock", "errors", "store", "coord", "observe", "resilience"},
     "gateway": _INTEGRATION | {"service", "http"},  # an application: the runtime and clients
 }
 
