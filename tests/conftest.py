@@ -10,7 +10,7 @@ import pytest
 
 import keel
 from keel.store import Store
-from keel.testing import EtcdCluster, PostgresServer, RedisServer
+from keel.testing import EtcdCluster, PostgresServer, RedisCluster, RedisServer
 from tests._procs import Children
 
 BACKENDS = ("memory", "sqlite", "etcd")
@@ -38,6 +38,13 @@ def redis_server() -> Iterator[RedisServer]:
     """One real redis-server for the whole run."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One real 3-master Redis Cluster for the whole run."""
+    with RedisCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@
 - :class:`EtcdCluster`: real etcd processes on free loopback ports, for tests
   and benchmarks (Debian's ``etcd-server``).
 - :class:`RedisServer`: a real ``redis-server`` on a free loopback port.
+- :class:`RedisCluster`: a real 3-master Redis Cluster on free loopback ports.
 - :class:`PostgresServer`: a real PostgreSQL (Debian's ``postgresql``) on a free loopback port.
 """
 
@@ -14,5 +15,14 @@ from keel.testing._etcd import EtcdCluster, EtcdTLS
 from keel.testing._ports import free_port
 from keel.testing._postgres import PostgresServer
 from keel.testing._redis import RedisServer
+from keel.testing._redis_cluster import RedisCluster
 
-__all__ = ["EtcdCluster", "EtcdTLS", "FakeClock", "PostgresServer", "RedisServer", "free_port"]
+__all__ = [
+    "EtcdCluster",
+    "EtcdTLS",
+    "FakeClock",
+    "PostgresServer",
+    "RedisCluster",
+    "RedisServer",
+    "free_port",
+]
