@@ -69,6 +69,7 @@ READS: list[tuple[list[str], type]] = [
     (["config", "get", "app.yaml"], dict),
     (["config", "history", "app.yaml"], list),
     (["config", "status", "app.yaml"], dict),
+    (["config", "diff", "app.yaml", "1", "1"], dict),
     (["jobs"], list),
     (["jobs", "ls"], list),
     (["jobs", "runs", LONG_JOB], list),

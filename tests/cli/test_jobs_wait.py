@@ -68,6 +68,16 @@ def test_trigger_wait_prints_outcome_and_log(worker: str) -> None:
     assert record["status"] == "SUCCEEDED" and "hello from the job" in record["log"]
 
 
+def test_trigger_wait_json_is_one_document_of_outcomes(worker: str) -> None:
+    """trigger --wait -o json prints only a JSON array: each run's status and log."""
+    result = keel_cli(
+        "jobs", "trigger", "hello", "--wait", "--timeout", "60", "-o", "json", url=worker
+    )
+    assert result.code == 0, result.err_lines
+    (run,) = json.loads(result.out)
+    assert run["status"] == "SUCCEEDED" and "hello from the job" in run["log"]
+
+
 def test_trigger_wait_on_a_failing_run_exits_1(worker: str) -> None:
     """trigger --wait on a run that fails: exit 1, FAILED and the error shown."""
     result = keel_cli("jobs", "trigger", "broken", "--wait", "--timeout", "60", url=worker)

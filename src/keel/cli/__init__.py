@@ -102,11 +102,17 @@ def _options(
 @app.command("up")
 def up_cmd(
     duration: Annotated[
-        float, typer.Option(help="Stop by itself after this many seconds (0 = until Ctrl-C).")
+        float,
+        typer.Option(
+            metavar="SECONDS", help="Stop by itself after this many seconds (0 = until Ctrl-C)."
+        ),
     ] = 0.0,
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
     shop_port: Annotated[
-        int, typer.Option(help="Port of the example shop's orders service (the next 4 too).")
+        int,
+        typer.Option(
+            metavar="PORT", help="Port of the example shop's orders service (the next 4 too)."
+        ),
     ] = 8080,
     plain: Annotated[
         bool, typer.Option("--plain", help="One status line per change, as without a terminal.")

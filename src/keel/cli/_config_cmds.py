@@ -212,14 +212,25 @@ def history_cmd(
 
 
 @app.command("diff")
-def diff_cmd(name: str, a: int, b: int) -> None:
-    """Show a unified diff from version A to version B."""
+def diff_cmd(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    a: Annotated[int, typer.Argument(metavar="A")],
+    b: Annotated[int, typer.Argument(metavar="B")],
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a unified diff from version A to version B (-o json: its lines in a document)."""
+    fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
     async def go(store: Store) -> str:
         return await _center(store).diff(name, a, b)
 
-    sys.stdout.write(run(go()) or f"versions {a} and {b} are identical\n")
+    text = run(go())
+    if fmt in ("json", "yaml"):
+        emit(fmt, {"name": name, "from": a, "to": b, "lines": text.splitlines()}, lambda _: "")
+    else:
+        sys.stdout.write(text or f"versions {a} and {b} are identical\n")
 
 
 @app.command("rollback")

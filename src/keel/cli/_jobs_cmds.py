@@ -153,6 +153,8 @@ def trigger_cmd(
         float,
         typer.Option(metavar="SECONDS", help="With --wait: give up after this long (exit 4)."),
     ] = 0.0,
+    output: OutputOption = "table",
+    as_json: JsonFlag = False,
 ) -> None:
     """Run JOB now (once per shard), optionally with ARGS.
 
@@ -166,6 +168,10 @@ def trigger_cmd(
         reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
         fail(f'--args is not JSON ({reason}): give e.g. --args \'{{"day": "2024-01-01"}}\'')
 
+    fmt = output_format(output, as_json)
+    quiet = fmt in ("json", "yaml")
+    triggered: list[str] = []
+
     @with_store
     async def go(store: Store) -> list[Execution]:
         import asyncio
@@ -173,8 +179,10 @@ def trigger_cmd(
         from keel.schedule import trigger_job
 
         ids = await trigger_job(store, job, args=parsed)
+        triggered.extend(ids)
         for run_id in ids:
-            console.print(f"triggered {run_id}")
+            if not quiet:
+                console.print(f"triggered {run_id}")
         if not wait:
             return []
         try:
@@ -187,7 +195,14 @@ def trigger_cmd(
             )
 
     ended = run(go())
-    for record in ended:
+    if quiet:
+        data: Any = (
+            [{**_run_record(r), "log": r.log, "traceback": r.traceback} for r in ended]
+            if wait
+            else [{"id": run_id} for run_id in triggered]
+        )
+        emit(fmt, data, lambda _: "")
+    for record in [] if quiet else ended:
         _print_outcome(record)
     if any(r.status.value != "SUCCEEDED" for r in ended):
         raise typer.Exit(1)

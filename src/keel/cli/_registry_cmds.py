@@ -201,7 +201,7 @@ def _parse_check(text: str | None) -> HealthCheck | None:
 
 def register_cmd(
     service: str,
-    address: Annotated[str, typer.Argument(help="host:port clients connect to.")],
+    address: Annotated[str, typer.Argument(metavar="HOST:PORT", help="Where clients connect.")],
     ttl: Annotated[
         int, typer.Option(help="Session TTL: how long the entry outlives a crash.")
     ] = 10,
