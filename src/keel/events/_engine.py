@@ -107,6 +107,10 @@ class Engine(Protocol):
     async def append(self, topic: str, partition: int, records: Sequence[bytes]) -> list[str]:
         """Append ``records`` to one partition, in order, atomically (all or none).
 
+        An engine with a per-write limit may split a large batch into several
+        atomic appends (the store engine: 100 records or 1 MiB each); the bus
+        sends at most 100 records per call.
+
         MUST give each record an id greater than every id already in the
         partition (also after trims), in the order given.
 
@@ -231,10 +235,13 @@ class Engine(Protocol):
         """Record ``member`` alive in the group for ``ttl_s`` seconds.
 
         MUST forget a member that has not heartbeated for its TTL (its process
-        died). Unlike other methods, needs no prior ``create_group``.
+        died). ``ttl_s <= 0`` removes ``member`` at once (it leaves) and
+        releases nothing else. Unlike other methods, needs no prior
+        ``create_group``.
 
         Returns:
-            Every live member of the group, including ``member``, sorted.
+            Every live member of the group, including ``member`` unless it
+            left, sorted.
         """
         ...
 
