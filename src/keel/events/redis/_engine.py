@@ -1,0 +1,443 @@
+"""RedisEngine: the keel.events engine contract on Redis Streams (one server or a cluster).
+
+Each topic partition is one Redis stream and each group one Redis consumer
+group on every partition's stream, so the contract maps onto Redis commands
+one to one: ``append`` is ``XADD``, ``read_group`` ``XREADGROUP``, ``ack``
+``XACK``, ``claim_pending`` ``XAUTOCLAIM``, ``set_group_position`` ``XGROUP
+SETID``, ``lag`` ``XINFO GROUPS``, ``trim`` ``XTRIM``. Key layout and scripts:
+``_scripts.py``.
+
+Blocking reads: a ``read_group`` with ``block_s > 0`` is an ``XREADGROUP
+BLOCK`` that keeps one pooled connection busy until it answers, so a process
+holds one connection per partition it reads at once (the pool grows to that;
+a cluster client's per-node pool is capped at ``max_connections``, 100 by
+default). The wait is capped below the client's socket timeout so a quiet
+stream never looks like a dead server; the bus reads again in a loop anyway.
+
+The topic's partition count and the groups known to exist are cached per
+engine (neither ever changes once created), so the hot path (``append``,
+``read_group``, ``ack``) is one round trip after the first call per topic.
+
+Stream entries are untrusted: an entry lacking our ``d`` field (written by
+something else with ``XADD``) is returned with ``data=b""``, which the bus's
+codec rejects (so the bus dead-letters it and goes on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any, Self
+
+from redis.exceptions import RedisError
+
+from keel.errors import NotFoundError, ValidationError
+from keel.events._engine import END, START, Entry, GroupLag
+from keel.events.redis._connect import block_cap, open_client
+from keel.events.redis._scripts import (
+    APPEND,
+    CLAIM_PENDING,
+    CREATE_TOPIC,
+    HEARTBEAT,
+    MAX_SEQ,
+    RELEASE,
+    TAKE,
+    Client,
+    Keys,
+    parse_id,
+    translate,
+)
+
+__all__ = ["DEFAULT_PREFIX", "RedisEngine"]
+
+DEFAULT_PREFIX = "keel:events:"
+FIELD = b"d"
+"""The one field of our stream entries: the encoded event record."""
+LAG_COUNT_CAP = 100_000
+"""When Redis cannot tell a group's lag (after trims or a SETID), count at most this many."""
+_PAGE = 1000
+
+
+class RedisEngine:
+    """The keel.events engine on Redis Streams.
+
+    ``await RedisEngine.connect(url)`` opens a client from a URL
+    (``redis://``, ``rediss://``, ``redis+cluster://host:port[,host:port...]``,
+    ``rediss+cluster://``; a ``prefix=`` query option sets the key prefix);
+    ``RedisEngine(client)`` uses a ``redis.asyncio.Redis`` or ``RedisCluster``
+    you made (created with the default ``decode_responses=False``).
+
+    Args:
+        client: the redis-py asyncio client.
+        prefix: the key prefix (default ``keel:events:``).
+        max_len: if set, every append also trims its partition to about this
+            many entries (``XADD MAXLEN ~``: cheap, never fewer than asked).
+        owns_client: close the client on :meth:`aclose` (True from ``connect``).
+
+    Raises:
+        ValidationError: a prefix with braces, or a bad ``max_len``.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_len: int | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValidationError(f"prefix {prefix!r} has a brace: it would break the hash tags")
+        if max_len is not None and (isinstance(max_len, bool) or max_len < 1):
+            raise ValidationError(f"max_len={max_len!r} is not valid: give a count >= 1, or None")
+        self.client = client
+        self.prefix = prefix
+        self.max_len = max_len
+        self._owns = owns_client
+        self._max_len_arg = "" if max_len is None else str(max_len)
+        self._block_cap_s = block_cap(client)
+        self._keys: dict[str, Keys] = {}
+        self._partitions: dict[str, int] = {}
+        self._groups: set[tuple[str, str]] = set()
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, url: str, *, max_len: int | None = None) -> Self:
+        """Open a client from ``url`` and check that Redis answers.
+
+        Raises:
+            InvalidURLError: not a Redis URL.
+            StoreUnavailableError: Redis did not answer.
+        """
+        client, prefix = await open_client(url)
+        return cls(client, prefix=prefix or DEFAULT_PREFIX, max_len=max_len, owns_client=True)
+
+    # -- topics ---------------------------------------------------------------
+
+    def _k(self, topic: str) -> Keys:
+        keys = self._keys.get(topic)
+        if keys is None:
+            if not isinstance(topic, str) or "{" in topic or "}" in topic:
+                raise ValidationError(f"topic {topic!r} is not valid for redis: no braces")
+            keys = self._keys[topic] = Keys(self.prefix, topic)
+        return keys
+
+    async def create_topic(self, topic: str, partitions: int) -> int:
+        """Create ``topic`` with ``partitions`` partitions unless it exists; return its count."""
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ValidationError(f"partitions={partitions!r} is not valid: give a count >= 1")
+        keys = self._k(topic)
+        try:
+            count = int(await CREATE_TOPIC(self.client, [keys.meta], [partitions]))
+            await self.client.sadd(f"{self.prefix}topics", topic)
+        except RedisError as exc:
+            raise translate(exc, f"creating topic {topic!r}") from exc
+        self._partitions[topic] = count
+        return count
+
+    async def partitions(self, topic: str) -> int | None:
+        """Return the partition count of ``topic``, or None if it does not exist."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        try:
+            raw = await self.client.get(self._k(topic).meta)
+        except RedisError as exc:
+            raise translate(exc, f"reading topic {topic!r}") from exc
+        if raw is None:
+            return None
+        try:
+            count = int(raw)
+        except ValueError:
+            return None  # not ours: someone else's value under our key
+        self._partitions[topic] = count
+        return count
+
+    async def topics(self) -> list[str]:
+        """Return every topic's name, sorted."""
+        try:
+            raw = await self.client.smembers(f"{self.prefix}topics")
+        except RedisError as exc:
+            raise translate(exc, "listing topics") from exc
+        return sorted(_text(name) for name in raw)
+
+    async def _stream(self, topic: str, partition: int) -> str:
+        """The stream key of an existing topic's partition (NotFound / Validation otherwise)."""
+        count = self._partitions.get(topic)
+        if count is None:
+            count = await self.partitions(topic)
+            if count is None:
+                raise NotFoundError(f"topic {topic!r} does not exist: create it first")
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            raise ValidationError(f"partition {partition!r} is not an int")
+        if not 0 <= partition < count:
+            raise ValidationError(
+                f"partition {partition} is out of range: topic {topic!r} has {count} partitions"
+            )
+        return self._k(topic).stream(partition)
+
+    async def _group_stream(self, topic: str, partition: int, group: str) -> str:
+        key = await self._stream(topic, partition)
+        if (topic, group) not in self._groups:
+            try:
+                found = await self.client.sismember(self._k(topic).groups, group)
+            except RedisError as exc:
+                raise translate(exc, f"looking up group {group!r} of {topic!r}") from exc
+            if not found:
+                raise NotFoundError(f"group {group!r} does not exist on topic {topic!r}")
+            self._groups.add((topic, group))
+        return key
+
+    # -- streams --------------------------------------------------------------
+
+    async def append(self, topic: str, partition: int, records: Sequence[bytes]) -> list[str]:
+        """Append ``records`` to one partition atomically; return their new ids."""
+        key = await self._stream(topic, partition)
+        if not records:
+            return []
+        try:
+            if len(records) == 1:
+                new = await self.client.xadd(
+                    key, {FIELD: records[0]}, maxlen=self.max_len, approximate=True
+                )
+                return [_text(new)]
+            ids = await APPEND(self.client, [key], [self._max_len_arg, *records])
+        except RedisError as exc:
+            raise translate(exc, f"appending to {key!r}") from exc
+        return [_text(i) for i in ids]
+
+    async def read(self, topic: str, partition: int, after: str, count: int) -> list[Entry]:
+        """Return up to ``count`` entries after position ``after``, oldest first."""
+        key = await self._stream(topic, partition)
+        start = "-" if after == START else f"({_position(after)}"
+        try:
+            raw = await self.client.xrange(key, start, "+", count=count)
+        except RedisError as exc:
+            raise translate(exc, f"reading {key!r}") from exc
+        return _entries(raw)
+
+    async def trim(
+        self, topic: str, partition: int, *, max_len: int | None, min_id: str | None
+    ) -> int:
+        """Delete the oldest entries (exact ``XTRIM MAXLEN`` / ``MINID``); return how many."""
+        key = await self._stream(topic, partition)
+        removed = 0
+        try:
+            if min_id is not None:
+                parse_id(min_id)
+                removed += await self.client.xtrim(key, minid=min_id, approximate=False)
+            if max_len is not None:
+                removed += await self.client.xtrim(key, maxlen=max_len, approximate=False)
+        except RedisError as exc:
+            raise translate(exc, f"trimming {key!r}") from exc
+        return removed
+
+    async def id_at(self, topic: str, partition: int, when: float) -> str:
+        """Return the id of the first entry at/after ``when``, else ``<when ms>-0`` (synthetic)."""
+        key = await self._stream(topic, partition)
+        floor = f"{max(0, int(when * 1000))}-0"
+        try:
+            raw = await self.client.xrange(key, floor, "+", count=1)
+        except RedisError as exc:
+            raise translate(exc, f"reading {key!r}") from exc
+        return _text(raw[0][0]) if raw else floor
+
+    def position_before(self, entry_id: str) -> str:
+        """Return the position just before ``entry_id`` (``START`` for the smallest id)."""
+        ms, seq = parse_id(entry_id)
+        if seq > 0:
+            return f"{ms}-{seq - 1}"
+        if ms > 0:
+            return f"{ms - 1}-{MAX_SEQ}"
+        return START
+
+    # -- groups ---------------------------------------------------------------
+
+    async def create_group(self, topic: str, group: str, start: str) -> None:
+        """Create ``group`` on every partition (``XGROUP CREATE ... MKSTREAM``); idempotent."""
+        if start not in (START, END):
+            parse_id(start)
+        count = await self.partitions(topic)
+        if count is None:
+            raise NotFoundError(f"topic {topic!r} does not exist: create it first")
+        keys = self._k(topic)
+        try:
+            for partition in range(count):
+                await self._create_group_on(keys.stream(partition), group, start)
+            await self.client.sadd(keys.groups, group)
+        except RedisError as exc:
+            raise translate(exc, f"creating group {group!r} on {topic!r}") from exc
+        self._groups.add((topic, group))
+
+    async def _create_group_on(self, key: str, group: str, start: str) -> None:
+        try:
+            await self.client.xgroup_create(key, group, start, mkstream=True)
+        except RedisError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    async def groups(self, topic: str) -> list[str]:
+        """Return the groups of ``topic``, sorted."""
+        if await self.partitions(topic) is None:
+            raise NotFoundError(f"topic {topic!r} does not exist: create it first")
+        try:
+            raw = await self.client.smembers(self._k(topic).groups)
+        except RedisError as exc:
+            raise translate(exc, f"listing groups of {topic!r}") from exc
+        return sorted(_text(name) for name in raw)
+
+    async def read_group(
+        self, topic: str, partition: int, group: str, consumer: str, count: int, block_s: float
+    ) -> list[Entry]:
+        """Deliver up to ``count`` new entries to ``consumer`` (``XREADGROUP``), waiting up to
+        ``block_s`` seconds (capped below the socket timeout) when there is none."""
+        key = await self._group_stream(topic, partition, group)
+        block = None
+        if block_s > 0:
+            block = max(1, int(min(block_s, self._block_cap_s) * 1000))
+        try:
+            raw: Any = await self.client.xreadgroup(
+                group, consumer, {key: ">"}, count=count, block=block
+            )
+        except RedisError as exc:
+            raise translate(exc, f"reading {key!r} for group {group!r}") from exc
+        return _entries(raw[0][1]) if raw else []
+
+    async def ack(self, topic: str, partition: int, group: str, ids: Sequence[str]) -> int:
+        """Remove ``ids`` from the group's pending list (``XACK``); return how many were pending."""
+        key = await self._group_stream(topic, partition, group)
+        if not ids:
+            return 0
+        try:
+            return int(await self.client.xack(key, group, *ids))
+        except RedisError as exc:
+            raise translate(exc, f"acking on {key!r} for group {group!r}") from exc
+
+    async def claim_pending(
+        self, topic: str, partition: int, group: str, consumer: str, min_idle_s: float, count: int
+    ) -> list[Entry]:
+        """Take over pending entries idle >= ``min_idle_s`` (``XAUTOCLAIM``), with their counts."""
+        key = await self._group_stream(topic, partition, group)
+        idle_ms = max(0, int(min_idle_s * 1000))
+        try:
+            raw = await CLAIM_PENDING(self.client, [key], [group, consumer, idle_ms, count])
+        except RedisError as exc:
+            raise translate(exc, f"claiming pending entries of {key!r}") from exc
+        return [Entry(_text(i), _data_of(_pairs(fields)), int(n)) for i, fields, n in raw]
+
+    async def set_group_position(self, topic: str, partition: int, group: str, after: str) -> None:
+        """Move the group's last-delivered position (``XGROUP SETID``)."""
+        key = await self._group_stream(topic, partition, group)
+        position = after if after in (START, END) else _position(after)
+        try:
+            await self.client.xgroup_setid(key, group, position)
+        except RedisError as exc:
+            raise translate(exc, f"moving group {group!r} on {key!r}") from exc
+
+    async def lag(self, topic: str, partition: int, group: str) -> GroupLag:
+        """Return the group's pending and undelivered counts (``XINFO GROUPS``)."""
+        key = await self._group_stream(topic, partition, group)
+        try:
+            infos = await self.client.xinfo_groups(key)
+            info = next((i for i in infos if _text(i["name"]) == group), None)
+            if info is None:
+                raise NotFoundError(f"group {group!r} does not exist on {key!r}")
+            undelivered = info.get("lag")
+            if undelivered is None:  # Redis < 7, or it cannot tell after trims/SETID
+                undelivered = await self._count_after(key, _text(info["last-delivered-id"]))
+        except RedisError as exc:
+            raise translate(exc, f"reading the lag of group {group!r} on {key!r}") from exc
+        return GroupLag(pending=int(info["pending"]), undelivered=int(undelivered))
+
+    async def _count_after(self, key: str, position: str) -> int:
+        """Entries after ``position``, counted by paging (at most :data:`LAG_COUNT_CAP`)."""
+        counted = 0
+        while counted < LAG_COUNT_CAP:
+            page: Any = await self.client.xrange(key, f"({position}", "+", count=_PAGE)
+            counted += len(page)
+            if len(page) < _PAGE:
+                break
+            position = _text(page[-1][0])
+        return counted
+
+    # -- membership and ownership ---------------------------------------------
+
+    async def heartbeat(self, topic: str, group: str, member: str, ttl_s: float) -> list[str]:
+        """Record ``member`` alive for ``ttl_s`` seconds; return the live members, sorted."""
+        key = self._k(topic).members(group)
+        try:
+            raw = await HEARTBEAT(self.client, [key], [member, _ttl_ms(ttl_s)])
+        except RedisError as exc:
+            raise translate(exc, f"heartbeating in {key!r}") from exc
+        return sorted(_text(m) for m in raw)
+
+    async def claim_partition(
+        self, topic: str, group: str, partition: int, member: str, ttl_s: float
+    ) -> bool:
+        """Take or renew ownership of (group, partition) for ``ttl_s`` (``SET PX`` if free/own)."""
+        key = self._k(topic).claim(group, partition)
+        try:
+            return bool(await TAKE(self.client, [key], [member, _ttl_ms(ttl_s)]))
+        except RedisError as exc:
+            raise translate(exc, f"claiming {key!r}") from exc
+
+    async def release_partition(self, topic: str, group: str, partition: int, member: str) -> None:
+        """Give up (group, partition) if ``member`` holds it (compare-and-delete)."""
+        key = self._k(topic).claim(group, partition)
+        try:
+            await RELEASE(self.client, [key], [member])
+        except RedisError as exc:
+            raise translate(exc, f"releasing {key!r}") from exc
+
+    async def aclose(self) -> None:
+        """Close the client if this engine opened it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns:
+            # closing a broken connection: nothing left to free
+            with contextlib.suppress(RedisError):
+                await self.client.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._partitions)} topics known"
+        return f"<RedisEngine {type(self.client).__name__} prefix={self.prefix!r} {state}>"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _position(after: str) -> str:
+    if after == START:
+        return "0-0"
+    parse_id(after)
+    return after
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not ttl_s > 0:
+        raise ValidationError(f"ttl_s={ttl_s!r} is not valid: give seconds > 0")
+    return max(1, round(ttl_s * 1000))
+
+
+def _pairs(fields: Any) -> dict[bytes, bytes]:
+    """A flat ``[field, value, ...]`` list (as Lua answers) as a dict."""
+    if isinstance(fields, dict):
+        return fields
+    if not isinstance(fields, list):
+        return {}
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields) - 1, 2)}
+
+
+def _data_of(fields: dict[bytes, bytes] | None) -> bytes:
+    """Our record out of an entry's fields; ``b""`` (rejected by the codec) if it is not ours."""
+    data = fields.get(FIELD) if fields else None
+    return data if isinstance(data, bytes) else b""
+
+
+def _entries(raw: Any) -> list[Entry]:
+    """Entries from redis-py's ``[(id, {field: value})...]``; deleted (nil) entries skipped."""
+    return [Entry(_text(i), _data_of(fields)) for i, fields in raw if fields is not None]
