@@ -184,6 +184,20 @@ class GatewayMetrics:
             key = (upstream, "other")
         self._breakers[key] = BREAKER_STATES.get(state, 0)
 
+    # -- what keel.gateway._proxy.Upstreams reports (its UpstreamMetrics protocol) --
+
+    def upstream_request(self, route: str, upstream: str, status: int, latency_s: float) -> None:
+        """One forwarded request ended with ``status`` (0: the client left) after ``latency_s``."""
+        self.upstream(route, upstream).observe(status or None, latency_s)
+
+    def upstream_retry(self, route: str, upstream: str) -> None:
+        """One attempt after the first."""
+        self.upstream(route, upstream).retried()
+
+    def breaker_state(self, upstream: str, instance: str, state: str) -> None:
+        """The breaker of ``instance`` moved to ``state``."""
+        self.breaker(upstream, instance, state)
+
     def forget_instance(self, upstream: str, instance: str) -> None:
         """Drop the breaker series of an instance that left discovery."""
         self._breakers.pop((upstream, instance), None)
