@@ -1,0 +1,36 @@
+"""Fixtures of the Redis Streams engine tests: engines on the shared server and cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from keel.events.redis import RedisEngine
+from keel.testing import RedisCluster, RedisServer
+
+
+def prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"t-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+async def engine(redis_server: RedisServer) -> AsyncIterator[RedisEngine]:
+    """A RedisEngine on the session's redis-server, under a prefix of its own."""
+    opened = await RedisEngine.connect(f"{redis_server.url}?prefix={prefix()}")
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+@pytest.fixture
+async def cluster_engine(redis_cluster: RedisCluster) -> AsyncIterator[RedisEngine]:
+    """A RedisEngine on the session's 3-master Redis Cluster, under a prefix of its own."""
+    opened = await RedisEngine.connect(f"{redis_cluster.url}?prefix={prefix()}")
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
