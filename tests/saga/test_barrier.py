@@ -228,3 +228,46 @@ def test_saga_headers_from_scope_and_mapping() -> None:
     assert barrier.saga_headers({"type": "http", "headers": []}) is None
     with pytest.raises(ValidationError, match="op"):
         barrier.saga_headers({"keel-saga": "a", "keel-saga-step": "b"})
+
+
+@pytest.mark.parametrize("saga_id", ["o'brien", "a''b'; DROP TABLE x; --", "back\\slash'", "ü'∂"])
+async def test_quotes_in_ids_are_data_not_sql(db: Db, saga_id: str) -> None:
+    """Ids with quotes and backslashes go through the one-round-trip path as plain data."""
+    conn = await db.connect()
+    try:
+        assert await call(db, conn, saga_id, barrier.ACTION)
+        assert not await call(db, conn, saga_id, barrier.ACTION)  # duplicate
+        with pytest.raises(barrier.BarrierRefusedError):
+            await call(db, conn, saga_id + "-2", barrier.COMPENSATE)
+            await call(db, conn, saga_id + "-2", barrier.ACTION)
+        assert await ledger(db, conn) == [(saga_id, barrier.ACTION)]
+    finally:
+        await conn.close()
+
+
+async def test_nul_in_an_id_is_refused(db: Db) -> None:
+    """A NUL character cannot be stored as text on either engine: refused up front."""
+    conn = await db.connect()
+    try:
+        with pytest.raises(ValidationError, match="without NUL"):
+            await call(db, conn, "a\x00b", barrier.ACTION)
+    finally:
+        await conn.close()
+
+
+async def test_postgres_without_conforming_strings_uses_parameters(
+    postgres_server: PostgresServer,
+) -> None:
+    """With standard_conforming_strings off, the barrier falls back to bound parameters."""
+    conn = await asyncpg.connect(postgres_server.url)
+    table = f"barrier_{uuid.uuid4().hex[:10]}"
+    try:
+        await conn.execute("SET standard_conforming_strings = off")
+        await barrier.create_table(conn, table=table)
+        saga_id = "back\\slash'quote"
+        async with barrier.guard(conn, saga_id, "s", barrier.ACTION, table=table) as run:
+            assert run
+        stored = await conn.fetchval(f"SELECT saga_id FROM {table}")
+        assert stored == saga_id
+    finally:
+        await conn.close()

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import ConflictError, ValidationError
-from keel.saga._barrier_sql import Dialect, check_table, dialect_of, table_ddl
+from keel.saga._barrier_sql import Dialect, check_table, dialect_of
 
 __all__ = [
     "ACTION",
@@ -101,10 +101,11 @@ class SagaHeaders:
 
 def _check_key(saga_id: object, step: object, op: object) -> tuple[str, str, str]:
     for name, value in (("saga_id", saga_id), ("step", step)):
-        if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID:
+        if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID or "\x00" in value:
             raise ValidationError(
-                f"barrier {name} must be a non-empty string of at most {_MAX_ID} characters, "
-                f"got {value!r}: pass the saga's id and step name from the request headers"
+                f"barrier {name} must be a non-empty string of at most {_MAX_ID} characters "
+                f"without NUL, got {value!r}: pass the saga's id and step name from the "
+                "request headers"
             )
     if op not in (ACTION, COMPENSATE):
         raise ValidationError(
@@ -123,19 +124,26 @@ async def create_table(conn: Any, *, table: str = DEFAULT_TABLE) -> None:
     """
     dialect = dialect_of(conn)
     async with dialect.transaction():
-        await dialect.execute(table_ddl(table))
+        await dialect.execute(dialect.create_table(table))
 
 
-async def _decide(dialect: Dialect, table: str, key: tuple[str, str, str]) -> Outcome:
+def _first_row(key: tuple[str, str, str]) -> tuple[tuple[str, str, str], str]:
+    """The row every call inserts first: the action's (a compensation takes it first)."""
     saga_id, step, op = key
-    if op == COMPENSATE:
-        # Take the action's row first: a later action then finds it and hangs.
-        action_was_new = await dialect.insert_ignore(table, (saga_id, step, ACTION), COMPENSATE)
+    return (saga_id, step, ACTION), (COMPENSATE if op == COMPENSATE else ACTION)
+
+
+async def _decide(
+    dialect: Dialect, table: str, key: tuple[str, str, str], action_was_new: bool
+) -> Outcome:
+    """The outcome, once the action's row was inserted (``action_was_new``) or found."""
+    if key[2] == COMPENSATE:
+        # The action's row was taken first: a later action then finds it and hangs.
         compensation_new = await dialect.insert_ignore(table, key, COMPENSATE)
         if not compensation_new:
             return Outcome.DUPLICATE
         return Outcome.NULL_COMPENSATION if action_was_new else Outcome.RUN
-    if await dialect.insert_ignore(table, key, ACTION):
+    if action_was_new:
         return Outcome.RUN
     reason = await dialect.reason(table, key)
     return Outcome.HANGING if reason == COMPENSATE else Outcome.DUPLICATE
@@ -154,7 +162,10 @@ async def check(
         ValidationError: a bad id, step, op or table, or an unsupported connection.
     """
     key = _check_key(saga_id, step, op)
-    return await _decide(dialect_of(conn), check_table(table), key)
+    dialect = dialect_of(conn)
+    table = check_table(table)
+    first, reason = _first_row(key)
+    return await _decide(dialect, table, key, await dialect.insert_ignore(table, first, reason))
 
 
 @contextlib.asynccontextmanager
@@ -184,8 +195,9 @@ async def guard(
     key = _check_key(saga_id, step, op)
     dialect = dialect_of(conn)
     table = check_table(table)
-    async with dialect.transaction():
-        outcome = await _decide(dialect, table, key)
+    first, reason = _first_row(key)
+    async with dialect.transaction_with(table, first, reason) as action_was_new:
+        outcome = await _decide(dialect, table, key, action_was_new)
         if outcome is Outcome.HANGING:
             raise BarrierRefusedError(
                 f"saga {saga_id!r} step {step!r}: the action arrived after its compensation "
