@@ -365,10 +365,11 @@ class RedisEngine:
     # -- membership and ownership ---------------------------------------------
 
     async def heartbeat(self, topic: str, group: str, member: str, ttl_s: float) -> list[str]:
-        """Record ``member`` alive for ``ttl_s`` seconds; return the live members, sorted."""
+        """Record ``member`` alive for ``ttl_s`` seconds (<= 0: it leaves); return live members."""
         key = self._k(topic).members(group)
+        ttl_ms = 0 if isinstance(ttl_s, int | float) and ttl_s <= 0 else _ttl_ms(ttl_s)
         try:
-            raw = await HEARTBEAT(self.client, [key], [member, _ttl_ms(ttl_s)])
+            raw = await HEARTBEAT(self.client, [key], [member, ttl_ms])
         except RedisError as exc:
             raise translate(exc, f"heartbeating in {key!r}") from exc
         return sorted(_text(m) for m in raw)

@@ -180,13 +180,17 @@ HEARTBEAT = Script(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], last[2])
+if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
-"""KEYS: members. ARGV: member, ttl_ms. -> live members (expired ones removed first).
+"""KEYS: members. ARGV: member, ttl_ms (0: leave). -> live members (expired ones removed first).
 
 Expiries are in the server's clock (``TIME``), so members on hosts with skewed
 clocks agree; the key itself expires with its longest-lived member.
