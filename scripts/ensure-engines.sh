@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the real engines the tests start are installed: etcd (server and
-# etcdctl), redis-server and postgresql, from Debian's packages. Installs them with apt-get
-# when running as root; otherwise says what to run.
+# etcdctl), redis-server, postgresql and chromium (the console's browser tests),
+# from Debian's packages; with --bench also nginx and wrk (the gateway
+# benchmark's peer and load generator). Installs them with apt-get when running
+# as root; otherwise says what to run.
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,12 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # PostgreSQL's server binaries live under /usr/lib/postgresql/<major>/bin, not on PATH.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# Playwright drives Debian's Chromium (a browser download needs the network).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${1:-}" = "--bench" ]; then
+  command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+fi
 # The partition tests (root only: they make network namespaces) cut links with iptables.
 if [ "$(id -u)" -eq 0 ]; then
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
@@ -26,7 +34,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the services it installs; the tests start their own on free ports.
-for svc in etcd redis-server postgresql; do
+for svc in etcd redis-server postgresql nginx; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
