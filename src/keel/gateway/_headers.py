@@ -1,0 +1,184 @@
+"""Request headers on their way upstream: hop-by-hop removed, identity made trustworthy.
+
+:func:`upstream_headers` turns the client's headers into the upstream's, in one pass:
+
+- hop-by-hop headers are removed (RFC 9110 §7.6.1: ``Connection``,
+  ``Proxy-Connection``, ``Keep-Alive``, ``TE``, ``Transfer-Encoding``,
+  ``Upgrade``; and ``Trailer``, ``Proxy-Authorization`` of RFC 2616 §13.5.1),
+  plus every header the client named in ``Connection`` - except ``Host`` and
+  ``Content-Length``, which a client must not be able to strip from the
+  request's framing that way. The proxy frames the body itself (the request's
+  ``Transfer-Encoding`` does not travel);
+- every client copy of the consumer header is removed whatever its case, and
+  the authenticated consumer (if any) is set by the gateway;
+- ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and the
+  RFC 7239 ``Forwarded`` header: when the direct peer is a trusted proxy, its
+  values are kept and this hop is appended; otherwise every incoming copy (and
+  ``X-Real-IP``) is dropped and the gateway's own view replaces them, so a
+  client cannot claim another address.
+
+:func:`client_address` is the address limits and logs should use: the direct
+peer, or, behind trusted proxies, the right-most ``X-Forwarded-For`` entry
+that is not itself a trusted proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from keel.gateway._auth import Consumer
+from keel.gateway._policy import TrustedProxies
+
+__all__ = [
+    "HOP_BY_HOP",
+    "TrustedProxies",
+    "client_address",
+    "forwarded_element",
+    "upstream_headers",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"trailer",
+        b"proxy-authorization",
+    }
+)
+"""Headers that describe one connection, never forwarded (lower case)."""
+
+_FORWARDED_FAMILY = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
+_UNSTRIPPABLE = frozenset({b"host", b"content-length"})
+_XFF, _XFP, _XFH, _FWD = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"
+_TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def _quote(value: bytes) -> bytes:
+    """A Forwarded parameter value: a token as is, anything else as a quoted string."""
+    if value and all(c in _TOKEN_CHARS for c in value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def forwarded_element(client: str | None, scheme: str, host: bytes | None) -> bytes:
+    """This hop's RFC 7239 element: ``for=...;proto=...;host=...`` (IPv6 bracketed, quoted)."""
+    if client is None:
+        node = b"unknown"
+    elif ":" in client:
+        node = b'"[' + client.encode() + b']"'
+    else:
+        node = _quote(client.encode())
+    element = b"for=" + node + b";proto=" + _quote(scheme.encode())
+    if host:
+        element += b";host=" + _quote(host)
+    return element
+
+
+def upstream_headers(
+    headers: list[tuple[bytes, bytes]],
+    *,
+    client: str | None,
+    scheme: str,
+    host: bytes | None,
+    trusted: TrustedProxies,
+    consumer: Consumer | None,
+    consumer_header: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """The headers to send upstream; see the module docstring.
+
+    Args:
+        headers: the request's headers (ASGI: names lower case; any case is handled).
+        client: the direct peer's address (``scope["client"][0]``), None if unknown.
+        scheme: ``http`` or ``https`` as the client used it.
+        host: the request's Host, for ``X-Forwarded-Host`` and ``Forwarded``.
+        trusted: the proxies whose forwarded headers are believed.
+        consumer: the authenticated consumer, or None.
+        consumer_header: the consumer header's name, lower case.
+
+    Returns:
+        A new list; ``headers`` is not modified.
+    """
+    keep_forwarded = client in trusted
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection" or name.lower() == b"connection":
+            named |= _connection_tokens(value)
+    named -= _UNSTRIPPABLE
+    out: list[tuple[bytes, bytes]] = []
+    xff: list[bytes] = []
+    fwd: list[bytes] = []
+    proto = fhost = None
+    for name, value in headers:
+        lower = name if name.islower() else name.lower()
+        if lower in HOP_BY_HOP or lower in named or lower == consumer_header:
+            continue
+        if lower in _FORWARDED_FAMILY:
+            if keep_forwarded:
+                if lower == _XFF:
+                    xff.append(value)
+                elif lower == _FWD:
+                    fwd.append(value)
+                elif lower == _XFP and proto is None:
+                    proto = value
+                elif lower == _XFH and fhost is None:
+                    fhost = value
+                else:
+                    out.append((lower, value))
+            continue
+        out.append((lower, value))
+    this = client.encode() if client is not None else b"unknown"
+    out.append((_XFF, b", ".join([*xff, this])))
+    out.append((_XFP, proto if proto is not None else scheme.encode()))
+    if fhost is not None or host:
+        out.append((_XFH, fhost if fhost is not None else host or b""))
+    out.append((_FWD, b", ".join([*fwd, forwarded_element(client, scheme, host)])))
+    if consumer is not None:
+        out.append((consumer_header, consumer.name.encode()))
+    return out
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def client_address(scope: Mapping[str, Any], trusted: TrustedProxies) -> str:
+    """The real client's address: the direct peer, or behind trusted proxies, from XFF.
+
+    Walks ``X-Forwarded-For`` from the right, skipping trusted proxies; the first
+    address that is not one is the client. A malformed entry ends the walk (the
+    last good address is used). Returns ``""`` when the peer is unknown.
+    """
+    peer_info = scope.get("client")
+    peer = str(peer_info[0]) if peer_info else ""
+    if not trusted or peer not in trusted:
+        return peer
+    chain: list[bytes] = []
+    for name, value in scope.get("headers", ()):
+        if name.lower() == _XFF:
+            chain.extend(value.split(b","))
+    address = peer
+    for raw in reversed(chain):
+        ip = _valid_ip(raw.decode("latin-1"))
+        if ip is None:
+            break
+        address = ip
+        if ip not in trusted:
+            break
+    return address
