@@ -19,7 +19,8 @@ from pydantic import ValidationError as PydanticValidationError
 from keel.config import ConfigCenter
 from keel.errors import ValidationError
 from keel.gateway._auth import AuthConfig, Authenticator, AuthError
-from keel.gateway._jwt import JwtKeys, JwtVerifier, load_key_file
+from keel.gateway._jwt import JwtKeys, JwtVerifier
+from keel.gateway._jwtkeys import load_key_file
 from keel.gateway._policy import JwtConfig
 from keel.store import Store
 
