@@ -18,6 +18,7 @@ import typer
 from keel.cli import (
     _config_cmds,
     _coord_cmds,
+    _gateway_cmds,
     _jobs_cmds,
     _registry_cmds,
     _saga_cmds,
@@ -54,6 +55,7 @@ _registry_cmds.register(app)
 _service_cmds.register(app)
 _jobs_cmds.register(app)
 _saga_cmds.register(app)
+_gateway_cmds.register(app)
 
 
 def _version(value: bool) -> None:
