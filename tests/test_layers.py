@@ -44,7 +44,15 @@ ALLOWED: dict[str, set[str]] = {
     "grpc": _INTEGRATION | {"service"},  # the gRPC server reuses the service runtime's settings
     "saga": _INTEGRATION | {"http", "grpc"},  # steps call services through keel's clients
     "idempotency": _INTEGRATION,
-    "events": {"clock", "errors", "store", "coord", "observe", "resilience"},
+    "events": {
+        "clock",
+        "errors",
+        "store",
+        "coord",
+        "observe",
+        "resilience",
+        "connect",
+    },  # events.connect(url)
     "gateway": _INTEGRATION | {"service", "http"},  # an application: the runtime and clients
 }
 

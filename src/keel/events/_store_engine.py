@@ -273,7 +273,6 @@ class StoreEngine:
         self, topic: str, partition: int, group: str, consumer: str, min_idle_s: float, count: int
     ) -> list[Entry]:
         """Give idle pending entries to ``consumer`` (dropping trimmed ones)."""
-        count = min(count, _BATCH)
         while True:
             cursor, rev = await self._cursor(topic, partition, group)
             first, _ = await self._bounds(topic, partition)
@@ -286,8 +285,8 @@ class StoreEngine:
             for p in chosen:
                 p.consumer, p.deliveries, p.at = consumer, p.deliveries + 1, now
             cursor.pending = kept
-            found = await self._save(topic, partition, group, cursor, rev, [p.id for p in chosen])
-            if found is not None:
+            if await self._save(topic, partition, group, cursor, rev, ()) is not None:
+                found = await self._fetch(topic, partition, [p.id for p in chosen])
                 return [
                     Entry(_id(p.id), decode_entry(found[p.id])[1], p.deliveries)
                     for p in chosen

@@ -1,0 +1,297 @@
+"""Per-key serial dispatch of one subscription: ready queue, retries, acks, dead letters.
+
+Events read from the owned partitions wait in one queue per key; only the
+head of a key's queue is ever handed out, so events of one key are handled
+one after another and in order. ``concurrency`` bounds the events handed out
+and not yet settled; a failing event keeps its key blocked while it waits for
+its retry (other keys go on). Events without a key have a queue each.
+
+Acks are group-committed: an ``ack()`` joins the batch being collected for its
+partition and one engine call acks the batch, so a busy consumer does not pay
+one store transaction per event, and an idle one waits for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from keel._records import Rejected, decode, report
+from keel.clock import Clock
+from keel.events._engine import Engine, Entry
+from keel.events._event import Event
+from keel.events._metrics import EventsMetrics
+from keel.events._model import EventRecord, decode_record
+from keel.events._settings import SubscribeSettings
+from keel.resilience import backoff_delay
+
+__all__ = ["DeadLetter", "Dispatcher"]
+
+log = logging.getLogger("keel.events")
+
+DeadLetter = Callable[[int, Entry, EventRecord | None, str, int], Awaitable[None]]
+"""``(partition, entry, record or None if malformed, error, attempts)``: publish a dead letter."""
+
+_ACK_TRIES = 5
+
+
+def _decode(data: bytes) -> tuple[EventRecord, object]:
+    record = decode_record(data)
+    return record, record.value()
+
+
+class Dispatcher:
+    """The queues of one subscription (one topic, one group, one consumer)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        topic: str,
+        group: str,
+        settings: SubscribeSettings,
+        *,
+        dead_letter: DeadLetter,
+        metrics: EventsMetrics,
+        clock: Clock,
+    ) -> None:
+        self._engine = engine
+        self._topic = topic
+        self._group = group
+        self._settings = settings
+        self._dead_letter = dead_letter
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = random.Random()
+        self._queues: dict[tuple[int, str], deque[Event]] = {}
+        self._known: dict[int, set[str]] = {}  # entry ids held, per partition
+        self._ready: deque[Event] = deque()
+        self._timers: list[tuple[float, int, Event]] = []
+        self._out: dict[int, int] = {}
+        self._changed = asyncio.Condition()
+        self._acks: dict[int, list[tuple[str, asyncio.Future[None]]]] = {}
+        self._acking: set[int] = set()
+        self._seq = 0
+        self._max_buffer = max(2 * settings.batch, 4 * settings.concurrency)
+        self._labels = (topic, group)
+
+    # intake
+
+    def room(self) -> int:
+        """How many more events may be read now."""
+        return self._max_buffer - sum(len(ids) for ids in self._known.values())
+
+    async def wait_room(self) -> None:
+        """Wait until :meth:`room` is positive."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.room() > 0)
+
+    def adopt(self, partition: int) -> None:
+        """Start holding events of ``partition`` (it is owned now)."""
+        self._known.setdefault(partition, set())
+
+    async def feed(self, partition: int, entries: Sequence[Entry]) -> None:
+        """Queue new entries of an owned partition; dead-letter malformed ones."""
+        known = self._known.get(partition)
+        if known is None:
+            return
+        for entry in entries:
+            if entry.id in known:
+                continue  # re-claimed while still held here
+            got = decode("events", f"{self._topic}/{partition}/{entry.id}", entry.data, _decode)
+            if isinstance(got, Rejected):
+                report(got)
+                await self._dead_letter(partition, entry, None, got.reason, entry.deliveries)
+                await self._ack(partition, entry.id)
+                continue
+            record, payload = got
+            event = Event(
+                partition=partition,
+                entry_id=entry.id,
+                topic=self._topic,
+                key=record.key,
+                payload=payload,
+                headers=dict(record.headers),
+                published_at=record.published_at,
+                attempt=entry.deliveries,
+                settle=self.settle,
+            )
+            event.record = record
+            known.add(entry.id)
+            queue = self._queues.setdefault(_qkey(event), deque())
+            queue.append(event)
+            if len(queue) == 1:
+                self._make_ready(event)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _make_ready(self, event: Event) -> None:
+        event.state = "ready"
+        self._ready.append(event)
+
+    # hand-out
+
+    async def next(self) -> Event:
+        """Wait for the next event a consumer may handle."""
+        limit = self._settings.concurrency
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._ready) and self._outstanding() < limit)
+            event = self._ready.popleft()
+        event.state = "out"
+        event.handed_at = self._clock.monotonic()
+        self._out[event.partition] = self._out.get(event.partition, 0) + 1
+        self._metrics.delivered.labels(*self._labels).inc()
+        return event
+
+    def _outstanding(self) -> int:
+        return sum(self._out.values())
+
+    # outcome
+
+    async def settle(self, event: Event, error: BaseException | str | None) -> None:
+        """Ack, schedule a retry, or dead-letter ``event`` (``Event.ack``/``nack`` call this)."""
+        if event.settled or event.state != "out":
+            return
+        self._out[event.partition] -= 1
+        elapsed = self._clock.monotonic() - event.handed_at
+        self._metrics.handler_seconds.labels(*self._labels).observe(elapsed)
+        held = event.entry_id in self._known.get(event.partition, ())
+        if error is None:
+            event.settled = True
+            await self._ack(event.partition, event.entry_id)
+            self._metrics.acked.labels(*self._labels).inc()
+        elif not held:
+            event.settled = True  # its partition moved on: the new owner re-delivers it
+        elif event.attempt < self._settings.max_attempts:
+            self._metrics.retried.labels(*self._labels).inc()
+            delay = backoff_delay(self._settings.retry, event.attempt - 1, 0.0, self._rng)
+            event.attempt += 1
+            event.state = "waiting"
+            self._seq += 1
+            heapq.heappush(self._timers, (self._clock.monotonic() + delay, self._seq, event))
+        else:
+            event.settled = True
+            reason = _describe(error)
+            entry = Entry(event.entry_id, b"", event.attempt)
+            await self._dead_letter(event.partition, entry, event.record, reason, event.attempt)
+            await self._ack(event.partition, event.entry_id)
+            self._metrics.dead_lettered.labels(*self._labels).inc()
+        if event.settled:
+            self._advance(event)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _advance(self, event: Event) -> None:
+        known = self._known.get(event.partition)
+        if known is None or event.entry_id not in known:
+            return
+        known.discard(event.entry_id)
+        queue = self._queues.get(_qkey(event))
+        if queue and queue[0] is event:
+            queue.popleft()
+            if queue:
+                self._make_ready(queue[0])
+            else:
+                del self._queues[_qkey(event)]
+
+    async def run_timers(self) -> None:
+        """Move events whose retry delay has passed back to the ready queue (runs forever)."""
+        while True:
+            now = self._clock.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, event = heapq.heappop(self._timers)
+                if event.state == "waiting" and event.entry_id in self._known.get(
+                    event.partition, ()
+                ):
+                    self._make_ready(event)
+                    async with self._changed:
+                        self._changed.notify_all()
+            wait = self._timers[0][0] - now if self._timers else 0.05
+            await self._clock.sleep(min(0.05, max(0.0, wait)))
+
+    # partitions leaving
+
+    async def drop(self, partition: int, *, timeout_s: float) -> None:
+        """Forget the queued events of ``partition``, then wait for its handed-out ones."""
+        known = self._known.pop(partition, set())
+        for qkey in [k for k in self._queues if k[0] == partition]:
+            queue = self._queues.pop(qkey)
+            for event in queue:
+                if event.state != "out":
+                    event.settled = True
+        self._ready = deque(e for e in self._ready if e.partition != partition)
+        known.clear()
+        async with self._changed:
+            self._changed.notify_all()
+            if timeout_s <= 0:
+                return
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(lambda: self._out.get(partition, 0) <= 0)
+            except TimeoutError:
+                log.warning(
+                    "events %s/%s: partition %d handed over with %d events still being handled",
+                    self._topic,
+                    self._group,
+                    partition,
+                    self._out.get(partition, 0),
+                )
+
+    # acks, group-committed per partition
+
+    async def _ack(self, partition: int, entry_id: str) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.setdefault(partition, []).append((entry_id, future))
+        if partition not in self._acking:
+            self._acking.add(partition)
+            try:
+                while self._acks.get(partition):
+                    batch = self._acks.pop(partition)
+                    await self._ack_batch(partition, batch)
+            finally:
+                self._acking.discard(partition)
+        await future
+
+    async def _ack_batch(
+        self, partition: int, batch: list[tuple[str, asyncio.Future[None]]]
+    ) -> None:
+        ids = [entry_id for entry_id, _ in batch]
+        for attempt in range(_ACK_TRIES):
+            try:
+                await self._engine.ack(self._topic, partition, self._group, ids)
+                break
+            except Exception as exc:  # the entries stay pending: the next owner re-delivers them
+                if attempt == _ACK_TRIES - 1:
+                    log.warning(
+                        "events %s: ack of %d events failed: %s", self._topic, len(ids), exc
+                    )
+                    break
+                await self._clock.sleep(0.05 * 2**attempt)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    def statistics(self) -> dict[str, int]:
+        """Held, ready, handed-out and retry-waiting counts."""
+        return {
+            "held": sum(len(ids) for ids in self._known.values()),
+            "ready": len(self._ready),
+            "out": self._outstanding(),
+            "waiting": len(self._timers),
+        }
+
+
+def _qkey(event: Event) -> tuple[int, str]:
+    return (
+        (event.partition, event.key)
+        if event.key is not None
+        else (event.partition, "\0" + event.entry_id)
+    )
+
+
+def _describe(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return text[:2000]
