@@ -20,11 +20,13 @@ from typing import Any
 import uvicorn
 
 import keel
+from keel.balance import OutlierSettings, PeakEwmaSettings
 from keel.gateway._proxy import Target, Upstreams
 from keel.gateway._settings import UpstreamSettings
 from keel.gateway._wire import HOP_BY_HOP
 from keel.registry import Discovery
 from keel.resilience import BreakerSettings
+from tests._procs import Child, Children
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,12 +57,38 @@ def make_app(upstreams: Upstreams, target: Target) -> App:
     return app
 
 
+async def start(
+    children: Children,
+    store_url: str,
+    service: str,
+    *,
+    timeout_s: float = 30.0,
+    retries: int = 2,
+    open_s: float = 5.0,
+    url: str | None = None,
+) -> tuple[Child, int]:
+    """The test gateway in a child process; returns (child, port) once it serves."""
+    args: list[object] = [store_url, service, "--timeout", timeout_s, "--retries", retries]
+    args += ["--open-s", open_s]
+    if url is not None:
+        args += ["--url", url]
+    child = await children.start("tests.gateway._proxy_gateway", *args)
+    return child, int((await child.expect("READY", 30))[0])
+
+
 def settings(open_s: float) -> UpstreamSettings:
-    """Upstream settings whose breaker opens quickly and probes after ``open_s``."""
+    """Settings whose breaker opens quickly and probes after ``open_s`` (ejections as long)."""
     return UpstreamSettings(
         breaker=BreakerSettings(
             window_size=10, minimum_calls=3, open_duration_s=open_s, half_open_max_calls=1
-        )
+        ),
+        outlier=OutlierSettings(
+            consecutive_failures=5,
+            base_ejection_s=open_s,
+            max_ejection_s=max(open_s, 1.0),
+            max_ejection_percent=50.0,
+        ),
+        peak_ewma=PeakEwmaSettings(decay_s=open_s, failure_penalty_s=open_s / 10),
     )
 
 

@@ -250,7 +250,9 @@ class Upstreams:
         found = self._balancers.get(name)
         if found is None:
             found = self._balancers[name] = OutlierEjection(
-                PeakEwma(clock=self._clock), self.settings.outlier, clock=self._clock
+                PeakEwma(self.settings.peak_ewma, clock=self._clock),
+                self.settings.outlier,
+                clock=self._clock,
             )
         return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from keel.balance import OutlierSettings
+from keel.balance import OutlierSettings, PeakEwmaSettings
 from keel.errors import ValidationError
 from keel.resilience import BreakerSettings, RetryBudgetSettings
 
@@ -33,6 +33,8 @@ class UpstreamSettings:
         budget: the retry budget shared by every route.
         breaker: the circuit breaker kept per instance.
         outlier: ejection of instances that keep failing, per service.
+        peak_ewma: latency averaging and failure penalty of the balancer that
+            picks among the instances not ejected (peak-EWMA P2C).
         idempotent_methods: methods retried after they were sent.
     """
 
@@ -53,6 +55,7 @@ class UpstreamSettings:
             consecutive_failures=5, base_ejection_s=10.0, max_ejection_percent=50.0
         )
     )
+    peak_ewma: PeakEwmaSettings = field(default_factory=PeakEwmaSettings)
     idempotent_methods: frozenset[str] = IDEMPOTENT_METHODS
 
     def __post_init__(self) -> None:

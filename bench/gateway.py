@@ -1,0 +1,447 @@
+"""The gateway beside a direct call and beside nginx, with wrk, in one run.
+
+    python bench/gateway.py                  # direct, gateway, nginx, gateway + JWT + limit
+    python bench/gateway.py --runs 3 --duration 4
+    python bench/gateway.py --clients        # the upstream HTTP clients compared
+
+1. throughput: ``wrk -t1 -c64`` for ``--duration`` seconds against a hello
+   upstream (uvicorn, 1 worker, uvloop, httptools) directly, through the keel
+   gateway (1 worker) and through nginx (``worker_processes 1``, ``proxy_pass``
+   to an upstream block with ``keepalive``; a private prefix and config in a
+   temporary directory). Runs are interleaved and the medians of ``--runs``
+   compared. Targets: gateway >= 0.5x direct, >= 0.3x nginx.
+2. added latency: wrk is closed-loop (no ``wrk2`` in Debian), so "half of the
+   gateway's peak rate" is approximated by a low connection count
+   (``--latency-connections``, default 2) whose achieved rate is printed next
+   to the peak; added p50/p99 = gateway minus direct at the same count.
+3. with JWT auth and a rate limit on the route (high enough not to refuse):
+   throughput against the plain route. Target: <= 15% below.
+
+The gateway is keel's ``Gateway`` when ``keel.gateway`` exports it (routes in
+the config center, auth, limits), else a bare ASGI app over
+``keel.gateway._proxy.Upstreams`` served by uvicorn (the row says which).
+wrk, the servers and this script share the machine's cores: the numbers are a
+measurement, never asserted. Prints a table and one JSON document.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+HELLO = b"Hello, world!"
+
+
+# -- child processes --------------------------------------------------------------
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
+        }
+    )
+    await send({"type": "http.response.body", "body": HELLO})
+
+
+def _uvicorn(app: Any, port: int) -> None:
+    import uvicorn
+    import uvloop
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    uvloop.run(uvicorn.Server(config).serve())
+
+
+def serve_hello(port: int) -> None:
+    """Child: the hello upstream."""
+    _uvicorn(_hello, port)
+
+
+def serve_gateway(port: int, store_url: str) -> None:
+    """Child: a bare Upstreams-backed gateway forwarding everything to ``hello``."""
+    import uvicorn
+    import uvloop
+
+    import keel
+    from keel.gateway._proxy import Target, Upstreams
+    from keel.gateway._wire import HOP_BY_HOP
+    from keel.registry import Discovery
+
+    target = Target(route="hello", service="hello")
+
+    async def main() -> None:
+        store = await keel.connect(store_url)
+        async with Discovery(store) as discovery, Upstreams(discovery) as upstreams:
+            await discovery.instances("hello")
+
+            async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+                if scope["type"] != "http":
+                    return
+                path_qs = scope["raw_path"]
+                if scope["query_string"]:
+                    path_qs += b"?" + scope["query_string"]
+                headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+                await upstreams.forward(target, scope["method"], path_qs, headers, receive, send)
+
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                http="httptools",
+                loop="none",
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+            )
+            await uvicorn.Server(config).serve()
+        await store.close()
+
+    uvloop.run(main())
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+@contextlib.contextmanager
+def child(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream hello {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(tmp: str, upstream: int, port: int) -> Iterator[subprocess.Popen[bytes] | None]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        print("nginx not found: apt-get install -y nginx (its row is skipped)")
+        yield None
+        return
+    conf = Path(tmp) / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=port))
+    proc = subprocess.Popen([binary, "-p", tmp, "-c", str(conf)])
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    assert m, text
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(port: int, connections: int, duration_s: float) -> dict[str, float]:
+    """One wrk run: requests/s, p50 and p99 latency in ms, errors."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration_s:g}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: .*", out)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": float(bad.group(1)) if bad else 0.0,
+        "socket_errors": 1.0 if errs else 0.0,
+    }
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+async def _register(store_url: str, port: int) -> Any:
+    import keel
+    from keel.registry import Instance, Registry
+
+    store = await keel.connect(store_url)
+    registry = Registry(store)
+    await registry.__aenter__()
+    await registry.register(Instance(service="hello", address="127.0.0.1", port=port))
+    return store, registry
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    tmp = tempfile.mkdtemp(prefix="keel-bench-gw-")
+    store_url = f"sqlite:///{tmp}/keel.db"
+    hello, gw, ngx = free_port(), free_port(), free_port()
+    loop = asyncio.new_event_loop()
+    results: dict[str, list[dict[str, float]]] = {}
+    low: dict[str, list[dict[str, float]]] = {}
+    with child("--serve-hello", str(hello)):
+        wait_port(hello)
+        store, registry = loop.run_until_complete(_register(store_url, hello))
+        with (
+            child("--serve-gateway", str(gw), store_url),
+            nginx(tmp, hello, ngx) as nginx_proc,
+        ):
+            wait_port(gw)
+            targets = {"direct": hello, "gateway": gw}
+            if nginx_proc is not None:
+                targets["nginx"] = ngx
+            for port in targets.values():
+                wrk(port, args.connections, 1)  # warm-up
+            for _ in range(args.runs):
+                for name, port in targets.items():
+                    results.setdefault(name, []).append(wrk(port, args.connections, args.duration))
+                for name in ("direct", "gateway"):
+                    low.setdefault(name, []).append(
+                        wrk(targets[name], args.latency_connections, args.latency_duration)
+                    )
+        loop.run_until_complete(registry.__aexit__(None, None, None))
+        loop.run_until_complete(store.close())
+    loop.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return report(results, low, args)
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report(
+    results: dict[str, list[dict[str, float]]],
+    low: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    med = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in results.items()}
+    lat = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in low.items()}
+    print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, medians of {args.runs}")
+    print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, m in med.items():
+        print(
+            f"{name:10} {m['rps']:10.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['non_2xx']:8.0f}"
+        )
+    out: dict[str, Any] = {"throughput": med, "low_load": lat}
+    g, d = med["gateway"]["rps"], med["direct"]["rps"]
+    out["gateway_vs_direct"] = g / d
+    print(f"\ngateway / direct: {g / d:.2f}x (target >= 0.5x)")
+    if "nginx" in med:
+        n = med["nginx"]["rps"]
+        out["gateway_vs_nginx"] = g / n
+        print(f"gateway / nginx:  {g / n:.2f}x (target >= 0.3x)")
+    gl, dl = lat["gateway"], lat["direct"]
+    out["added_p50_ms"] = gl["p50_ms"] - dl["p50_ms"]
+    out["added_p99_ms"] = gl["p99_ms"] - dl["p99_ms"]
+    print(
+        f"added latency at -c{args.latency_connections} (closed loop, gateway at "
+        f"{gl['rps']:.0f} req/s = {gl['rps'] / g:.2f} of its peak): "
+        f"p50 {out['added_p50_ms']:+.2f} ms, p99 {out['added_p99_ms']:+.2f} ms (target p50 <= 1 ms)"
+    )
+    print(json.dumps(out, indent=2))
+    return out
+
+
+# -- the upstream clients compared ----------------------------------------------------------
+
+
+async def _client_rate(kind: str, port: int, duration_s: float, concurrency: int) -> float:
+    """GETs per second from ``concurrency`` loops through one client kind."""
+    url = f"http://127.0.0.1:{port}/"
+    done = 0
+    end = time.perf_counter() + duration_s
+    if kind == "httpx":
+        import httpx
+
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        )
+
+        async def one() -> None:
+            response = await transport.handle_async_request(httpx.Request("GET", url))
+            await response.aread()
+            assert response.status_code == 200
+
+        closer: Any = transport.aclose
+    elif kind == "httpcore":
+        import httpcore
+
+        pool = httpcore.AsyncConnectionPool(max_connections=64, max_keepalive_connections=64)
+
+        async def one() -> None:
+            response = await pool.request("GET", url)
+            assert response.status == 200
+
+        closer = pool.aclose
+    else:
+        from keel.gateway._pool import Pool
+
+        kpool = Pool(
+            max_per_instance=64,
+            max_idle_per_instance=64,
+            idle_timeout_s=4.0,
+            connect_timeout_s=2.0,
+        )
+        key = ("http", "127.0.0.1", port)
+        head = f"GET / HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+        async def one() -> None:
+            conn = await kpool.acquire(key)
+            conn.write(head)
+            await conn.read_head()
+            while await conn.read_chunk():
+                pass
+            assert conn.status == 200
+            kpool.release(conn)
+
+        async def close_kpool() -> None:
+            kpool.close()
+
+        closer = close_kpool
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            await one()
+            done += 1
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        for _ in range(concurrency):
+            tasks.create_task(loop())
+    elapsed = time.perf_counter() - start
+    await closer()
+    return done / elapsed
+
+
+def compare_clients(args: argparse.Namespace) -> None:
+    """Requests/s of httpx, httpcore and keel's own HTTP/1.1 client against one upstream."""
+    import uvloop
+
+    port = free_port()
+    rates: dict[str, list[float]] = {}
+    with child("--serve-hello", str(port)):
+        wait_port(port)
+        for _ in range(args.runs):
+            for kind in ("httpx", "httpcore", "keel-h1"):
+                rate = uvloop.run(_client_rate(kind, port, args.duration, 32))
+                rates.setdefault(kind, []).append(rate)
+    print(f"\nupstream clients, 32 concurrent GETs, medians of {args.runs} x {args.duration:g} s")
+    for kind, values in rates.items():
+        print(f"{kind:10} {statistics.median(values):10.0f} req/s")
+    print(json.dumps({k: statistics.median(v) for k, v in rates.items()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--latency-connections", type=int, default=2)
+    parser.add_argument("--latency-duration", type=float, default=3.0)
+    parser.add_argument("--clients", action="store_true", help="compare upstream HTTP clients")
+    parser.add_argument("--serve-hello", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_hello is not None:
+        serve_hello(args.serve_hello)
+    elif args.serve_gateway is not None:
+        serve_gateway(int(args.serve_gateway[0]), args.serve_gateway[1])
+    elif args.clients:
+        compare_clients(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
