@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli._cli import KEEL, Result, keel_env
-
-# Until ``keel gateway`` mounts the sub-app, run it under the real root app (same
-# options, same error handler) through this launcher.
-_LAUNCHER = """
-import sys, typer
-from keel.cli import app
-from keel.cli._common import invoke
-from keel.cli._gateway_keys import keys_app
-group = typer.Typer()
-group.add_typer(keys_app, name="keys")
-app.add_typer(group, name="gateway")
-sys.exit(invoke(app, sys.argv[1:]))
-"""
-
-
-def _mounted() -> bool:
-    proc = subprocess.run(
-        [KEEL, "gateway", "keys", "--help"], capture_output=True, env=keel_env(), check=False
-    )
-    return proc.returncode == 0
-
-
-_ARGV0 = [KEEL] if _mounted() else [sys.executable, "-c", _LAUNCHER]
+from tests.cli._cli import Result, keel_cli
 
 
 def keys(url: str, *args: str) -> Result:
-    """Run ``keel --store URL gateway keys ARGS``."""
-    proc = subprocess.run(
-        [*_ARGV0, "--store", url, "gateway", "keys", *args],
-        capture_output=True,
-        timeout=60,
-        env=keel_env(),
-        check=False,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    """Run ``keel --store URL gateway keys ARGS`` as a real process."""
+    return keel_cli("gateway", "keys", *args, url=url)
 
 
 @pytest.fixture
