@@ -162,14 +162,18 @@ async def _ws_echo(receive: Receive, send: Send) -> None:
 
 
 def settings(
-    *, version: str = "", metadata: Mapping[str, str] | None = None, port: int = 0
+    *,
+    version: str = "",
+    metadata: Mapping[str, str] | None = None,
+    port: int = 0,
+    drain_delay_s: float = 0.3,
 ) -> ServiceSettings:
     """Quick-draining service settings for an upstream instance."""
     return ServiceSettings(
         port=port,
         version=version,
         metadata=dict(metadata or {}),
-        drain_delay_s=0.3,
+        drain_delay_s=drain_delay_s,
         grace_s=5.0,
     )
 
@@ -183,6 +187,7 @@ async def upstream(
     metadata: Mapping[str, str] | None = None,
     tag: str | None = None,
     port: int = 0,
+    drain_delay_s: float = 0.05,
 ) -> AsyncIterator[Service]:
     """An upstream instance in this process, registered as ``name`` (own metrics registry)."""
     registry = CollectorRegistry()
@@ -190,7 +195,9 @@ async def upstream(
         name,
         make_app(tag or f"{name}:{version or '-'}"),
         store=store,
-        settings=settings(version=version, metadata=metadata, port=port),
+        settings=settings(
+            version=version, metadata=metadata, port=port, drain_delay_s=drain_delay_s
+        ),
         metrics=HttpMetrics(registry),
         registry=registry,
     )

@@ -33,11 +33,11 @@ from typing import Any
 from opentelemetry import trace
 
 from keel.gateway._asgi import (
-    BodyTooLargeError,
     Counted,
     RequestIds,
     dot_segments,
     error_body,
+    guard,
     length_ok,
     lifespan,
     sane_id,
@@ -338,12 +338,11 @@ class GatewayApp:
         query = scope.get("query_string", b"")
         path_qs = path + b"?" + query if query else path
         counted = Counted(receive, record, plan.max_body if length is None else None)
-        try:
-            await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
-        except BodyTooLargeError:
-            if record.status:
-                raise
-            detail = f"the body is over {plan.max_body} bytes"
+        detail = f"the body is over {plan.max_body} bytes"
+        if length is None:
+            send = guard(send, counted, record, detail)
+        await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
+        if counted.over and not record.status:  # the body went over before anything was sent
             await self._error(record, send, 413, "too_large", detail, None)  # send adds the id
 
     async def _redirect(self, plan: Plan, scope: Scope, send: Send, record: AccessRecord) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 from keel.gateway._logs import AccessRecord
 
 __all__ = [
-    "BodyTooLargeError",
     "Counted",
     "RequestIds",
     "dot_segments",
     "error_body",
+    "guard",
     "length_ok",
     "lifespan",
     "sane_id",
@@ -28,10 +28,6 @@ __all__ = [
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class BodyTooLargeError(Exception):
-    """A streamed request body went past the route's limit."""
 
 
 class RequestIds:
@@ -52,23 +48,53 @@ def sane_id(value: bytes) -> bool:
 
 
 class Counted:
-    """``receive`` that counts body bytes and stops a body past ``limit`` (None: no limit)."""
+    """``receive`` that counts body bytes and ends a body past ``limit`` (None: no limit).
 
-    __slots__ = ("_limit", "_receive", "_record")
+    Past the limit the upstream side sees the client leave (``http.disconnect``),
+    so the upstream request is abandoned, and :attr:`over` is set: the app then
+    answers 413 in place of whatever the proxy would have said (see :func:`guard`).
+    """
+
+    __slots__ = ("_limit", "_receive", "_record", "over")
 
     def __init__(self, receive: Receive, record: AccessRecord, limit: int | None) -> None:
         self._receive = receive
         self._record = record
         self._limit = limit
+        self.over = False
 
     async def __call__(self) -> Message:
+        if self.over:
+            return {"type": "http.disconnect"}
         message = await self._receive()
         body = message.get("body")
         if body:
             self._record.bytes_in += len(body)
             if self._limit is not None and self._record.bytes_in > self._limit:
-                raise BodyTooLargeError(f"request body over {self._limit} bytes")
+                self.over = True
+                return {"type": "http.disconnect"}
         return message
+
+
+def guard(send: Send, counted: Counted, record: AccessRecord, detail: str) -> Send:
+    """``send`` that answers 413 instead of a response begun after the body went over."""
+    replaced = [False]
+
+    async def guarded(message: Message) -> None:
+        if message["type"] == "http.response.start" and counted.over:
+            replaced[0] = True
+            body = error_body("too_large", detail, record.request_id)
+            record.reason = "too_large"
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": 413, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif not replaced[0]:
+            await send(message)
+
+    return guarded
 
 
 def length_ok(value: bytes, limit: int) -> bool:

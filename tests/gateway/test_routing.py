@@ -1,0 +1,204 @@
+"""Routing through a real gateway: host, path, method, header; rewrites; redirect; respond."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+import keel
+from keel.gateway import Gateway
+from keel.store import Store
+from tests.gateway._gw import gateway, publish
+from tests.gateway._upstream_app import upstream
+
+ROUTES: dict[str, Any] = {
+    "routes": [
+        {
+            "id": "users",
+            "match": {"path": "/api/users/"},
+            "forward": {"service": "users", "strip_prefix": True},
+        },
+        {
+            "id": "orders-write",
+            "match": {"path": "/api/orders", "methods": ["POST", "PUT"]},
+            "forward": {"service": "orders", "rewrite": "/v2/orders"},
+        },
+        {
+            "id": "orders-read",
+            "match": {"path": "/api/orders", "methods": ["GET"]},
+            "forward": {"service": "users"},
+        },
+        {
+            "id": "user-by-id",
+            "match": {"path": "/u/{id}/{rest*}"},
+            "forward": {"service": "users", "rewrite": "/people/{id}/{rest}"},
+        },
+        {
+            "id": "admin-host",
+            "match": {"hosts": ["admin.example.com"], "path": "/"},
+            "forward": {"service": "orders"},
+        },
+        {
+            "id": "beta",
+            "match": {"path": "/api/users/", "headers": {"x-beta": "1"}},
+            "forward": {"service": "orders"},
+        },
+        {
+            "id": "old",
+            "match": {"path": "/old/"},
+            "redirect": {"location": "https://new.example.com{rest}", "status": 301},
+        },
+        {
+            "id": "ping",
+            "match": {"path": "/ping", "methods": ["GET"]},
+            "respond": {"status": 200, "body": "pong", "headers": {"cache-control": "no-store"}},
+        },
+        {
+            "id": "headers",
+            "match": {"path": "/hdr"},
+            "forward": {"service": "users"},
+            "request_headers": {
+                "remove": ["x-secret"],
+                "set": {"x-env": "test"},
+                "add": {"x-tag": "a"},
+            },
+            "response_headers": {"remove": ["x-upstream"], "set": {"x-served-by": "keel"}},
+        },
+        {
+            "id": "small",
+            "match": {"path": "/small"},
+            "forward": {"service": "users"},
+            "max_body_bytes": 10,
+        },
+    ]
+}
+
+
+@pytest.fixture
+async def mem() -> AsyncIterator[Store]:
+    """A memory store (routing logic is the same on every backend; end-to-end runs on all)."""
+    async with keel.connect("memory://") as store:
+        yield store
+
+
+@pytest.fixture
+async def gw(mem: Store) -> AsyncIterator[Gateway]:
+    """A gateway with ROUTES in front of the 'users' and 'orders' upstreams."""
+    await publish(mem, ROUTES)
+    async with upstream(mem, "users"), upstream(mem, "orders"), gateway(mem) as started:
+        yield started
+
+
+@pytest.fixture
+async def http(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway."""
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        yield client
+
+
+async def test_path_prefix_strip_and_service(http: httpx.AsyncClient) -> None:
+    """A prefix route forwards to its service with the prefix stripped and the query kept."""
+    answer = await http.get("/api/users/42?x=1&y=%20")
+    echo = answer.json()
+    assert answer.status_code == 200 and echo["tag"] == "users:-"
+    assert (echo["path"], echo["query"]) == ("/42", "x=1&y=%20")
+    assert (await http.get("/api/users")).json()["path"] == "/"
+
+
+async def test_method_routing_and_prefix_rewrite(http: httpx.AsyncClient) -> None:
+    """The same path goes to different routes by method; a rewrite replaces the prefix."""
+    post = (await http.post("/api/orders/7", content=b"hello")).json()
+    assert (post["tag"], post["path"], post["body"]) == ("orders:-", "/v2/orders/7", "hello")
+    get = (await http.get("/api/orders/7")).json()
+    assert (get["tag"], get["path"]) == ("users:-", "/api/orders/7")
+    refused = await http.delete("/api/orders/7")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST, PUT"
+    assert refused.json()["error"] == "method"
+
+
+async def test_template_rewrite(http: httpx.AsyncClient) -> None:
+    """Template parameters fill the rewrite, the rest parameter keeps its slashes."""
+    echo = (await http.get("/u/ann/books/1")).json()
+    assert echo["path"] == "/people/ann/books/1"
+
+
+async def test_host_and_header_routing(http: httpx.AsyncClient) -> None:
+    """An exact host beats the catch-all; a header condition picks another route."""
+    assert (await http.get("/x", headers={"host": "ADMIN.example.com:8080"})).json()[
+        "tag"
+    ] == "orders:-"
+    assert (await http.get("/api/users/1", headers={"x-beta": "1"})).json()["tag"] == "orders:-"
+    assert (await http.get("/api/users/1", headers={"x-beta": "2"})).json()["tag"] == "users:-"
+
+
+async def test_redirect_and_fixed_response(http: httpx.AsyncClient) -> None:
+    """Redirects fill {rest} and keep the query; fixed responses carry their headers."""
+    moved = await http.get("/old/a/b?q=1")
+    assert (
+        moved.status_code == 301 and moved.headers["location"] == "https://new.example.com/a/b?q=1"
+    )
+    pong = await http.get("/ping")
+    assert (pong.status_code, pong.text, pong.headers["cache-control"]) == (200, "pong", "no-store")
+    assert (await http.head("/ping")).status_code == 200
+
+
+async def test_header_operations(http: httpx.AsyncClient) -> None:
+    """Request headers removed/set/added before the upstream; response headers after it."""
+    answer = await http.get("/hdr", headers={"x-secret": "s", "x-env": "prod", "x-tag": "client"})
+    sent = answer.json()["headers"]
+    names = [k for k, _ in sent]
+    assert "x-secret" not in names
+    assert [v for k, v in sent if k == "x-env"] == ["test"]
+    assert [v for k, v in sent if k == "x-tag"] == ["client", "a"]
+    assert "x-upstream" not in answer.headers and answer.headers["x-served-by"] == "keel"
+
+
+async def test_not_found_and_request_ids(http: httpx.AsyncClient) -> None:
+    """No route is a small JSON 404; the request id is generated, or kept when sane."""
+    missing = await http.get("/nothing-here")
+    body = missing.json()
+    assert missing.status_code == 404 and body["error"] == "not_found"
+    assert body["request_id"] == missing.headers["x-request-id"]
+    kept = await http.get("/api/users/1", headers={"x-request-id": "req-123"})
+    assert kept.headers["x-request-id"] == "req-123"
+    assert ["x-request-id", "req-123"] in kept.json()["headers"]
+    odd = await http.get("/api/users/1", headers={"x-request-id": "x" * 500})
+    assert odd.headers["x-request-id"] != "x" * 500
+
+
+async def test_body_limits(http: httpx.AsyncClient) -> None:
+    """A declared body over the limit gets 413 at once; a streamed one is cut off at the limit."""
+    declared = await http.post("/small", content=b"x" * 11)
+    assert declared.status_code == 413 and declared.json()["error"] == "too_large"
+    assert (await http.post("/small", content=b"x" * 10)).json()["body_bytes"] == 10
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 8
+
+    streamed = await http.post("/small", content=chunks())
+    assert streamed.status_code == 413
+
+
+async def test_dot_segments_refused(gw: Gateway) -> None:
+    """A raw path with '..' segments is refused before matching (no prefix escape upstream)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /api/users/../../admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(5):
+        raw = await reader.read()
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 400")
+
+
+async def test_fixed_url_forward(mem: Store) -> None:
+    """A route may forward to a fixed URL instead of a service."""
+    async with upstream(mem, "elsewhere") as target:
+        doc = {"routes": [{"id": "fixed", "match": {"path": "/"}, "forward": {"url": target.url}}]}
+        await publish(mem, doc)
+        async with gateway(mem) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/p")).json()["tag"] == "elsewhere:-"
