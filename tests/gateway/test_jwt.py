@@ -154,7 +154,7 @@ def test_cached_token_still_expires(verifier: JwtVerifier) -> None:
 
 
 def test_config_refuses_unsafe_settings() -> None:
-    """none, mixed HS/RS, no key source or two key sources are refused at validation."""
+    """none, mixed HS/RS, no or two key sources, bad names or bounds are refused."""
     bad: list[dict[str, Any]] = [
         {"algorithms": ["none"]},
         {"algorithms": []},
@@ -162,6 +162,9 @@ def test_config_refuses_unsafe_settings() -> None:
         {"algorithms": ["XX1"]},
         {"key_file": None},
         {"jwks_config": "jwks.json"},
+        {"key_file": None, "jwks_config": "../jwks.json"},
+        {"audience": []},
+        {"leeway_s": -1},
     ]
     for over in bad:
         with pytest.raises(PydanticValidationError):

@@ -146,7 +146,7 @@ class Limits:
         self._compiled: OrderedDict[tuple[str, int], tuple[RouteLimits, tuple[_Rate, ...]]] = (
             OrderedDict()
         )
-        self._rates: dict[tuple[str, str], _Rate] = {}
+        self._rates: OrderedDict[tuple[str, str], _Rate] = OrderedDict()
         self._redis_limiters: OrderedDict[str, RedisGCRA] = OrderedDict()
         self._in_flight: dict[str, int] = {}
         self.refused: dict[str, int] = {"route": 0, "consumer": 0, "client": 0, "concurrency": 0}
@@ -194,6 +194,10 @@ class Limits:
             rate = self._rates.get(state_key)
             if rate is None:
                 rate = self._rates[state_key] = _Rate(route, spec, self)
+                if len(self._rates) > _MAX_COMPILED:  # limits of routes long gone
+                    self._rates.popitem(last=False)
+            else:
+                self._rates.move_to_end(state_key)
             rates.append(rate)
         self._compiled[slot] = (limits, tuple(rates))
         if len(self._compiled) > _MAX_COMPILED:

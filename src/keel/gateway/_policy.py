@@ -53,6 +53,7 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _METHOD = re.compile(r"^[A-Z]+$")
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -132,6 +133,16 @@ class JwtConfig(BaseModel):
                 "(a token could be HMAC-signed with the public key): define two verifiers"
             )
         return list(dict.fromkeys(value))
+
+    @field_validator("jwks_config")
+    @classmethod
+    def _check_jwks_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CONFIG_NAME.match(value):
+            raise ValueError(
+                f"jwks_config {value!r} must be a config name such as 'jwks.json' "
+                "(letters, digits, '.', '_' and '-')"
+            )
+        return value
 
     @field_validator("audience")
     @classmethod
