@@ -30,6 +30,11 @@ def _document(pem: Path) -> dict[str, Any]:
     forward = {"service": "users"}
     return {
         "consumer_header": "x-consumer",
+        "cors": {
+            "allow_origins": ["https://app.example"],
+            "allow_methods": ["GET", "PUT"],
+            "allow_headers": ["content-type"],
+        },
         "jwt": {
             "main": {
                 "algorithms": ["RS256"],
@@ -51,6 +56,7 @@ def _document(pem: Path) -> dict[str, Any]:
                 "forward": forward,
                 "auth": {"jwt": "main"},
             },
+            {"id": "cors", "match": {"path": "/cors/"}, "forward": forward, "cors": True},
             {
                 "id": "limited",
                 "match": {"path": "/limited/"},
@@ -160,3 +166,22 @@ async def test_burst_gets_429_with_retry_after(setup: Setup) -> None:
             value is not None and value.isdigit() and int(value) >= 1 for value in retry_after
         )
         assert int(retry_after[0]) == 20  # 60 s / 3 requests: the next slot in 20 s
+
+
+async def test_cors_through_the_gateway(setup: Setup) -> None:
+    """Preflights are answered by the gateway (204/403); actual responses carry ACAO and Vary."""
+    site = "https://app.example"
+    ask = {"origin": site, "access-control-request-method": "PUT"}
+    async with httpx.AsyncClient(base_url=setup.url, timeout=10) as client:
+        await _until_routed(client, "/cors/x")
+        allowed = await client.options("/cors/x", headers=ask)
+        assert allowed.status_code == 204, allowed.text
+        assert allowed.headers["access-control-allow-origin"] == site
+        assert "PUT" in allowed.headers["access-control-allow-methods"]
+        refused = await client.options("/cors/x", headers={**ask, "origin": "https://evil.example"})
+        assert refused.status_code == 403
+        assert "access-control-allow-origin" not in refused.headers
+        actual = await client.get("/cors/x", headers={"origin": site})
+        assert actual.status_code == 200
+        assert actual.headers["access-control-allow-origin"] == site
+        assert "Origin" in actual.headers.get_list("vary")

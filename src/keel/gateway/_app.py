@@ -204,7 +204,7 @@ class GatewayApp:
             span.update_name(f"{method} {plan.id}")
             span.set_attribute("keel.gateway.route", plan.id)
         if preflight is not None and plan.cors and state.cors is not None:
-            answer = state.cors.preflight(preflight, headers)
+            answer = state.cors.preflight(method, headers)
             if answer is not None:
                 record.status = answer[0]
                 await send_response(
