@@ -54,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "connect",
     },  # events.connect(url)
     "gateway": _INTEGRATION | {"service", "http"},  # an application: the runtime and clients
+    "console": _INTEGRATION | {"service", "http", "schedule", "saga", "events", "connect"},
 }
 
 

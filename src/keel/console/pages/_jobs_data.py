@@ -45,6 +45,16 @@ __all__ = [
 CHART_RUNS = 60
 """Runs drawn in a job's chart (the newest)."""
 _WIDTH, _HEIGHT, _GAP = 600, 120, 2
+FILLS = {
+    "succeeded": "#2e8540",
+    "failed": "#c62828",
+    "timed_out": "#d84315",
+    "cancelled": "#6d6d6d",
+    "skipped": "#9e9e9e",
+    "running": "#1565c0",
+    "pending": "#90a4ae",
+}
+"""Bar colour per run status (SVG fill attributes: the CSP allows them, unlike styles)."""
 
 
 def trigger_text(trigger: dict[str, Any]) -> str:
@@ -117,6 +127,7 @@ class Bar:
     height: float
     status: str
     title: str
+    fill: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,7 @@ class Chart:
     height: int
     bars: tuple[Bar, ...]
     top: str
+    legend: tuple[tuple[str, str], ...] = tuple(FILLS.items())
 
 
 def run_chart(runs: list[Execution]) -> Chart:
@@ -151,6 +163,7 @@ def run_chart(runs: list[Execution]) -> Chart:
                 height=round(height, 2),
                 status=r.status.value.lower(),
                 title=f"{when(r.fire)} {r.status.value} {took}",
+                fill=FILLS.get(r.status.value.lower(), "#777777"),
             )
         )
     return Chart(_WIDTH, _HEIGHT, tuple(bars), _seconds(longest) if chosen else "")
