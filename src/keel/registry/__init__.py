@@ -4,7 +4,10 @@ Services register an :class:`Instance` (readable JSON at
 ``services/<service>/<instance-id>`` on the process's session lease) and find
 each other through :class:`Discovery`, a watch-fed local cache. A
 leader-elected :class:`HealthChecker` marks failing instances under
-``health/<service>/<instance-id>``. See ``docs/registry.md``.
+``health/<service>/<instance-id>``. Operators override an instance's weight,
+or disable or drain it, with :class:`Overrides` (``overrides/<service>/<instance-id>``,
+apart from the owner's record so it survives re-registration); discovery
+merges them. See ``docs/registry.md``.
 """
 
 from keel.registry._decode import HealthMark, decode_health_mark, decode_instance
@@ -21,6 +24,7 @@ from keel.registry._model import (
     Status,
     encode_instance,
 )
+from keel.registry._overrides import Override, Overrides, decode_override, encode_override
 from keel.registry._registry import (
     InstanceDeregistered,
     InstanceRegistered,
@@ -48,6 +52,8 @@ __all__ = [
     "InstanceRegistered",
     "InstanceReregistered",
     "InstanceUpdated",
+    "Override",
+    "Overrides",
     "Registration",
     "Registry",
     "RegistryEvent",
@@ -55,7 +61,9 @@ __all__ = [
     "Status",
     "decode_health_mark",
     "decode_instance",
+    "decode_override",
     "encode_instance",
+    "encode_override",
     "probe",
     "select",
 ]

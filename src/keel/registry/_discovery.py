@@ -1,9 +1,11 @@
 """Discovery: a local cache of each service's instances, fed by watches.
 
-The first lookup of a service reads its instances and health marks in one
-transaction (one revision), then watches both prefixes from the next
-revision, so no change between the read and the watch is lost. Every lookup
-after that is served from memory with no I/O. While the store is unreachable
+The first lookup of a service reads its instances, health marks and operator
+overrides in one transaction (one revision), then watches the three prefixes
+from the next revision, so no change between the read and the watch is lost.
+Every lookup after that is served from memory with no I/O: overrides are
+merged into the instances when their events arrive (see ``_cache.py``), never
+per lookup. While the store is unreachable
 the last known list is served and marked stale; a snapshot file per service
 (as Nacos's failover snapshot) lets a process start with the last list when
 the store is down at boot.
@@ -12,6 +14,17 @@ Filtering: DRAINING instances and instances the health checker marked
 failing are left out, except that when the healthy share of a service falls
 under its protection threshold every UP instance is returned (Nacos's
 protection threshold: better to spread load over all than to crush the few).
+
+Operator overrides (``overrides/<service>/<instance-id>``, see
+:class:`~keel.registry.Overrides`): the weight replaces the registered one,
+a draining override makes the instance DRAINING, a disabled one takes it out.
+Those instances leave every balanced list, :meth:`Discovery.cached` included,
+even when that leaves none: the operator's intent wins over availability (as
+Nacos: a service whose instances are all disabled has no instances), and the
+protection threshold only weighs the instances left in. A person who disabled
+the last instance meant it; quietly sending traffic there anyway would make
+"disable" mean "disable unless it matters". :meth:`Discovery.all_instances`
+still lists them, with the override on :attr:`Instance.override`.
 """
 
 from __future__ import annotations
@@ -21,31 +34,17 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CompactedError, KeelError, StoreClosedError, ValidationError
-from keel.observe import capability_metrics
-from keel.registry._decode import (
-    HEALTH_AREA,
-    REGISTRY_AREA,
-    decode_health_mark,
-    decode_instance,
-)
-from keel.registry._model import (
-    HEALTH,
-    UP,
-    Instance,
-    check_service_name,
-    service_prefix,
-)
+from keel.registry._cache import ServiceCache, select
+from keel.registry._model import Instance, check_service_name
 from keel.registry._snapshot import read_snapshot, write_snapshot
-from keel.store import Event, EventType, KeyValue, Range, Store, merged
+from keel.store import Range, Store, merged
 
 __all__ = ["Discovery", "DiscoveryStatistics", "ServiceStatistics", "select"]
 
@@ -80,101 +79,6 @@ class DiscoveryStatistics:
     services: dict[str, ServiceStatistics]
 
 
-def select(
-    instances: Iterable[Instance],
-    failing: set[str],
-    *,
-    protect_threshold: float = 0.0,
-    zone: str | None = None,
-    tags: Iterable[str] = (),
-    version: str | None = None,
-    include_draining: bool = False,
-) -> tuple[Instance, ...]:
-    """Filter a service's instances (pure): status, health, protection, zone, tags, version."""
-    wanted = set(tags)
-    pool = [
-        i
-        for i in instances
-        if (include_draining or i.status == UP)
-        and (zone is None or i.zone == zone)
-        and (version is None or i.version == version or _version_match(i.version, version))
-        and wanted.issubset(i.tags)
-    ]
-    healthy = [i for i in pool if i.id not in failing]
-    if pool and len(healthy) / len(pool) < protect_threshold:
-        return tuple(sorted(pool, key=lambda i: i.id))
-    return tuple(sorted(healthy, key=lambda i: i.id))
-
-
-def _version_match(have: str, pattern: str) -> bool:
-    return pattern.endswith("*") and have.startswith(pattern[:-1])
-
-
-@dataclass
-class _Cache:
-    service: str
-    instances: dict[str, Instance] = field(default_factory=dict)
-    failing: set[str] = field(default_factory=set)
-    revision: int = 0
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)
-    attempted: asyncio.Event = field(default_factory=asyncio.Event)
-    error: KeelError | None = None
-    from_snapshot: bool = False
-    subscribers: list[asyncio.Queue[None]] = field(default_factory=list)
-    selected: tuple[Instance, ...] | None = None
-
-    def apply(self, event: Event) -> None:
-        key = event.kv.key
-        if key.startswith(HEALTH):
-            if event.type is EventType.PUT:
-                self._mark(event.kv)
-            else:
-                self._unmark(key)
-        elif event.type is EventType.PUT:
-            self._put(event.kv)
-        else:
-            self.instances.pop(key.removeprefix(service_prefix(self.service)), None)
-        self.revision = max(self.revision, event.revision)
-
-    def _put(self, kv: KeyValue) -> None:
-        instance = decode(REGISTRY_AREA, kv.key, kv.value, partial(decode_instance, kv.key))
-        if isinstance(instance, Rejected):
-            report(instance)  # and drop what the key held: it no longer describes an instance
-            self.instances.pop(kv.key.removeprefix(service_prefix(self.service)), None)
-        else:
-            self.instances[instance.id] = instance
-
-    def _mark(self, kv: KeyValue) -> None:
-        mark = decode(HEALTH_AREA, kv.key, kv.value, partial(decode_health_mark, kv.key))
-        if isinstance(mark, Rejected):
-            report(mark)  # a malformed mark hides nothing
-            self._unmark(kv.key)
-        elif mark.failing:
-            self.failing.add(mark.instance_id)
-        else:
-            self.failing.discard(mark.instance_id)
-
-    def _unmark(self, key: str) -> None:
-        self.failing.discard(key.removeprefix(f"{HEALTH}{self.service}/"))
-
-    def load(self, kvs: list[KeyValue], health: list[KeyValue], revision: int) -> None:
-        self.instances.clear()
-        self.failing.clear()
-        for kv in kvs:
-            self._put(kv)
-        for kv in health:
-            self._mark(kv)
-        self.revision = revision
-        self.from_snapshot = False
-
-    def notify(self) -> None:
-        self.selected = None  # the default selection is rebuilt on the next lookup
-        capability_metrics().discovered(self.service, len(self.instances))
-        for queue in self.subscribers:
-            if queue.empty():
-                queue.put_nowait(None)
-
-
 class Discovery:
     """Find instances of services; ``async with Discovery(store) as discovery``.
 
@@ -207,7 +111,7 @@ class Discovery:
         self._thresholds = dict(thresholds or {})
         self._probe_interval_s = probe_interval_s
         self._clock = clock
-        self._caches: dict[str, _Cache] = {}
+        self._caches: dict[str, ServiceCache] = {}
         self._stale = False
         self._tasks: asyncio.TaskGroup | None = None
         self._own: list[asyncio.Task[None]] = []
@@ -253,7 +157,8 @@ class Discovery:
             zone: only this zone.
             tags: only instances carrying all these tags.
             version: only this version (``2.*`` matches a prefix).
-            include_draining: also return DRAINING instances.
+            include_draining: also return DRAINING instances (drained by their
+                owner or by an operator; disabled ones never).
         """
         cache = await self._cache(service)
         if zone is None and not tags and version is None and not include_draining:
@@ -268,7 +173,7 @@ class Discovery:
             include_draining=include_draining,
         )
 
-    def _default(self, cache: _Cache) -> tuple[Instance, ...]:
+    def _default(self, cache: ServiceCache) -> tuple[Instance, ...]:
         if cache.selected is None:
             cache.selected = select(
                 cache.instances.values(),
@@ -278,7 +183,11 @@ class Discovery:
         return cache.selected
 
     async def all_instances(self, service: str) -> list[Instance]:
-        """Every cached instance of ``service``, whatever its status or health."""
+        """Every cached instance of ``service``, whatever its status, health or override.
+
+        Overrides are applied (weight, DRAINING) and visible on
+        :attr:`Instance.override` (``override.disabled`` for a disabled one).
+        """
         cache = await self._cache(service)
         return sorted(cache.instances.values(), key=lambda i: i.id)
 
@@ -298,13 +207,13 @@ class Discovery:
         finally:
             cache.subscribers.remove(queue)
 
-    async def _cache(self, service: str) -> _Cache:
+    async def _cache(self, service: str) -> ServiceCache:
         cache = self._caches.get(service)
         if cache is None:
             check_service_name(service)
             if self._tasks is None:
                 raise StoreClosedError("discovery is not started: use 'async with Discovery(...)'")
-            cache = self._caches[service] = _Cache(service)
+            cache = self._caches[service] = ServiceCache(service)
             self._own.append(
                 self._tasks.create_task(self._follow(cache), name=f"keel-discovery-{service}")
             )
@@ -314,7 +223,7 @@ class Discovery:
             raise cache.error
         return cache
 
-    async def _follow(self, cache: _Cache) -> None:
+    async def _follow(self, cache: ServiceCache) -> None:
         """Keep one service's cache current, forever: load, watch, reload on compaction."""
         while True:
             try:
@@ -332,21 +241,19 @@ class Discovery:
                 log.info("discovery of %s interrupted (%s); retrying", cache.service, exc)
                 await self._clock.sleep(_RETRY_S)
 
-    async def _load(self, cache: _Cache) -> int:
-        prefix = service_prefix(cache.service)
-        result = await self.store.txn([], [Range(prefix), Range(f"{HEALTH}{cache.service}/")])
-        kvs, health = result.results
-        assert isinstance(kvs, list) and isinstance(health, list)
-        cache.load(kvs, health, result.revision)
+    async def _load(self, cache: ServiceCache) -> int:
+        result = await self.store.txn([], [Range(p) for p in cache.prefixes])
+        kvs, health, overrides = result.results
+        assert isinstance(kvs, list) and isinstance(health, list) and isinstance(overrides, list)
+        cache.load(kvs, health, overrides, result.revision)
         cache.loaded.set()
         cache.attempted.set()
         cache.notify()
         self._save_snapshot(cache)
         return result.revision
 
-    async def _watch(self, cache: _Cache, start: int) -> None:
-        prefixes = (service_prefix(cache.service), f"{HEALTH}{cache.service}/")
-        watches = [self.store.watch(p, prefix=True, start_revision=start) for p in prefixes]
+    async def _watch(self, cache: ServiceCache, start: int) -> None:
+        watches = [self.store.watch(p, prefix=True, start_revision=start) for p in cache.prefixes]
         async with contextlib.AsyncExitStack() as stack:
             for watch in watches:
                 await stack.enter_async_context(watch)
@@ -371,18 +278,24 @@ class Discovery:
     def _snapshot_path(self, service: str) -> Path | None:
         return None if self._snapshots is None else self._snapshots / f"{service}.json"
 
-    def _save_snapshot(self, cache: _Cache) -> None:
+    def _save_snapshot(self, cache: ServiceCache) -> None:
         path = self._snapshot_path(cache.service)
         if path is not None and not cache.from_snapshot:
-            write_snapshot(path, cache.revision, cache.instances.values(), cache.failing)
+            write_snapshot(
+                path,
+                cache.revision,
+                cache.registered.values(),
+                cache.failing,
+                cache.overrides.values(),
+            )
 
-    def _load_snapshot(self, cache: _Cache) -> None:
+    def _load_snapshot(self, cache: ServiceCache) -> None:
         path = self._snapshot_path(cache.service)
         snapshot = None if path is None else read_snapshot(path, cache.service)
         if snapshot is None:
             return
-        kvs, failing, revision = snapshot
-        cache.load(kvs, [], max(revision, 0))
+        kvs, failing, overrides, revision = snapshot
+        cache.load(kvs, [], overrides, max(revision, 0))
         cache.failing = set(failing) & set(cache.instances)
         cache.from_snapshot = True
         cache.loaded.set()
@@ -390,7 +303,12 @@ class Discovery:
         cache.notify()
 
     def cached(self, service: str) -> tuple[Instance, ...] | None:
-        """The cached instances of ``service`` without any I/O, or None if not cached yet."""
+        """The cached instances of ``service`` without any I/O, or None if not cached yet.
+
+        The same list as :meth:`instances` with no filter: overrides applied,
+        disabled and draining instances left out (an empty tuple when an
+        operator took every instance out).
+        """
         cache = self._caches.get(service)
         if cache is None or not cache.loaded.is_set():
             return None

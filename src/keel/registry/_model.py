@@ -19,10 +19,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from keel.errors import ValidationError
+
+if TYPE_CHECKING:
+    from keel.registry._overrides import Override
 
 __all__ = [
     "DRAINING",
@@ -224,6 +227,9 @@ class Instance:
         status: ``UP``, or ``DRAINING`` while it shuts down (gets no new traffic).
         registered_at: when it registered (UTC).
         check: how the health checker probes it; None: lease liveness only.
+        override: the operator's override that :class:`~keel.registry.Discovery`
+            merged into this instance (its weight and draining are already
+            applied to ``weight`` and ``status``); None for a record as registered.
 
     Raises:
         ValidationError: a field is invalid; the message names it and the fix.
@@ -242,6 +248,7 @@ class Instance:
     status: Status = UP
     registered_at: datetime | None = None
     check: HealthCheck | None = None
+    override: Override | None = None
 
     def __post_init__(self) -> None:
         check_service_name(self.service)
@@ -271,6 +278,11 @@ class Instance:
             raise ValidationError("registered_at must be a datetime or None")
         if self.check is not None and not isinstance(self.check, HealthCheck):
             raise ValidationError("check must be a keel.registry.HealthCheck or None")
+        if self.override is not None:
+            from keel.registry._overrides import Override  # here: _overrides imports this module
+
+            if not isinstance(self.override, Override):
+                raise ValidationError("override must be a keel.registry.Override or None")
 
     def _check_labels(self) -> None:
         if isinstance(self.tags, str | bytes) or not isinstance(self.tags, Iterable):

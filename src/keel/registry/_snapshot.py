@@ -1,7 +1,8 @@
 """Discovery's snapshot files: the last list of each service, for a cold start with the store down.
 
-``<snapshot_dir>/<service>.json`` holds ``{"revision", "instances", "failing"}``.
-The file is read back as untrusted as the store: every instance in it goes
+``<snapshot_dir>/<service>.json`` holds ``{"revision", "instances", "failing",
+"overrides"}`` (instances as registered, operators' overrides beside them).
+The file is read back as untrusted as the store: every record in it goes
 through the same decoder as a store record (a snapshot written by another
 version, edited by hand or cut short by a crash must not stop discovery).
 """
@@ -18,6 +19,7 @@ import msgspec
 
 from keel._records import load_json_object
 from keel.registry._model import Instance, encode_instance, service_prefix
+from keel.registry._overrides import Override, override_prefix
 from keel.store import KeyValue
 
 __all__ = ["read_snapshot", "write_snapshot"]
@@ -26,13 +28,18 @@ log = logging.getLogger("keel.registry.discovery")
 
 
 def write_snapshot(
-    path: Path, revision: int, instances: Iterable[Instance], failing: Iterable[str]
+    path: Path,
+    revision: int,
+    instances: Iterable[Instance],
+    failing: Iterable[str],
+    overrides: Iterable[Override] = (),
 ) -> None:
     """Replace the snapshot at ``path`` atomically; log (never raise) if the disk refuses."""
     body = {
         "revision": revision,
         "instances": [json.loads(encode_instance(i)) for i in instances],
         "failing": sorted(failing),
+        "overrides": {o.instance_id: o.to_record() for o in overrides},
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -43,8 +50,12 @@ def write_snapshot(
         log.warning("discovery snapshot %s not written: %s", path, exc)
 
 
-def read_snapshot(path: Path, service: str) -> tuple[list[KeyValue], list[str], int] | None:
-    """The snapshot's instance records (as store records to decode), failing ids and revision.
+def read_snapshot(
+    path: Path, service: str
+) -> tuple[list[KeyValue], list[str], list[KeyValue], int] | None:
+    """The snapshot's instance records, failing ids, override records and revision.
+
+    Instance and override records come back as store records, to be decoded.
 
     Returns:
         None when there is no snapshot or it is not a JSON object (logged).
@@ -64,9 +75,14 @@ def read_snapshot(path: Path, service: str) -> tuple[list[KeyValue], list[str], 
     ]
     failing = body.get("failing")
     revision = body.get("revision")
+    overrides = body.get("overrides")
     return (
         kvs,
         [i for i in failing if isinstance(i, str)] if isinstance(failing, list) else [],
+        [
+            KeyValue(f"{override_prefix(service)}{k}", msgspec.json.encode(r), 0, 0, 1)
+            for k, r in (overrides.items() if isinstance(overrides, dict) else ())
+        ],
         revision if isinstance(revision, int) and not isinstance(revision, bool) else 0,
     )
 
