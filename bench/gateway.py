@@ -66,11 +66,10 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": HELLO})
 
 
-def _uvicorn(app: Any, port: int) -> None:
+def _config(app: Any, port: int) -> Any:
     import uvicorn
-    import uvloop
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
@@ -80,12 +79,32 @@ def _uvicorn(app: Any, port: int) -> None:
         log_level="warning",
         access_log=False,
     )
-    uvloop.run(uvicorn.Server(config).serve())
 
 
-def serve_hello(port: int) -> None:
-    """Child: the hello upstream."""
-    _uvicorn(_hello, port)
+def _uvicorn(app: Any, port: int) -> None:
+    import uvicorn
+    import uvloop
+
+    uvloop.run(uvicorn.Server(_config(app, port)).serve())
+
+
+def serve_hello(port: int, store_url: str | None) -> None:
+    """Child: the hello upstream, registered as ``hello`` when given a store."""
+    if store_url is None:
+        _uvicorn(_hello, port)
+        return
+    import uvicorn
+    import uvloop
+
+    import keel
+    from keel.registry import Instance, Registry
+
+    async def main() -> None:
+        async with keel.connect(store_url) as store, Registry(store) as registry:
+            await registry.register(Instance(service="hello", address="127.0.0.1", port=port))
+            await uvicorn.Server(_config(_hello, port)).serve()
+
+    uvloop.run(main())
 
 
 def serve_gateway(port: int, store_url: str) -> None:
@@ -114,20 +133,80 @@ def serve_gateway(port: int, store_url: str) -> None:
                 headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
                 await upstreams.forward(target, scope["method"], path_qs, headers, receive, send)
 
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                http="httptools",
-                loop="none",
-                lifespan="off",
-                log_level="warning",
-                access_log=False,
-            )
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(_config(app, port)).serve()
         await store.close()
 
     uvloop.run(main())
+
+
+def serve_keel_gateway(port: int, store_url: str) -> None:
+    """Child: keel's Gateway (routes from the config center), no access log."""
+    import uvloop
+
+    from keel.gateway import Gateway
+    from keel.service import ServiceSettings
+
+    gateway = Gateway(
+        store_url,
+        port=port,
+        access_log=False,
+        settings=ServiceSettings(port=port, drain_delay_s=0.05, grace_s=2.0),
+    )
+    uvloop.run(gateway.serve())
+
+
+def _routes(pem: str) -> dict[str, Any]:
+    return {
+        "jwt": {
+            "main": {
+                "algorithms": ["RS256"],
+                "audience": "bench",
+                "issuer": "https://id.example",
+                "key_file": pem,
+            }
+        },
+        "routes": [
+            {"id": "plain", "match": {"path": "/"}, "forward": {"service": "hello"}},
+            {
+                "id": "secure",
+                "match": {"path": "/secure/"},
+                "priority": 10,
+                "forward": {"service": "hello"},
+                "auth": {"jwt": "main"},
+                "limits": {"rate": {"requests": 1_000_000, "per_s": 1, "burst": 1_000_000}},
+            },
+        ],
+    }
+
+
+def prepare_keel_gateway(tmp: str, store_url: str) -> str | None:
+    """Publish the bench routes and return a bearer token (None: no keel Gateway here)."""
+    try:
+        from keel.gateway import Gateway  # noqa: F401
+    except ImportError:
+        return None
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import keel
+    from keel.config import ConfigCenter
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = Path(tmp) / "public.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+    async def publish() -> None:
+        async with keel.connect(store_url) as store:
+            await ConfigCenter(store).publish("gateway.yaml", json.dumps(_routes(str(pem))))
+
+    asyncio.run(publish())
+    claims = {"sub": "bench", "aud": "bench", "iss": "https://id.example"}
+    return jwt.encode({**claims, "exp": time.time() + 900}, key, algorithm="RS256")
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -216,8 +295,11 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(port: int, connections: int, duration_s: float) -> dict[str, float]:
+def wrk(
+    port: int, connections: int, duration_s: float, path: str = "/", header: str | None = None
+) -> dict[str, float]:
     """One wrk run: requests/s, p50 and p99 latency in ms, errors."""
+    extra = ["-H", header] if header else []
     out = subprocess.run(
         [
             "wrk",
@@ -225,7 +307,8 @@ def wrk(port: int, connections: int, duration_s: float) -> dict[str, float]:
             f"-c{connections}",
             f"-d{duration_s:g}s",
             "--latency",
-            f"http://127.0.0.1:{port}/",
+            *extra,
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -248,49 +331,46 @@ def wrk(port: int, connections: int, duration_s: float) -> dict[str, float]:
 # -- the run --------------------------------------------------------------------------
 
 
-async def _register(store_url: str, port: int) -> Any:
-    import keel
-    from keel.registry import Instance, Registry
-
-    store = await keel.connect(store_url)
-    registry = Registry(store)
-    await registry.__aenter__()
-    await registry.register(Instance(service="hello", address="127.0.0.1", port=port))
-    return store, registry
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     tmp = tempfile.mkdtemp(prefix="keel-bench-gw-")
     store_url = f"sqlite:///{tmp}/keel.db"
-    hello, gw, ngx = free_port(), free_port(), free_port()
-    loop = asyncio.new_event_loop()
+    hello, bare, gw, ngx = free_port(), free_port(), free_port(), free_port()
     results: dict[str, list[dict[str, float]]] = {}
     low: dict[str, list[dict[str, float]]] = {}
-    with child("--serve-hello", str(hello)):
+    token = prepare_keel_gateway(tmp, store_url)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(child("--serve-hello", str(hello), "--store", store_url))
         wait_port(hello)
-        store, registry = loop.run_until_complete(_register(store_url, hello))
-        with (
-            child("--serve-gateway", str(gw), store_url),
-            nginx(tmp, hello, ngx) as nginx_proc,
-        ):
+        stack.enter_context(child("--serve-gateway", str(bare), store_url))
+        # (name, port, path, header)
+        targets: list[tuple[str, int, str, str | None]] = [("direct", hello, "/", None)]
+        if token is not None:
+            stack.enter_context(child("--serve-keel-gateway", str(gw), store_url))
             wait_port(gw)
-            targets = {"direct": hello, "gateway": gw}
-            if nginx_proc is not None:
-                targets["nginx"] = ngx
-            for port in targets.values():
-                wrk(port, args.connections, 1)  # warm-up
-            for _ in range(args.runs):
-                for name, port in targets.items():
-                    results.setdefault(name, []).append(wrk(port, args.connections, args.duration))
-                for name in ("direct", "gateway"):
-                    low.setdefault(name, []).append(
-                        wrk(targets[name], args.latency_connections, args.latency_duration)
-                    )
-        loop.run_until_complete(registry.__aexit__(None, None, None))
-        loop.run_until_complete(store.close())
-    loop.close()
+            targets.append(("gateway", gw, "/", None))
+            auth = f"Authorization: Bearer {token}"
+            targets.append(("gateway+jwt+limit", gw, "/secure/", auth))
+            targets.append(("bare proxy", bare, "/", None))
+        else:
+            targets.append(("gateway", bare, "/", None))
+            print("keel.gateway.Gateway not available: the gateway row is the bare Upstreams app")
+        wait_port(bare)
+        if stack.enter_context(nginx(tmp, hello, ngx)) is not None:
+            targets.append(("nginx", ngx, "/", None))
+        for _, port, path, header in targets:
+            warm = wrk(port, args.connections, 1, path, header)  # warm-up
+            if warm["non_2xx"]:
+                print(f"warning: {warm['non_2xx']:.0f} non-2xx answers from port {port}{path}")
+        latency_targets = [t for t in targets if t[0] in ("direct", "gateway")]
+        for _ in range(args.runs):
+            for name, port, path, header in targets:
+                row = wrk(port, args.connections, args.duration, path, header)
+                results.setdefault(name, []).append(row)
+            for name, port, path, header in latency_targets:
+                row = wrk(port, args.latency_connections, args.latency_duration, path, header)
+                low.setdefault(name, []).append(row)
     shutil.rmtree(tmp, ignore_errors=True)
     return report(results, low, args)
 
@@ -307,10 +387,10 @@ def report(
     med = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in results.items()}
     lat = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in low.items()}
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, medians of {args.runs}")
-    print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, m in med.items():
         print(
-            f"{name:10} {m['rps']:10.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['non_2xx']:8.0f}"
+            f"{name:18} {m['rps']:10.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['non_2xx']:8.0f}"
         )
     out: dict[str, Any] = {"throughput": med, "low_load": lat}
     g, d = med["gateway"]["rps"], med["direct"]["rps"]
@@ -320,6 +400,13 @@ def report(
         n = med["nginx"]["rps"]
         out["gateway_vs_nginx"] = g / n
         print(f"gateway / nginx:  {g / n:.2f}x (target >= 0.3x)")
+    if "gateway+jwt+limit" in med:
+        secure = med["gateway+jwt+limit"]["rps"]
+        out["jwt_limit_vs_plain"] = secure / g
+        print(f"gateway with JWT + rate limit / plain: {secure / g:.2f}x (target >= 0.85x)")
+    if "bare proxy" in med:
+        out["bare_proxy_vs_direct"] = med["bare proxy"]["rps"] / d
+        print(f"bare Upstreams app / direct: {out['bare_proxy_vs_direct']:.2f}x")
     gl, dl = lat["gateway"], lat["direct"]
     out["added_p50_ms"] = gl["p50_ms"] - dl["p50_ms"]
     out["added_p99_ms"] = gl["p99_ms"] - dl["p99_ms"]
@@ -432,9 +519,13 @@ def main() -> None:
     parser.add_argument("--clients", action="store_true", help="compare upstream HTTP clients")
     parser.add_argument("--serve-hello", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-keel-gateway", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hello is not None:
-        serve_hello(args.serve_hello)
+        serve_hello(args.serve_hello, args.store)
+    elif args.serve_keel_gateway is not None:
+        serve_keel_gateway(int(args.serve_keel_gateway[0]), args.serve_keel_gateway[1])
     elif args.serve_gateway is not None:
         serve_gateway(int(args.serve_gateway[0]), args.serve_gateway[1])
     elif args.clients:

@@ -69,7 +69,7 @@ class Pool:
         self._idle_timeout_s = idle_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._idle: dict[Key, list[Connection]] = {}
-        self._open: dict[Key, int] = collections.defaultdict(int)
+        self._open: dict[Key, int] = {}
         self._waiters: dict[Key, collections.deque[asyncio.Future[None]]] = {}
         self._ssl: _ssl.SSLContext | None = None
         self._opened = 0
@@ -91,18 +91,20 @@ class Pool:
                     conn.begin()
                     return conn
                 self._discard(conn)
-        while self._open[key] >= self._max:
+        while self._open.get(key, 0) >= self._max:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(key, collections.deque()).append(waiter)
             await waiter
             idle = self._idle.get(key)
             if idle:
                 return await self.acquire(key)
-        self._open[key] += 1
+        self._open[key] = self._open.get(key, 0) + 1
         try:
             conn = await self._connect(key)
         except BaseException:
             self._open[key] -= 1
+            if self._open[key] <= 0:
+                del self._open[key]
             self._wake(key)
             raise
         self._opened += 1
@@ -141,10 +143,14 @@ class Pool:
     def _discard(self, conn: Connection) -> None:
         conn.close()
         key = conn.key
-        self._open[key] -= 1
-        if self._open[key] <= 0:
-            del self._open[key]
-            self._idle.pop(key, None)
+        left = self._open.get(key, 1) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)
+            idle = self._idle.get(key)
+            if idle is not None and not idle:
+                del self._idle[key]
         self._wake(key)
 
     def _wake(self, key: Key) -> None:
