@@ -16,8 +16,8 @@ applies on the next request. A token's ``kid`` picks the key; a token without
 
 Verifying an RS256 signature costs tens of microseconds; the same token comes
 back on every request of a session, so successes are cached (a bounded LRU of
-token → consumer, valid until the token's own ``exp``, dropped when the key
-set changes).
+token → consumer, reused for at most a minute and never past the token's own
+``exp``, dropped when the key set changes).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ MAX_TOKEN_BYTES = 8192
 """Longer bearer tokens are refused before parsing."""
 CACHE_SIZE = 4096
 """Verified tokens remembered per verifier."""
+CACHE_TTL_S = 60.0
+"""Longest a verification is reused (never past the token's own ``exp``)."""
 _RETRY_S = 1.0
 
 
@@ -167,7 +169,7 @@ class JwtVerifier:
         claims = consumer.claims
         leeway = self.config.leeway_s
         try:
-            expires = float(claims["exp"]) + leeway
+            expires = min(float(claims["exp"]) + leeway, self._clock.time() + CACHE_TTL_S)
             not_before = float(claims.get("nbf", 0)) - leeway
         except (TypeError, ValueError):
             return
