@@ -1,0 +1,118 @@
+"""The configs page over HTTP on every backend, and an operator's flow in Chromium."""
+
+from __future__ import annotations
+
+from tests.console._pages_harness import client, flashes
+
+from keel.config import ConfigCenter
+from keel.console import Role
+from keel.store import Store
+
+
+async def test_viewer_sees_no_publish_and_is_refused(store: Store) -> None:
+    """A viewer reads a config but gets no publish form, and every change answers 403."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    async with client(store, "vera", Role.VIEWER) as c:
+        page = await c.get("/configs/app.yaml")
+        assert page.status_code == 200 and "a: 1" in page.text
+        assert "/configs/app.yaml/publish" not in page.text
+        assert "/rollback" not in page.text and "New config" not in (await c.get("/configs")).text
+        for path in ("publish", "rollback", "gray", "promote", "abort"):
+            answer = await c.post(
+                f"/configs/app.yaml/{path}", {"content": "a: 2\n", "expected_version": "1"}
+            )
+            assert answer.status_code == 403, path
+        assert (
+            await c.post("/configs/new", {"name": "b.yaml", "content": "x: 1"})
+        ).status_code == 403
+    current = await center.get("app.yaml")
+    assert current is not None and current.version == 1
+
+
+async def test_operator_publishes_diffs_and_rolls_back(store: Store) -> None:
+    """Create, publish with CAS, see the side-by-side diff, roll back: history grows by one each."""
+    center = ConfigCenter(store)
+    async with client(store, "olga", Role.OPERATOR) as c:
+        made = await c.post(
+            "/configs/new",
+            {"name": "app.yaml", "content": "a: 1\r\nb: 2\r\n", "expected_version": "0"},
+        )
+        assert made.status_code == 303 and made.headers["location"] == "/configs/app.yaml"
+        first = await center.get("app.yaml")
+        assert first is not None and first.content == "a: 1\nb: 2\n" and first.author == "olga"
+        second = await c.post_json(
+            "/configs/app.yaml/publish",
+            {"content": "a: 1\nb: 3\n", "expected_version": "1", "comment": "raise b"},
+        )
+        assert second.json() == {
+            "ok": True,
+            "message": "published app.yaml version 2",
+            "version": 2,
+        }
+        page = await c.get("/configs/app.yaml")
+        assert 'data-kind="changed"' in page.text and "b: 3" in page.text and "raise b" in page.text
+        chosen = await c.get("/configs/app.yaml?a=2&b=2")
+        assert "have the same content" in chosen.text
+        back = await c.post("/configs/app.yaml/rollback", {"version": "1"})
+        assert back.status_code == 303
+        shown = await c.get(back.headers["location"])
+        assert "rolled app.yaml back to version 1" in " ".join(flashes(shown.text))
+    history = await center.history("app.yaml")
+    assert [d.version for d in history] == [1, 2, 3] and history[-1].content == "a: 1\nb: 2\n"
+
+
+async def test_publish_conflict_names_who_published_meanwhile(store: Store) -> None:
+    """Publishing over a version someone else replaced answers 409 naming their version."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    async with client(store, "olga", Role.OPERATOR) as c:
+        await center.publish("app.yaml", "a: 2\n", author="bob", comment="hotfix")
+        stale = await c.post_json(
+            "/configs/app.yaml/publish", {"content": "a: 3\n", "expected_version": "1"}
+        )
+        assert stale.status_code == 409
+        error = stale.json()["error"]
+        assert "version 2 by bob" in error and "hotfix" in error and "You edited version 1" in error
+        form = await c.post(
+            "/configs/app.yaml/publish",
+            {"content": "a: 3\n", "expected_version": "1", "next": "/configs/app.yaml"},
+        )
+        assert form.status_code == 303
+        shown = await c.get(form.headers["location"])
+        assert any("version 2 by bob" in f for f in flashes(shown.text))
+        bad = await c.post_json(
+            "/configs/app.yaml/publish", {"content": "a: [\n", "expected_version": "2"}
+        )
+        assert bad.status_code == 400 and "line" in bad.json()["error"]
+    current = await center.get("app.yaml")
+    assert current is not None and current.version == 2
+
+
+async def test_gray_release_start_promote_and_abort(store: Store) -> None:
+    """A gray release shows its rule and diff; promote makes it main, abort ends it."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    async with client(store, "olga", Role.OPERATOR) as c:
+        started = await c.post_json(
+            "/configs/app.yaml/gray",
+            {"content": "a: 2\n", "ids": "c1, c2", "labels": "zone=eu-*", "percent": ""},
+        )
+        assert started.json()["ok"] is True
+        page = await c.get("/configs/app.yaml")
+        assert "c1, c2" in page.text and "zone=eu-*" in page.text and "Promote to main" in page.text
+        again = await c.post_json("/configs/app.yaml/gray", {"content": "a: 3\n", "ids": "c9"})
+        assert again.status_code == 409
+        empty = await c.post_json("/configs/app.yaml/gray", {"content": "a: 3\n", "replace": "1"})
+        assert empty.status_code == 400
+        promoted = await c.post_json("/configs/app.yaml/promote")
+        assert promoted.json()["version"] == 2
+        assert await center.gray("app.yaml") is None
+        await c.post_json("/configs/app.yaml/gray", {"content": "a: 4\n", "percent": "10"})
+        aborted = await c.post_json("/configs/app.yaml/abort")
+        assert aborted.json()["message"] == "gray release of app.yaml aborted"
+        missing = await c.get("/configs/nope.yaml")
+        assert missing.status_code == 404
+    assert await center.gray("app.yaml") is None
+    current = await center.get("app.yaml")
+    assert current is not None and current.content == "a: 2\n"
