@@ -121,6 +121,8 @@ class Limits:
         max_keys: per limit, how many keys (consumers, addresses) are remembered.
         local_share: share of a shared limit each process admits while Redis is down
             (``1 / number of gateways`` keeps the global rate).
+        redis_timeout_s: longest wait for Redis before deciding locally (a busy Redis
+            should not turn every gateway into a local limiter at once).
         redis_prefix: prefix of the Redis keys.
     """
 
@@ -131,11 +133,13 @@ class Limits:
         clock: Clock = SYSTEM_CLOCK,
         max_keys: int = 10_000,
         local_share: float = 1.0,
+        redis_timeout_s: float = 0.25,
         redis_prefix: str = "keel:gateway:rl:",
     ) -> None:
         self.clock = clock
         self.max_keys = max_keys
         self.local_share = local_share
+        self.redis_timeout_s = redis_timeout_s
         self.redis_prefix = redis_prefix
         self.redis_url = redis_url
         self.redis: aredis.Redis | None = None
@@ -173,6 +177,7 @@ class Limits:
                 rate=spec.rate,
                 burst=spec.burst_size,
                 local_share=self.local_share,
+                timeout_s=self.redis_timeout_s,
                 clock=self.clock,
                 name=key,
             )
