@@ -315,6 +315,8 @@ class Upstreams:
         """
         self.counts["requests"] += 1
         start = time.perf_counter()
+        if target.url is not None:
+            path_qs = self._fixed_endpoint(target.url).base_path + path_qs
         head = request_head(method, path_qs, headers)
         budget = target.timeout_s
         if head.deadline_s is not None and head.deadline_s < budget:
