@@ -170,7 +170,7 @@ async def test_no_instance_is_502_and_open_breakers_are_503(store: Store) -> Non
 
 
 async def test_fixed_url_with_base_path_and_head(store: Store) -> None:
-    """A fixed URL's path prefixes the request's; HEAD answers without a body and the pool goes on."""
+    """A fixed URL's path prefixes the request's; HEAD answers with no body; the pool goes on."""
     async with upstream(store, "users") as service, upstreams(store) as u:
         target = Target(route="r", service=None, url=f"http://127.0.0.1:{service.port}/base")
         echo = (await call(u, target, b"/x?q=1")).json()
