@@ -17,8 +17,10 @@ import typer
 
 from keel.cli import (
     _config_cmds,
+    _console_cmds,
     _coord_cmds,
     _gateway_cmds,
+    _instance_cmds,
     _jobs_cmds,
     _registry_cmds,
     _saga_cmds,
@@ -50,11 +52,13 @@ app = typer.Typer(
 )
 app.add_typer(_store_cmds.app, name="store")
 app.add_typer(_config_cmds.app, name="config")
+app.add_typer(_instance_cmds.app, name="instance")
 _coord_cmds.register(app)
 _registry_cmds.register(app)
 _service_cmds.register(app)
 _jobs_cmds.register(app)
 _saga_cmds.register(app)
+_console_cmds.register(app)
 _gateway_cmds.register(app)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from keel.console._audit import Audit
 from keel.console._flash import Flashes
 from keel.console._guard import Guard
 from keel.console._live import Hub, Receive, Scope, Send, live_endpoint
@@ -54,7 +56,7 @@ class Console:
     settings: ConsoleSettings
     users: Users
     sessions: Sessions
-    audit: Any
+    audit: Audit
     limiter: LoginLimiter
     metrics: ConsoleMetrics
     hub: Hub
@@ -87,6 +89,7 @@ def templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["tojson_pretty"] = to_json
+    env.filters["when"] = when
     env.globals["csrf_field"] = _csrf_field
     return env
 
@@ -95,6 +98,15 @@ def templates() -> jinja2.Environment:
 def _csrf_field(context: jinja2.runtime.Context) -> Any:
     token = context.get("csrf_token", "")
     return markupsafe.Markup('<input type="hidden" name="csrf" value="{}">').format(token)
+
+
+def when(value: object) -> str:
+    """A time (epoch seconds or datetime) as ``YYYY-MM-DD HH:MM:SS`` UTC; ``-`` if unknown."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        value = datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "-"
 
 
 def create_app(
@@ -119,7 +131,7 @@ def create_app(
         settings=settings,
         users=Users(store, hasher=hasher),
         sessions=Sessions(store, ttl_s=settings.session_ttl_s),
-        audit=_audit_log(store),
+        audit=Audit(store),
         limiter=LoginLimiter(
             per_user=settings.login_per_user,
             per_address=settings.login_per_address,
@@ -172,25 +184,6 @@ class _Live:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await live_endpoint(self.hub, scope, receive, send)
-
-
-def _audit_log(store: Store) -> Any:
-    # The audit log lands in keel.console._audit; until then changes are only logged.
-    try:
-        from keel.console._audit import Audit  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "keel.console._audit":
-            raise
-        return _LoggedAudit()
-    return Audit(store)
-
-
-class _LoggedAudit:
-    async def record(self, actor: str, action: str, target: str, **fields: Any) -> None:
-        log.warning("audit (not stored yet): %s %s %s", actor, action, target)
-
-    async def recent(self, limit: int = 100, **_: Any) -> list[Any]:
-        return []
 
 
 async def _healthz(_request: Request) -> Response:

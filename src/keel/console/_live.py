@@ -170,6 +170,8 @@ class Hub:
 
 def _topics(query: str) -> frozenset[str] | None:
     names = [t for t in query.replace(" ", ",").split(",") if t]
+    if ALL in names:
+        return None
     return frozenset(t[:64] for t in names[:32]) if names else None
 
 

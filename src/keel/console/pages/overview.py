@@ -1,4 +1,4 @@
-"""Overview: the store (backend, revision, size, leases), counts per area, recent changes."""
+"""Overview: the store (backend, revision, size, leases), each area's health, recent changes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.console._pages import Nav, console, render
+from keel.console.pages._overview_data import load_overview
 
 __all__ = ["NAV", "ROUTES"]
 
@@ -14,10 +15,10 @@ NAV = Nav("Overview", "/")
 
 
 async def overview(request: Request) -> Response:
-    """The overview page."""
+    """GET /: the overview, live."""
     app = console(request)
-    status = await app.store.status()
-    return render(request, "overview.html", status=status)
+    data = await load_overview(app.store, app.audit)
+    return render(request, "overview.html", data=data, status=data.status)
 
 
 ROUTES = [Route("/", overview)]

@@ -83,7 +83,8 @@
 
   function schedule(topic) {
     liveParts().forEach(function (element) {
-      if (topic === "*" || topicsOf(element).indexOf(topic) >= 0) {
+      var wanted = topicsOf(element);
+      if (topic === "*" || wanted.indexOf(topic) >= 0 || wanted.indexOf("*") >= 0) {
         waiting[element.id] = true;
       }
     });
