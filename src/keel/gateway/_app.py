@@ -349,7 +349,7 @@ class GatewayApp:
         hit: Hit[Plan] = scope["keel.gateway.hit"]
         location = plan.location
         if "{" in location:
-            location = location.replace("{rest}", hit.rest if hit.rest != "/" else "")
+            location = location.replace("{rest}", hit.rest)
             for name, value in hit.params.items():
                 location = location.replace("{" + name + "}", value)
         query = scope.get("query_string", b"")

@@ -70,7 +70,7 @@ class Rule(Generic[T]):
         return any(host.endswith(w) and len(host) > len(w) for w in self.wildcards)
 
     def path(self, path: str) -> tuple[Mapping[str, str], str] | None:
-        """``(params, rest)`` when ``path`` matches; rest is what follows a prefix."""
+        """``(params, rest)`` when ``path`` matches; rest is what follows a prefix ("" if none)."""
         prefix = self.prefix
         if prefix is not None:
             if not prefix:
@@ -78,7 +78,7 @@ class Rule(Generic[T]):
             if path.startswith(prefix):
                 n = len(prefix)
                 if len(path) == n:
-                    return _NO_PARAMS, "/"
+                    return _NO_PARAMS, ""
                 if path[n] == "/":
                     return _NO_PARAMS, path[n:]
             return None

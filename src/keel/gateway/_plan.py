@@ -159,9 +159,10 @@ class Plan:
             if raw_path.startswith(self.prefix)
             else quote(rest).encode()
         )
-        tail = tail or b"/"
         if mode == "strip":
-            return tail
+            return tail or b"/"
+        if not tail:  # the prefix itself: exactly the rewrite
+            return self.rewrite.encode()
         return self.rewrite.rstrip("/").encode() + tail
 
 
