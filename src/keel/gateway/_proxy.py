@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from keel.balance import OutlierEjection, PeakEwma, Ticket
@@ -42,7 +42,12 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CircuitOpenError, DeadlineExceededError
 from keel.gateway._exchange import Exchange, UpstreamError
 from keel.gateway._pool import Pool
-from keel.gateway._settings import UpstreamSettings
+from keel.gateway._settings import (
+    ResponseAbortedError,
+    UpstreamMetrics,
+    UpstreamSettings,
+    UpstreamStatistics,
+)
 from keel.gateway._wire import json_error, request_head
 from keel.registry import Discovery, Instance
 from keel.resilience import (
@@ -92,56 +97,6 @@ class Target:
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     retries: int = 2
-
-
-class UpstreamMetrics(Protocol):
-    """What :class:`Upstreams` reports (core's ``GatewayMetrics`` implements it)."""
-
-    def upstream_request(self, route: str, upstream: str, status: int, latency_s: float) -> None:
-        """One forwarded request ended with ``status`` after ``latency_s`` (to the head)."""
-
-    def upstream_retry(self, route: str, upstream: str) -> None:
-        """An attempt after the first."""
-
-    def breaker_state(self, upstream: str, instance: str, state: str) -> None:
-        """The breaker of ``instance`` moved to ``state`` (closed/open/half_open)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamStatistics:
-    """A snapshot of :class:`Upstreams`.
-
-    Attributes:
-        requests: requests forwarded (HTTP).
-        websockets: WebSocket sessions opened upstream.
-        retries: attempts after the first.
-        failed: answered 502 by the gateway.
-        unavailable: answered 503 (every breaker open).
-        timed_out: answered 504 (deadline).
-        aborted: responses cut off after their head was sent.
-        breakers_open: instances whose breaker is open now.
-        ejected: instances outlier ejection keeps out now.
-        connections_open: upstream connections open (busy and idle).
-        connections_idle: idle kept-alive upstream connections.
-        connections_opened: connections opened so far.
-    """
-
-    requests: int
-    websockets: int
-    retries: int
-    failed: int
-    unavailable: int
-    timed_out: int
-    aborted: int
-    breakers_open: int
-    ejected: int
-    connections_open: int
-    connections_idle: int
-    connections_opened: int
-
-
-class ResponseAbortedError(ConnectionError):
-    """The upstream failed after the response head was sent: the client connection must drop."""
 
 
 @dataclass(frozen=True, slots=True)

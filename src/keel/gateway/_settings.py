@@ -1,15 +1,25 @@
-"""Settings of the gateway's upstream client (:class:`~keel.gateway._proxy.Upstreams`)."""
+"""Settings, statistics and the metrics hook of the gateway's upstream client.
+
+(:class:`~keel.gateway._proxy.Upstreams`, which re-exports them.)
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from keel.balance import OutlierSettings, PeakEwmaSettings
 from keel.errors import ValidationError
 from keel.resilience import BreakerSettings, RetryBudgetSettings
 
-__all__ = ["IDEMPOTENT_METHODS", "UpstreamSettings"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "ResponseAbortedError",
+    "UpstreamMetrics",
+    "UpstreamSettings",
+    "UpstreamStatistics",
+]
 
 # RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -76,3 +86,53 @@ class UpstreamSettings:
             raise ValidationError(
                 f"retry_statuses must be HTTP statuses, got {sorted(self.retry_statuses)!r}"
             )
+
+
+class UpstreamMetrics(Protocol):
+    """What :class:`Upstreams` reports (core's ``GatewayMetrics`` implements it)."""
+
+    def upstream_request(self, route: str, upstream: str, status: int, latency_s: float) -> None:
+        """One forwarded request ended with ``status`` after ``latency_s`` (to the head)."""
+
+    def upstream_retry(self, route: str, upstream: str) -> None:
+        """An attempt after the first."""
+
+    def breaker_state(self, upstream: str, instance: str, state: str) -> None:
+        """The breaker of ``instance`` moved to ``state`` (closed/open/half_open)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatistics:
+    """A snapshot of :class:`Upstreams`.
+
+    Attributes:
+        requests: requests forwarded (HTTP).
+        websockets: WebSocket sessions opened upstream.
+        retries: attempts after the first.
+        failed: answered 502 by the gateway.
+        unavailable: answered 503 (every breaker open).
+        timed_out: answered 504 (deadline).
+        aborted: responses cut off after their head was sent.
+        breakers_open: instances whose breaker is open now.
+        ejected: instances outlier ejection keeps out now.
+        connections_open: upstream connections open (busy and idle).
+        connections_idle: idle kept-alive upstream connections.
+        connections_opened: connections opened so far.
+    """
+
+    requests: int
+    websockets: int
+    retries: int
+    failed: int
+    unavailable: int
+    timed_out: int
+    aborted: int
+    breakers_open: int
+    ejected: int
+    connections_open: int
+    connections_idle: int
+    connections_opened: int
+
+
+class ResponseAbortedError(ConnectionError):
+    """The upstream failed after the response head was sent: the client connection must drop."""
