@@ -18,11 +18,21 @@ import yaml
 from keel.errors import ValidationError
 from keel.store import KeyValue
 
-__all__ = ["LIST_LIMIT", "READ_ONLY", "REDACTED", "Entry", "check_writable", "render_value"]
+__all__ = [
+    "LIST_LIMIT",
+    "READ_ONLY",
+    "REDACTED",
+    "UNLISTED",
+    "Entry",
+    "check_writable",
+    "render_value",
+]
 
 LIST_LIMIT = 500
 REDACTED = ("console/users/", "console/sessions/", "gateway/keys/")
 READ_ONLY = ("console/",)
+UNLISTED = ("console/sessions/",)
+"""Never listed: one record per login, of no use to anyone browsing."""
 FORMATS = ("json", "yaml", "text")
 _PREVIEW = 120
 

@@ -18,6 +18,7 @@ from keel.console._users import Role
 from keel.console.pages._store_data import (
     FORMATS,
     LIST_LIMIT,
+    UNLISTED,
     check_writable,
     entry,
     redacted,
@@ -39,7 +40,7 @@ async def store_page(request: Request) -> Response:
         kvs, revision = await store.range(prefix, limit=LIST_LIMIT + 1)
     except ValidationError as exc:
         return render(request, "error.html", status_code=400, title="Bad prefix", message=str(exc))
-    entries = [entry(kv) for kv in kvs[:LIST_LIMIT]]
+    entries = [entry(kv) for kv in kvs[:LIST_LIMIT] if not kv.key.startswith(UNLISTED)]
     return render(
         request,
         "store.html",
