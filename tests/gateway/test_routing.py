@@ -202,3 +202,47 @@ async def test_fixed_url_forward(mem: Store) -> None:
         await publish(mem, doc)
         async with gateway(mem) as gw, httpx.AsyncClient(base_url=gw.url) as http:
             assert (await http.get("/p")).json()["tag"] == "elsewhere:-"
+
+
+async def test_websocket_and_sse_through_routes(mem: Store) -> None:
+    """WebSockets are matched and rewritten like HTTP and relayed; refusals carry a status."""
+    import websockets
+
+    doc = {
+        "routes": [
+            {
+                "id": "live",
+                "match": {"path": "/live/"},
+                "forward": {"service": "s", "rewrite": "/ws"},
+            },
+            {
+                "id": "events",
+                "match": {"path": "/events"},
+                "forward": {"service": "s", "rewrite": "/sse"},
+            },
+            {"id": "fixed", "match": {"path": "/fixed"}, "respond": {}},
+        ]
+    }
+    await publish(mem, doc)
+    async with upstream(mem, "s"), gateway(mem) as gw:
+        base = gw.url.replace("http://", "ws://")
+        async with websockets.connect(base + "/live/") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            await ws.send(b"\x00\x01")
+            assert await ws.recv() == b"\x00\x01"
+        for path, status in (("/nothing", 404), ("/fixed", 400)):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(base + path):
+                    pass
+            assert refused.value.response.status_code == status
+        async with (
+            httpx.AsyncClient(base_url=gw.url) as http,
+            http.stream("GET", "/events?n=3") as sse,
+        ):
+            assert sse.headers["content-type"] == "text/event-stream"
+            assert [line async for line in sse.aiter_lines() if line.startswith("data")] == [
+                "data: 0",
+                "data: 1",
+                "data: 2",
+            ]
