@@ -193,3 +193,47 @@ async def test_redis_down_then_back() -> None:
         await engine.aclose()
     finally:
         server.stop()
+
+
+async def test_a_cancelled_reader_stops_whenever_the_cancel_lands(engine: RedisEngine) -> None:
+    """Cancelling a read_group loop ends it at any point (redis-py on 3.11 may drop the cancel)."""
+    await topic_with_group(engine, 0)
+
+    async def reader() -> None:
+        while True:
+            await engine.read_group("t", 0, "g", "c", 1, 0.05)
+
+    for yields in range(12):
+        task = asyncio.create_task(reader())
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:  # the cancellation was lost: stop the reader, then fail
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled(), f"cancel after {yields} yields was lost"
+
+
+async def test_cleanup_after_a_cancel_still_runs(engine: RedisEngine) -> None:
+    """Engine calls in a finally block of a cancelled task complete (no spurious cancel)."""
+    await topic_with_group(engine, 0)
+    assert await engine.claim_partition("t", "g", 0, "m1", 5)
+    released = asyncio.Event()
+
+    async def owner() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await engine.release_partition("t", "g", 0, "m1")
+            await engine.heartbeat("t", "g", "m1", 0)
+            released.set()
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0)
+    task.cancel()
+    async with asyncio.timeout(2):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert released.is_set()
+    assert await engine.claim_partition("t", "g", 0, "m2", 5)

@@ -44,8 +44,8 @@ from keel.events.redis._scripts import (
     TAKE,
     Client,
     Keys,
+    guarded,
     parse_id,
-    translate,
 )
 
 __all__ = ["DEFAULT_PREFIX", "RedisEngine"]
@@ -129,11 +129,9 @@ class RedisEngine:
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValidationError(f"partitions={partitions!r} is not valid: give a count >= 1")
         keys = self._k(topic)
-        try:
+        with guarded(f"creating topic {topic!r}"):
             count = int(await CREATE_TOPIC(self.client, [keys.meta], [partitions]))
             await self.client.sadd(f"{self.prefix}topics", topic)
-        except RedisError as exc:
-            raise translate(exc, f"creating topic {topic!r}") from exc
         self._partitions[topic] = count
         return count
 
@@ -142,10 +140,8 @@ class RedisEngine:
         known = self._partitions.get(topic)
         if known is not None:
             return known
-        try:
+        with guarded(f"reading topic {topic!r}"):
             raw = await self.client.get(self._k(topic).meta)
-        except RedisError as exc:
-            raise translate(exc, f"reading topic {topic!r}") from exc
         if raw is None:
             return None
         try:
@@ -157,10 +153,8 @@ class RedisEngine:
 
     async def topics(self) -> list[str]:
         """Return every topic's name, sorted."""
-        try:
+        with guarded("listing topics"):
             raw = await self.client.smembers(f"{self.prefix}topics")
-        except RedisError as exc:
-            raise translate(exc, "listing topics") from exc
         return sorted(_text(name) for name in raw)
 
     async def _stream(self, topic: str, partition: int) -> str:
@@ -181,10 +175,8 @@ class RedisEngine:
     async def _group_stream(self, topic: str, partition: int, group: str) -> str:
         key = await self._stream(topic, partition)
         if (topic, group) not in self._groups:
-            try:
+            with guarded(f"looking up group {group!r} of {topic!r}"):
                 found = await self.client.sismember(self._k(topic).groups, group)
-            except RedisError as exc:
-                raise translate(exc, f"looking up group {group!r} of {topic!r}") from exc
             if not found:
                 raise NotFoundError(f"group {group!r} does not exist on topic {topic!r}")
             self._groups.add((topic, group))
@@ -197,25 +189,21 @@ class RedisEngine:
         key = await self._stream(topic, partition)
         if not records:
             return []
-        try:
+        with guarded(f"appending to {key!r}"):
             if len(records) == 1:
                 new = await self.client.xadd(
                     key, {FIELD: records[0]}, maxlen=self.max_len, approximate=True
                 )
                 return [_text(new)]
             ids = await APPEND(self.client, [key], [self._max_len_arg, *records])
-        except RedisError as exc:
-            raise translate(exc, f"appending to {key!r}") from exc
         return [_text(i) for i in ids]
 
     async def read(self, topic: str, partition: int, after: str, count: int) -> list[Entry]:
         """Return up to ``count`` entries after position ``after``, oldest first."""
         key = await self._stream(topic, partition)
         start = "-" if after == START else f"({_position(after)}"
-        try:
+        with guarded(f"reading {key!r}"):
             raw = await self.client.xrange(key, start, "+", count=count)
-        except RedisError as exc:
-            raise translate(exc, f"reading {key!r}") from exc
         return _entries(raw)
 
     async def trim(
@@ -224,24 +212,20 @@ class RedisEngine:
         """Delete the oldest entries (exact ``XTRIM MAXLEN`` / ``MINID``); return how many."""
         key = await self._stream(topic, partition)
         removed = 0
-        try:
+        with guarded(f"trimming {key!r}"):
             if min_id is not None:
                 parse_id(min_id)
                 removed += await self.client.xtrim(key, minid=min_id, approximate=False)
             if max_len is not None:
                 removed += await self.client.xtrim(key, maxlen=max_len, approximate=False)
-        except RedisError as exc:
-            raise translate(exc, f"trimming {key!r}") from exc
         return removed
 
     async def id_at(self, topic: str, partition: int, when: float) -> str:
         """Return the id of the first entry at/after ``when``, else ``<when ms>-0`` (synthetic)."""
         key = await self._stream(topic, partition)
         floor = f"{max(0, int(when * 1000))}-0"
-        try:
+        with guarded(f"reading {key!r}"):
             raw = await self.client.xrange(key, floor, "+", count=1)
-        except RedisError as exc:
-            raise translate(exc, f"reading {key!r}") from exc
         return _text(raw[0][0]) if raw else floor
 
     def position_before(self, entry_id: str) -> str:
@@ -263,12 +247,10 @@ class RedisEngine:
         if count is None:
             raise NotFoundError(f"topic {topic!r} does not exist: create it first")
         keys = self._k(topic)
-        try:
+        with guarded(f"creating group {group!r} on {topic!r}"):
             for partition in range(count):
                 await self._create_group_on(keys.stream(partition), group, start)
             await self.client.sadd(keys.groups, group)
-        except RedisError as exc:
-            raise translate(exc, f"creating group {group!r} on {topic!r}") from exc
         self._groups.add((topic, group))
 
     async def _create_group_on(self, key: str, group: str, start: str) -> None:
@@ -282,10 +264,8 @@ class RedisEngine:
         """Return the groups of ``topic``, sorted."""
         if await self.partitions(topic) is None:
             raise NotFoundError(f"topic {topic!r} does not exist: create it first")
-        try:
+        with guarded(f"listing groups of {topic!r}"):
             raw = await self.client.smembers(self._k(topic).groups)
-        except RedisError as exc:
-            raise translate(exc, f"listing groups of {topic!r}") from exc
         return sorted(_text(name) for name in raw)
 
     async def read_group(
@@ -297,12 +277,10 @@ class RedisEngine:
         block = None
         if block_s > 0:
             block = max(1, int(min(block_s, self._block_cap_s) * 1000))
-        try:
+        with guarded(f"reading {key!r} for group {group!r}"):
             raw: Any = await self.client.xreadgroup(
                 group, consumer, {key: ">"}, count=count, block=block
             )
-        except RedisError as exc:
-            raise translate(exc, f"reading {key!r} for group {group!r}") from exc
         return _entries(raw[0][1]) if raw else []
 
     async def ack(self, topic: str, partition: int, group: str, ids: Sequence[str]) -> int:
@@ -310,10 +288,8 @@ class RedisEngine:
         key = await self._group_stream(topic, partition, group)
         if not ids:
             return 0
-        try:
+        with guarded(f"acking on {key!r} for group {group!r}"):
             return int(await self.client.xack(key, group, *ids))
-        except RedisError as exc:
-            raise translate(exc, f"acking on {key!r} for group {group!r}") from exc
 
     async def claim_pending(
         self, topic: str, partition: int, group: str, consumer: str, min_idle_s: float, count: int
@@ -321,25 +297,21 @@ class RedisEngine:
         """Take over pending entries idle >= ``min_idle_s`` (``XAUTOCLAIM``), with their counts."""
         key = await self._group_stream(topic, partition, group)
         idle_ms = max(0, int(min_idle_s * 1000))
-        try:
+        with guarded(f"claiming pending entries of {key!r}"):
             raw = await CLAIM_PENDING(self.client, [key], [group, consumer, idle_ms, count])
-        except RedisError as exc:
-            raise translate(exc, f"claiming pending entries of {key!r}") from exc
         return [Entry(_text(i), _data_of(_pairs(fields)), int(n)) for i, fields, n in raw]
 
     async def set_group_position(self, topic: str, partition: int, group: str, after: str) -> None:
         """Move the group's last-delivered position (``XGROUP SETID``)."""
         key = await self._group_stream(topic, partition, group)
         position = after if after in (START, END) else _position(after)
-        try:
+        with guarded(f"moving group {group!r} on {key!r}"):
             await self.client.xgroup_setid(key, group, position)
-        except RedisError as exc:
-            raise translate(exc, f"moving group {group!r} on {key!r}") from exc
 
     async def lag(self, topic: str, partition: int, group: str) -> GroupLag:
         """Return the group's pending and undelivered counts (``XINFO GROUPS``)."""
         key = await self._group_stream(topic, partition, group)
-        try:
+        with guarded(f"reading the lag of group {group!r} on {key!r}"):
             infos = await self.client.xinfo_groups(key)
             info = next((i for i in infos if _text(i["name"]) == group), None)
             if info is None:
@@ -347,8 +319,6 @@ class RedisEngine:
             undelivered = info.get("lag")
             if undelivered is None:  # Redis < 7, or it cannot tell after trims/SETID
                 undelivered = await self._count_after(key, _text(info["last-delivered-id"]))
-        except RedisError as exc:
-            raise translate(exc, f"reading the lag of group {group!r} on {key!r}") from exc
         return GroupLag(pending=int(info["pending"]), undelivered=int(undelivered))
 
     async def _count_after(self, key: str, position: str) -> int:
@@ -368,10 +338,8 @@ class RedisEngine:
         """Record ``member`` alive for ``ttl_s`` seconds (<= 0: it leaves); return live members."""
         key = self._k(topic).members(group)
         ttl_ms = 0 if isinstance(ttl_s, int | float) and ttl_s <= 0 else _ttl_ms(ttl_s)
-        try:
+        with guarded(f"heartbeating in {key!r}"):
             raw = await HEARTBEAT(self.client, [key], [member, ttl_ms])
-        except RedisError as exc:
-            raise translate(exc, f"heartbeating in {key!r}") from exc
         return sorted(_text(m) for m in raw)
 
     async def claim_partition(
@@ -379,18 +347,14 @@ class RedisEngine:
     ) -> bool:
         """Take or renew ownership of (group, partition) for ``ttl_s`` (``SET PX`` if free/own)."""
         key = self._k(topic).claim(group, partition)
-        try:
+        with guarded(f"claiming {key!r}"):
             return bool(await TAKE(self.client, [key], [member, _ttl_ms(ttl_s)]))
-        except RedisError as exc:
-            raise translate(exc, f"claiming {key!r}") from exc
 
     async def release_partition(self, topic: str, group: str, partition: int, member: str) -> None:
         """Give up (group, partition) if ``member`` holds it (compare-and-delete)."""
         key = self._k(topic).claim(group, partition)
-        try:
+        with guarded(f"releasing {key!r}"):
             await RELEASE(self.client, [key], [member])
-        except RedisError as exc:
-            raise translate(exc, f"releasing {key!r}") from exc
 
     async def aclose(self) -> None:
         """Close the client if this engine opened it. Idempotent."""

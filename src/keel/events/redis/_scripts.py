@@ -24,10 +24,12 @@ seen them yet.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,8 +53,10 @@ __all__ = [
     "RELEASE",
     "TAKE",
     "Client",
+    "Guard",
     "Keys",
     "Script",
+    "guarded",
     "parse_id",
     "translate",
 ]
@@ -256,3 +260,51 @@ def translate(exc: RedisError, what: str) -> KeelError:
         if text.startswith(_TRANSIENT):
             return StoreUnavailableError(f"redis is not accepting commands while {what}: {exc}")
     return StoreUnavailableError(f"redis failed while {what}: {exc}")
+
+
+class Guard:
+    """Translate redis errors raised in the block, and keep cancellations redis-py lost.
+
+    Why the second part: on Python 3.11, redis-py sends every command under
+    ``asyncio.wait_for`` when the client has a socket timeout (the default),
+    and 3.11's ``wait_for`` returns the result instead of raising when the
+    task is cancelled just as the send completes (fixed in 3.12). The command
+    then answers normally and the cancellation is gone: a reader the bus
+    cancels goes on reading. The task still counts the request
+    (``Task.cancelling()``), so a block that ends with more cancellation
+    requests than it began with raises :class:`asyncio.CancelledError` here.
+    Comparing with the count at entry keeps cleanup code that runs while a
+    cancellation is already being handled (a ``finally`` releasing a claim)
+    working.
+
+    Args:
+        what: what the block does, for the error message (``"reading <key>"``).
+    """
+
+    __slots__ = ("_asked", "_task", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._task: asyncio.Task[Any] | None = None
+        self._asked = 0
+
+    def __enter__(self) -> None:
+        task = self._task = asyncio.current_task()
+        self._asked = task.cancelling() if task is not None else 0
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if isinstance(exc, RedisError):
+            raise translate(exc, self.what) from exc
+        if exc is None and self._task is not None and self._task.cancelling() > self._asked:
+            raise asyncio.CancelledError(f"cancelled while {self.what}")
+        return False
+
+
+def guarded(what: str) -> Guard:
+    """``with guarded("reading <key>"):`` - see :class:`Guard`."""
+    return Guard(what)
