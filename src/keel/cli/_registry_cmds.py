@@ -17,7 +17,7 @@ from keel.errors import ValidationError
 
 if TYPE_CHECKING:
     from keel._records import Rejected
-    from keel.registry import HealthCheck, Instance
+    from keel.registry import HealthCheck, Instance, Override
     from keel.store import Store
 
 __all__ = ["register"]
@@ -25,9 +25,10 @@ __all__ = ["register"]
 
 @dataclass(frozen=True, slots=True)
 class _Listing:
-    instances: list[Instance]
+    instances: list[Instance]  # as registered, operators' overrides applied
     failing: set[str]  # "<service>/<id>"
     rejected: list[Rejected]
+    overrides: dict[str, Override]  # "<service>/<id>" → override (instance or not)
 
     def warn_skipped(self) -> None:
         """One line on stderr when malformed records were left out."""
@@ -43,24 +44,34 @@ class _Listing:
 
 
 async def _read_all(store: Store, service: str | None = None) -> _Listing:
-    """Every instance record and health mark (of ``service``), decoded at the boundary."""
+    """Every instance record, health mark and override (of ``service``), decoded at the boundary."""
     from keel._records import Rejected, decode
-    from keel.registry import decode_health_mark, decode_instance
+    from keel.registry import decode_health_mark, decode_instance, decode_override
     from keel.registry._decode import HEALTH_AREA, REGISTRY_AREA
     from keel.registry._model import HEALTH, SERVICES
+    from keel.registry._overrides import OVERRIDE_AREA, OVERRIDES, apply_override
     from keel.store import Range
 
     tail = "" if service is None else f"{service}/"
-    result = await store.txn([], [Range(f"{SERVICES}{tail}"), Range(f"{HEALTH}{tail}")])
-    kvs, health = result.results
-    assert isinstance(kvs, list) and isinstance(health, list)
-    listing = _Listing([], set(), [])
+    prefixes = (SERVICES, HEALTH, OVERRIDES)
+    result = await store.txn([], [Range(f"{p}{tail}") for p in prefixes])
+    kvs, health, overrides = result.results
+    assert isinstance(kvs, list) and isinstance(health, list) and isinstance(overrides, list)
+    listing = _Listing([], set(), [], {})
+    for kv in overrides:
+        decoder = partial(decode_override, kv.key, revision=kv.mod_revision)
+        override = decode(OVERRIDE_AREA, kv.key, kv.value, decoder)
+        if isinstance(override, Rejected):
+            listing.rejected.append(override)
+        else:
+            listing.overrides[f"{override.service}/{override.instance_id}"] = override
     for kv in kvs:
         instance = decode(REGISTRY_AREA, kv.key, kv.value, partial(decode_instance, kv.key))
         if isinstance(instance, Rejected):
             listing.rejected.append(instance)
         else:
-            listing.instances.append(instance)
+            key = f"{instance.service}/{instance.id}"
+            listing.instances.append(apply_override(instance, listing.overrides.get(key)))
     for kv in health:
         mark = decode(HEALTH_AREA, kv.key, kv.value, partial(decode_health_mark, kv.key))
         if isinstance(mark, Rejected):
@@ -71,9 +82,7 @@ async def _read_all(store: Store, service: str | None = None) -> _Listing:
 
 
 def services_cmd(output: OutputOption = "table", as_json: JsonFlag = False) -> None:
-    """List services with their instances up, draining and failing."""
-    from keel.registry import DRAINING
-
+    """List services with their instances up, draining, disabled and failing."""
     fmt = output_format(output, as_json)
 
     @with_store(readonly=True)
@@ -85,22 +94,33 @@ def services_cmd(output: OutputOption = "table", as_json: JsonFlag = False) -> N
     counts: dict[str, Counter[str]] = {}
     for i in listing.instances:
         c = counts.setdefault(i.service, Counter())
-        c["failing" if f"{i.service}/{i.id}" in listing.failing else i.status] += 1
+        c[_state(i, f"{i.service}/{i.id}" in listing.failing)] += 1
+    columns = ("up", "draining", "disabled", "failing")
     rows = [
-        {"service": name, "up": c["UP"], "draining": c[DRAINING], "failing": c["failing"]}
+        {"service": name, **{column: c[column] for column in columns}}
         for name, c in sorted(counts.items())
     ]
 
     def table(wide: bool) -> Table:
         n = len(rows)
         t = Table(title=f"{n} service{'' if n == 1 else 's'}", title_justify="left")
-        for column in ("service", "up", "draining", "failing"):
-            t.add_column(column, justify="left" if column == "service" else "right")
+        t.add_column("service")
+        for column in columns:
+            t.add_column(column, justify="right")
         for r in rows:
-            t.add_row(cell(str(r["service"])), str(r["up"]), str(r["draining"]), str(r["failing"]))
+            t.add_row(cell(str(r["service"])), *(str(r[column]) for column in columns))
         return t
 
     emit(fmt, rows, table)
+
+
+def _state(i: Instance, failing: bool) -> str:
+    """``disabled``, ``draining``, ``failing`` or ``up`` (the first that applies)."""
+    if i.override is not None and i.override.disabled:
+        return "disabled"
+    if i.status == "DRAINING":
+        return "draining"
+    return "failing" if failing else "up"
 
 
 def _instance_record(i: Instance, failing: bool) -> dict[str, Any]:
@@ -112,11 +132,21 @@ def _instance_record(i: Instance, failing: bool) -> dict[str, Any]:
         "version": i.version,
         "weight": i.weight,
         "status": i.status,
+        "disabled": i.override is not None and i.override.disabled,
         "failing": failing,
         "check": None if i.check is None else i.check.type,
         "tags": list(i.tags),
         "metadata": dict(i.metadata),
+        "override": None if i.override is None else i.override.to_record(),
     }
+
+
+def _override_cell(i: Instance, wide: bool) -> str:
+    o = i.override
+    if o is None:
+        return ""
+    text = o.describe() + (f" by {o.by}" if o.by else "")
+    return text + (f" ({o.note})" if wide and o.note else "")
 
 
 def instances_cmd(
@@ -124,11 +154,13 @@ def instances_cmd(
     output: OutputOption = "table",
     as_json: JsonFlag = False,
 ) -> None:
-    """List the instances of SERVICE with address, zone, weight, status and health.
+    """List the instances of SERVICE with address, zone, weight, status, health and overrides.
 
     Health: "lease" means the instance is listed while its process keeps its
     session lease alive; "checked" means a health checker also probes it;
-    "failing" means the probe fails. Exit code 1 when SERVICE has no instance.
+    "failing" means the probe fails. Override: what an operator set with 'keel
+    instance' (the weight shown is then the override's; DISABLED and DRAINING
+    instances get no new traffic). Exit code 1 when SERVICE has no instance.
     """
     from keel.registry._model import check_service_name
 
@@ -157,16 +189,22 @@ def instances_cmd(
             title=f"{service}: {len(mine)} instance{'' if len(mine) == 1 else 's'}",
             title_justify="left",
         )
-        for column in ("id", "url", "zone", "version", "weight", "status", "health"):
+        columns = ("id", "url", "zone", "version", "weight", "status", "health", "override")
+        for column in columns:
             t.add_column(column)
         for i in mine:
             bad = f"{service}/{i.id}" in failing
             health = "failing" if bad else ("checked" if i.check else "lease")
-            row = (i.id, i.url, i.zone, i.version, str(i.weight), i.status, health)
-            t.add_row(*map(cell, row))
+            status = "DISABLED" if _state(i, bad) == "disabled" else i.status
+            row = (i.id, i.url, i.zone, i.version, str(i.weight), status, health)
+            t.add_row(*map(cell, (*row, _override_cell(i, wide))))
         return t
 
     emit(fmt, [_instance_record(i, f"{service}/{i.id}" in failing) for i in mine], table)
+    waiting = sorted(set(listing.overrides) - {f"{service}/{i.id}" for i in mine})
+    if waiting and fmt in ("table", "wide"):
+        names = ", ".join(f"{k} ({listing.overrides[k].describe()})" for k in waiting)
+        console.print(cell(f"overrides waiting for an instance to register: {names}"))
 
 
 def _parse_address(text: str) -> tuple[str, int]:
