@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,28 @@ async def shot(page: Any, name: str) -> None:
     if os.environ.get("KEEL_DOCS_SHOTS") == "1":
         DOCS_SHOTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(DOCS_SHOTS / f"{name}.png"), full_page=False)
+
+
+KEEL = str(Path(sys.executable).with_name("keel"))
+
+
+async def keel(
+    *args: str, url: str, stdin: bytes = b"", timeout_s: float = 60
+) -> tuple[int, str, str]:
+    """Run the ``keel`` script as a real process on ``url``: (exit code, stdout, stderr)."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("KEEL_STORE", None)
+    proc = await asyncio.create_subprocess_exec(
+        KEEL,
+        "--store",
+        url,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await proc.communicate(stdin)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -19,7 +19,7 @@ from keel.store import Store
 
 def _routes(app: Starlette) -> list[tuple[str, str]]:
     """(method, concrete path) of every route of the app, path parameters filled in."""
-    found = []
+    found: list[tuple[str, str]] = []
     for route in app.routes:
         if isinstance(route, Mount) or not isinstance(route, Route):
             continue

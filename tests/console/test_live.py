@@ -1,0 +1,131 @@
+"""Live updates: one store watch per console, coalesced per subscriber, CLI changes on screen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from tests.console._core import (
+    add_user,
+    browser_login,
+    chromium,
+    keel,
+    log_in,
+    serving,
+    shot,
+)
+
+import keel as keel_pkg
+from keel.console import Role
+from keel.console._live import ALL, Hub, topic_of
+from keel.console._metrics import ConsoleMetrics
+from keel.registry import Instance, Registry
+from keel.store import Store
+
+
+@pytest.mark.parametrize(
+    ("key", "topic"),
+    [
+        ("services/orders/i-1", "services"),
+        ("overrides/orders/i-1", "overrides"),
+        ("config-history/a.yaml/3", "config-history"),
+        ("console/audit/0000000001/000000000001", "audit"),
+        ("console/users/ada", "users"),
+        ("console/sessions/abc", None),
+        ("console/audit-seq", None),
+        ("plain", "plain"),
+    ],
+)
+def test_topics(key: str, topic: str | None) -> None:
+    assert topic_of(key) == topic
+
+
+async def test_a_burst_is_coalesced_per_topic() -> None:
+    async with keel_pkg.connect("memory://") as store:
+        hub = Hub(store, metrics=ConsoleMetrics())
+        services = hub.subscribe(frozenset({"services"}))
+        everything = hub.subscribe()
+        for revision in range(1, 20_001):
+            hub.publish("services" if revision % 2 else "jobs", revision)
+        assert services.take() == {"services": 19_999}
+        assert everything.take() == {"services": 19_999, "jobs": 20_000}
+        assert services.take() == {} and not services.wake.is_set()
+        hub.publish(ALL, 0)  # after a compaction every page refreshes
+        assert services.take() == {ALL: 0}
+        hub.unsubscribe(services)
+        hub.publish("services", 5)
+        assert services.take() == {}
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield event, json.loads(line.removeprefix("data: "))
+
+
+async def test_the_stream_announces_store_changes(store: Store) -> None:
+    await add_user(store, "ada", Role.VIEWER)
+    async with serving(store) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await log_in(http, "ada")).status_code == 303
+        async with http.stream("GET", "/live?topics=services,config") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = _events(response)
+            kind, _ = await anext(events)
+            assert kind == "hello"
+            await store.put("jobs/x", b"{}")  # not asked for
+            revision = await store.put("services/orders/i-1", b"{}")
+            async with asyncio.timeout(5):
+                kind, data = await anext(events)
+            assert (kind, data) == ("change", {"topic": "services", "revision": revision})
+
+
+async def test_the_stream_needs_a_session(store: Store) -> None:
+    async with serving(store) as url, httpx.AsyncClient(base_url=url) as http:
+        answer = await http.get("/live")
+        assert answer.status_code == 401
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module."""
+    async with chromium() as opened:
+        yield opened
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_a_cli_change_shows_on_an_open_page_within_a_second(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    async with keel_pkg.connect(store_url) as store, Registry(store) as registry:
+        await add_user(store, "olga", Role.OPERATOR)
+        await registry.register(
+            Instance(service="orders", address="127.0.0.1", port=8001, id="o-1", zone="eu-1")
+        )
+        async with serving(store) as url:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            page = await context.new_page()
+            await browser_login(page, url, "olga")
+            await page.goto(f"{url}/services")
+            await page.wait_for_selector("html[data-live-ready]")
+            row = 'tr[data-instance="orders/o-1"]'
+            assert await page.inner_text(f"{row} .badge") == "up"
+            code, _, err = await keel("instance", "drain", "orders", "o-1", url=store_url)
+            assert code == 0, err
+            written = time.monotonic()
+            await page.wait_for_selector(f"{row} .badge.draining", timeout=5000)
+            elapsed = time.monotonic() - written
+            print(f"live: CLI drain on screen {elapsed * 1000:.0f} ms after the CLI exited")
+            assert elapsed < 1.0
+            await shot(page, f"live-services-{backend}")
+            await context.close()
