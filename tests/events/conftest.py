@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import keel
-from keel.events import Engine
+from keel.events import Bus, Engine, EventsMetrics
 from keel.events._store_engine import StoreEngine
 from tests.conftest import make_url
 
@@ -58,3 +58,13 @@ async def engine(
             yield opened
         finally:
             await opened.aclose()
+
+
+@pytest.fixture
+async def bus(engine: Engine) -> AsyncIterator[Bus]:
+    """A bus on each engine, counting into a private metrics registry."""
+    opened = Bus(engine, partitions=4, metrics=EventsMetrics())
+    try:
+        yield opened
+    finally:
+        await opened.aclose()

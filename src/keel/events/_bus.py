@@ -170,10 +170,10 @@ class Bus:
 
     async def publish_many(self, topic: str, messages: Iterable[Message]) -> list[str]:
         """Publish several events; return their ids in order (each partition's batch is atomic)."""
-        partitions = await self.ensure_topic(topic)
+        encoded = [(message, self._encode(topic, message)) for message in messages]
+        partitions = await self.ensure_topic(topic)  # after validation: bad input creates nothing
         batches: dict[int, list[tuple[int, bytes]]] = {}
-        for i, message in enumerate(messages):
-            data = self._encode(topic, message)
+        for i, (message, data) in enumerate(encoded):
             batches.setdefault(self._partition(message, partitions), []).append((i, data))
         ids: dict[int, str] = {}
         for partition, batch in batches.items():
