@@ -111,3 +111,26 @@ def flashes(page: str) -> list[str]:
         html.unescape(re.sub(r"\s+", " ", m).strip())
         for m in re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page, re.S)
     ]
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def audit_actions(store: Store) -> list[tuple[str, str, str]] | None:
+    """(actor, action, target) of the audit log, newest first; None while there is no audit log."""
+    try:
+        from keel.console._audit import Audit  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError:
+        return None
+    entries = await Audit(store).recent(100)
+    return [(e.actor, e.action, e.target) for e in entries]

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-from tests.console._pages_harness import client, flashes
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+import pytest_asyncio
+from tests.console._pages_harness import (
+    add_user,
+    audit_actions,
+    chromium,
+    client,
+    flashes,
+    login,
+    serving,
+    shot,
+)
+
+import keel
 from keel.config import ConfigCenter
 from keel.console import Role
 from keel.store import Store
@@ -116,3 +133,73 @@ async def test_gray_release_start_promote_and_abort(store: Store) -> None:
     assert await center.gray("app.yaml") is None
     current = await center.get("app.yaml")
     assert current is not None and current.content == "a: 2\n"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module's browser flows."""
+    async with chromium() as opened:
+        yield opened
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_browser_viewer_cannot_publish_operator_publishes_and_rolls_back(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    """In Chromium: no publish button for a viewer (and 403 on the endpoint); an operator
+    publishes, sees the diff and the history update live, rolls back; the audit log has it."""
+    async with keel.connect(store_url) as store, serving(store) as url:
+        center = ConfigCenter(store)
+        await center.publish("orders.yaml", "limit: 10\nzone: eu\n", author="ann")
+        await add_user(store, "vera", Role.VIEWER)
+        await add_user(store, "olga", Role.OPERATOR)
+        viewer = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await viewer.new_page()
+        await login(page, url, "vera")
+        await page.goto(f"{url}/configs/orders.yaml")
+        assert await page.locator("#publish-button").count() == 0
+        assert await page.get_by_role("button", name=re.compile("Roll back")).count() == 0
+        status = await page.evaluate(
+            """async () => (await fetch("/configs/orders.yaml/publish", {method: "POST",
+                headers: {"X-CSRF-Token": document.querySelector("main").dataset.csrf,
+                          "Content-Type": "application/x-www-form-urlencoded"},
+                body: "content=limit%3A%200&expected_version=1"})).status"""
+        )
+        assert status == 403
+        await viewer.close()
+
+        operator = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await operator.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await login(page, url, "olga")
+        await page.goto(f"{url}/configs")
+        await shot(page, f"configs-{backend}")
+        await page.click("text=orders.yaml")
+        await page.fill("#publish-content", "limit: 20\nzone: eu\n")
+        await page.fill("#publish-comment", "double the limit")
+        await page.click("#publish-button")
+        await page.wait_for_selector("text=published orders.yaml version 2")
+        assert await page.inner_text("#current-version") == "2"
+        changed = page.locator('#diff [data-kind="changed"]')
+        assert "limit: 20" in " ".join(await changed.all_inner_texts())
+        await shot(page, f"config-diff-{backend}")
+        await center.publish(
+            "orders.yaml", "limit: 30\nzone: eu\n", author="cli", comment="from cli"
+        )
+        await page.wait_for_selector("#history >> text=from cli", timeout=3000)
+        await page.click("#history button:has-text('Roll back to 1')")
+        await page.wait_for_selector("text=rolled orders.yaml back to version 1")
+        assert await page.inner_text("#current-version") == "4"
+        await shot(page, f"config-rolled-back-{backend}")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await shot(page, f"config-phone-{backend}")
+        await operator.close()
+        current = await center.get("orders.yaml")
+        assert current is not None and current.content == "limit: 10\nzone: eu\n"
+        actions = await audit_actions(store)
+        if actions is not None:
+            mine = [(a, t) for who, a, t in actions if who == "olga"]
+            assert ("config.publish", "config/orders.yaml") in mine
+            assert ("config.rollback", "config/orders.yaml") in mine

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from tests.console._pages_harness import client
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+import pytest_asyncio
+from tests._procs import ROOT
+from tests.console._pages_harness import (
+    add_user,
+    audit_actions,
+    chromium,
+    client,
+    login,
+    serving,
+    shot,
+)
+
+import keel
 from keel.console import Role
 from keel.schedule import Execution, JobDef, Status, list_runs, put_job
 from keel.store import Store
@@ -67,3 +85,95 @@ async def test_operator_triggers_pauses_and_resumes(store: Store) -> None:
     runs = await list_runs(store, "sync")
     assert sorted(r.shard for r in runs) == [0, 1]
     assert {r.status for r in runs} == {Status.PENDING} and runs[0].args == {"day": "2024-01-01"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module's browser flows."""
+    async with chromium() as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def worker(store: Store, url: str) -> AsyncIterator[None]:
+    """``keel worker tests.console._pages_worker`` in a child process, until its handler is live."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keel.cli",
+        "--store",
+        url,
+        "worker",
+        "tests.console._pages_worker",
+        "--ttl",
+        "5",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(30):
+            while True:  # bounded by the timeout: the definition and the worker's registration
+                workers, _ = await store.range("services/keel-workers.default/")
+                if workers and await store.get("jobs/greet/def") is not None:
+                    break
+                assert proc.returncode is None, "the worker exited"
+                await asyncio.sleep(0.1)
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        async with asyncio.timeout(20):
+            await proc.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_browser_operator_triggers_a_job_and_reads_its_log(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    """In Chromium: an operator triggers a job that a worker process runs, sees the run appear
+    with its log and fencing token, pauses and resumes it; the audit log has each action."""
+    async with keel.connect(store_url) as store, serving(store) as url, worker(store, store_url):
+        await add_user(store, "olga", Role.OPERATOR)
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await login(page, url, "olga")
+        await page.goto(f"{url}/jobs")
+        await page.wait_for_selector("#jobs >> text=greet")
+        await shot(page, f"jobs-{backend}")
+        await page.click("#jobs >> text=greet")
+        await page.fill("#trigger-args", '{"who": "console"}')
+        await page.click("#trigger-button")
+        await page.wait_for_selector("text=triggered greet")
+        run_link = page.locator("#runs a.mono").first
+        try:
+            await page.wait_for_selector("#runs .badge.succeeded", timeout=20_000)
+        except Exception as exc:  # say what the store and the page held
+            runs = [(r.status.value, r.worker) for r in await list_runs(store, "greet")]
+            live = await page.get_attribute("html", "data-live-ready")
+            raise AssertionError(
+                f"runs {runs}, live {live}: {await page.inner_html('#runs')}"
+            ) from exc
+        await page.wait_for_selector("#chart rect.bar")
+        await shot(page, f"job-{backend}")
+        await run_link.click()
+        await page.wait_for_selector("#run-log")
+        assert "hello, console (token " in await page.inner_text("#run-log")
+        assert await page.inner_text("#run-status") == "succeeded"
+        await shot(page, f"job-run-{backend}")
+        await page.go_back()
+        await page.click("button:has-text('Pause')")
+        await page.wait_for_selector("text=paused greet")
+        assert await page.inner_text("#job-state") == "paused"
+        await page.click("button:has-text('Resume')")
+        await page.wait_for_selector("text=resumed greet")
+        await context.close()
+        (run,) = await list_runs(store, "greet")
+        assert run.status is Status.SUCCEEDED and run.token > 0 and run.worker
+        actions = await audit_actions(store)
+        if actions is not None:
+            done = {a for who, a, t in actions if who == "olga" and t == "job/greet"}
+            assert {"job.trigger", "job.pause", "job.resume"} <= done
