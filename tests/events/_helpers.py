@@ -26,7 +26,7 @@ async def take(
 
 
 async def settled(*subs: Subscription, partitions: int = 4, timeout_s: float = 20) -> None:
-    """Wait until the subscriptions of one group own the partitions rendezvous hashing gives them."""
+    """Wait until the consumers of one group own the partitions rendezvous hashing gives them."""
     names = [sub.name for sub in subs]
     want = [sorted(owned_partitions(partitions, names, name)) for name in names]
     async with asyncio.timeout(timeout_s):
