@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import keel
+from keel.gateway import AccessLog
+from keel.gateway._logs import AccessRecord
 from keel.store import Store
 from keel.testing import free_port
 from tests._procs import Children
@@ -122,6 +126,21 @@ async def test_access_log_fields_and_request_ids(mem: Store) -> None:
     assert second["request_id"] == made.headers["x-request-id"] and second["reason"] == "not_found"
 
 
+def test_access_log_stream_lines() -> None:
+    """With a stream, each access line is one JSON object with the log's usual fields."""
+    out = io.StringIO()
+    log = AccessLog(stream=out, service="edge")
+    record = AccessRecord("r-1", "POST", "/x")
+    record.route, record.status, record.reason = "x", 429, "limited"
+    log.write(record, 0.0015)
+    line = json.loads(out.getvalue())
+    assert line["event"] == "request" and line["service"] == "edge" and line["level"] == "info"
+    assert (line["request_id"], line["status"], line["reason"]) == ("r-1", 429, "limited")
+    assert line["duration_ms"] == 1.5 and line["timestamp"].endswith("Z")
+    AccessLog(enabled=False, stream=out).write(record, 0.1)
+    assert len(out.getvalue().splitlines()) == 1
+
+
 async def test_server_span_names_the_route(mem: Store) -> None:
     """With a tracer provider, each request's server span carries the route id."""
     exporter = InMemorySpanExporter()
@@ -149,9 +168,7 @@ async def test_cli_gateway_drains_on_sigterm(tmp_path: Any, children: Children) 
     await start_child(children, "users", url)
     port = free_port()
     env = {"KEEL_SERVICE_DRAIN_DELAY_S": "0.2"}
-    gw = await children.start(
-        "keel.cli", "--store", url, "gateway", "--port", port, "--no-access-log", env=env
-    )
+    gw = await children.start("keel.cli", "--store", url, "gateway", "--port", port, env=env)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         async with asyncio.timeout(30):
             while True:
@@ -167,3 +184,8 @@ async def test_cli_gateway_drains_on_sigterm(tmp_path: Any, children: Children) 
         answer = await slow
         assert answer.status_code == 200 and answer.json()["path"] == "/slow"
         assert await gw.wait(20) == 0
+    assert gw.proc.stdout is not None
+    lines = [json.loads(line) for line in (await gw.proc.stdout.read()).splitlines()]
+    slow_line = next(line for line in lines if line["path"] == "/slow")
+    assert slow_line["route"] == "all" and slow_line["status"] == 200
+    assert slow_line["logger"] == "keel.gateway.access" and slow_line["service"] == "gateway"

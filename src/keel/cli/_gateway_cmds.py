@@ -11,6 +11,7 @@ runs, not when the CLI starts.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,7 +47,8 @@ RedisOption = Annotated[
     typer.Option(envvar="KEEL_GATEWAY_REDIS", metavar="URL", help="Redis for shared rate limits."),
 ]
 AccessLogOption = Annotated[
-    bool, typer.Option("--access-log/--no-access-log", help="One log line per request.")
+    bool,
+    typer.Option("--access-log/--no-access-log", help="One JSON line per request on stdout."),
 ]
 LevelOption = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")]
 ConsoleLogsOption = Annotated[
@@ -76,7 +78,7 @@ def gateway_cmd(
         return
     from keel.cli._service_cmds import _use_uvloop
     from keel.errors import ValidationError
-    from keel.gateway import Gateway
+    from keel.gateway import AccessLog, Gateway
     from keel.observe import setup
 
     try:
@@ -87,7 +89,7 @@ def gateway_cmd(
             port=port,
             redis_url=redis_url,
             name=name,
-            access_log=access_log,
+            access_log=AccessLog(enabled=access_log, stream=sys.stdout, service=name),
         )
     except ValidationError as exc:
         fail(str(exc))

@@ -19,6 +19,7 @@ Gateway(store, port=0) as gateway`` (tests, embedding):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -65,7 +66,8 @@ class Gateway:
         name: the service name the gateway registers as.
         settings: the service runtime's settings (drain, grace, version...).
         upstream_settings: pool, breaker, retry budget of the upstream client.
-        access_log: write one access log line per request.
+        access_log: write one access log line per request (or where and how:
+            an :class:`~keel.gateway._logs.AccessLog`).
         registry: the Prometheus registry for the gateway's series and ``/metrics``
             (default: the process-wide one).
         tracer_provider: where server spans go (default: the global provider).
@@ -83,7 +85,7 @@ class Gateway:
         name: str = "gateway",
         settings: ServiceSettings | None = None,
         upstream_settings: UpstreamSettings | None = None,
-        access_log: bool = True,
+        access_log: bool | AccessLog = True,
         registry: CollectorRegistry | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         snapshot_dir: str | os.PathLike[str] | None = None,
@@ -99,7 +101,9 @@ class Gateway:
         self._tracer_provider = tracer_provider
         self._snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
         self.metrics = GatewayMetrics(registry if registry is not None else REGISTRY)
-        self.access_log = AccessLog(enabled=access_log)
+        self.access_log = (
+            access_log if isinstance(access_log, AccessLog) else AccessLog(enabled=access_log)
+        )
         self.store: Store | None = None
         self.discovery: Discovery | None = None
         self.upstreams: Upstreams | None = None
@@ -178,6 +182,10 @@ class Gateway:
         if not isinstance(store, Store):
             store = await stack.enter_async_context(keel.connect(store or default_url()))
         self.store = store
+        stack.callback(self.access_log.flush)
+        if self.access_log.stream is not None:  # lines reach the stream within a second
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.callback(tasks.create_task(self._flush_access_log()).cancel)
         self.discovery = await stack.enter_async_context(Discovery(store))
         self._keys = await stack.enter_async_context(ApiKeys(store))
         self._jwt = await stack.enter_async_context(JwtKeys(store, snapshot_dir=self._snapshot_dir))
@@ -262,6 +270,11 @@ class Gateway:
                 limits.redis_url,
             )
         return limits
+
+    async def _flush_access_log(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.access_log.flush()
 
     def _invalid(self, error: Exception, source: Source) -> None:
         self.refused += 1
