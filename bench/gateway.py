@@ -12,7 +12,7 @@
    compared. Targets: gateway >= 0.5x direct, >= 0.3x nginx.
 2. added latency: wrk is closed-loop (no ``wrk2`` in Debian), so "half of the
    gateway's peak rate" is approximated by a low connection count
-   (``--latency-connections``, default 2) whose achieved rate is printed next
+   (``--latency-connections``, default 1) whose achieved rate is printed next
    to the peak; added p50/p99 = gateway minus direct at the same count.
 3. with JWT auth and a rate limit on the route (high enough not to refuse):
    throughput against the plain route. Target: <= 15% below.
@@ -514,7 +514,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--latency-connections", type=int, default=2)
+    parser.add_argument("--latency-connections", type=int, default=1)
     parser.add_argument("--latency-duration", type=float, default=3.0)
     parser.add_argument("--clients", action="store_true", help="compare upstream HTTP clients")
     parser.add_argument("--serve-hello", type=int, help=argparse.SUPPRESS)

@@ -194,8 +194,9 @@ async def test_an_upstream_failing_mid_body_aborts_the_response(store: Store) ->
     """Once the head is sent, an upstream reset raises instead of sending a second response."""
 
     async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = b"100" if head.startswith(b"GET /small") else b"1000000"
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + length + b"\r\n\r\n0123456789")
         await writer.drain()
         writer.close()
 
@@ -206,9 +207,12 @@ async def test_an_upstream_failing_mid_body_aborts_the_response(store: Store) ->
         target = Target(route="r", service=None, url=f"http://127.0.0.1:{port}")
         with pytest.raises(ResponseAbortedError):
             await u.forward(target, "GET", b"/", [], body(), sent)
+        # A small body is awaited whole before the head goes out: still time for a 502.
+        small = await call(u, target, b"/small")
     assert [m["type"] for m in sent.messages][:1] == ["http.response.start"]
     assert sum(m["type"] == "http.response.start" for m in sent.messages) == 1
     assert u.statistics().aborted == 1
+    assert small.status == 502
 
 
 def test_response_hop_by_hop_headers_are_removed() -> None:
@@ -222,3 +226,31 @@ def test_response_hop_by_hop_headers_are_removed() -> None:
         (b"X-Public", b"ok"),
     ]
     assert response_headers(raw) == [(b"content-type", b"text/plain"), (b"x-public", b"ok")]
+
+
+async def test_idle_connections_closed_by_the_upstream_leave_the_pool(store: Store) -> None:
+    """A kept-alive connection the upstream closes is dropped at once, and the next call works."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, upstreams(store) as u:
+        target = Target(route="r", service=None, url=f"http://127.0.0.1:{port}")
+        assert (await call(u, target, b"/")).body == b"ok"
+        assert u.statistics().connections_idle == 1
+        for writer in writers:
+            writer.close()
+        async with asyncio.timeout(5):
+            while u.statistics().connections_open:  # noqa: ASYNC110 - polls a counter
+                await asyncio.sleep(0.01)
+        assert (await call(u, target, b"/")).body == b"ok"
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()

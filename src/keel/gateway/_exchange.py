@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from keel.balance import Ticket
 from keel.gateway._h1 import Connection, UpstreamClosedError, UpstreamProtocolError
 from keel.gateway._pool import ConnectFailedError
+from keel.gateway._settings import ResponseAbortedError
 from keel.gateway._wire import RequestHead, response_headers
 from keel.resilience import BreakerTicket, remaining
 
@@ -32,6 +33,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _BROKEN = (UpstreamClosedError, UpstreamProtocolError)
+_SMALL = 64 * 1024  # bodies up to this size are sent to the client in one piece
 
 
 class UpstreamError(Exception):
@@ -240,7 +242,8 @@ class Exchange:
         """Stream the upstream's response to the client, then give the connection back.
 
         Raises:
-            UpstreamError: the upstream failed after the head was sent.
+            UpstreamError: the upstream failed before anything was sent (502).
+            ResponseAbortedError: the upstream failed after the head was sent.
         """
         conn = self.conn
         assert conn is not None
@@ -253,6 +256,15 @@ class Exchange:
         }
         watcher: asyncio.Task[None] | None = None
         try:
+            length = conn.length
+            if not conn.complete and length is not None and length <= _SMALL:
+                # A small body split from its head (uvicorn writes them apart):
+                # wait for it rather than start a stream for 13 bytes.
+                try:
+                    await conn.read_rest(idle_timeout_s)
+                except (*_BROKEN, TimeoutError) as exc:
+                    conn.close()
+                    raise UpstreamError(502, f"upstream broke off the response: {exc!r}") from exc
             if conn.complete:
                 await send(start)
                 await send({"type": "http.response.body", "body": conn.take_buffered()})
@@ -265,7 +277,9 @@ class Exchange:
             await send({"type": "http.response.body", "body": b""})
         except (*_BROKEN, TimeoutError) as exc:
             conn.close()
-            raise UpstreamError(502, f"upstream broke off the response: {exc!r}") from exc
+            if watcher is not None and watcher.done():
+                return  # the client left first: nobody to tell
+            raise ResponseAbortedError(f"upstream broke off the response: {exc!r}") from exc
         finally:
             if watcher is not None:
                 watcher.cancel()

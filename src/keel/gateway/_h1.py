@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -62,6 +63,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
+        self.on_lost: Callable[[Connection], None] | None = None  # set while idle in a pool
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -69,6 +71,7 @@ class Connection(asyncio.Protocol):
 
     def _reset_exchange(self) -> None:
         self.status = 0
+        self.length: int | None = None  # the response's Content-Length
         self.headers: list[tuple[bytes, bytes]] = []
         self.head = False
         self.complete = False
@@ -104,6 +107,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection ended: finish or fail the exchange, wake everyone."""
         self._lost(exc)
+        if self.on_lost is not None:
+            self.on_lost(self)
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -147,11 +152,13 @@ class Connection(asyncio.Protocol):
         self.status = status
         self.head = True
         framed = False
-        for name, _ in self.headers:
+        for name, value in self.headers:
             low = name.lower()
-            if low in (b"content-length", b"transfer-encoding"):
+            if low == b"content-length":
                 framed = True
-                break
+                self.length = int(value) if value.isdigit() else None
+            elif low == b"transfer-encoding":
+                framed = True
         self._until_eof = not framed and status not in (204, 304)
         self._wake()
 
@@ -260,6 +267,22 @@ class Connection(asyncio.Protocol):
                 return data
             if self.complete:
                 return b""
+            if self.error is not None:
+                raise self.error
+            if timeout_s is None:
+                await self._wait()
+            else:
+                async with asyncio.timeout(timeout_s):
+                    await self._wait()
+
+    async def read_rest(self, timeout_s: float | None = None) -> None:
+        """Wait until the whole body has arrived (for small bodies of known length only).
+
+        Raises:
+            UpstreamClosedError: the connection ended before the body did.
+            TimeoutError: the body stalled for ``timeout_s``.
+        """
+        while not self.complete:
             if self.error is not None:
                 raise self.error
             if timeout_s is None:

@@ -86,6 +86,7 @@ class Pool:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
+                conn.on_lost = None
                 if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
                     self._reused += 1
                     conn.begin()
@@ -135,10 +136,19 @@ class Pool:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._max_idle:
                 conn.idle_since = time.monotonic()
+                conn.on_lost = self._lost_idle
                 idle.append(conn)
                 self._wake(key)
                 return
         self._discard(conn)
+
+    def _lost_idle(self, conn: Connection) -> None:
+        """An idle connection was closed by its upstream: forget it now, not at next use."""
+        conn.on_lost = None
+        idle = self._idle.get(conn.key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            self._discard(conn)
 
     def _discard(self, conn: Connection) -> None:
         conn.close()
@@ -164,7 +174,9 @@ class Pool:
     def close(self) -> None:
         """Close every idle connection (busy ones close when their exchange ends)."""
         for idle in list(self._idle.values()):
-            for conn in list(idle):
+            while idle:
+                conn = idle.pop()
+                conn.on_lost = None
                 self._discard(conn)
         self._idle.clear()
 

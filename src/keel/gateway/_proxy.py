@@ -295,15 +295,17 @@ class Upstreams:
             exchange.abandon(timed_out=False)
             raise
         status = exchange.status
+        try:
+            await exchange.respond(send, self.settings.body_idle_timeout_s)
+        except UpstreamError as exc:  # nothing was sent yet
+            return await self._answer(target, upstream, exc.status, exc.detail, start, send)
+        except ResponseAbortedError:
+            self.counts["aborted"] += 1
+            raise
         if self.metrics is not None:
             self.metrics.upstream_request(
                 target.route, upstream, status, time.perf_counter() - start
             )
-        try:
-            await exchange.respond(send, self.settings.body_idle_timeout_s)
-        except UpstreamError as exc:
-            self.counts["aborted"] += 1
-            raise ResponseAbortedError(exc.detail) from exc
         return status
 
     async def _answer(
