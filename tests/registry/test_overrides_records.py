@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from keel.errors import ValidationError
 from keel.registry import (
@@ -138,3 +141,39 @@ def test_cache_result_does_not_depend_on_event_order() -> None:
             cache.apply(e)
     assert first.instances == second.instances
     assert first.instances["10.0.0.1:8080"].weight == 6
+
+
+JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+OVERRIDE_LIKE = st.fixed_dictionaries(
+    {}, optional={n: JSON for n in ("weight", "disabled", "draining", "by", "at", "note")}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=48),
+        JSON.map(lambda doc: json.dumps(doc).encode()),
+        OVERRIDE_LIKE.map(lambda doc: json.dumps(doc).encode()),
+    )
+)
+def test_any_bytes_decode_to_an_override_or_a_validation_error(body: bytes) -> None:
+    """Whatever the bytes, the decoder returns a valid Override or raises ValidationError."""
+    try:
+        override = decode_override(KEY, body)
+    except ValidationError:
+        return
+    assert override.weight is None or 1 <= override.weight <= 1000
+    assert isinstance(override.disabled, bool) and isinstance(override.draining, bool)
+    merged = apply_override(inst(1), override)
+    assert merged.weight == (override.weight or 100)
