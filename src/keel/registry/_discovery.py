@@ -306,8 +306,10 @@ class Discovery:
         """The cached instances of ``service`` without any I/O, or None if not cached yet.
 
         The same list as :meth:`instances` with no filter: overrides applied,
-        disabled and draining instances left out (an empty tuple when an
-        operator took every instance out).
+        disabled and draining instances left out, even when that leaves an
+        empty tuple. The operator's intent wins over availability (as Nacos):
+        someone who disabled the last instance meant it, and serving it anyway
+        would make "disable" mean "disable unless it matters".
         """
         cache = self._caches.get(service)
         if cache is None or not cache.loaded.is_set():
