@@ -1,9 +1,24 @@
-"""The coordination and sagas pages over HTTP on every backend."""
+"""The coordination and sagas pages over HTTP on every backend, and in Chromium."""
 
 from __future__ import annotations
 
-from tests.console._pages_harness import client
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+import pytest_asyncio
+from tests.console._pages_harness import (
+    add_user,
+    audit_actions,
+    chromium,
+    client,
+    login,
+    serving,
+    shot,
+)
+
+import keel
 from keel.console import Role
 from keel.coord import Election, Lock, Semaphore, Session
 from keel.saga import SagaRecord, Status, StepRecord, StepState, get_saga
@@ -70,3 +85,52 @@ async def test_sagas_page_lists_and_operator_retries_and_aborts(store: Store) ->
         assert "abort asked" in shown.text and "/sagas/order/r1/abort" not in shown.text
     assert (await get_saga(store, "order/f1")).status is Status.COMPENSATING
     assert (await get_saga(store, "order/r1")).abort is True
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium for the module's browser flows."""
+    async with chromium() as opened:
+        yield opened
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_browser_locks_live_and_saga_retry(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    """In Chromium: a lock taken while the page is open appears with its token; an operator
+    retries a failed saga from the sagas page (confirming), and the audit log has it."""
+    async with keel.connect(store_url) as store, serving(store) as url:
+        await store.put("sagas/order/f1", _saga("f1", Status.FAILED, 2.0).encode())
+        await store.put("sagas/order/r1", _saga("r1", Status.RUNNING, 3.0).encode())
+        await add_user(store, "olga", Role.OPERATOR)
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await login(page, url, "olga")
+        await page.goto(f"{url}/coord")
+        await page.wait_for_selector("html[data-live-ready='1']", state="attached")
+        async with Session(store, ttl_s=10) as session:
+            held = await Lock(session, "nightly-backup").acquire()
+            async with Election(session, "scheduler").campaign(b"node-7"):
+                await page.wait_for_selector("#lines >> text=nightly-backup", timeout=5000)
+                await page.wait_for_selector("#lines >> text=node-7", timeout=5000)
+                assert str(held.fencing_token) in await page.inner_text("#lines")
+                await shot(page, f"coord-{backend}")
+            await held.release()
+        await page.goto(f"{url}/sagas")
+        await shot(page, f"sagas-{backend}")
+        await page.click("#sagas tr:has-text('order/f1') button:has-text('Retry')")
+        await page.wait_for_selector("text=order/f1: compensating again")
+        assert "compensating" in await page.inner_text("#saga-status")
+        await shot(page, f"saga-{backend}")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.goto(f"{url}/sagas")
+        await shot(page, f"sagas-phone-{backend}")
+        await context.close()
+        assert (await get_saga(store, "order/f1")).status is Status.COMPENSATING
+        actions = await audit_actions(store)
+        if actions is not None:
+            assert ("olga", "saga.retry", "saga/order/f1") in actions

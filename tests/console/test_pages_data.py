@@ -117,7 +117,7 @@ def test_run_chart_scales_to_the_longest_run() -> None:
         [_run("j", 1, RunStatus.SUCCEEDED, 1.0), _run("j", 2, RunStatus.PENDING, None)]
     )
     tall, stub = chart.bars
-    assert tall.height == chart.height - 4 and 0 < stub.height < 5
+    assert tall.height == chart.height - 16 and 0 < stub.height < 5
     assert tall.x < stub.x and chart.top == "1.00 s"
     assert run_chart([]).bars == ()
 

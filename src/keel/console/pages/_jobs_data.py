@@ -44,6 +44,7 @@ __all__ = [
 
 CHART_RUNS = 60
 """Runs drawn in a job's chart (the newest)."""
+_MIN_SLOTS = 30  # a few runs get slim bars on the left, not the whole width
 _WIDTH, _HEIGHT, _GAP = 600, 120, 2
 FILLS = {
     "succeeded": "#2e8540",
@@ -132,12 +133,18 @@ class Bar:
 
 @dataclass(frozen=True, slots=True)
 class Chart:
-    """Bars of run durations, oldest left, coloured by outcome; ``top`` labels the y scale."""
+    """Bars of run durations, oldest left, coloured by outcome.
+
+    ``top`` labels the y scale (the longest run); ``start`` and ``end`` are
+    the fire times of the first and last bar.
+    """
 
     width: int
     height: int
     bars: tuple[Bar, ...]
     top: str
+    start: str = ""
+    end: str = ""
     legend: tuple[tuple[str, str], ...] = tuple(FILLS.items())
 
 
@@ -149,11 +156,11 @@ def run_chart(runs: list[Execution]) -> Chart:
     """
     chosen = sorted(runs, key=lambda r: r.fire)[-CHART_RUNS:]
     longest = max((r.duration_s or 0.0 for r in chosen), default=0.0) or 1.0
-    slot = _WIDTH / max(len(chosen), 1)
+    slot = _WIDTH / max(len(chosen), _MIN_SLOTS)
     bars = []
     for n, r in enumerate(chosen):
         share = (r.duration_s or 0.0) / longest
-        height = max(share * (_HEIGHT - 4), 3.0)
+        height = max(share * (_HEIGHT - 16), 3.0)  # room for the scale label above
         took = _seconds(r.duration_s) or "no duration"
         bars.append(
             Bar(
@@ -166,7 +173,11 @@ def run_chart(runs: list[Execution]) -> Chart:
                 fill=FILLS.get(r.status.value.lower(), "#777777"),
             )
         )
-    return Chart(_WIDTH, _HEIGHT, tuple(bars), _seconds(longest) if chosen else "")
+    if not chosen:
+        return Chart(_WIDTH, _HEIGHT, (), "")
+    return Chart(
+        _WIDTH, _HEIGHT, tuple(bars), _seconds(longest), when(chosen[0].fire), when(chosen[-1].fire)
+    )
 
 
 async def job_detail(store: Store, name: str, *, limit: int = 50) -> dict[str, Any]:
