@@ -94,6 +94,8 @@ class Relay:
         store: the store holding the outbox (where callers' transactions write).
         bus: the bus to publish to (any engine).
         session: the session to hold the relay lock with (default: one of its own).
+        ttl_s: the TTL of that own session: after a relay crashes, the next one
+            takes over after about this long.
         interval_s: pause between passes when the outbox is empty.
         batch: records per pass.
     """
@@ -104,12 +106,14 @@ class Relay:
         bus: Bus,
         *,
         session: Session | None = None,
+        ttl_s: int = 10,
         interval_s: float = 0.2,
         batch: int = 50,
     ) -> None:
         self.store = store
         self.bus = bus
         self._session = session
+        self._ttl_s = ttl_s
         self._interval_s = interval_s
         self._batch = max(1, min(batch, 100))
         self._guard: list[Compare] = []
@@ -138,7 +142,7 @@ class Relay:
         async with contextlib.AsyncExitStack() as stack:
             session = self._session
             if session is None:
-                session = await stack.enter_async_context(Session(self.store, ttl_s=10))
+                session = await stack.enter_async_context(Session(self.store, ttl_s=self._ttl_s))
             held = await stack.enter_async_context(Lock(session, "events-outbox-relay"))
             self._guard = [held.guard()]
             while not held.lost.is_set():
