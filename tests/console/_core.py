@@ -131,12 +131,9 @@ async def browser_login(page: Any, url: str, name: str, password: str = PASSWORD
 
 
 async def shot(page: Any, name: str) -> None:
-    """Save a full-page screenshot as a test artifact (and for the docs with KEEL_DOCS_SHOTS=1)."""
+    """Save a full-page screenshot as a test artifact (``tests/console/artifacts/<name>.png``)."""
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    if os.environ.get("KEEL_DOCS_SHOTS") == "1":
-        DOCS_SHOTS.mkdir(exist_ok=True)
-        await page.screenshot(path=str(DOCS_SHOTS / f"{name}.png"), full_page=False)
 
 
 KEEL = str(Path(sys.executable).with_name("keel"))

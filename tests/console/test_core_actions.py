@@ -74,6 +74,14 @@ async def test_store_writes_are_compare_and_swap(store: Store) -> None:
             "/store/delete", {"key": "app/x", "expected": str(current.mod_revision)}, headers=JSON
         )
         assert deleted.status_code == 200 and await store.get("app/x") is None
+        lease = await store.grant(60)
+        revision = await store.put("app/leased", b"1", lease=lease.id)
+        edited = await client.post(
+            "/store/put", {"key": "app/leased", "value": "2", "expected": str(revision)}
+        )
+        assert edited.status_code == 303
+        leased = await store.get("app/leased")
+        assert leased is not None and leased.value == b"2" and leased.lease == lease.id
         shown = await client.get("/store/key?key=app/nothing")
         assert shown.status_code == 404
 

@@ -85,7 +85,10 @@ async def put_key(request: Request, form: FormData) -> Done:
     value = str(form.get("value", "")).replace("\r\n", "\n").encode()
     expected = _revision(form.get("expected"))
     store = console(request).store
-    result = await store.txn([Compare.mod_revision(key, "==", expected)], [Put(key, value)], [])
+    seen = await store.get(key) if expected else None
+    lease = seen.lease if seen is not None and seen.mod_revision == expected else None
+    put = Put(key, value, lease=lease or None)  # an edit keeps the key on its owner's lease
+    result = await store.txn([Compare.mod_revision(key, "==", expected)], [put], [])
     if not result.succeeded:
         await _conflict(request, key, expected)
     return Done(
