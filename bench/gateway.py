@@ -17,6 +17,11 @@
 3. with JWT auth and a rate limit on the route (high enough not to refuse):
    throughput against the plain route. Target: <= 15% below.
 
+Each throughput row also shows the CPU microseconds per request used by the
+process in front (the upstream, the gateway or nginx) and by the upstream,
+read from ``/proc/<pid>/stat``: unlike requests per second, that figure barely
+moves when other work shares the machine.
+
 The gateway is keel's ``Gateway`` when ``keel.gateway`` exports it (routes in
 the config center, auth, limits), else a bare ASGI app over
 ``keel.gateway._proxy.Upstreams`` served by uvicorn (the row says which).
@@ -317,9 +322,11 @@ def wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: .*", out)
     return {
+        "requests": total,
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
@@ -329,6 +336,14 @@ def wrk(
 
 
 # -- the run --------------------------------------------------------------------------
+
+Target = tuple[str, int, str, str | None, int]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,34 +356,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     low: dict[str, list[dict[str, float]]] = {}
     token = prepare_keel_gateway(tmp, store_url)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(child("--serve-hello", str(hello), "--store", store_url))
+        up = stack.enter_context(child("--serve-hello", str(hello), "--store", store_url)).pid
         wait_port(hello)
-        stack.enter_context(child("--serve-gateway", str(bare), store_url))
-        # (name, port, path, header)
-        targets: list[tuple[str, int, str, str | None]] = [("direct", hello, "/", None)]
+        bare_pid = stack.enter_context(child("--serve-gateway", str(bare), store_url)).pid
+        # (name, port, path, header, pid of the process in front)
+        targets: list[Target] = [("direct", hello, "/", None, up)]
         if token is not None:
-            stack.enter_context(child("--serve-keel-gateway", str(gw), store_url))
+            gw_pid = stack.enter_context(child("--serve-keel-gateway", str(gw), store_url)).pid
             wait_port(gw)
-            targets.append(("gateway", gw, "/", None))
+            targets.append(("gateway", gw, "/", None, gw_pid))
             auth = f"Authorization: Bearer {token}"
-            targets.append(("gateway+jwt+limit", gw, "/secure/", auth))
-            targets.append(("bare proxy", bare, "/", None))
+            targets.append(("gateway+jwt+limit", gw, "/secure/", auth, gw_pid))
+            targets.append(("bare proxy", bare, "/", None, bare_pid))
         else:
-            targets.append(("gateway", bare, "/", None))
+            targets.append(("gateway", bare, "/", None, bare_pid))
             print("keel.gateway.Gateway not available: the gateway row is the bare Upstreams app")
         wait_port(bare)
-        if stack.enter_context(nginx(tmp, hello, ngx)) is not None:
-            targets.append(("nginx", ngx, "/", None))
-        for _, port, path, header in targets:
+        nginx_proc = stack.enter_context(nginx(tmp, hello, ngx))
+        if nginx_proc is not None:
+            targets.append(("nginx", ngx, "/", None, nginx_proc.pid))
+        for _, port, path, header, _ in targets:
             warm = wrk(port, args.connections, 1, path, header)  # warm-up
             if warm["non_2xx"]:
                 print(f"warning: {warm['non_2xx']:.0f} non-2xx answers from port {port}{path}")
         latency_targets = [t for t in targets if t[0] in ("direct", "gateway")]
         for _ in range(args.runs):
-            for name, port, path, header in targets:
+            for name, port, path, header, pid in targets:
+                before = cpu_s(pid), cpu_s(up)
                 row = wrk(port, args.connections, args.duration, path, header)
+                n = row["requests"]
+                row["front_cpu_us"] = (cpu_s(pid) - before[0]) / n * 1e6
+                row["upstream_cpu_us"] = (cpu_s(up) - before[1]) / n * 1e6
                 results.setdefault(name, []).append(row)
-            for name, port, path, header in latency_targets:
+            for name, port, path, header, _ in latency_targets:
                 row = wrk(port, args.latency_connections, args.latency_duration, path, header)
                 low.setdefault(name, []).append(row)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -387,10 +407,14 @@ def report(
     med = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in results.items()}
     lat = {name: {k: _median(rows, k) for k in rows[0]} for name, rows in low.items()}
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, medians of {args.runs}")
-    print(f"{'':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print("(cpu: CPU microseconds per request of the process in front, and of the upstream)")
+    print(
+        f"{'':18} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'cpu':>6} {'up cpu':>6}"
+    )
     for name, m in med.items():
         print(
-            f"{name:18} {m['rps']:10.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['non_2xx']:8.0f}"
+            f"{name:18} {m['rps']:8.0f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
+            f"{m['non_2xx']:7.0f} {m['front_cpu_us']:6.1f} {m['upstream_cpu_us']:6.1f}"
         )
     out: dict[str, Any] = {"throughput": med, "low_load": lat}
     g, d = med["gateway"]["rps"], med["direct"]["rps"]
