@@ -106,7 +106,7 @@ class Bus:
         self._round_robin = itertools.count()
         self._appends: dict[tuple[str, int], int] = {}
         self._last_trim: dict[tuple[str, int], float] = {}
-        self._handlers: list[tuple[str, str, SubscribeSettings, Handler]] = []
+        self._handlers: list[tuple[Subscription, Handler]] = []
 
     # topics
 
@@ -261,7 +261,7 @@ class Bus:
         sub = self.subscribe(topic, group=group, **options)
 
         def register(fn: Handler) -> Handler:
-            self._handlers.append((topic, group, sub.settings, fn))
+            self._handlers.append((sub, fn))
             return fn
 
         return register
@@ -272,8 +272,7 @@ class Bus:
             raise ValidationError("no handlers registered: decorate one with @bus.handler(...)")
         async with contextlib.AsyncExitStack() as stack:
             subs = [
-                (await stack.enter_async_context(Subscription(self, t, g, s)), fn)
-                for t, g, s, fn in self._handlers
+                (await stack.enter_async_context(sub), fn) for sub, fn in self._handlers
             ]
             async with asyncio.TaskGroup() as tasks:
                 for sub, fn in subs:
