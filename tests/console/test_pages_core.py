@@ -152,3 +152,38 @@ async def test_console_core_pages(browser: Any, store_url: str, backend: str) ->
         e for e in entries if e.action == "instance.override" and e.detail == {"op": "drain"}
     )
     assert drained.before is None and drained.after["draining"] is True
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_keyboard_only(browser: Any, tmp_path: Any) -> None:
+    """Log in, reach the services page and drain an instance with the keyboard alone."""
+    url_store = f"sqlite:///{tmp_path / 'keys.db'}"
+    async with keel_pkg.connect(url_store) as store, Registry(store) as registry:
+        from tests.console._core import add_user
+
+        from keel.console import Role
+
+        await add_user(store, "olga", Role.OPERATOR)
+        await registry.register(
+            Instance(service="orders", address="127.0.0.1", port=8001, id="o-1")
+        )
+        async with serving(store) as url:
+            context, page = await _new_page(browser)
+            await page.goto(f"{url}/login")
+            await page.keyboard.type("olga")  # the name field has the focus
+            await page.keyboard.press("Tab")
+            await page.keyboard.type(PASSWORD)
+            await page.keyboard.press("Enter")
+            await page.wait_for_selector("form.logout")
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+            await page.keyboard.press("Enter")
+            assert await page.evaluate("document.activeElement.id") == "main"
+            await page.goto(f"{url}/services")
+            for _ in range(60):  # Tab through the page to the Drain button
+                await page.keyboard.press("Tab")
+                if await page.evaluate("document.activeElement.value") == "drain":
+                    break
+            await page.keyboard.press("Enter")
+            await page.wait_for_selector("text=orders/o-1: drain done")
+            await context.close()

@@ -144,6 +144,11 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except Exception:  # a bug must not end live updates for good: log, back off, resume
+                log.exception("console live watch failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             delay = 0.1
 
     async def _watch(self) -> None:
