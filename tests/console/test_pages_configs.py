@@ -203,3 +203,25 @@ async def test_browser_viewer_cannot_publish_operator_publishes_and_rolls_back(
             mine = [(a, t) for who, a, t in actions if who == "olga"]
             assert ("config.publish", "config/orders.yaml") in mine
             assert ("config.rollback", "config/orders.yaml") in mine
+
+
+async def test_malformed_records_are_shown_not_fatal(store: Store) -> None:
+    """A malformed current record, gray record or client report is named on the page; the
+    rest of the page (history, list) still renders."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    await store.put("config/app.yaml", b"{not json")
+    await store.put("config-gray/app.yaml", b'{"name": 3}')
+    await store.put("config-clients/app.yaml/c1", b"[]")
+    await store.put("config/other.yaml", b"\xff\xfe")
+    async with client(store, "olga", Role.OPERATOR) as c:
+        listed = await c.get("/configs")
+        assert listed.status_code == 200 and "malformed" in listed.text
+        page = await c.get("/configs/app.yaml")
+        assert page.status_code == 200
+        assert "malformed record" in page.text and "malformed gray record" in page.text
+        assert "malformed report" in page.text and "version 1" in page.text
+        refused = await c.post_json(
+            "/configs/app.yaml/publish", {"content": "a: 2\n", "expected_version": "1"}
+        )
+        assert refused.status_code == 409 and "--force" in refused.json()["error"]

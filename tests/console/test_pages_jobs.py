@@ -177,3 +177,17 @@ async def test_browser_operator_triggers_a_job_and_reads_its_log(
         if actions is not None:
             done = {a for who, a, t in actions if who == "olga" and t == "job/greet"}
             assert {"job.trigger", "job.pause", "job.resume"} <= done
+
+
+async def test_malformed_job_records_are_skipped_or_named(store: Store) -> None:
+    """A malformed definition leaves the list (others stay); its page names the record."""
+    await put_job(store, JobDef(name="good", trigger={"interval_s": 60}))
+    await store.put("jobs/bad/def", b'{"name": "bad", "trigger": {"cron": 5}}')
+    await store.put("jobs/good/runs/1700000000000-000", b"{not json")
+    async with client(store, "vera", Role.VIEWER) as c:
+        listed = await c.get("/jobs")
+        assert listed.status_code == 200 and "/jobs/good" in listed.text
+        assert "/jobs/bad" not in listed.text
+        assert (await c.get("/jobs/good")).status_code == 200
+        bad = await c.get("/jobs/bad")
+        assert bad.status_code == 404 and "jobs/bad/def" in bad.text
