@@ -19,6 +19,7 @@ from keel.cli import (
     _config_cmds,
     _console_cmds,
     _coord_cmds,
+    _events_cmds,
     _gateway_cmds,
     _instance_cmds,
     _jobs_cmds,
@@ -58,6 +59,7 @@ _registry_cmds.register(app)
 _service_cmds.register(app)
 _jobs_cmds.register(app)
 _saga_cmds.register(app)
+_events_cmds.register(app)
 _console_cmds.register(app)
 _gateway_cmds.register(app)
 

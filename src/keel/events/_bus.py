@@ -271,9 +271,7 @@ class Bus:
         if not self._handlers:
             raise ValidationError("no handlers registered: decorate one with @bus.handler(...)")
         async with contextlib.AsyncExitStack() as stack:
-            subs = [
-                (await stack.enter_async_context(sub), fn) for sub, fn in self._handlers
-            ]
+            subs = [(await stack.enter_async_context(sub), fn) for sub, fn in self._handlers]
             async with asyncio.TaskGroup() as tasks:
                 for sub, fn in subs:
                     for _ in range(sub.settings.concurrency):
