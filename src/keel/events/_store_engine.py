@@ -24,10 +24,10 @@ from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
 from keel.events._store_members import Members, Wakeups
 from keel.events._store_records import (
-    SEQ_WIDTH,
     Cursor,
     Pending,
     TopicMeta,
+    at_seq,
     cursor_key,
     decode_cursor,
     decode_entry,
@@ -36,7 +36,10 @@ from keel.events._store_records import (
     encode_entry,
     entry_key,
     entry_prefix,
+    parse_position,
+    seq_id,
     seq_key,
+    seq_of,
     topic_key,
 )
 from keel.store import Compare, Delete, Get, KeyValue, Op, Put, Range, Store
@@ -138,7 +141,7 @@ class StoreEngine:
                 for s, r in zip(seqs, records, strict=True)
             ]
             if (await self.store.txn([guard], ops)).succeeded:
-                return [_id(s) for s in seqs]
+                return [seq_id(s) for s in seqs]
 
     async def _bounds(self, topic: str, partition: int) -> tuple[int, int]:
         """(first retained seq, last seq); first = last + 1 when empty."""
@@ -146,7 +149,7 @@ class StoreEngine:
         got = await self.store.txn([], [Get(key), Range(entry_prefix(topic, partition), limit=1)])
         seq_kv, firsts = got.results
         last = decode_seq(key, seq_kv.value if isinstance(seq_kv, KeyValue) else None)
-        first = _seq_of(firsts[0].key) if isinstance(firsts, list) and firsts else last + 1
+        first = seq_of(firsts[0].key) if isinstance(firsts, list) and firsts else last + 1
         return first, last
 
     async def _fetch(self, topic: str, partition: int, seqs: Sequence[int]) -> dict[int, bytes]:
@@ -163,10 +166,10 @@ class StoreEngine:
         """Up to ``count`` entries after ``after``, oldest first."""
         await self._check(topic, partition)
         first, last = await self._bounds(topic, partition)
-        start = max(_seq(after, last), first - 1) + 1
+        start = max(parse_position(after, last), first - 1) + 1
         seqs = list(range(start, min(last, start + count - 1) + 1))
         found = await self._fetch(topic, partition, seqs)
-        return [Entry(_id(s), decode_entry(found[s])[1]) for s in seqs if s in found]
+        return [Entry(seq_id(s), decode_entry(found[s])[1]) for s in seqs if s in found]
 
     # groups
 
@@ -178,13 +181,13 @@ class StoreEngine:
         keys = [cursor_key(topic, group, p) for p in range(count)]
         while True:
             lasts = [(await self._bounds(topic, p))[1] for p in range(count)]
-            cursors = [Cursor(last=_seq(start, last)) for last in lasts]
+            cursors = [Cursor(last=parse_position(start, last)) for last in lasts]
             puts: list[Op] = [
                 Put(k, msgspec.json.encode(c)) for k, c in zip(keys, cursors, strict=True)
             ]
             guards = [Compare.absent(keys[0])]
             if start == END:  # the ends read above must still be the ends
-                guards += [_at_seq(seq_key(topic, p), lasts[p]) for p in range(count)]
+                guards += [at_seq(seq_key(topic, p), lasts[p]) for p in range(count)]
             got = await self.store.txn(guards, puts)
             if got.succeeded or await self.store.get(keys[0]) is not None:
                 return
@@ -254,11 +257,11 @@ class StoreEngine:
             cursor.pending += [Pending(s, consumer, 1, now) for s in seqs]
             found = await self._save(topic, partition, group, cursor, rev, seqs)
             if found is not None:
-                return [Entry(_id(s), decode_entry(found[s])[1]) for s in seqs if s in found]
+                return [Entry(seq_id(s), decode_entry(found[s])[1]) for s in seqs if s in found]
 
     async def ack(self, topic: str, partition: int, group: str, ids: Sequence[str]) -> int:
         """Drop ``ids`` from the pending list."""
-        wanted = {_seq(i, 0) for i in ids}
+        wanted = {parse_position(i, 0) for i in ids}
         while True:
             cursor, rev = await self._cursor(topic, partition, group)
             kept = [p for p in cursor.pending if p.id not in wanted]
@@ -288,7 +291,7 @@ class StoreEngine:
             if await self._save(topic, partition, group, cursor, rev, ()) is not None:
                 found = await self._fetch(topic, partition, [p.id for p in chosen])
                 return [
-                    Entry(_id(p.id), decode_entry(found[p.id])[1], p.deliveries)
+                    Entry(seq_id(p.id), decode_entry(found[p.id])[1], p.deliveries)
                     for p in chosen
                     if p.id in found
                 ]
@@ -298,14 +301,14 @@ class StoreEngine:
         while True:
             cursor, rev = await self._cursor(topic, partition, group)
             _, last = await self._bounds(topic, partition)
-            cursor.last = _seq(after, last)
+            cursor.last = parse_position(after, last)
             if await self._save(topic, partition, group, cursor, rev, ()) is not None:
                 return
 
     def position_before(self, entry_id: str) -> str:
         """The id one below ``entry_id`` (``"0"`` below the first)."""
-        seq = _seq(entry_id, 0)
-        return _id(seq - 1) if seq > 1 else START
+        seq = parse_position(entry_id, 0)
+        return seq_id(seq - 1) if seq > 1 else START
 
     async def lag(self, topic: str, partition: int, group: str) -> GroupLag:
         """Pending and undelivered counts."""
@@ -323,7 +326,7 @@ class StoreEngine:
         if max_len is not None:
             cut = max(cut, last - max_len + 1)
         if min_id is not None:
-            cut = max(cut, min(_seq(min_id, last), last + 1))
+            cut = max(cut, min(parse_position(min_id, last), last + 1))
         doomed = list(range(first, cut))
         for start in range(0, len(doomed), _BATCH):
             ops: list[Op] = [
@@ -346,7 +349,7 @@ class StoreEngine:
                 hi = mid
             else:
                 lo = mid + 1
-        return _id(lo)
+        return seq_id(lo)
 
     # membership
 
@@ -371,31 +374,3 @@ class StoreEngine:
 
     def __repr__(self) -> str:
         return f"StoreEngine({self.store!r})"
-
-
-def _id(seq: int) -> str:
-    return f"{seq:0{SEQ_WIDTH}d}"
-
-
-def _seq(position: str, end: int) -> int:
-    """A position's sequence number; ``END`` is ``end``."""
-    if position == END:
-        return end
-    if position == START:
-        return 0
-    if not position.isdigit() or len(position) > SEQ_WIDTH + 2:
-        raise ValidationError(
-            f"{position!r} is not an event id of the store engine: give a number such as "
-            f"'000000000017', '0' (the start) or '$' (the end)"
-        )
-    return int(position)
-
-
-def _seq_of(key: str) -> int:
-    tail = key.rsplit("/", 1)[1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def _at_seq(key: str, last: int) -> Compare:
-    """A compare that holds while the counter ``key`` still reads ``last``."""
-    return Compare.absent(key) if last == 0 else Compare.value(key, "==", str(last).encode())

@@ -19,11 +19,15 @@ from __future__ import annotations
 import msgspec
 
 from keel._records import Rejected, decode, report
+from keel.errors import ValidationError
+from keel.events._engine import END, START
+from keel.store import Compare
 
 __all__ = [
     "Cursor",
     "Pending",
     "TopicMeta",
+    "at_seq",
     "claim_key",
     "cursor_key",
     "decode_cursor",
@@ -34,7 +38,10 @@ __all__ = [
     "entry_key",
     "entry_prefix",
     "member_key",
+    "parse_position",
+    "seq_id",
     "seq_key",
+    "seq_of",
     "topic_key",
 ]
 
@@ -164,3 +171,31 @@ def decode_seq(key: str, value: bytes | None) -> int:
             f"entry number under events/<topic>/<partition>/"
         )
     return int(text)
+
+
+def seq_id(seq: int) -> str:
+    return f"{seq:0{SEQ_WIDTH}d}"
+
+
+def parse_position(position: str, end: int) -> int:
+    """A position's sequence number; ``END`` is ``end``."""
+    if position == END:
+        return end
+    if position == START:
+        return 0
+    if not position.isdigit() or len(position) > SEQ_WIDTH + 2:
+        raise ValidationError(
+            f"{position!r} is not an event id of the store engine: give a number such as "
+            f"'000000000017', '0' (the start) or '$' (the end)"
+        )
+    return int(position)
+
+
+def seq_of(key: str) -> int:
+    tail = key.rsplit("/", 1)[1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def at_seq(key: str, last: int) -> Compare:
+    """A compare that holds while the counter ``key`` still reads ``last``."""
+    return Compare.absent(key) if last == 0 else Compare.value(key, "==", str(last).encode())
