@@ -79,20 +79,15 @@ async def _serve(store: Store, settings: Any) -> None:
     import asyncio
 
     from keel._signals import on_stop_signal
-    from keel.console import Users, serve
+    from keel.console import first_user_hint, serve
 
     stop = asyncio.Event()
-    no_users = not await Users(store).list()
+    hint = await first_user_hint(store)
 
     def ready(url: str) -> None:
         console.print(f"keel console: serving {url}", markup=False, highlight=False)
-        if no_users:
-            console.print(
-                "keel console: no user yet: create the first admin with "
-                "`keel console adduser NAME --role admin`",
-                markup=False,
-                highlight=False,
-            )
+        if hint:
+            console.print(f"keel console: {hint}", markup=False, highlight=False)
 
     with on_stop_signal(lambda _signal: stop.set()):
         await serve(store, settings, stop=stop, on_ready=ready)

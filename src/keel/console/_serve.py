@@ -19,10 +19,15 @@ import uvicorn
 
 from keel.console._app import create_app
 from keel.console._settings import ConsoleSettings
+from keel.console._users import Users
 from keel.errors import ValidationError
 from keel.store import Store
 
-__all__ = ["serve"]
+__all__ = ["FIRST_USER_HINT", "first_user_hint", "serve"]
+
+FIRST_USER_HINT = (
+    "no console user yet: create the first admin with `keel console adduser NAME --role admin`"
+)
 
 
 class _Server(uvicorn.Server):
@@ -31,6 +36,11 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+async def first_user_hint(store: Store) -> str | None:
+    """The line telling how to create the first user, or None once a user exists."""
+    return None if await Users(store).list() else FIRST_USER_HINT
 
 
 def _bind(host: str, port: int) -> socket.socket:
