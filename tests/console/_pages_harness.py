@@ -21,6 +21,7 @@ import httpx
 from argon2 import PasswordHasher
 
 from keel.console import ConsoleSettings, Role, Users, create_app, serve
+from keel.console._audit import Audit
 from keel.console._sessions import COOKIE
 from keel.store import Store
 
@@ -126,11 +127,11 @@ async def chromium() -> AsyncIterator[Any]:
             await browser.close()
 
 
-async def audit_actions(store: Store) -> list[tuple[str, str, str]] | None:
-    """(actor, action, target) of the audit log, newest first; None while there is no audit log."""
-    try:
-        from keel.console._audit import Audit  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:
-        return None
-    entries = await Audit(store).recent(100)
-    return [(e.actor, e.action, e.target) for e in entries]
+async def audit_actions(store: Store) -> list[tuple[str, str, str]]:
+    """(actor, action, target) of the audit log, newest first."""
+    return [(e.actor, e.action, e.target) for e in await Audit(store).recent(100)]
+
+
+async def audit_versions(store: Store, action: str) -> list[tuple[Any, Any]]:
+    """(before, after) of the audit entries of ``action``, newest first."""
+    return [(e.before, e.after) for e in await Audit(store).recent(100) if e.action == action]

@@ -12,6 +12,7 @@ import pytest_asyncio
 from tests.console._pages_harness import (
     add_user,
     audit_actions,
+    audit_versions,
     chromium,
     client,
     flashes,
@@ -77,6 +78,8 @@ async def test_operator_publishes_diffs_and_rolls_back(store: Store) -> None:
         assert "rolled app.yaml back to version 1" in " ".join(flashes(shown.text))
     history = await center.history("app.yaml")
     assert [d.version for d in history] == [1, 2, 3] and history[-1].content == "a: 1\nb: 2\n"
+    assert await audit_versions(store, "config.publish") == [(1, 2), (None, 1)]
+    assert await audit_versions(store, "config.rollback") == [(2, 3)]
 
 
 async def test_publish_conflict_names_who_published_meanwhile(store: Store) -> None:
@@ -198,11 +201,9 @@ async def test_browser_viewer_cannot_publish_operator_publishes_and_rolls_back(
         await operator.close()
         current = await center.get("orders.yaml")
         assert current is not None and current.content == "limit: 10\nzone: eu\n"
-        actions = await audit_actions(store)
-        if actions is not None:
-            mine = [(a, t) for who, a, t in actions if who == "olga"]
-            assert ("config.publish", "config/orders.yaml") in mine
-            assert ("config.rollback", "config/orders.yaml") in mine
+        mine = [(a, t) for who, a, t in await audit_actions(store) if who == "olga"]
+        assert ("config.publish", "config/orders.yaml") in mine
+        assert ("config.rollback", "config/orders.yaml") in mine
 
 
 async def test_malformed_records_are_shown_not_fatal(store: Store) -> None:

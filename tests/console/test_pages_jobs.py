@@ -14,6 +14,7 @@ from tests._procs import ROOT
 from tests.console._pages_harness import (
     add_user,
     audit_actions,
+    audit_versions,
     chromium,
     client,
     login,
@@ -84,6 +85,12 @@ async def test_operator_triggers_pauses_and_resumes(store: Store) -> None:
         assert (await c.post_json("/jobs/sync/resume")).json()["message"] == "resumed sync"
     runs = await list_runs(store, "sync")
     assert sorted(r.shard for r in runs) == [0, 1]
+    assert [a for who, a, _ in await audit_actions(store) if who == "olga"] == [
+        "job.resume",
+        "job.pause",
+        "job.trigger",
+    ]
+    assert await audit_versions(store, "job.pause") == [({"paused": False}, {"paused": True})]
     assert {r.status for r in runs} == {Status.PENDING} and runs[0].args == {"day": "2024-01-01"}
 
 
@@ -174,9 +181,8 @@ async def test_browser_operator_triggers_a_job_and_reads_its_log(
         (run,) = await list_runs(store, "greet")
         assert run.status is Status.SUCCEEDED and run.token > 0 and run.worker
         actions = await audit_actions(store)
-        if actions is not None:
-            done = {a for who, a, t in actions if who == "olga" and t == "job/greet"}
-            assert {"job.trigger", "job.pause", "job.resume"} <= done
+        done = {a for who, a, t in actions if who == "olga" and t == "job/greet"}
+        assert {"job.trigger", "job.pause", "job.resume"} <= done
 
 
 async def test_malformed_job_records_are_skipped_or_named(store: Store) -> None:
