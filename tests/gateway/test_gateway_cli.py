@@ -38,7 +38,6 @@ def test_check_valid_and_invalid(tmp_path: Path) -> None:
     assert result.err_lines == [
         "keel: error: bad.yaml: route 'users': forward.timeout_s: Input should be greater than 0"
     ]
-    assert keel_cli("gateway", "check", str(tmp_path / "missing.yaml")).code == 2
 
 
 @pytest.mark.slow
@@ -57,4 +56,3 @@ def test_routes_lists_the_published_document(tmp_path: Path) -> None:
     rows = json.loads(keel_cli("gateway", "routes", "-o", "json", url=url).out)
     assert [r["id"] for r in rows] == ["users", "ping"] and rows[0]["methods"] == ["GET"]
     assert yaml.safe_load(keel_cli("gateway", "routes", "-o", "yaml", url=url).out) == rows
-    assert keel_cli("gateway", "routes", "-o", "xml", url=url).code == 2

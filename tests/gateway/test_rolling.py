@@ -33,7 +33,9 @@ async def test_rolling_restart_loses_nothing(
 ) -> None:
     """SIGTERM each of 2 instances in turn, replacing it, under load: every request succeeds."""
     await publish(store, DOC)
-    first = [await start_child(children, "users", store_url, tag=f"old{i}") for i in range(2)]
+    first = await asyncio.gather(
+        *(start_child(children, "users", store_url, tag=f"old{i}") for i in range(2))
+    )
     ports: set[int] = set()
     failed: list[str] = []
     ok = [0]
@@ -61,10 +63,14 @@ async def test_rolling_restart_loses_nothing(
                 tasks.create_task(worker())
             await eventually(lambda: {p for _, p, _ in first} <= ports, 20)
             for index, (child, _port, _id) in enumerate(first):
+                # the replacement starts while the old instance drains (the other one serves)
                 child.signal(signal.SIGTERM)
-                await child.expect("STOPPED", 30)
-                assert await child.wait(10) == 0
-                _, new_port, _ = await start_child(children, "users", store_url, tag=f"new{index}")
+                _, _, (_, new_port, _) = await asyncio.gather(
+                    child.expect("STOPPED", 30),
+                    child.wait(30),
+                    start_child(children, "users", store_url, tag=f"new{index}"),
+                )
+                assert child.proc.returncode == 0
                 await eventually(lambda port=new_port: port in ports, 20)  # type: ignore[misc]
             served = ok[0]
             await eventually(lambda: ok[0] > served + 20, 20)
