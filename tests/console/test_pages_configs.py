@@ -226,3 +226,18 @@ async def test_malformed_records_are_shown_not_fatal(store: Store) -> None:
             "/configs/app.yaml/publish", {"content": "a: 2\n", "expected_version": "1"}
         )
         assert refused.status_code == 409 and "--force" in refused.json()["error"]
+
+
+async def test_deleted_config_shows_history_and_publishes_again(store: Store) -> None:
+    """A deleted config keeps its history page; its publish form brings it back."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    await center.delete("app.yaml")
+    async with client(store, "olga", Role.OPERATOR) as c:
+        page = await c.get("/configs/app.yaml")
+        assert page.status_code == 200 and "Deleted: history is kept" in page.text
+        assert 'name="expected_version" value="0"' in page.text
+        back = await c.post_json(
+            "/configs/app.yaml/publish", {"content": "a: 2\n", "expected_version": "0"}
+        )
+        assert back.json()["version"] == 2
