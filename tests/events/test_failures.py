@@ -129,3 +129,22 @@ async def test_a_malformed_record_is_skipped_dead_lettered_and_consumption_goes_
     assert all(d.payload in (b"\xffnot json", b'{"topic": 5}') for d in dead)
     assert all(d.headers["keel-dead-error"] for d in dead)
     assert (await bus.lag("mixed", "g"))[0].pending == 0
+
+
+async def test_an_event_whose_consumers_keep_dying_is_dead_lettered(bus: Bus) -> None:
+    """An event re-delivered more than max_attempts times is dead-lettered, not handed out."""
+    first = bus.subscribe("poison", group="g", max_attempts=1, **FAST)
+    async with first:
+        await settled(first)
+        await bus.publish("poison", {"n": 1}, key="p")
+        await take(first, 1, ack=False)  # then "dies": closes without acking
+    async with bus.subscribe("poison", group="g", max_attempts=1, **FAST) as second:
+        async with asyncio.timeout(20):
+            while "poison.dead" not in await bus.topics():  # noqa: ASYNC110  # no event to await
+                await asyncio.sleep(0.05)
+        await bus.publish("poison", {"n": 2}, key="p")
+        (after,) = await take(second, 1)
+    (dead,) = await bus.read("poison.dead")
+    assert dead.payload == {"n": 1}
+    assert dead.headers["keel-dead-error"].startswith("delivered 2 times")
+    assert after.payload == {"n": 2}

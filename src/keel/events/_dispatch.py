@@ -108,6 +108,12 @@ class Dispatcher:
                 await self._ack(partition, entry.id)
                 continue
             record, payload = got
+            if entry.deliveries > self._settings.max_attempts:  # its consumers kept dying on it
+                reason = f"delivered {entry.deliveries} times without an ack or a nack"
+                await self._dead_letter(partition, entry, record, reason, entry.deliveries)
+                await self._ack(partition, entry.id)
+                self._metrics.dead_lettered.labels(*self._labels).inc()
+                continue
             event = Event(
                 partition=partition,
                 entry_id=entry.id,
