@@ -23,7 +23,7 @@ from keel.gateway._wire import RequestHead, response_headers
 from keel.resilience import BreakerTicket, remaining
 
 if TYPE_CHECKING:
-    from keel.gateway._proxy import Target, Upstreams
+    from keel.gateway._proxy import Target, Upstreams, _NoTicket
 
 __all__ = ["Exchange", "UpstreamError"]
 
@@ -76,7 +76,7 @@ class Exchange:
         self.more = False
         self.conn: Connection | None = None
         self.gate: BreakerTicket | None = None
-        self.ticket: Ticket | None = None
+        self.ticket: Ticket | _NoTicket | None = None
         self.writer: asyncio.Task[None] | None = None
         self.tried: set[str] | None = None
         self.status = 0

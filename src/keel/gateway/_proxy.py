@@ -56,6 +56,7 @@ from keel.resilience import (
     BreakerTicket,
     CircuitBreaker,
     RetryBudget,
+    Timeout,
     deadline,
 )
 
@@ -97,6 +98,21 @@ class Target:
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 30.0
     retries: int = 2
+
+
+class _NoTicket:
+    """The balancer ticket of a call with nothing to balance (one candidate)."""
+
+    __slots__ = ()
+
+    def succeeded(self) -> None:
+        """Nothing to record."""
+
+    def failed(self) -> None:
+        """Nothing to record."""
+
+
+_NO_TICKET = _NoTicket()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +161,7 @@ class Upstreams:
         self._breakers: dict[str, dict[str, CircuitBreaker]] = {}
         self._filtered: dict[int, tuple[Target, object, tuple[Instance, ...]]] = {}
         self._fixed: dict[str, _Fixed] = {}
+        self._timeouts: dict[float, Timeout] = {}  # per route timeout: keel's cheapest deadline
         self.counts = dict.fromkeys(
             ("requests", "websockets", "retries", "failed", "unavailable", "timed_out", "aborted"),
             0,
@@ -174,7 +191,7 @@ class Upstreams:
 
     def choose(
         self, target: Target, candidates: tuple[Any, ...], tried: set[str] | None
-    ) -> tuple[Any, BreakerTicket, Ticket]:
+    ) -> tuple[Any, BreakerTicket, Ticket | _NoTicket]:
         """Pick an instance and admit the call through its breaker.
 
         Returns:
@@ -189,6 +206,16 @@ class Upstreams:
         if tried:
             untried = tuple(i for i in candidates if i.id not in tried)
             candidates = untried or candidates
+        if len(candidates) == 1:
+            # Nothing to choose between: the breaker still guards the one instance,
+            # but balancer bookkeeping (latency, ejection) would change no pick.
+            instance = candidates[0]
+            try:
+                return instance, self._breaker(name, instance).allow(), _NO_TICKET
+            except CircuitOpenError:
+                raise UpstreamError(
+                    503, f"the only instance of {name!r} has an open circuit breaker"
+                ) from None
         balancer = self._balancer(name)
         pool = candidates
         while pool:
@@ -200,6 +227,14 @@ class Upstreams:
                 continue
             return instance, gate, balancer.track(instance)
         raise UpstreamError(503, f"every instance of {name!r} has an open circuit breaker")
+
+    def _timeout(self, seconds: float) -> Timeout:
+        found = self._timeouts.get(seconds)
+        if found is None:
+            if len(self._timeouts) > 256:
+                self._timeouts.clear()
+            found = self._timeouts[seconds] = Timeout(seconds, clock=self._clock)
+        return found
 
     def _balancer(self, name: str) -> OutlierEjection:
         found = self._balancers.get(name)
@@ -282,8 +317,11 @@ class Upstreams:
         exchange = Exchange(self, target, method, head, receive)
         try:
             await exchange.open()
-            async with deadline(budget):
-                await exchange.attempts()
+            if budget == target.timeout_s:
+                await self._timeout(budget).run(exchange.attempts)
+            else:
+                async with deadline(budget):
+                    await exchange.attempts()
         except DeadlineExceededError:
             exchange.abandon(timed_out=True)
             detail = f"no response from {upstream!r} within {budget:g} s"
