@@ -94,6 +94,31 @@ async def _shoot(page: Any, url: str, path: str, name: str) -> None:
     await page.screenshot(path=str(DOCS_SHOTS / f"{name}.png"))
 
 
+async def _act(page: Any, url: str) -> None:
+    """A few changes through the console, for the audit log."""
+    row = page.locator('tr[data-instance="payments/p-4"]')
+    await row.locator("input[name=weight]").fill("50")
+    await row.locator("button[value=weight]").click()
+    await page.wait_for_selector("text=payments/p-4: weight done")
+    await page.goto(f"{url}/configs/orders.yaml")
+    await page.fill("#publish-content", "limit: 25\nzone: eu\nretries: 3\n")
+    await page.click("#publish-button")
+    await page.wait_for_selector("text=published orders.yaml version 3")
+    status = await page.evaluate(
+        """async () => (await fetch("/jobs/report/trigger", {method: "POST",
+            headers: {"X-CSRF-Token": document.querySelector("main").dataset.csrf,
+                      "Content-Type": "application/x-www-form-urlencoded"},
+            body: ""})).status"""
+    )
+    assert status in (200, 303), status
+    await page.goto(f"{url}/users")
+    await page.fill("#new-name", "vera")
+    await page.fill("#new-pw1", "viewer password")
+    await page.fill("#new-pw2", "viewer password")
+    await page.click("text=Add user")
+    await page.wait_for_selector("text=user vera added (viewer)")
+
+
 async def _tour(browser: Any, url: str) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
@@ -106,6 +131,7 @@ async def _tour(browser: Any, url: str) -> None:
     await row.locator("button[value=drain]").click()
     await page.wait_for_selector("text=orders/o-2: drain done")
     await page.screenshot(path=str(DOCS_SHOTS / "services.png"))
+    await _act(page, url)
     for path, name in [
         ("/", "overview"),
         ("/configs", "configs"),
@@ -117,9 +143,11 @@ async def _tour(browser: Any, url: str) -> None:
         ("/store?prefix=services/orders/", "store"),
         ("/store/key?key=services/orders/o-1&as=yaml", "store-key"),
         ("/users", "users"),
-        ("/audit", "audit"),
     ]:
         await _shoot(page, url, path, name)
+    await page.goto(f"{url}/audit")
+    await page.locator("#entries details summary").nth(1).click()
+    await page.screenshot(path=str(DOCS_SHOTS / "audit.png"))
     await page.set_viewport_size({"width": 390, "height": 844})
     await _shoot(page, url, "/services", "services-phone")
     await context.close()

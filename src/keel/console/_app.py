@@ -90,6 +90,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters["tojson_pretty"] = to_json
     env.filters["when"] = when
+    env.filters["brief"] = brief
     env.globals["csrf_field"] = _csrf_field
     return env
 
@@ -107,6 +108,27 @@ def when(value: object) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     return "-"
+
+
+_NOISE = frozenset({"at", "by", "note"})
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """A one-line summary of a JSON value (``weight=5 draining``), for tables."""
+    if value is None:
+        return "∅"
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            if key in _NOISE or item in (None, False, "", [], {}):
+                continue
+            parts.append(str(key) if item is True else f"{key}={brief(item, limit)}")
+        text = " ".join(parts) or "-"
+    elif isinstance(value, list):
+        text = ", ".join(brief(item, limit) for item in value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def create_app(
