@@ -246,3 +246,55 @@ async def test_websocket_and_sse_through_routes(mem: Store) -> None:
                 "data: 1",
                 "data: 2",
             ]
+
+
+async def test_cors_preflight_and_errors_carry_route_headers(mem: Store) -> None:
+    """A preflight is answered before auth; the gateway's own 401 still has the CORS headers."""
+    origin = "https://app.example.com"
+    doc = {
+        "cors": {
+            "allow_origins": [origin],
+            "allow_methods": ["POST"],
+            "allow_headers": ["x-api-key"],
+        },
+        "routes": [
+            {
+                "id": "api",
+                "match": {"path": "/api/", "methods": ["POST"]},
+                "forward": {"service": "users"},
+                "auth": {"api_key": True},
+                "cors": True,
+                "response_headers": {"set": {"x-route": "api"}},
+            }
+        ],
+    }
+    await publish(mem, doc)
+    async with (
+        upstream(mem, "users"),
+        gateway(mem) as gw,
+        httpx.AsyncClient(base_url=gw.url) as http,
+    ):
+        asks = {"origin": origin, "access-control-request-method": "POST"}
+        preflight = await http.options(
+            "/api/x", headers={**asks, "access-control-request-headers": "x-api-key"}
+        )
+        assert preflight.status_code in (200, 204)
+        assert preflight.headers["access-control-allow-origin"] == origin
+        refused = await http.post("/api/x", headers={"origin": origin})
+        assert refused.status_code == 401 and "www-authenticate" in refused.headers
+        assert refused.headers["access-control-allow-origin"] == origin
+        assert refused.headers["x-route"] == "api"
+        assert refused.headers.get_list("x-request-id") == [refused.json()["request_id"]]
+
+
+async def test_fixed_url_with_a_base_path(mem: Store) -> None:
+    """A fixed URL's path is put before the request's."""
+    async with upstream(mem, "elsewhere") as target:
+        doc = {
+            "routes": [
+                {"id": "fixed", "match": {"path": "/"}, "forward": {"url": target.url + "/base"}}
+            ]
+        }
+        await publish(mem, doc)
+        async with gateway(mem) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/p?q=1")).json()["path"] == "/base/p"

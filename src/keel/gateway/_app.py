@@ -132,15 +132,11 @@ class GatewayApp:
                 return
             series = plan.series
             scope["route"] = plan.scope_route
+            # from here every answer, the gateway's own too, gets the route's response headers
+            send = self._responder(state, plan, headers, send, record, rid_header)
             if length is not None and not length_ok(length, plan.max_body):
-                await self._error(
-                    record,
-                    send,
-                    413,
-                    "too_large",
-                    f"the body is over {plan.max_body} bytes",
-                    rid_header,
-                )
+                detail = f"the body is over {plan.max_body} bytes"
+                await self._error(record, send, 413, "too_large", detail, None)
                 return
             await self._admitted(
                 state, plan, scope, receive, send, record, rid_header, host, length
@@ -233,7 +229,7 @@ class GatewayApp:
                 consumer = state.authenticator.authenticate(plan.auth, headers)
             except AuthError as exc:
                 kind = "forbidden" if exc.status == 403 else "unauthorized"
-                await self._error(record, send, exc.status, kind, exc.reason, rid, exc.headers)
+                await self._error(record, send, exc.status, kind, exc.reason, None, exc.headers)
                 return
             record.consumer = consumer.name if consumer is not None else None
         client = record.client or ""
@@ -249,12 +245,11 @@ class GatewayApp:
                     429,
                     "limited",
                     f"{admission.reason} limit reached",
-                    rid,
+                    None,
                     [(b"retry-after", wait)],
                 )
                 return
         try:
-            send = self._responder(state, plan, headers, send, record, rid)
             if plan.kind == FORWARD:
                 await self._forward(
                     state, plan, scope, receive, send, record, consumer, host, length, rid

@@ -166,7 +166,8 @@ class Forward(BaseModel):
 
     Attributes:
         service: the registered service name.
-        url: a fixed base URL (``http://10.0.0.5:8080``) instead of a service.
+        url: a fixed base URL (``http://10.0.0.5:8080``, or with a base path that is
+            put before the request's) instead of a service.
         strip_prefix: remove the matched prefix from the path (``/api/users`` → ``/users``).
         rewrite: replace the matched prefix with this (``/v2/``), or for a template
             the whole path, with ``{name}`` parameters filled in (``/users/{id}/profile``).
@@ -180,7 +181,7 @@ class Forward(BaseModel):
     model_config = _FROZEN
 
     service: str | None = Field(default=None, min_length=1, max_length=200)
-    url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+/?$")
+    url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
     strip_prefix: bool = False
     rewrite: str | None = None
     split: list[Split] = Field(default_factory=list)
