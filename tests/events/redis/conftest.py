@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from keel.events.redis import RedisEngine
 from keel.testing import RedisCluster, RedisServer
-
-
-def prefix() -> str:
-    """A key prefix no other test uses."""
-    return f"t-{uuid.uuid4().hex[:10]}:"
+from tests.events.redis._util import prefix
 
 
 @pytest.fixture
