@@ -22,8 +22,9 @@ from tests.console._pages_harness import (
 )
 
 import keel
-from keel.config import ConfigCenter
+from keel.config import ConfigCenter, GrayRule
 from keel.console import Role
+from keel.coord import Session
 from keel.store import Store
 
 
@@ -241,3 +242,26 @@ async def test_deleted_config_shows_history_and_publishes_again(store: Store) ->
             "/configs/app.yaml/publish", {"content": "a: 2\n", "expected_version": "0"}
         )
         assert back.json()["version"] == 2
+
+
+async def test_clients_table_shows_which_client_runs_gray(store: Store) -> None:
+    """Two live bindings report their versions: the one the rule picks runs gray."""
+    center = ConfigCenter(store)
+    await center.publish("app.yaml", "a: 1\n", author="ann")
+    await center.publish_gray("app.yaml", "a: 2\n", GrayRule(ids=("canary-1",)))
+    async with (
+        Session(store, ttl_s=10) as session,
+        center.bind("app.yaml", client_id="canary-1", session=session, environ={}),
+        center.bind("app.yaml", client_id="stable-1", session=session, environ={}),
+        client(store, "vera", Role.VIEWER) as c,
+    ):
+        async with asyncio.timeout(10):
+            while True:  # bounded: both bindings report on start
+                reports, _ = await store.range("config-clients/app.yaml/")
+                if len(reports) == 2:
+                    break
+                await asyncio.sleep(0.05)
+        page = await c.get("/configs/app.yaml", params={"fragment": "clients"})
+    rows = re.findall(r"<tr>\s*<td>([\w-]+)</td>(.*?)</tr>", page.text, re.S)
+    gray = {name: "badge gray" in rest for name, rest in rows}
+    assert gray == {"canary-1": True, "stable-1": False}
