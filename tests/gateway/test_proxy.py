@@ -139,7 +139,7 @@ async def test_version_and_labels_choose_instances(store: Store) -> None:
         either = Target(route="r", service="users", version="v*")
         assert {(await call(u, v2, b"/")).json()["tag"] for _ in range(10)} == {"users:v2"}
         assert {(await call(u, blue, b"/")).json()["tag"] for _ in range(10)} == {"users:v1"}
-        assert sorted(i.version for i in await u.instances(either)) == ["v1", "v2"]
+        assert sorted(i.version for i in await u.picker.instances(either)) == ["v1", "v2"]
 
 
 async def test_deadline_answers_504_and_propagates_downstream(store: Store) -> None:

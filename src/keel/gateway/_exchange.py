@@ -23,7 +23,8 @@ from keel.gateway._wire import RequestHead, response_headers
 from keel.resilience import BreakerTicket, remaining
 
 if TYPE_CHECKING:
-    from keel.gateway._proxy import Target, Upstreams, _NoTicket
+    from keel.gateway._pick import Target, _NoTicket
+    from keel.gateway._proxy import Upstreams
 
 __all__ = ["Exchange", "UpstreamError"]
 
@@ -110,7 +111,7 @@ class Exchange:
             UpstreamError: 502 (no instance, connect failure, reset), 503 (breakers open).
         """
         u, target = self.u, self.target
-        candidates = await u.instances(target)
+        candidates = await u.picker.instances(target)
         replayable = self.method in u.settings.idempotent_methods and not self.more
         attempts = 1 + max(0, target.retries)
         framing = self._framing()
@@ -118,7 +119,7 @@ class Exchange:
         attempt = 0
         while True:
             attempt += 1
-            instance, self.gate, self.ticket = u.choose(target, candidates, self.tried)
+            instance, self.gate, self.ticket = u.picker.choose(target, candidates, self.tried)
             try:
                 conn = self.conn = await u.pool.acquire(
                     (instance.scheme, instance.address, instance.port)

@@ -25,7 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from keel.gateway._exchange import UpstreamError
 
 if TYPE_CHECKING:
-    from keel.gateway._proxy import Target, Upstreams
+    from keel.gateway._pick import Target
+    from keel.gateway._proxy import Upstreams
 
 __all__ = ["pass_through"]
 
@@ -87,12 +88,12 @@ async def pass_through(
 async def _connect(
     u: Upstreams, target: Target, path_qs: bytes, extra: list[tuple[str, str]], protocols: list[str]
 ) -> ClientConnection:
-    candidates = await u.instances(target)
+    candidates = await u.picker.instances(target)
     tried: set[str] = set()
     attempts = 1 + max(0, target.retries)
     u.budget.deposit()
     for attempt in range(1, attempts + 1):
-        instance, gate, ticket = u.choose(target, candidates, tried)
+        instance, gate, ticket = u.picker.choose(target, candidates, tried)
         scheme = "wss" if instance.scheme == "https" else "ws"
         base = getattr(instance, "base_path", b"")
         uri = f"{scheme}://{instance.address}:{instance.port}{(base + path_qs).decode('latin-1')}"
