@@ -12,6 +12,7 @@ import pytest
 import keel
 from keel.gateway import Gateway
 from keel.store import Store
+from tests._util import eventually
 from tests.gateway._gw import gateway, publish
 from tests.gateway._upstream_app import upstream
 
@@ -298,3 +299,28 @@ async def test_fixed_url_with_a_base_path(mem: Store) -> None:
         await publish(mem, doc)
         async with gateway(mem) as gw, httpx.AsyncClient(base_url=gw.url) as http:
             assert (await http.get("/p?q=1")).json()["path"] == "/base/p"
+
+
+async def test_forwarded_headers_believed_only_from_trusted_proxies(mem: Store) -> None:
+    """A client's X-Forwarded-For is replaced unless its peer is a trusted proxy."""
+    route = {"id": "all", "match": {"path": "/"}, "forward": {"service": "users"}}
+    spoof = {"x-forwarded-for": "6.6.6.6", "x-forwarded-proto": "https"}
+
+    def forwarded(answer: httpx.Response) -> dict[str, str]:
+        return {k: v for k, v in answer.json()["headers"] if k.startswith("x-forwarded-")}
+
+    await publish(mem, {"routes": [route]})
+    async with (
+        upstream(mem, "users"),
+        gateway(mem) as gw,
+        httpx.AsyncClient(base_url=gw.url) as http,
+    ):
+        seen = forwarded(await http.get("/x", headers=spoof))
+        assert (seen["x-forwarded-for"], seen["x-forwarded-proto"]) == ("127.0.0.1", "http")
+        await publish(mem, {"trusted_proxies": ["127.0.0.0/8"], "routes": [route]})
+        await eventually(lambda: gw.version == 2, 5)
+        seen = forwarded(await http.get("/x", headers=spoof))
+        assert (seen["x-forwarded-for"], seen["x-forwarded-proto"]) == (
+            "6.6.6.6, 127.0.0.1",
+            "https",
+        )

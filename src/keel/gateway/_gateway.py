@@ -217,6 +217,9 @@ class Gateway:
             registry=self._registry,
             tracer_provider=self._tracer_provider,
         )
+        # The gateway believes forwarded headers from its trusted_proxies only (security's
+        # client_address), never because uvicorn trusts 127.0.0.1.
+        self.service.proxy_headers = False
         return self.service
 
     # -- reload ---------------------------------------------------------------------

@@ -33,8 +33,14 @@ class Server(uvicorn.Server):
         self.started_event.set()
 
 
-def server_config(app: ASGIApp, *, grace_s: float, log_level: str) -> uvicorn.Config:
-    """uvicorn on the running loop (uvloop when the caller runs one), httptools, no access log."""
+def server_config(
+    app: ASGIApp, *, grace_s: float, log_level: str, proxy_headers: bool = True
+) -> uvicorn.Config:
+    """uvicorn on the running loop (uvloop when the caller runs one), httptools, no access log.
+
+    ``proxy_headers=False`` leaves ``X-Forwarded-*`` alone (an edge such as the gateway
+    decides itself whom to believe).
+    """
     return uvicorn.Config(
         app,
         loop="none",
@@ -46,6 +52,7 @@ def server_config(app: ASGIApp, *, grace_s: float, log_level: str) -> uvicorn.Co
         # uvicorn hands it to asyncio.wait_for, which takes float seconds.
         timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]
         server_header=False,
+        proxy_headers=proxy_headers,
     )
 
 

@@ -144,6 +144,9 @@ class Service:
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         """Set once the instance is registered (serving and ready)."""
+        self.proxy_headers = True
+        """Let uvicorn take the client address from ``X-Forwarded-For`` sent by 127.0.0.1
+        (``FORWARDED_ALLOW_IPS``); an edge service that decides itself turns it off."""
 
     @property
     def url(self) -> str:
@@ -243,7 +246,10 @@ class Service:
     async def _start_server(self, sock: socket.socket) -> None:
         """Serve the app here, on this loop; ready once our own ``/readyz`` passes."""
         s = self.settings
-        self._server = Server(server_config(self.app, grace_s=s.grace_s, log_level=s.log_level))
+        config = server_config(
+            self.app, grace_s=s.grace_s, log_level=s.log_level, proxy_headers=self.proxy_headers
+        )
+        self._server = Server(config)
         assert self._tasks is not None
         self._serving = self._tasks.create_task(self._server.serve(sockets=[sock]))
         await self._wait_started()
