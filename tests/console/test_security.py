@@ -202,3 +202,15 @@ def test_a_remote_bind_needs_tls_or_a_flag(host: str) -> None:
     assert not ConsoleSettings().secure_cookies  # loopback, plain HTTP
     with pytest.raises(ValidationError, match="both"):
         ConsoleSettings(tls_cert="c.pem")
+
+
+async def test_a_loopback_console_answers_only_loopback_host_names(store: Store) -> None:
+    app = app_for(store)
+    async with anonymous(app) as http:
+        for host in ("127.0.0.1:8470", "localhost:8470", "[::1]:8470", "localhost"):
+            assert (await http.get("/healthz", headers={"host": host})).status_code == 200, host
+        for host in ("evil.example", "evil.example:8470", "127.0.0.1.evil.example"):
+            answer = await http.get("/metrics", headers={"host": host})
+            assert answer.status_code == 421, host
+    async with anonymous(app_for(store, host="10.0.0.5", allow_remote=True)) as http:
+        assert (await http.get("/healthz", headers={"host": "console.example"})).status_code == 200

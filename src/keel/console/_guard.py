@@ -2,6 +2,9 @@
 
 A pure ASGI middleware (bodies stream through; the live SSE stream too):
 
+- on a loopback bind, a request whose ``Host`` is not a loopback name is
+  refused (421): a page on another site that rebinds its DNS name to
+  127.0.0.1 reaches nothing, not even ``/metrics``;
 - every response gets a Content Security Policy without inline scripts or
   styles, ``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy``, and
   ``Cache-Control: no-store`` unless it is a static asset;
@@ -26,6 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from keel.console._csrf import SAFE_METHODS, origin_ok, submitted_token, token_matches
 from keel.console._live import Receive, Scope, Send
 from keel.console._sessions import COOKIE
+from keel.console._settings import is_loopback
 
 if TYPE_CHECKING:
     from keel.console._app import Console
@@ -66,6 +70,9 @@ class Guard:
             return
         started = time.perf_counter()
         send = self._headers(scope, send)
+        if not self._host_ok(scope):
+            await PlainTextResponse("unexpected Host header", status_code=421)(scope, receive, send)
+            return
         path: str = scope["path"]
         if path in PUBLIC or path.startswith("/static/"):
             await self.app(scope, receive, send)
@@ -85,6 +92,14 @@ class Guard:
         await self.app(scope, receive, send)
         if path != "/live":
             self.console.metrics.latency.observe(time.perf_counter() - started)
+
+    def _host_ok(self, scope: Scope) -> bool:
+        """On a loopback bind, only loopback host names (a DNS-rebinding page gets nothing)."""
+        if not is_loopback(self.console.settings.host):
+            return True
+        host = Request(scope).headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return is_loopback(name.strip("[]")) or name.endswith(".localhost")
 
     async def _check_change(
         self, scope: Scope, receive: Receive, csrf: str

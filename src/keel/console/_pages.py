@@ -131,6 +131,7 @@ class Done:
         detail: anything else worth keeping (JSON-able mapping).
         message: shown to the operator on success.
         redirect: where to go next (a local path); default the form's ``next``.
+        data: extra fields of the JSON answer (``{"ok": true, "message": ..., **data}``).
     """
 
     target: str

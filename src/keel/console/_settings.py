@@ -15,7 +15,7 @@ DEFAULT_PORT = 8470
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
+    if host in ("localhost", "localhost."):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
