@@ -89,6 +89,29 @@ async def test_the_stream_announces_store_changes(store: Store) -> None:
             assert (kind, data) == ("change", {"topic": "services", "revision": revision})
 
 
+async def test_the_stream_keeps_up_with_a_burst(store: Store) -> None:
+    """400 changes at about 200/s: the stream ends on the last revision, coalesced on the way."""
+    await add_user(store, "ada", Role.VIEWER)
+    async with serving(store) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await log_in(http, "ada")).status_code == 303
+        async with http.stream("GET", "/live?topics=services") as response:
+            events = _events(response)
+            await anext(events)  # hello
+            last = 0
+            for n in range(400):
+                last = await store.put(f"services/orders/i-{n % 50}", b"{}")
+                if n % 10 == 9:
+                    await asyncio.sleep(0.05)
+            seen, notifications = 0, 0
+            async with asyncio.timeout(10):
+                while seen < last:
+                    _, data = await anext(events)
+                    seen, notifications = data["revision"], notifications + 1
+    assert seen == last
+    assert notifications <= 400
+    print(f"live: 400 changes arrived as {notifications} notifications")
+
+
 async def test_the_stream_needs_a_session(store: Store) -> None:
     async with serving(store) as url, httpx.AsyncClient(base_url=url) as http:
         answer = await http.get("/live")
