@@ -14,11 +14,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import keel
-from keel.gateway import AccessLog
+from keel.gateway import AccessLog, GatewayMetrics
 from keel.gateway._logs import AccessRecord
 from keel.store import Store
 from keel.testing import free_port
@@ -189,3 +190,21 @@ async def test_cli_gateway_drains_on_sigterm(tmp_path: Any, children: Children) 
     slow_line = next(line for line in lines if line["path"] == "/slow")
     assert slow_line["route"] == "all" and slow_line["status"] == 200
     assert slow_line["logger"] == "keel.gateway.access" and slow_line["service"] == "gateway"
+
+
+def test_metric_labels_are_bounded() -> None:
+    """Past max_routes route labels fold into 'other'; breaker series are capped too."""
+    metrics = GatewayMetrics(CollectorRegistry(), max_routes=2, max_instances=1)
+    assert metrics.route("a") is metrics.route("a")
+    metrics.route("b")
+    assert metrics.route("c") is metrics.route("d") is metrics.route("other")
+    assert metrics.route("-") is not metrics.route("other")  # unmatched requests keep their label
+    metrics.breaker_state("users", "i1", "open")
+    metrics.breaker_state("users", "i2", "half_open")
+    samples = _samples(generate_latest(metrics.registry).decode())
+    assert samples[("keel_gateway_breaker_state", (("instance", "i1"), ("upstream", "users")))] == 2
+    assert (
+        samples[("keel_gateway_breaker_state", (("instance", "other"), ("upstream", "users")))] == 1
+    )
+    metrics.forget_instance("users", "i1")
+    assert "i1" not in generate_latest(metrics.registry).decode()
