@@ -1,7 +1,7 @@
 """A small HTTP/1.1 keep-alive client connection for the proxy: asyncio protocol + httptools.
 
 Why hand-written (httpx and httpcore do this already): the gateway's per-request
-path is the product. Measured with ``python bench/gateway.py --clients`` (one
+path is the product. Measured with ``python bench/gateway_clients.py`` (one
 client process under uvloop, 32 concurrent keep-alive GETs of a 13-byte hello
 from a uvicorn upstream; medians of 3 x 2 s on a shared 2-core box), requests
 per second:
