@@ -179,3 +179,13 @@ async def test_sagas_list_detail_and_actions(store: Store) -> None:
     detail = await saga_detail(store, "order/b")
     assert [s["state"] for s in detail["steps"]] == ["done", "failed"]
     assert detail["steps"][1]["error"] == "card declined"
+
+
+def test_side_by_side_of_large_documents_pairs_lines_in_order() -> None:
+    """Past the exact-matching size the middle is paired line by line: same lines stay same."""
+    old = "".join(f"key{i}: {i}\n" for i in range(20_000))
+    new = "".join(f"key{i}: {i if i % 7 else -i}\n" for i in range(20_000)) + "tail: 1\n"
+    rows = side_by_side(old, new)
+    assert len(rows) == 20_001 and rows[-1].kind == "added"
+    changed = [r.left_no for r in rows if r.kind == "changed"]
+    assert changed == [i + 1 for i in range(7, 20_000, 7)]

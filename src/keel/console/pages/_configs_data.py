@@ -32,6 +32,7 @@ __all__ = [
 
 MAX_DIFF_LINES = 5_000
 """Rows of a side-by-side diff rendered at most (a larger diff is cut, and says so)."""
+_EXACT_LINES = 3_000
 
 
 def when(ts: float | None) -> str:
@@ -59,37 +60,61 @@ class DiffRow:
 
 
 def side_by_side(old: str, new: str) -> list[DiffRow]:
-    """Rows pairing the lines of ``old`` and ``new`` (pure)."""
+    """Rows pairing the lines of ``old`` and ``new`` (pure).
+
+    The common head and tail are matched first; a middle of at most
+    ``_EXACT_LINES`` lines is aligned by :class:`difflib.SequenceMatcher`
+    (quadratic in the worst case), a larger one line by line, so a 256 KiB
+    document still renders in milliseconds.
+    """
     a, b = old.splitlines(), new.splitlines()
-    rows: list[DiffRow] = []
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            rows.extend(
-                DiffRow("same", i + 1, a[i], j + 1, b[j])
-                for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    rows = [DiffRow("same", i + 1, a[i], i + 1, b[i]) for i in range(head)]
+    mid_a, mid_b = (head, len(a) - tail), (head, len(b) - tail)
+    if (mid_a[1] - mid_a[0]) + (mid_b[1] - mid_b[0]) <= _EXACT_LINES:
+        matcher = difflib.SequenceMatcher(None, a[slice(*mid_a)], b[slice(*mid_b)], autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            block = (range(head + i1, head + i2), range(head + j1, head + j2))
+            rows.extend(_pair(a, b, *block, same=tag == "equal"))
+    else:
+        rows.extend(_pair(a, b, range(*mid_a), range(*mid_b), same=False))
+    rows.extend(
+        DiffRow(
+            "same",
+            len(a) - tail + n + 1,
+            a[len(a) - tail + n],
+            len(b) - tail + n + 1,
+            b[len(b) - tail + n],
+        )
+        for n in range(tail)
+    )
+    return rows
+
+
+def _pair(a: list[str], b: list[str], left: range, right: range, *, same: bool) -> list[DiffRow]:
+    """Rows pairing ``a[left]`` with ``b[right]`` line by line."""
+    rows = []
+    for n in range(max(len(left), len(right))):
+        i = left[n] if n < len(left) else None
+        j = right[n] if n < len(right) else None
+        if i is not None and j is not None:
+            kind = "same" if same or a[i] == b[j] else "changed"
+        else:
+            kind = "removed" if j is None else "added"
+        rows.append(
+            DiffRow(
+                kind,
+                None if i is None else i + 1,
+                "" if i is None else a[i],
+                None if j is None else j + 1,
+                "" if j is None else b[j],
             )
-            continue
-        left, right = list(range(i1, i2)), list(range(j1, j2))
-        for n in range(max(len(left), len(right))):
-            i = left[n] if n < len(left) else None
-            j = right[n] if n < len(right) else None
-            kind = (
-                "changed"
-                if i is not None and j is not None
-                else "removed"
-                if j is None
-                else "added"
-            )
-            rows.append(
-                DiffRow(
-                    kind,
-                    None if i is None else i + 1,
-                    "" if i is None else a[i],
-                    None if j is None else j + 1,
-                    "" if j is None else b[j],
-                )
-            )
+        )
     return rows
 
 
