@@ -15,9 +15,16 @@ Input should be greater than 0``, because a 200-line document with
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
@@ -61,6 +68,9 @@ def _header_value(value: str) -> str:
     if _BAD_VALUE.search(value):
         raise ValueError(f"header value {value!r} holds a line break or NUL")
     return value
+
+
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 
 
 def check_path(path: str) -> str:
@@ -210,14 +220,9 @@ class Redirect(BaseModel):
 
     model_config = _FROZEN
 
-    location: str = Field(min_length=1)
+    location: HeaderValue = Field(min_length=1)
     status: Literal[301, 302, 303, 307, 308] = 302
     keep_query: bool = True
-
-    @field_validator("location")
-    @classmethod
-    def _location(cls, value: str) -> str:
-        return _header_value(value)
 
 
 class Respond(BaseModel):
@@ -227,13 +232,8 @@ class Respond(BaseModel):
 
     status: int = Field(default=200, ge=200, le=599)
     body: str = Field(default="", max_length=65_536)
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
-
-    @field_validator("headers")
-    @classmethod
-    def _values(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: _header_value(v) for k, v in value.items()}
+    content_type: HeaderValue = "text/plain; charset=utf-8"
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
 
 
 class HeaderOps(BaseModel):
@@ -242,13 +242,8 @@ class HeaderOps(BaseModel):
     model_config = _FROZEN
 
     remove: list[HeaderName] = Field(default_factory=list)
-    set: dict[HeaderName, str] = Field(default_factory=dict)
-    add: dict[HeaderName, str] = Field(default_factory=dict)
-
-    @field_validator("set", "add")
-    @classmethod
-    def _values(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: _header_value(v) for k, v in value.items()}
+    set: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    add: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.remove or self.set or self.add)
