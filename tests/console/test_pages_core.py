@@ -113,6 +113,9 @@ async def test_console_core_pages(browser: Any, store_url: str, backend: str) ->
             assert listed["o-1"]["weight"] == 5
             await page.set_viewport_size({"width": 390, "height": 844})
             await shot(page, f"services-phone-{backend}")
+            assert not await page.locator("nav >> text=Audit").is_visible()
+            await page.click(".menu-button")  # the menu folds away on a phone
+            assert await page.locator("nav >> text=Audit").is_visible()
             await context.close()
 
             # viewer: no buttons, 403 from the endpoint
