@@ -265,3 +265,42 @@ async def test_clients_table_shows_which_client_runs_gray(store: Store) -> None:
     rows = re.findall(r"<tr>\s*<td>([\w-]+)</td>(.*?)</tr>", page.text, re.S)
     gray = {name: "badge gray" in rest for name, rest in rows}
     assert gray == {"canary-1": True, "stable-1": False}
+
+
+async def _tab_to(page: Any, selector: str, limit: int = 60) -> None:
+    """Press Tab until ``selector`` has the focus (at most ``limit`` presses)."""
+    for _ in range(limit):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(f"document.activeElement.matches({selector!r})"):
+            return
+    raise AssertionError(f"{selector} never got the focus by Tab")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_browser_keyboard_only_publish_and_rollback(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    """With the keyboard alone an operator publishes a version and rolls it back."""
+    async with keel.connect(store_url) as store, serving(store) as url:
+        center = ConfigCenter(store)
+        await center.publish("app.yaml", "a: 1\n", author="ann")
+        await add_user(store, "olga", Role.OPERATOR)
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await login(page, url, "olga")
+        await page.goto(f"{url}/configs/app.yaml")
+        await _tab_to(page, "#publish-content")
+        await page.keyboard.press("Control+A")
+        await page.keyboard.type("a: 2\n")
+        await _tab_to(page, "#publish-button")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("text=published app.yaml version 2")
+        await _tab_to(page, "#history button")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("text=rolled app.yaml back to version 1")
+        await context.close()
+        history = await center.history("app.yaml")
+    assert [d.content for d in history] == ["a: 1\n", "a: 2\n", "a: 1\n"]
