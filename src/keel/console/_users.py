@@ -13,6 +13,7 @@ is skipped and counted, and a login against it fails like a wrong password.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import re
 import time
@@ -140,7 +141,7 @@ class Users:
     def __init__(self, store: Store, *, hasher: PasswordHasher | None = None) -> None:
         self.store = store
         self.hasher = hasher or PasswordHasher()
-        self._dummy = self.hasher.hash("keel-console-no-such-user")
+        self._dummy = ""  # a hash to verify against for unknown names, made on first need
 
     async def get(self, name: str) -> User | None:
         """The user called ``name``, or None (also for a malformed record)."""
@@ -178,7 +179,7 @@ class Users:
         check_name(name)
         check_password(password)
         now = time.time()
-        user = User(name, role, self.hasher.hash(password), now, now)
+        user = User(name, role, await self._hash(password), now, now)
         key = USERS_PREFIX + name
         result = await self.store.txn(
             [Compare.absent(key)],
@@ -199,7 +200,7 @@ class Users:
             ValidationError: a bad password.
         """
         check_password(password)
-        return await self._update(name, password_hash=self.hasher.hash(password))
+        return await self._update(name, password_hash=await self._hash(password))
 
     async def set_role(self, name: str, role: Role) -> tuple[User, User]:
         """Change ``name``'s role; returns (before, after).
@@ -233,16 +234,26 @@ class Users:
         tell which names exist.
         """
         user = await self.get(name) if len(password) <= MAX_PASSWORD else None
-        try:
-            if user is None:
-                self.hasher.verify(self._dummy, password[:MAX_PASSWORD] + "\0")
-                return None
-            self.hasher.verify(user.password_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        if user is None:
+            if not self._dummy:
+                self._dummy = await self._hash("keel-console-no-such-user")
+            await self._verify(self._dummy, password[:MAX_PASSWORD] + "\0")
+            return None
+        if not await self._verify(user.password_hash, password):
             return None
         if self.hasher.check_needs_rehash(user.password_hash):
-            user = await self._update(name, password_hash=self.hasher.hash(password))
+            user = await self._update(name, password_hash=await self._hash(password))
         return user
+
+    async def _hash(self, password: str) -> str:
+        # argon2 takes tens of milliseconds of CPU (and releases the GIL): off the event loop
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.hasher.verify, password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
     async def _require(self, name: str) -> User:
         user = await self.get(name)
