@@ -83,6 +83,9 @@ class Sessions:
         self.store = store
         self.ttl_s = ttl_s
 
+    def __repr__(self) -> str:
+        return f"Sessions(store={self.store!r}, ttl_s={self.ttl_s})"
+
     async def create(self, user: str) -> tuple[str, Session]:
         """Start a session for ``user``; returns (cookie token, session)."""
         token = secrets.token_urlsafe(_TOKEN_BYTES)

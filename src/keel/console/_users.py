@@ -143,6 +143,9 @@ class Users:
         self.hasher = hasher or PasswordHasher()
         self._dummy = ""  # a hash to verify against for unknown names, made on first need
 
+    def __repr__(self) -> str:
+        return f"Users(store={self.store!r})"
+
     async def get(self, name: str) -> User | None:
         """The user called ``name``, or None (also for a malformed record)."""
         if not _NAME.match(name):
