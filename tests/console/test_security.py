@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
+from pathlib import Path
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
-from tests.console._core import PASSWORD, add_user, anonymous, app_for, log_in, logged_in
+from tests.console._core import (
+    PASSWORD,
+    add_user,
+    anonymous,
+    app_for,
+    log_in,
+    logged_in,
+    serving,
+)
 
+import keel
 from keel.console import ConsoleSettings, Role
 from keel.console._guard import PUBLIC
 from keel.console._sessions import COOKIE, SESSIONS_PREFIX
@@ -214,3 +226,60 @@ async def test_a_loopback_console_answers_only_loopback_host_names(store: Store)
             assert answer.status_code == 421, host
     async with anonymous(app_for(store, host="10.0.0.5", allow_remote=True)) as http:
         assert (await http.get("/healthz", headers={"host": "console.example"})).status_code == 200
+
+
+def _self_signed(directory: Path) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 (cert file, key file)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+async def test_the_console_serves_https_with_secure_cookies(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    async with keel.connect("memory://") as store:
+        await add_user(store, "ada", Role.ADMIN)
+        async with (
+            serving(store, tls_cert=cert, tls_key=key) as url,
+            httpx.AsyncClient(base_url=url, verify=ssl.create_default_context(cafile=cert)) as http,
+        ):
+            assert url.startswith("https://127.0.0.1:")
+            answer = await log_in(http, "ada")
+            assert answer.status_code == 303
+            cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(COOKIE))
+            assert "secure" in cookie.lower() and "httponly" in cookie.lower()
+            page = await http.get("/")
+            assert page.status_code == 200
+            assert page.headers["strict-transport-security"].startswith("max-age=")
