@@ -79,9 +79,11 @@ __all__ = [
     "console",
     "current_user",
     "flash",
+    "forbidden",
     "load_pages",
     "render",
     "require",
+    "to_json",
     "wants_json",
 ]
 
