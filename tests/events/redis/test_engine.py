@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from keel.errors import InvalidURLError, NotFoundError, StoreUnavailableError, ValidationError
 from keel.events import END, START
 from keel.events.redis import RedisEngine
-from keel.events.redis._engine import _text
+from keel.events.redis._replies import text
 from keel.events.redis._scripts import parse_id
 from keel.testing import RedisServer
 
@@ -100,8 +100,8 @@ async def test_foreign_entries_come_back_empty_and_never_crash(engine: RedisEngi
     """An entry XADDed with other fields reads as data b'' (the codec rejects it); ours is kept."""
     await topic_with_group(engine, 0)
     key = engine._k("t").stream(0)
-    foreign = _text(await engine.client.xadd(key, {"foo": "bar", "n": 1}))
-    mixed = _text(await engine.client.xadd(key, {"d": b"ours", "extra": "x"}))
+    foreign = text(await engine.client.xadd(key, {"foo": "bar", "n": 1}))
+    mixed = text(await engine.client.xadd(key, {"d": b"ours", "extra": "x"}))
     assert await engine.read("t", 0, START, 10) == [(foreign, b"", 1), (mixed, b"ours", 1)]
     got = await engine.read_group("t", 0, "g", "c", 10, 0)
     assert [(e.id, e.data) for e in got] == [(foreign, b""), (mixed, b"ours")]
@@ -121,12 +121,12 @@ async def test_a_blocking_read_wakes_on_append(engine: RedisEngine) -> None:
 
 async def test_a_long_block_is_capped_below_the_socket_timeout(redis_server: RedisServer) -> None:
     """block_s above the client's socket timeout returns [] instead of a timeout error."""
-    client = Redis.from_url(redis_server.url, socket_timeout=0.3)
+    client = Redis.from_url(redis_server.url, socket_timeout=1.0)
     engine = RedisEngine(client, prefix="t-cap:", owns_client=True)
     try:
         await engine.create_topic("t", 1)
         await engine.create_group("t", "g", END)
-        assert await engine.read_group("t", 0, "g", "c", 1, 2.0) == []
+        assert await engine.read_group("t", 0, "g", "c", 1, 5.0) == []
     finally:
         await client.delete(engine._k("t").stream(0), engine._k("t").meta, engine._k("t").groups)
         await engine.aclose()
@@ -237,3 +237,38 @@ async def test_cleanup_after_a_cancel_still_runs(engine: RedisEngine) -> None:
             await task
     assert released.is_set()
     assert await engine.claim_partition("t", "g", 0, "m2", 5)
+
+
+async def test_idle_connections_closed_by_the_server_are_replaced() -> None:
+    """After the server drops every client connection, the next calls reconnect and work."""
+    with RedisServer() as server:
+        engine = await RedisEngine.connect(server.url)
+        try:
+            ids = await topic_with_group(engine, 2)
+            await engine.read_group("t", 0, "g", "c", 1, 0)
+            other = Redis.from_url(server.url)
+            try:
+                await other.client_kill_filter(_type="normal", skipme=True)
+            finally:
+                await other.aclose()
+            (new,) = await engine.append("t", 0, [b"after"])
+            got = await engine.read_group("t", 0, "g", "c", 10, 0)
+            assert [e.id for e in got] == [ids[1], new]
+            assert await engine.ack("t", 0, "g", [ids[0], ids[1], new]) == 3
+        finally:
+            await engine.aclose()
+
+
+async def test_a_resp2_client_reads_the_same(redis_server: RedisServer) -> None:
+    """The short path parses RESP2 replies as well as RESP3 (redis-py 8's default)."""
+    client = Redis.from_url(redis_server.url, protocol=2)
+    engine = RedisEngine(client, prefix="t-resp2:", owns_client=True)
+    try:
+        await topic_with_group(engine, 0)
+        (new,) = await engine.append("t", 0, [b"two"])
+        assert await engine.read_group("t", 0, "g", "c", 10, 0.1) == [(new, b"two", 1)]
+        assert await engine.ack("t", 0, "g", [new]) == 1
+    finally:
+        keys = engine._k("t")
+        await client.delete(keys.stream(0), keys.meta, keys.groups)
+        await engine.aclose()

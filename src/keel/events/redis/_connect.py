@@ -28,9 +28,9 @@ from keel.store import redact_url
 __all__ = ["SCHEMES", "block_cap", "open_client"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-BLOCK_MARGIN = 0.8
+BLOCK_MARGIN = 0.5
 """A blocking read waits at most this fraction of the client's socket timeout."""
-DEFAULT_BLOCK_CAP_S = 4.0
+DEFAULT_BLOCK_CAP_S = 2.5
 
 
 async def open_client(url: str) -> tuple[Client, str | None]:

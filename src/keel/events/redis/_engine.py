@@ -16,11 +16,9 @@ stream never looks like a dead server; the bus reads again in a loop anyway.
 
 The topic's partition count and the groups known to exist are cached per
 engine (neither ever changes once created), so the hot path (``append``,
-``read_group``, ``ack``) is one round trip after the first call per topic.
-
-Stream entries are untrusted: an entry lacking our ``d`` field (written by
-something else with ``XADD``) is returned with ``data=b""``, which the bus's
-codec rejects (so the bus dead-letters it and goes on).
+``read_group``, ``ack``) is one round trip after the first call per topic,
+sent on one server through the short path of ``_wire.py``. Untrusted
+entries: see ``_replies.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +32,16 @@ from redis.exceptions import RedisError
 from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
 from keel.events.redis._connect import block_cap, open_client
+from keel.events.redis._replies import (
+    FIELD,
+    data_of,
+    entries,
+    first_stream,
+    pairs,
+    position,
+    text,
+    ttl_ms,
+)
 from keel.events.redis._scripts import (
     APPEND,
     CLAIM_PENDING,
@@ -47,12 +55,11 @@ from keel.events.redis._scripts import (
     guarded,
     parse_id,
 )
+from keel.events.redis._wire import wire_for
 
 __all__ = ["DEFAULT_PREFIX", "RedisEngine"]
 
 DEFAULT_PREFIX = "keel:events:"
-FIELD = b"d"
-"""The one field of our stream entries: the encoded event record."""
 LAG_COUNT_CAP = 100_000
 """When Redis cannot tell a group's lag (after trims or a SETID), count at most this many."""
 _PAGE = 1000
@@ -97,6 +104,8 @@ class RedisEngine:
         self.max_len = max_len
         self._owns = owns_client
         self._max_len_arg = "" if max_len is None else str(max_len)
+        self._trim_args: tuple[str, ...] = () if max_len is None else ("MAXLEN", "~", str(max_len))
+        self._wire = wire_for(client)
         self._block_cap_s = block_cap(client)
         self._keys: dict[str, Keys] = {}
         self._partitions: dict[str, int] = {}
@@ -155,7 +164,7 @@ class RedisEngine:
         """Return every topic's name, sorted."""
         with guarded("listing topics"):
             raw = await self.client.smembers(f"{self.prefix}topics")
-        return sorted(_text(name) for name in raw)
+        return sorted(text(name) for name in raw)
 
     async def _stream(self, topic: str, partition: int) -> str:
         """The stream key of an existing topic's partition (NotFound / Validation otherwise)."""
@@ -191,20 +200,25 @@ class RedisEngine:
             return []
         with guarded(f"appending to {key!r}"):
             if len(records) == 1:
-                new = await self.client.xadd(
-                    key, {FIELD: records[0]}, maxlen=self.max_len, approximate=True
-                )
-                return [_text(new)]
+                if self._wire is not None:
+                    new = await self._wire.execute(
+                        "XADD", key, *self._trim_args, "*", FIELD, records[0]
+                    )
+                else:
+                    new = await self.client.xadd(
+                        key, {FIELD: records[0]}, maxlen=self.max_len, approximate=True
+                    )
+                return [text(new)]
             ids = await APPEND(self.client, [key], [self._max_len_arg, *records])
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     async def read(self, topic: str, partition: int, after: str, count: int) -> list[Entry]:
         """Return up to ``count`` entries after position ``after``, oldest first."""
         key = await self._stream(topic, partition)
-        start = "-" if after == START else f"({_position(after)}"
+        start = "-" if after == START else f"({position(after)}"
         with guarded(f"reading {key!r}"):
             raw = await self.client.xrange(key, start, "+", count=count)
-        return _entries(raw)
+        return entries(raw)
 
     async def trim(
         self, topic: str, partition: int, *, max_len: int | None, min_id: str | None
@@ -226,7 +240,7 @@ class RedisEngine:
         floor = f"{max(0, int(when * 1000))}-0"
         with guarded(f"reading {key!r}"):
             raw = await self.client.xrange(key, floor, "+", count=1)
-        return _text(raw[0][0]) if raw else floor
+        return text(raw[0][0]) if raw else floor
 
     def position_before(self, entry_id: str) -> str:
         """Return the position just before ``entry_id`` (``START`` for the smallest id)."""
@@ -266,7 +280,7 @@ class RedisEngine:
             raise NotFoundError(f"topic {topic!r} does not exist: create it first")
         with guarded(f"listing groups of {topic!r}"):
             raw = await self.client.smembers(self._k(topic).groups)
-        return sorted(_text(name) for name in raw)
+        return sorted(text(name) for name in raw)
 
     async def read_group(
         self, topic: str, partition: int, group: str, consumer: str, count: int, block_s: float
@@ -278,10 +292,25 @@ class RedisEngine:
         if block_s > 0:
             block = max(1, int(min(block_s, self._block_cap_s) * 1000))
         with guarded(f"reading {key!r} for group {group!r}"):
-            raw: Any = await self.client.xreadgroup(
-                group, consumer, {key: ">"}, count=count, block=block
-            )
-        return _entries(raw[0][1]) if raw else []
+            if self._wire is not None:
+                waits = () if block is None else ("BLOCK", block)
+                raw: Any = await self._wire.execute(
+                    "XREADGROUP",
+                    "GROUP",
+                    group,
+                    consumer,
+                    "COUNT",
+                    count,
+                    *waits,
+                    "STREAMS",
+                    key,
+                    ">",
+                )
+            else:
+                raw = await self.client.xreadgroup(
+                    group, consumer, {key: ">"}, count=count, block=block
+                )
+        return entries(first_stream(raw))
 
     async def ack(self, topic: str, partition: int, group: str, ids: Sequence[str]) -> int:
         """Remove ``ids`` from the group's pending list (``XACK``); return how many were pending."""
@@ -289,6 +318,8 @@ class RedisEngine:
         if not ids:
             return 0
         with guarded(f"acking on {key!r} for group {group!r}"):
+            if self._wire is not None:
+                return int(await self._wire.execute("XACK", key, group, *ids))
             return int(await self.client.xack(key, group, *ids))
 
     async def claim_pending(
@@ -299,26 +330,26 @@ class RedisEngine:
         idle_ms = max(0, int(min_idle_s * 1000))
         with guarded(f"claiming pending entries of {key!r}"):
             raw = await CLAIM_PENDING(self.client, [key], [group, consumer, idle_ms, count])
-        return [Entry(_text(i), _data_of(_pairs(fields)), int(n)) for i, fields, n in raw]
+        return [Entry(text(i), data_of(pairs(fields)), int(n)) for i, fields, n in raw]
 
     async def set_group_position(self, topic: str, partition: int, group: str, after: str) -> None:
         """Move the group's last-delivered position (``XGROUP SETID``)."""
         key = await self._group_stream(topic, partition, group)
-        position = after if after in (START, END) else _position(after)
+        to = after if after in (START, END) else position(after)
         with guarded(f"moving group {group!r} on {key!r}"):
-            await self.client.xgroup_setid(key, group, position)
+            await self.client.xgroup_setid(key, group, to)
 
     async def lag(self, topic: str, partition: int, group: str) -> GroupLag:
         """Return the group's pending and undelivered counts (``XINFO GROUPS``)."""
         key = await self._group_stream(topic, partition, group)
         with guarded(f"reading the lag of group {group!r} on {key!r}"):
             infos = await self.client.xinfo_groups(key)
-            info = next((i for i in infos if _text(i["name"]) == group), None)
+            info = next((i for i in infos if text(i["name"]) == group), None)
             if info is None:
                 raise NotFoundError(f"group {group!r} does not exist on {key!r}")
             undelivered = info.get("lag")
             if undelivered is None:  # Redis < 7, or it cannot tell after trims/SETID
-                undelivered = await self._count_after(key, _text(info["last-delivered-id"]))
+                undelivered = await self._count_after(key, text(info["last-delivered-id"]))
         return GroupLag(pending=int(info["pending"]), undelivered=int(undelivered))
 
     async def _count_after(self, key: str, position: str) -> int:
@@ -329,7 +360,7 @@ class RedisEngine:
             counted += len(page)
             if len(page) < _PAGE:
                 break
-            position = _text(page[-1][0])
+            position = text(page[-1][0])
         return counted
 
     # -- membership and ownership ---------------------------------------------
@@ -337,10 +368,10 @@ class RedisEngine:
     async def heartbeat(self, topic: str, group: str, member: str, ttl_s: float) -> list[str]:
         """Record ``member`` alive for ``ttl_s`` seconds (<= 0: it leaves); return live members."""
         key = self._k(topic).members(group)
-        ttl_ms = 0 if isinstance(ttl_s, int | float) and ttl_s <= 0 else _ttl_ms(ttl_s)
+        ms = 0 if isinstance(ttl_s, int | float) and ttl_s <= 0 else ttl_ms(ttl_s)
         with guarded(f"heartbeating in {key!r}"):
-            raw = await HEARTBEAT(self.client, [key], [member, ttl_ms])
-        return sorted(_text(m) for m in raw)
+            raw = await HEARTBEAT(self.client, [key], [member, ms])
+        return sorted(text(m) for m in raw)
 
     async def claim_partition(
         self, topic: str, group: str, partition: int, member: str, ttl_s: float
@@ -348,7 +379,7 @@ class RedisEngine:
         """Take or renew ownership of (group, partition) for ``ttl_s`` (``SET PX`` if free/own)."""
         key = self._k(topic).claim(group, partition)
         with guarded(f"claiming {key!r}"):
-            return bool(await TAKE(self.client, [key], [member, _ttl_ms(ttl_s)]))
+            return bool(await TAKE(self.client, [key], [member, ttl_ms(ttl_s)]))
 
     async def release_partition(self, topic: str, group: str, partition: int, member: str) -> None:
         """Give up (group, partition) if ``member`` holds it (compare-and-delete)."""
@@ -369,40 +400,3 @@ class RedisEngine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._partitions)} topics known"
         return f"<RedisEngine {type(self.client).__name__} prefix={self.prefix!r} {state}>"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _position(after: str) -> str:
-    if after == START:
-        return "0-0"
-    parse_id(after)
-    return after
-
-
-def _ttl_ms(ttl_s: float) -> int:
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not ttl_s > 0:
-        raise ValidationError(f"ttl_s={ttl_s!r} is not valid: give seconds > 0")
-    return max(1, round(ttl_s * 1000))
-
-
-def _pairs(fields: Any) -> dict[bytes, bytes]:
-    """A flat ``[field, value, ...]`` list (as Lua answers) as a dict."""
-    if isinstance(fields, dict):
-        return fields
-    if not isinstance(fields, list):
-        return {}
-    return {fields[i]: fields[i + 1] for i in range(0, len(fields) - 1, 2)}
-
-
-def _data_of(fields: dict[bytes, bytes] | None) -> bytes:
-    """Our record out of an entry's fields; ``b""`` (rejected by the codec) if it is not ours."""
-    data = fields.get(FIELD) if fields else None
-    return data if isinstance(data, bytes) else b""
-
-
-def _entries(raw: Any) -> list[Entry]:
-    """Entries from redis-py's ``[(id, {field: value})...]``; deleted (nil) entries skipped."""
-    return [Entry(_text(i), _data_of(fields)) for i, fields in raw if fields is not None]
