@@ -23,7 +23,7 @@ from tests.console._core import (
 
 import keel as keel_pkg
 from keel.console import Role
-from keel.console._live import ALL, Hub, topic_of
+from keel.console._live import ALL, Hub, live_endpoint, topic_of
 from keel.console._metrics import ConsoleMetrics
 from keel.registry import Instance, Registry
 from keel.store import Store
@@ -61,6 +61,37 @@ async def test_a_burst_is_coalesced_per_topic() -> None:
         hub.unsubscribe(services)
         hub.publish("services", 5)
         assert services.take() == {}
+
+
+async def test_a_client_that_stops_reading_is_dropped() -> None:
+    """A stream whose sends block longer than send_timeout_s ends and leaves the hub."""
+    async with keel_pkg.connect("memory://") as store:
+        metrics = ConsoleMetrics()
+        hub = Hub(store, metrics=metrics, send_timeout_s=0.2, min_interval_s=0.01)
+        sent: list[bytes] = []
+        stuck, hello = asyncio.Event(), asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            if len(sent) >= 2:  # the start and the hello went out; then the client stops reading
+                stuck.set()
+                await asyncio.Event().wait()
+            sent.append(message.get("body", b""))
+            if len(sent) == 2:
+                hello.set()
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()  # never disconnects by itself
+            return {"type": "http.disconnect"}
+
+        scope = {"type": "http", "query_string": b"topics=services"}
+        stream = asyncio.create_task(live_endpoint(hub, scope, receive, send))  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            await hello.wait()
+        hub.publish("services", 7)
+        async with asyncio.timeout(5):
+            await stream
+        assert stuck.is_set() and not hub._subscribers
+        assert metrics.live_dropped._value.get() == 1
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
