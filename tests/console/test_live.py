@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -61,6 +62,29 @@ async def test_a_burst_is_coalesced_per_topic() -> None:
         hub.unsubscribe(services)
         hub.publish("services", 5)
         assert services.take() == {}
+
+
+async def test_after_compaction_every_page_refreshes(store: Store) -> None:
+    """A watch resumed from a compacted revision announces ALL, then follows changes again."""
+    hub = Hub(store, metrics=ConsoleMetrics())
+    for n in range(5):
+        await store.put(f"services/a/{n}", b"{}")
+    await store.compact(await store.put("services/a/x", b"{}"))
+    hub.revision = 1  # as if the console had been away since revision 1
+    subscriber = hub.subscribe(frozenset({"services"}))
+    task = asyncio.create_task(hub.run())
+    try:
+        async with asyncio.timeout(10):
+            await subscriber.wake.wait()
+            assert ALL in subscriber.take()
+            await hub.running.wait()
+            revision = await store.put("services/a/y", b"{}")
+            while subscriber.take().get("services") != revision:
+                await subscriber.wake.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_client_that_stops_reading_is_dropped() -> None:
