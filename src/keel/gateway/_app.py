@@ -62,6 +62,7 @@ REQUEST_ID = b"x-request-id"
 """The request id header (kept from the client when sane, else generated)."""
 
 _CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
 _HOST = b"host"
 _JSON = b"application/json"
 
@@ -108,6 +109,7 @@ class GatewayApp:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         rid = None
         host = length = None
+        chunked = False
         for name, value in headers:
             if name == REQUEST_ID:
                 rid = value
@@ -115,6 +117,8 @@ class GatewayApp:
                 host = value
             elif name == _CONTENT_LENGTH:
                 length = value
+            elif name == _TRANSFER_ENCODING:
+                chunked = True  # a body of unknown length: counted as it streams
         request_id = rid.decode("ascii") if rid is not None and sane_id(rid) else self.ids.new()
         record = AccessRecord(request_id, scope["method"], scope["path"])
         rid_header = (REQUEST_ID, request_id.encode("ascii"))
@@ -139,7 +143,7 @@ class GatewayApp:
                 await self._error(record, send, 413, "too_large", detail, None)
                 return
             await self._admitted(
-                state, plan, scope, receive, send, record, rid_header, host, length
+                state, plan, scope, receive, send, record, rid_header, host, chunked
             )
         finally:
             self.metrics.in_flight -= 1
@@ -219,7 +223,7 @@ class GatewayApp:
         record: AccessRecord,
         rid: tuple[bytes, bytes],
         host: bytes | None,
-        length: bytes | None,
+        chunked: bool,
     ) -> None:
         """Authentication, limits, then the action."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -252,7 +256,7 @@ class GatewayApp:
         try:
             if plan.kind == FORWARD:
                 await self._forward(
-                    state, plan, scope, receive, send, record, consumer, host, length, rid
+                    state, plan, scope, receive, send, record, consumer, host, chunked, rid
                 )
             elif plan.kind == REDIRECT:
                 await self._redirect(plan, scope, send, record)
@@ -307,7 +311,7 @@ class GatewayApp:
         record: AccessRecord,
         consumer: Consumer | None,
         host: bytes | None,
-        length: bytes | None,
+        chunked: bool,
         rid: tuple[bytes, bytes],
     ) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -332,9 +336,9 @@ class GatewayApp:
         path = plan.upstream_path(raw.split(b"?", 1)[0], hit.params, hit.rest)
         query = scope.get("query_string", b"")
         path_qs = path + b"?" + query if query else path
-        counted = Counted(receive, record, plan.max_body if length is None else None)
+        counted = Counted(receive, record, plan.max_body if chunked else None)
         detail = f"the body is over {plan.max_body} bytes"
-        if length is None:
+        if chunked:
             send = guard(send, counted, record, detail)
         await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
         if counted.over and not record.status:  # the body went over before anything was sent

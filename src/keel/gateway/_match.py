@@ -32,15 +32,26 @@ T = TypeVar("T")
 _NO_PARAMS: Mapping[str, str] = {}
 
 
+_HOSTS: dict[bytes, str] = {}
+
+
 def normal_host(value: bytes | None) -> str:
     """The request host without its port, lower-case (``API.x.com:8080`` → ``api.x.com``)."""
     if not value:
         return ""
+    found = _HOSTS.get(value)
+    if found is not None:
+        return found
     host = value.decode("latin-1").lower()
     if host.startswith("["):  # [::1]:8080
-        return host[: host.find("]") + 1]
-    colon = host.rfind(":")
-    return host[:colon] if colon != -1 else host
+        host = host[: host.find("]") + 1]
+    else:
+        colon = host.rfind(":")
+        host = host[:colon] if colon != -1 else host
+    if len(_HOSTS) >= 1024:  # a bounded memo: the same few Host values come back
+        _HOSTS.clear()
+    _HOSTS[value] = host
+    return host
 
 
 @dataclass(slots=True, eq=False)
