@@ -283,3 +283,13 @@ async def test_the_console_serves_https_with_secure_cookies(tmp_path: Path) -> N
             page = await http.get("/")
             assert page.status_code == 200
             assert page.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_a_store_outage_answers_503_not_a_crash(tmp_path: Path) -> None:
+    async with keel.connect(f"sqlite:///{tmp_path / 'k.db'}") as store:
+        await add_user(store, "ada", Role.ADMIN)
+        app = app_for(store)
+        async with logged_in(app, "ada") as client:
+            await store.close()
+            answer = await client.get("/")
+            assert answer.status_code == 503 and "store unavailable" in answer.text

@@ -25,7 +25,7 @@ from argon2 import PasswordHasher
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -35,11 +35,12 @@ from keel.console._guard import Guard
 from keel.console._live import Hub, Receive, Scope, Send, live_endpoint
 from keel.console._login import login_routes
 from keel.console._metrics import ConsoleMetrics
-from keel.console._pages import Done, Page, load_pages, to_json
+from keel.console._pages import Done, Page, load_pages, render, status_of, to_json, wants_json
 from keel.console._ratelimit import LoginLimiter
 from keel.console._sessions import Sessions
 from keel.console._settings import ConsoleSettings
 from keel.console._users import Users
+from keel.errors import KeelError
 from keel.store import Store
 
 __all__ = ["Console", "create_app"]
@@ -185,7 +186,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={KeelError: _keel_error})
     app.state.console = console
     app.add_middleware(_GuardFactory, console=console)
     return app
@@ -206,6 +207,18 @@ class _Live:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await live_endpoint(self.hub, scope, receive, send)
+
+
+async def _keel_error(request: Request, exc: Exception) -> Response:
+    """A page whose read failed (the store is down, a bad name...): say so, keep serving."""
+    assert isinstance(exc, KeelError)
+    status = status_of(exc)
+    if status == 503:
+        log.warning("console page %s failed: %s", request.url.path, exc)
+    if wants_json(request):
+        return JSONResponse({"ok": False, "error": str(exc)}, status_code=status)
+    title = "Store unavailable" if status == 503 else "Cannot show this"
+    return render(request, "error.html", status_code=status, title=title, message=str(exc))
 
 
 async def _healthz(_request: Request) -> Response:

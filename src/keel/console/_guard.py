@@ -30,6 +30,7 @@ from keel.console._csrf import SAFE_METHODS, origin_ok, submitted_token, token_m
 from keel.console._live import Receive, Scope, Send
 from keel.console._sessions import COOKIE
 from keel.console._settings import is_loopback
+from keel.errors import KeelError
 
 if TYPE_CHECKING:
     from keel.console._app import Console
@@ -78,8 +79,13 @@ class Guard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        session = await self.console.sessions.get(request.cookies.get(COOKIE))
-        user = await self.console.users.get(session.user) if session else None
+        try:
+            session = await self.console.sessions.get(request.cookies.get(COOKIE))
+            user = await self.console.users.get(session.user) if session else None
+        except KeelError as exc:  # the store is down: say so, keep serving
+            unavailable = PlainTextResponse(f"store unavailable: {exc}", status_code=503)
+            await unavailable(scope, receive, send)
+            return
         if session is None or user is None:
             await _unauthenticated(request)(scope, receive, send)
             return

@@ -83,6 +83,7 @@ __all__ = [
     "load_pages",
     "render",
     "require",
+    "status_of",
     "to_json",
     "wants_json",
 ]
@@ -256,7 +257,7 @@ def action(role: Role, name: str) -> Callable[[Handler], Endpoint]:
             app = console(request)
             try:
                 done = await handler(request, form)
-            except (ValidationError, ConflictError, NotFoundError) as exc:
+            except KeelError as exc:  # refused, or the store failed: nothing was done
                 app.metrics.actions.labels(name, "refused").inc()
                 return _refused(request, exc, back)
             app.metrics.actions.labels(name, "done").inc()
@@ -272,10 +273,23 @@ def action(role: Role, name: str) -> Callable[[Handler], Endpoint]:
     return decorate
 
 
+def status_of(exc: KeelError) -> int:
+    """The HTTP status that answers ``exc``: 400, 404, 409, or 503 for a store failure."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 503
+
+
+_STATUS: tuple[tuple[type[KeelError], int], ...] = (
+    (ValidationError, 400),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
+
+
 def _refused(request: Request, exc: KeelError, back: str | None) -> Response:
-    status = (
-        409 if isinstance(exc, ConflictError) else 404 if isinstance(exc, NotFoundError) else 400
-    )
+    status = status_of(exc)
     if wants_json(request):
         return JSONResponse({"ok": False, "error": str(exc)}, status_code=status)
     flash(request, str(exc), level="error")
