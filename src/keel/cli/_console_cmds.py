@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["app", "register"]
 
 app = typer.Typer(
-    help="The web console: serve it, and manage its users.",
+    help="The web console. Without a command: serve it (http://127.0.0.1:8470) until Ctrl-C; "
+    "a non-loopback --host needs TLS or --allow-remote. First user: "
+    "keel console adduser NAME --role admin.",
     invoke_without_command=True,
     no_args_is_help=False,
     context_settings={"help_option_names": ["-h", "--help"]},
