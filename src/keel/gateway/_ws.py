@@ -49,6 +49,7 @@ _OWN = frozenset(
         b"user-agent",
     }
 )
+_CLOSE_WAIT_S = 2.0
 # Codes a peer may not put in a close frame (RFC 6455 §7.4.1).
 _RESERVED = frozenset({1005, 1006, 1015})
 
@@ -149,6 +150,10 @@ async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> No
     down = loop.create_task(_to_client(upstream, send))
     try:
         await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+        if up.done() and not down.done():
+            # The upstream refused a message because it is closing: let the
+            # client hear its close code before giving up on it.
+            await asyncio.wait((down,), timeout=_CLOSE_WAIT_S)
     finally:
         for task in (up, down):
             task.cancel()
