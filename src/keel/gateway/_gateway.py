@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 import keel
 from keel.config import ConfigCenter, LiveConfig, Source
+from keel.errors import KeelError
 from keel.gateway._apikeys import ApiKeys
 from keel.gateway._app import GatewayApp
 from keel.gateway._auth import Authenticator
@@ -116,6 +117,8 @@ class Gateway:
         self._jwt: JwtKeys | None = None
         self._limits: Limits | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._own: set[asyncio.Task[None]] = set()
 
     # -- what is running ----------------------------------------------------------
 
@@ -183,10 +186,11 @@ class Gateway:
             store = await stack.enter_async_context(keel.connect(store or default_url()))
         self.store = store
         stack.callback(self.access_log.flush)
-        if self.access_log.stream is not None:  # lines reach the stream within a second
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            stack.callback(tasks.create_task(self._flush_access_log()).cancel)
         self.discovery = await stack.enter_async_context(Discovery(store))
+        self._tasks = tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        stack.callback(self._cancel_tasks)
+        if self.access_log.stream is not None:  # lines reach the stream within a second
+            self._own.add(tasks.create_task(self._flush_access_log()))
         self._keys = await stack.enter_async_context(ApiKeys(store))
         self._jwt = await stack.enter_async_context(JwtKeys(store, snapshot_dir=self._snapshot_dir))
         self.upstreams = await stack.enter_async_context(
@@ -242,6 +246,7 @@ class Gateway:
             )
             return
         self.app.install(state)
+        self._warm(document)
         log.info(
             "gateway: serving %s version %s (%d routes)",
             self.config_name,
@@ -273,6 +278,28 @@ class Gateway:
                 limits.redis_url,
             )
         return limits
+
+    def _warm(self, document: GatewayDocument) -> None:
+        """Start following the services a new document forwards to, before requests need them."""
+        if self._tasks is None or self.discovery is None:
+            return
+        for route in document.routes:
+            service = route.forward.service if route.forward is not None else None
+            if service is not None and self.discovery.cached(service) is None:
+                task = self._tasks.create_task(self._warm_one(service))
+                self._own.add(task)
+                task.add_done_callback(self._own.discard)
+
+    async def _warm_one(self, service: str) -> None:
+        assert self.discovery is not None
+        try:
+            await self.discovery.instances(service)
+        except KeelError as exc:  # the first request to it will try again
+            log.warning("gateway: cannot look up service %s yet: %s", service, exc)
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._own):
+            task.cancel()
 
     async def _flush_access_log(self) -> None:
         while True:
