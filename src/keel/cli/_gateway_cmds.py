@@ -39,7 +39,7 @@ ConfigOption = Annotated[
 ]
 
 
-PortOption = Annotated[int, typer.Option(help="Port to bind (0: any free port).")]
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port to bind (0: any free port).")]
 HostOption = Annotated[str, typer.Option(help="Address to bind (0.0.0.0: every interface).")]
 NameOption = Annotated[str, typer.Option(help="Service name the gateway registers as.")]
 RedisOption = Annotated[
