@@ -49,7 +49,7 @@ from keel.gateway._logs import AccessLog, AccessRecord
 from keel.gateway._match import Hit, normal_host
 from keel.gateway._metrics import GatewayMetrics
 from keel.gateway._plan import FORWARD, REDIRECT, Plan, State
-from keel.gateway._proxy import Upstreams
+from keel.gateway._proxy import ResponseAbortedError, Upstreams
 
 __all__ = ["REQUEST_ID", "GatewayApp"]
 
@@ -340,7 +340,13 @@ class GatewayApp:
         detail = f"the body is over {plan.max_body} bytes"
         if chunked:
             send = guard(send, counted, record, detail)
-        await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
+        try:
+            await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
+        except ResponseAbortedError:
+            # The upstream failed after its head was sent: returning with the response
+            # unfinished makes the server drop the connection (one log line, no traceback).
+            record.reason = "upstream_aborted"
+            return
         if counted.over and not record.status:  # the body went over before anything was sent
             await self._error(record, send, 413, "too_large", detail, None)  # send adds the id
 
