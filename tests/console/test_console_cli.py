@@ -9,7 +9,10 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.console._core import KEEL, PASSWORD, keel
+
+pytestmark = pytest.mark.slow  # keel processes: a few seconds each on a busy machine
 
 import keel as keel_pkg
 from keel.console._sessions import Sessions

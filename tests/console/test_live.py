@@ -180,6 +180,7 @@ async def browser() -> AsyncIterator[Any]:
         yield opened
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("backend", ["sqlite", "etcd"])
 async def test_a_cli_change_shows_on_an_open_page_within_a_second(
