@@ -6,7 +6,7 @@ Series (all ``keel_gateway_``):
   (histogram): every request the gateway answered, ``route="-"`` when none matched;
 - ``errors_total{route,kind}``: answers the gateway made instead of the upstream's
   (``not_found``, ``method``, ``too_large``, ``unauthorized``, ``forbidden``,
-  ``limited``, ``bad_request``, ``upstream``...);
+  ``limited``, ``bad_request``, ``upstream_aborted``);
 - ``limited_total{route,reason}``: requests refused by a limit (``route``,
   ``consumer``, ``client``, ``concurrency``);
 - ``upstream_requests_total{route,upstream,status}`` (``status`` is ``error``
