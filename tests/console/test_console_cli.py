@@ -12,10 +12,10 @@ import httpx
 import pytest
 from tests.console._core import KEEL, PASSWORD, keel
 
-pytestmark = pytest.mark.slow  # keel processes: a few seconds each on a busy machine
-
 import keel as keel_pkg
 from keel.console._sessions import Sessions
+
+pytestmark = pytest.mark.slow  # keel processes: a few seconds each on a busy machine
 
 
 async def test_user_commands(tmp_path: Path) -> None:
