@@ -56,6 +56,7 @@ from typing import Any
 PUBLISHERS = 8
 BATCH = 100
 BLOCK_S = 0.2
+MEMBER_TTL_S = 3.0  # members tick every ttl/3: partitions settle within a few seconds
 CONSUMERS = (1, 8)
 REDIS_PACE = (1000.0, 1000)  # events/s, events
 STORE_PACE = (100.0, 100)
@@ -257,7 +258,13 @@ async def bus_system(bus: Any, consumers: int) -> System:
         async with contextlib.AsyncExitStack() as stack:
             subs = [
                 await stack.enter_async_context(
-                    bus.subscribe(topic, group="g", start="earliest", block_s=BLOCK_S)
+                    bus.subscribe(
+                        topic,
+                        group="g",
+                        start="earliest",
+                        block_s=BLOCK_S,
+                        member_ttl_s=MEMBER_TTL_S,
+                    )
                 )
                 for _ in range(consumers)
             ]
@@ -274,7 +281,8 @@ async def bus_system(bus: Any, consumers: int) -> System:
 
 
 async def settled(subs: list[Any], partitions: int, timeout_s: float = 20.0) -> None:
-    """Wait until every partition has one owner and the assignment held for 0.5 s."""
+    """Wait until every partition has one owner and the assignment held for a membership tick."""
+    held_s = MEMBER_TTL_S / 3 * 1.2 if len(subs) > 1 else 0.0
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             last, since = None, time.monotonic()
@@ -282,7 +290,7 @@ async def settled(subs: list[Any], partitions: int, timeout_s: float = 20.0) -> 
                 now = [tuple(s.owned) for s in subs]
                 if now != last:
                     last, since = now, time.monotonic()
-                elif sum(map(len, now)) == partitions and time.monotonic() - since > 0.5:
+                elif sum(map(len, now)) == partitions and time.monotonic() - since > held_s:
                     return
                 await asyncio.sleep(0.05)
 
