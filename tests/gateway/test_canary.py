@@ -100,3 +100,31 @@ async def test_sticky_key_keeps_its_version(shop: str) -> None:
         assert len(picked) == 1, seen
         versions[user] = picked.pop()
     assert set(versions.values()) == {"v1", "v2"}
+
+
+def test_a_zero_weight_share_is_reached_by_its_header_only() -> None:
+    """All weight on v1 and a weight-0 v2 behind a header: the header still reaches v2."""
+    from prometheus_client import CollectorRegistry
+
+    from keel.gateway import GatewayDocument, GatewayMetrics
+    from keel.gateway._match import Hit
+    from keel.gateway._plan import compile_state
+
+    split = [
+        {"weight": 100, "version": "v1"},
+        {"weight": 0, "version": "v2", "when_header": {"x-try": "v2"}},
+    ]
+    doc = GatewayDocument.model_validate(
+        {
+            "routes": [
+                {"id": "r", "match": {"path": "/"}, "forward": {"service": "s", "split": split}}
+            ]
+        }
+    )
+    state = compile_state(doc, 1, metrics=GatewayMetrics(CollectorRegistry()))
+    hit = state.router.match("GET", "", "/", None)
+    assert isinstance(hit, Hit)
+    plan = hit.rule.payload
+    assert plan.pick(None, []).version == "v1"
+    assert plan.pick(None, [(b"x-try", b"v2")]).version == "v2"
+    assert {plan.pick(None, [(b"x-try", b"no")]).version for _ in range(20)} == {"v1"}

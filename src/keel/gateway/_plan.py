@@ -120,7 +120,7 @@ class Plan:
     def pick(self, headers: Mapping[bytes, bytes] | None, raw: Headers) -> Target:
         """The target of one request: a header/cookie override, the sticky key, or a draw."""
         targets = self.targets
-        if len(targets) == 1:
+        if len(targets) == 1 and not self.overrides:
             return targets[0]
         if self.overrides:
             lookup = headers if headers is not None else _header_map(raw)
@@ -129,6 +129,8 @@ class Plan:
                     return target
                 if need_cookies and _cookies_match(lookup.get(b"cookie"), need_cookies):
                     return target
+        if len(targets) == 1:
+            return targets[0]
         total = self.cumulative[-1]
         key = self._sticky(headers, raw)
         point = zlib.crc32(key) % total if key else random.randrange(total)
