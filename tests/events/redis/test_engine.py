@@ -272,3 +272,27 @@ async def test_a_resp2_client_reads_the_same(redis_server: RedisServer) -> None:
         keys = engine._k("t")
         await client.delete(keys.stream(0), keys.meta, keys.groups)
         await engine.aclose()
+
+
+async def test_a_frozen_server_times_out_as_unavailable() -> None:
+    """A server that stops answering (SIGSTOP) gives StoreUnavailableError, then works again."""
+    with RedisServer() as server:
+        client = Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        engine = RedisEngine(client, owns_client=True)
+        try:
+            await topic_with_group(engine, 1)
+            server.pause()
+            try:
+                async with asyncio.timeout(10):
+                    with pytest.raises(StoreUnavailableError):
+                        await engine.append("t", 0, [b"x"])
+                    with pytest.raises(StoreUnavailableError):
+                        await engine.read_group("t", 0, "g", "c", 1, 0.1)
+            finally:
+                server.resume()
+            # Commands sent during the freeze may still run once it ends; new ones work.
+            (new,) = await engine.append("t", 0, [b"after"])
+            got = await engine.read_group("t", 0, "g", "c", 10, 0)
+            assert new in [e.id for e in got]
+        finally:
+            await engine.aclose()
