@@ -296,3 +296,20 @@ async def test_a_frozen_server_times_out_as_unavailable() -> None:
             assert new in [e.id for e in got]
         finally:
             await engine.aclose()
+
+
+async def test_closing_an_engine_hands_connections_back(redis_server: RedisServer) -> None:
+    """An engine on a caller's client returns its kept connections to the pool on aclose."""
+    client = Redis.from_url(redis_server.url)
+    try:
+        engine = RedisEngine(client, prefix="t-close:")
+        await engine.create_topic("t", 1)
+        await engine.append("t", 0, [b"x"])
+        pool = client.connection_pool
+        assert pool._in_use_connections
+        await engine.aclose()
+        assert not pool._in_use_connections
+        assert await client.ping()
+        await client.delete(engine._k("t").stream(0), engine._k("t").meta)
+    finally:
+        await client.aclose()

@@ -24,6 +24,7 @@ entries: see ``_replies.py``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -237,6 +238,8 @@ class RedisEngine:
     async def id_at(self, topic: str, partition: int, when: float) -> str:
         """Return the id of the first entry at/after ``when``, else ``<when ms>-0`` (synthetic)."""
         key = await self._stream(topic, partition)
+        if not isinstance(when, int | float) or not math.isfinite(when):
+            raise ValidationError(f"when={when!r} is not a Unix time in seconds")
         floor = f"{max(0, int(when * 1000))}-0"
         with guarded(f"reading {key!r}"):
             raw = await self.client.xrange(key, floor, "+", count=1)
@@ -392,6 +395,8 @@ class RedisEngine:
         if self._closed:
             return
         self._closed = True
+        if self._wire is not None:
+            await self._wire.release_idle()
         if self._owns:
             # closing a broken connection: nothing left to free
             with contextlib.suppress(RedisError):

@@ -108,6 +108,12 @@ class Wire:
         else:
             await self._pool.release(conn)
 
+    async def release_idle(self) -> None:
+        """Hand every idle connection back to the pool (the engine closes; the client lives on)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._pool.release(conn)
+
     def __repr__(self) -> str:
         return f"<Wire idle={len(self._idle)} of {self._pool!r}>"
 
