@@ -126,6 +126,11 @@ class Exchange:
                 )
                 self._write(conn, instance, framing)
                 await conn.read_head()
+                length = conn.length
+                if not conn.complete and length is not None and length <= _SMALL:
+                    # A small body split from its head (uvicorn writes them apart):
+                    # wait for it, within the deadline, rather than stream 13 bytes.
+                    await conn.read_rest()
             except ConnectFailedError as exc:
                 self._failed(instance.id)
                 if attempt < attempts and u.retried(target):
@@ -243,7 +248,6 @@ class Exchange:
         """Stream the upstream's response to the client, then give the connection back.
 
         Raises:
-            UpstreamError: the upstream failed before anything was sent (502).
             ResponseAbortedError: the upstream failed after the head was sent.
         """
         conn = self.conn
@@ -257,15 +261,6 @@ class Exchange:
         }
         watcher: asyncio.Task[None] | None = None
         try:
-            length = conn.length
-            if not conn.complete and length is not None and length <= _SMALL:
-                # A small body split from its head (uvicorn writes them apart):
-                # wait for it rather than start a stream for 13 bytes.
-                try:
-                    await conn.read_rest(idle_timeout_s)
-                except (*_BROKEN, TimeoutError) as exc:
-                    conn.close()
-                    raise UpstreamError(502, f"upstream broke off the response: {exc!r}") from exc
             if conn.complete:
                 await send(start)
                 await send({"type": "http.response.body", "body": conn.take_buffered()})

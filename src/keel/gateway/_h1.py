@@ -275,21 +275,16 @@ class Connection(asyncio.Protocol):
                 async with asyncio.timeout(timeout_s):
                     await self._wait()
 
-    async def read_rest(self, timeout_s: float | None = None) -> None:
+    async def read_rest(self) -> None:
         """Wait until the whole body has arrived (for small bodies of known length only).
 
         Raises:
             UpstreamClosedError: the connection ended before the body did.
-            TimeoutError: the body stalled for ``timeout_s``.
         """
         while not self.complete:
             if self.error is not None:
                 raise self.error
-            if timeout_s is None:
-                await self._wait()
-            else:
-                async with asyncio.timeout(timeout_s):
-                    await self._wait()
+            await self._wait()
 
     def _resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None and not self.closed:

@@ -169,8 +169,6 @@ class Upstreams:
         status = exchange.status
         try:
             await exchange.respond(send, self.settings.body_idle_timeout_s)
-        except UpstreamError as exc:  # nothing was sent yet
-            return await self._answer(target, upstream, exc.status, exc.detail, start, send)
         except ResponseAbortedError:
             self.counts["aborted"] += 1
             raise
