@@ -175,3 +175,39 @@ async def test_logout_ends_the_session(store: Store) -> None:
         answer = await http.post("/logout", data={"csrf": csrf_of(page.text)})
         assert answer.status_code == 303
     assert await Sessions(store).get(token) is None
+
+
+async def test_the_one_time_setup_link_makes_the_first_admin(store: Store) -> None:
+    from keel.console._audit import Audit
+
+    app = app_for(store)
+    token = app.state.console.setup.issue()
+    async with anonymous(app) as http:
+        assert (await http.get("/setup?token=wrong")).status_code == 404
+        assert (await http.get("/setup")).status_code == 404
+        form = await http.get(f"/setup?token={token}")
+        assert form.status_code == 200 and "Create the first admin" in form.text
+        data = {"token": token, "name": "ada", "password": PASSWORD, "confirm": PASSWORD}
+        mismatch = await http.post("/setup", data={**data, "confirm": "something else"})
+        assert mismatch.status_code == 400 and "differ" in mismatch.text
+        cross = await http.post("/setup", data=data, headers={"origin": "https://evil.example"})
+        assert cross.status_code == 404
+        made = await http.post("/setup", data=data)
+        assert made.status_code == 303 and made.headers["location"] == "/login"
+        again = await http.post("/setup", data={**data, "name": "eve"})
+        assert again.status_code == 404
+        assert (await http.get(f"/setup?token={token}")).status_code == 404
+        assert (await log_in(http, "ada")).status_code == 303
+    users = await Users(store, hasher=CHEAP).list()
+    assert [(u.name, u.role) for u in users] == [("ada", Role.ADMIN)]
+    entries = await Audit(store).recent(5)
+    assert [(e.actor, e.action, e.target) for e in entries] == [("setup", "user.add", "user/ada")]
+
+
+async def test_the_setup_link_dies_once_a_user_exists(store: Store) -> None:
+    app = app_for(store)
+    token = app.state.console.setup.issue()
+    await add_user(store, "bob", Role.ADMIN)  # as `keel console adduser` would, meanwhile
+    async with anonymous(app) as http:
+        assert (await http.get(f"/setup?token={token}")).status_code == 404
+    assert not app.state.console.setup.active

@@ -63,10 +63,15 @@ async def test_serve_prints_its_address_and_the_first_user_hint(tmp_path: Path) 
         async with asyncio.timeout(30):
             first = (await proc.stdout.readline()).decode()
             second = (await proc.stdout.readline()).decode()
+            third = (await proc.stdout.readline()).decode()
         assert first.startswith("keel console: serving http://127.0.0.1:")
         assert "keel console adduser NAME --role admin" in second
         address = first.split()[-1]
+        link = third.split()[-1]
+        assert third.startswith("keel console: or open once: ") and link.startswith(address)
         async with httpx.AsyncClient() as http:
+            setup = await http.get(link)
+            assert setup.status_code == 200 and "Create the first admin" in setup.text
             login = await http.get(f"{address}/login")
             assert login.status_code == 200 and "keel console adduser" in login.text
             assert (await http.get(f"{address}/")).status_code == 401

@@ -91,8 +91,11 @@ async def _serve(store: Store, settings: Any) -> None:
         if hint:
             console.print(f"keel console: {hint}", markup=False, highlight=False)
 
+    def setup(link: str) -> None:
+        console.print(f"keel console: or open once: {link}", markup=False, highlight=False)
+
     with on_stop_signal(lambda _signal: stop.set()):
-        await serve(store, settings, stop=stop, on_ready=ready)
+        await serve(store, settings, stop=stop, on_ready=ready, on_setup=setup)
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -39,6 +39,7 @@ from keel.console._pages import Done, Page, load_pages, render, status_of, to_js
 from keel.console._ratelimit import LoginLimiter
 from keel.console._sessions import Sessions
 from keel.console._settings import ConsoleSettings
+from keel.console._setup import SetupToken, setup_routes
 from keel.console._users import Users
 from keel.errors import KeelError
 from keel.store import Store
@@ -64,6 +65,7 @@ class Console:
     templates: jinja2.Environment
     pages: list[Page] = field(default_factory=list)
     flashes: Flashes = field(default_factory=Flashes)
+    setup: SetupToken = field(default_factory=SetupToken)
 
     async def record(self, actor: str, action: str, done: Done) -> None:
         """Write the audit record of a change (who, what, before, after)."""
@@ -167,6 +169,7 @@ def create_app(
     )
     routes: list[BaseRoute] = [
         *login_routes(),
+        *setup_routes(),
         Route("/live", _Live(console.hub)),
         Route("/healthz", _healthz),
         Route("/metrics", _metrics),

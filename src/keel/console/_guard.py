@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CSP", "PUBLIC", "Guard"]
 
-PUBLIC = frozenset({"/login", "/healthz", "/metrics", "/favicon.ico"})
+PUBLIC = frozenset({"/login", "/setup", "/healthz", "/metrics", "/favicon.ico"})
 """Paths served without a session (everything under ``/static/`` too)."""
 
 CSP = (

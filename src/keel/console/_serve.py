@@ -63,6 +63,7 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
+    on_setup: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the console over ``store`` until ``stop`` is set (or the task is cancelled).
 
@@ -71,6 +72,9 @@ async def serve(
         settings: where to bind, TLS, limits.
         stop: set it to shut down.
         on_ready: called with the console's URL once it accepts connections.
+        on_setup: while the store has no console user, called (after ``on_ready``)
+            with a one-time link that creates the first admin in the browser
+            (show it to the operator only: whoever opens it becomes admin).
 
     Raises:
         ValidationError: the address cannot be bound.
@@ -109,6 +113,8 @@ async def serve(
             await asyncio.sleep(0.02)
         if on_ready is not None:
             on_ready(url)
+        if on_setup is not None and not await Users(store).list():
+            on_setup(f"{url}/setup?token={app.state.console.setup.issue()}")
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
