@@ -6,8 +6,11 @@ import asyncio
 
 from redis.asyncio import RedisCluster as ClusterClient
 
+import keel.events
 from keel.events import START
 from keel.events.redis import RedisEngine
+from keel.testing import RedisCluster
+from tests.events.redis._util import prefix
 
 PARTITIONS = 8
 
@@ -92,3 +95,22 @@ async def test_blocking_reads_on_several_nodes_at_once(cluster_engine: RedisEngi
     assert [[e.data for e in r.result()] for r in readers] == [
         [str(p).encode()] for p in range(PARTITIONS)
     ]
+
+
+async def test_the_bus_publishes_and_delivers_on_the_cluster(redis_cluster: RedisCluster) -> None:
+    """keel.events.connect('redis+cluster://...'): keyed events all arrive, in order per key."""
+    bus = await keel.events.connect(f"{redis_cluster.url}?prefix={prefix()}", partitions=4)
+    try:
+        async with bus.subscribe("orders.created", group="billing", start="earliest") as sub:
+            for i in range(40):
+                await bus.publish("orders.created", {"n": i}, key=f"order-{i % 5}")
+            seen: dict[str | None, list[int]] = {}
+            async with asyncio.timeout(20):
+                while sum(map(len, seen.values())) < 40:
+                    event = await sub.next()
+                    seen.setdefault(event.key, []).append(event.payload["n"])
+                    await event.ack()
+        assert {k: sorted(v) for k, v in seen.items()} == seen
+        assert sorted(n for v in seen.values() for n in v) == list(range(40))
+    finally:
+        await bus.aclose()
