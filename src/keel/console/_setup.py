@@ -49,6 +49,15 @@ class SetupToken:
         """Make the token useless."""
         self._digest = None
 
+    def take(self) -> bytes | None:
+        """Spend the token, returning it (hashed) so a failed use can :meth:`restore` it."""
+        digest, self._digest = self._digest, None
+        return digest
+
+    def restore(self, digest: bytes | None) -> None:
+        """Make a token taken by :meth:`take` usable again."""
+        self._digest = digest
+
     @property
     def active(self) -> bool:
         """Whether a token is waiting to be used."""
@@ -101,12 +110,13 @@ async def setup(request: Request) -> Response:
     app = console(request)
     name = str(form.get("name", "")).strip().lower()
     password = str(form.get("password", ""))
+    taken = app.setup.take()  # a second request racing this one finds no token
     try:
         if password != str(form.get("confirm", "")):
             raise ValidationError("the two passwords differ: type the same password twice")
         user = await app.users.add(name, password, Role.ADMIN)
     except (ValidationError, ConflictError) as exc:
+        app.setup.restore(taken)
         return render(request, "setup.html", status_code=400, token=token, error=str(exc))
-    app.setup.spend()
     await app.audit.record("setup", "user.add", f"user/{user.name}", after={"role": "admin"})
     return RedirectResponse("/login", status_code=303)
