@@ -211,3 +211,22 @@ async def test_the_setup_link_dies_once_a_user_exists(store: Store) -> None:
     async with anonymous(app) as http:
         assert (await http.get(f"/setup?token={token}")).status_code == 404
     assert not app.state.console.setup.active
+
+
+async def test_two_racing_setup_requests_make_one_admin(store: Store) -> None:
+    import asyncio
+
+    app = app_for(store)
+    token = app.state.console.setup.issue()
+    async with anonymous(app) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/setup",
+                    data={"token": token, "name": name, "password": PASSWORD, "confirm": PASSWORD},
+                )
+                for name in ("ada", "eve")
+            )
+        )
+    assert sorted(a.status_code for a in answers) == [303, 404]
+    assert len(await Users(store, hasher=CHEAP).list()) == 1
