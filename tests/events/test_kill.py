@@ -113,6 +113,11 @@ async def test_10000_events_survive_consumer_kills(
                     kills += 1
                     consumers[group].append(await _start(children, url, group, tmp_path))
                     next_kill = loop.time() + KILL_EVERY_S
+    except TimeoutError:
+        for group in GROUPS:  # say where it stuck before failing
+            handled = {(k, s) for _, k, s in _read_logs(tmp_path, group)}
+            print(group, len(handled), "handled;", await bus.lag("load", group))
+        raise
     finally:
         await bus.aclose()
     for group in GROUPS:

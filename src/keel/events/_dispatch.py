@@ -84,10 +84,18 @@ class Dispatcher:
         """How many more events may be read now."""
         return self._max_buffer - sum(len(ids) for ids in self._known.values())
 
-    async def wait_room(self) -> None:
-        """Wait until :meth:`room` is positive."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.room() > 0)
+    async def wait_room(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until :meth:`room` is positive; return whether it is."""
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(lambda: self.room() > 0)
+        except TimeoutError:
+            return False
+        return True
+
+    def held(self, partition: int) -> int:
+        """How many events of ``partition`` this consumer holds (queued, out or waiting)."""
+        return len(self._known.get(partition, ()))
 
     def adopt(self, partition: int) -> None:
         """Start holding events of ``partition`` (it is owned now)."""

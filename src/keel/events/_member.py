@@ -35,6 +35,9 @@ log = logging.getLogger("keel.events")
 
 _TAKEOVER_COUNT = 10_000
 _ERROR_PAUSE_S = 0.5
+_ROOM_WAIT_S = 0.2
+_STOP_GRACE_S = 5.0
+_STRAYS_EVERY = 6  # ticks (two TTLs)
 
 
 def _score(member: str, partition: int) -> int:
@@ -79,6 +82,8 @@ class Member:
         self._margin = max(0.2, self._ttl / 10)
         self._renewed: dict[int, float] = {}
         self._readers: dict[int, asyncio.Task[None]] = {}
+        self._stopping: set[int] = set()
+        self._ticks = 0
         self._last_upkeep = 0.0
 
     @property
@@ -123,28 +128,34 @@ class Member:
                     )
             elif partition in self._readers:
                 await self._stop(partition, release=False)
+        self._ticks += 1
+        if self._ticks % _STRAYS_EVERY == 0:
+            await self._recover_strays()
         if self._clock.monotonic() - self._last_upkeep >= self._retention.every_s:
             self._last_upkeep = self._clock.monotonic()
             await self._upkeep()
 
     async def _read(self, partition: int) -> None:
+        """Feed one partition: its pending entries first (takeover), then new ones.
+
+        Stops between reads (never in the middle of one: a read cut off after
+        the engine delivered would leave entries pending for nobody) when the
+        claim is stale or the member gives the partition up.
+        """
         engine, topic, group = self._engine, self._topic, self._group
         self._dispatcher.adopt(partition)
         taken = False
-        while self._fresh(partition):
+        while self._fresh(partition) and partition not in self._stopping:
             try:
                 if not taken:
                     entries = await engine.claim_pending(
                         topic, partition, group, self.name, 0.0, _TAKEOVER_COUNT
                     )
                     taken = True
+                elif not await self._dispatcher.wait_room(_ROOM_WAIT_S):
+                    continue
                 else:
-                    await self._dispatcher.wait_room()
-                    if not self._fresh(partition):
-                        break
                     count = min(self._dispatcher.room(), self._settings.batch)
-                    if count <= 0:
-                        continue
                     entries = await engine.read_group(
                         topic, partition, group, self.name, count, self._settings.block_s
                     )
@@ -159,13 +170,37 @@ class Member:
         task = self._readers.pop(partition, None)
         self._renewed.pop(partition, None)
         if task is not None:
-            task.cancel()
+            self._stopping.add(partition)
+            try:  # let the reader finish its read; cancel only one that hangs
+                async with asyncio.timeout(self._settings.block_s + _STOP_GRACE_S):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+            except Exception:  # the reader logged its own failure
+                pass
+            finally:
+                self._stopping.discard(partition)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._dispatcher.drop(partition, timeout_s=self._ttl / 2 if drain else 0.0)
         if release:
             with contextlib.suppress(Exception):  # the claim expires on its own anyway
                 await self._engine.release_partition(self._topic, self._group, partition, self.name)
+
+    async def _recover_strays(self) -> None:
+        """Re-claim entries pending on an owned partition that this member does not hold.
+
+        A read whose answer was lost (a timeout after the engine delivered)
+        leaves entries pending under this member's name that nobody handles;
+        once they have been idle for a TTL they are taken back and fed.
+        """
+        for partition in self.owned:
+            lag = await self._engine.lag(self._topic, partition, self._group)
+            if lag.pending > self._dispatcher.held(partition):
+                entries = await self._engine.claim_pending(
+                    self._topic, partition, self._group, self.name, self._ttl, lag.pending
+                )
+                await self._dispatcher.feed(partition, entries)
 
     async def _upkeep(self) -> None:
         """Trim the owned partitions (retention) and refresh the lag gauge."""
