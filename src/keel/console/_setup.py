@@ -105,12 +105,14 @@ async def setup(request: Request) -> Response:
     """Create the first admin and spend the token."""
     form = await request.form()
     token = form.get("token")
-    if not origin_ok(request) or not await _usable(request, token):
-        return _gone(request)
     app = console(request)
+    if not origin_ok(request) or not app.setup.matches(token):
+        return _gone(request)
+    taken = app.setup.take()  # before any await: a request racing this one finds no token
+    if await app.users.list():
+        return _gone(request)  # a user was made another way: the link dies
     name = str(form.get("name", "")).strip().lower()
     password = str(form.get("password", ""))
-    taken = app.setup.take()  # a second request racing this one finds no token
     try:
         if password != str(form.get("confirm", "")):
             raise ValidationError("the two passwords differ: type the same password twice")
