@@ -153,7 +153,7 @@ async def test_unknown_topic_group_partition_and_ids(engine: RedisEngine) -> Non
 
 
 async def test_connect_urls(redis_server: RedisServer) -> None:
-    """Bad schemes are InvalidURLError; an unreachable server StoreUnavailableError, no secret."""
+    """Bad URLs: InvalidURLError; no server: StoreUnavailableError (no secret); prefix, max_len."""
     with pytest.raises(InvalidURLError):
         await RedisEngine.connect("http://127.0.0.1:1")
     with pytest.raises(InvalidURLError):
@@ -161,9 +161,11 @@ async def test_connect_urls(redis_server: RedisServer) -> None:
     with pytest.raises(StoreUnavailableError) as caught:
         await RedisEngine.connect("redis://me:hunter2@127.0.0.1:1/0")
     assert "hunter2" not in str(caught.value)
-    engine = await RedisEngine.connect(f"{redis_server.url}?prefix=custom:")
+    with pytest.raises(InvalidURLError):
+        await RedisEngine.connect(f"{redis_server.url}?max_len=-3")
+    engine = await RedisEngine.connect(f"{redis_server.url}?prefix=custom:&max_len=50")
     try:
-        assert engine.prefix == "custom:"
+        assert (engine.prefix, engine.max_len) == ("custom:", 50)
         assert "custom:" in repr(engine)
     finally:
         await engine.aclose()

@@ -5,8 +5,9 @@
 - ``redis+cluster://host:port[,host:port...]`` and ``rediss+cluster://``: a
   Redis Cluster; the hosts listed are the startup nodes, the rest of the
   cluster is discovered from them.
-- ``prefix=<key prefix>`` in the query sets the engine's key prefix (and is
-  not passed on to redis-py).
+- ``prefix=<key prefix>`` in the query sets the engine's key prefix and
+  ``max_len=<n>`` trims each partition to about n entries on append (neither
+  is passed on to redis-py).
 
 The client is checked with a ``PING`` (a cluster client also loads the slot
 map), so a wrong address fails here, as :class:`StoreUnavailableError`.
@@ -15,6 +16,7 @@ map), so a wrong address fails here, as :class:`StoreUnavailableError`.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
@@ -25,16 +27,30 @@ from keel.errors import InvalidURLError
 from keel.events.redis._scripts import Client, translate
 from keel.store import redact_url
 
-__all__ = ["SCHEMES", "block_cap", "open_client"]
+__all__ = ["OWN_OPTIONS", "SCHEMES", "Options", "block_cap", "open_client"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+OWN_OPTIONS = ("prefix", "max_len")
 BLOCK_MARGIN = 0.5
 """A blocking read waits at most this fraction of the client's socket timeout."""
 DEFAULT_BLOCK_CAP_S = 2.5
 
 
-async def open_client(url: str) -> tuple[Client, str | None]:
-    """A connected client for ``url`` and the ``prefix=`` option, if any.
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The engine's own options found in a URL's query (not passed on to redis-py).
+
+    Attributes:
+        prefix: ``prefix=``: the key prefix.
+        max_len: ``max_len=``: trim each partition to about this many entries on append.
+    """
+
+    prefix: str | None = None
+    max_len: int | None = None
+
+
+async def open_client(url: str) -> tuple[Client, Options]:
+    """A connected client for ``url`` and the engine's options in its query.
 
     Raises:
         InvalidURLError: not a Redis URL (or a malformed one).
@@ -50,8 +66,8 @@ async def open_client(url: str) -> tuple[Client, str | None]:
             f"{redact_url(url)!r} is not a Redis URL: use redis://host:port, rediss://host:port "
             f"or redis+cluster://host:port,host:port"
         )
-    prefix = next((v for k, v in query if k == "prefix"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    options = _options(dict(query), url)
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_OPTIONS])
     client: Client
     try:
         if parts.scheme.endswith("+cluster"):
@@ -67,7 +83,14 @@ async def open_client(url: str) -> tuple[Client, str | None]:
     except RedisError as exc:
         await _close_quietly(client)
         raise translate(exc, f"connecting to {redact_url(url)}") from exc
-    return client, prefix
+    return client, options
+
+
+def _options(query: dict[str, str], url: str) -> Options:
+    max_len = query.get("max_len")
+    if max_len is not None and not (max_len.isdigit() and int(max_len) >= 1):
+        raise InvalidURLError(f"{redact_url(url)!r}: max_len={max_len!r} is not a count >= 1")
+    return Options(query.get("prefix"), None if max_len is None else int(max_len))
 
 
 def _cluster(tls: bool, netloc: str, url: str) -> RedisCluster:

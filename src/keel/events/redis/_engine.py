@@ -71,7 +71,8 @@ class RedisEngine:
 
     ``await RedisEngine.connect(url)`` opens a client from a URL
     (``redis://``, ``rediss://``, ``redis+cluster://host:port[,host:port...]``,
-    ``rediss+cluster://``; a ``prefix=`` query option sets the key prefix);
+    ``rediss+cluster://``; query options ``prefix=`` and ``max_len=`` set the
+    arguments of the same names);
     ``RedisEngine(client)`` uses a ``redis.asyncio.Redis`` or ``RedisCluster``
     you made (created with the default ``decode_responses=False``).
 
@@ -121,8 +122,13 @@ class RedisEngine:
             InvalidURLError: not a Redis URL.
             StoreUnavailableError: Redis did not answer.
         """
-        client, prefix = await open_client(url)
-        return cls(client, prefix=prefix or DEFAULT_PREFIX, max_len=max_len, owns_client=True)
+        client, options = await open_client(url)
+        return cls(
+            client,
+            prefix=options.prefix or DEFAULT_PREFIX,
+            max_len=max_len if max_len is not None else options.max_len,
+            owns_client=True,
+        )
 
     # -- topics ---------------------------------------------------------------
 
