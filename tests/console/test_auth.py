@@ -230,3 +230,16 @@ async def test_two_racing_setup_requests_make_one_admin(store: Store) -> None:
         )
     assert sorted(a.status_code for a in answers) == [303, 404]
     assert len(await Users(store, hasher=CHEAP).list()) == 1
+
+
+async def test_two_admins_demoting_each_other_leave_one_admin(store: Store) -> None:
+    import asyncio
+
+    users = Users(store, hasher=CHEAP)
+    await users.add("ada", PASSWORD, Role.ADMIN)
+    await users.add("bob", PASSWORD, Role.ADMIN)
+    results = await asyncio.gather(
+        users.set_role("ada", Role.VIEWER), users.remove("bob"), return_exceptions=True
+    )
+    assert sum(isinstance(r, ConflictError) for r in results) >= 1
+    assert [u.name for u in await users.list() if u.role is Role.ADMIN]

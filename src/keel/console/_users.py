@@ -25,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from keel._records import Rejected, decode, report
 from keel.errors import ConflictError, NotFoundError, ValidationError
-from keel.store import Compare, Put, Store
+from keel.store import Compare, Delete, Put, Store
 
 __all__ = ["USERS_PREFIX", "Role", "User", "Users", "decode_user"]
 
@@ -213,9 +213,10 @@ class Users:
             ConflictError: it would leave no admin.
         """
         before = await self._require(name)
+        guards: tuple[Compare, ...] = ()
         if before.role is Role.ADMIN and role is not Role.ADMIN:
-            await self._keep_an_admin(name)
-        return before, await self._update(name, role=role)
+            guards = await self._other_admins(name)
+        return before, await self._update(name, role=role, guards=guards)
 
     async def remove(self, name: str) -> User:
         """Delete ``name`` (its sessions end with it: see :class:`~keel.console.Sessions`).
@@ -225,9 +226,12 @@ class Users:
             ConflictError: ``name`` is the last admin.
         """
         user = await self._require(name)
-        if user.role is Role.ADMIN:
-            await self._keep_an_admin(name)
-        await self.store.delete(USERS_PREFIX + name)
+        guards = await self._other_admins(name) if user.role is Role.ADMIN else ()
+        key = USERS_PREFIX + name
+        own = Compare.mod_revision(key, "==", user.mod_revision)
+        result = await self.store.txn([own, *guards], [Delete(key)], [])
+        if not result.succeeded:
+            raise ConflictError(f"users changed while removing {name!r}: try again")
         return user
 
     async def verify(self, name: str, password: str) -> User | None:
@@ -264,13 +268,26 @@ class Users:
             raise NotFoundError(f"no console user {name!r}: `keel console users` lists them")
         return user
 
-    async def _keep_an_admin(self, leaving: str) -> None:
+    async def _other_admins(self, leaving: str) -> tuple[Compare, ...]:
+        """Compares that hold while the other admins stay as they are (so one always remains).
+
+        Two admins demoting each other at once: each change is guarded by the
+        other's record, so the second one fails instead of leaving no admin.
+        """
         admins = [u for u in await self.list() if u.role is Role.ADMIN and u.name != leaving]
         if not admins:
             raise ConflictError(f"{leaving!r} is the last admin: make another admin first")
+        return tuple(
+            Compare.mod_revision(USERS_PREFIX + u.name, "==", u.mod_revision) for u in admins
+        )
 
     async def _update(
-        self, name: str, *, role: Role | None = None, password_hash: str | None = None
+        self,
+        name: str,
+        *,
+        role: Role | None = None,
+        password_hash: str | None = None,
+        guards: tuple[Compare, ...] = (),
     ) -> User:
         user = await self._require(name)
         updated = User(
@@ -282,7 +299,9 @@ class Users:
         )
         key = USERS_PREFIX + name
         result = await self.store.txn(
-            [Compare.mod_revision(key, "==", user.mod_revision)], [Put(key, _encode(updated))], []
+            [Compare.mod_revision(key, "==", user.mod_revision), *guards],
+            [Put(key, _encode(updated))],
+            [],
         )
         if not result.succeeded:
             raise ConflictError(f"user {name!r} changed meanwhile: try again")
