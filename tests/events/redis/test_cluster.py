@@ -114,3 +114,24 @@ async def test_the_bus_publishes_and_delivers_on_the_cluster(redis_cluster: Redi
         assert sorted(n for v in seen.values() for n in v) == list(range(40))
     finally:
         await bus.aclose()
+
+
+async def test_a_cancelled_reader_stops_on_the_cluster(cluster_engine: RedisEngine) -> None:
+    """Cancelling a read_group loop on the cluster client ends it wherever the cancel lands."""
+    await cluster_engine.create_topic("t", 1)
+    await cluster_engine.create_group("t", "g", START)
+
+    async def reader() -> None:
+        while True:
+            await cluster_engine.read_group("t", 0, "g", "c", 1, 0.05)
+
+    for yields in range(12):
+        task = asyncio.create_task(reader())
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:  # the cancellation was lost: stop the reader, then fail
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled(), f"cancel after {yields} yields was lost"
