@@ -127,7 +127,9 @@ class Exchange:
                 self._write(conn, instance, framing)
                 await conn.read_head()
                 length = conn.length
-                if not conn.complete and length is not None and length <= _SMALL:
+                if self.method == "HEAD":
+                    conn.end_without_body()  # whatever its head says of a body
+                elif not conn.complete and length is not None and length <= _SMALL:
                     # A small body split from its head (uvicorn writes them apart):
                     # wait for it, within the deadline, rather than stream 13 bytes.
                     await conn.read_rest()
@@ -252,8 +254,6 @@ class Exchange:
         """
         conn = self.conn
         assert conn is not None
-        if self.method == "HEAD":
-            conn.end_without_body()
         start = {
             "type": "http.response.start",
             "status": conn.status,
