@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import keel
 from keel.gateway._proxy import ResponseAbortedError, Target, Upstreams
 from keel.gateway._wire import response_headers
-from keel.registry import Discovery
+from keel.registry import Discovery, Instance, Registry
 from keel.store import Store
 from tests.gateway._upstream_app import upstream
 
@@ -254,3 +255,26 @@ async def test_idle_connections_closed_by_the_upstream_leave_the_pool(store: Sto
         for writer in writers:
             writer.close()
             await writer.wait_closed()
+
+
+async def test_a_post_never_sent_is_retried_elsewhere(store: Store) -> None:
+    """Connection refused means the POST never left: it goes to the next instance."""
+    async with upstream(store, "users"), upstreams(store) as u, Registry(store) as registry:
+        for n in range(2):
+            dead = Instance(service="users", address="127.0.0.1", port=closed_port(), id=f"dead{n}")
+            await registry.register(dead)
+        async with asyncio.timeout(5):
+            while len(await u.picker.instances(Target(route="r", service="users"))) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # discovery's watch delivers the registrations
+        target = Target(route="r", service="users", retries=2)
+        sent = [await call(u, target, b"/orders", b"{}", method="POST") for _ in range(10)]
+    assert [s.status for s in sent] == [200] * 10
+    assert [s.json()["body"] for s in sent] == ["{}"] * 10
+    assert u.statistics().retries >= 1
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
