@@ -108,6 +108,7 @@ class Hub:
         self.send_timeout_s = send_timeout_s
         self.heartbeat_s = heartbeat_s
         self.revision = 0
+        self._resync = False
         self._subscribers: set[Subscriber] = set()
         self.running = asyncio.Event()
 
@@ -137,8 +138,8 @@ class Hub:
             try:
                 await self._watch()
             except CompactedError:
-                self.revision = 0
-                self.publish(ALL, 0)
+                self.revision = 0  # resume from now; pages refresh once it is read (below)
+                self._resync = True
             except KeelError as exc:
                 log.warning("console live watch interrupted (%s); retrying", exc)
                 await asyncio.sleep(delay)
@@ -152,8 +153,14 @@ class Hub:
             delay = 0.1
 
     async def _watch(self) -> None:
+        self.running.clear()
         if not self.revision:
             _, self.revision = await self.store.range("console/users/", limit=1)
+        if self._resync:
+            # changes between the compacted revision and now are lost: every page
+            # re-reads, at a revision no older than the one the watch resumes after
+            self._resync = False
+            self.publish(ALL, self.revision)
         watch = self.store.watch("", prefix=True, start_revision=self.revision + 1)
         async with watch:
             self.running.set()
