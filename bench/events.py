@@ -338,7 +338,7 @@ def dramatiq_round(url: str, threads: int, n: int) -> dict[str, float]:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = RedisBroker(url=url, namespace=f"bench-{uuid.uuid4().hex[:6]}")
+    broker = RedisBroker(url=url, namespace=f"bench-{uuid.uuid4().hex[:6]}")  # type: ignore[no-untyped-call]  # dramatiq is untyped
     dramatiq.set_broker(broker)
     lock = threading.Lock()
     latencies: list[float] = []
