@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from keel.errors import InvalidURLError, NotFoundError, StoreUnavailableError, ValidationError
-from keel.events import END, START
+from keel.events import END, START, GroupLag
 from keel.events.redis import RedisEngine
 from keel.events.redis._replies import text
 from keel.events.redis._scripts import parse_id
@@ -315,3 +315,16 @@ async def test_closing_an_engine_hands_connections_back(redis_server: RedisServe
         await client.delete(engine._k("t").stream(0), engine._k("t").meta)
     finally:
         await client.aclose()
+
+
+async def test_lag_after_trims_and_a_moved_position(engine: RedisEngine) -> None:
+    """Undelivered counts stay exact where Redis cannot tell the lag (they are counted then)."""
+    ids = await topic_with_group(engine, 10)
+    await engine.read_group("t", 0, "g", "c", 3, 0)
+    await engine.trim("t", 0, max_len=None, min_id=ids[2])
+    await engine.set_group_position("t", 0, "g", ids[5])
+    assert await engine.lag("t", 0, "g") == GroupLag(pending=3, undelivered=4)
+    await engine.set_group_position("t", 0, "g", START)
+    assert (await engine.lag("t", 0, "g")).undelivered == 8
+    await engine.read_group("t", 0, "g", "c", 8, 0)
+    assert await engine.lag("t", 0, "g") == GroupLag(pending=10, undelivered=0)
