@@ -112,8 +112,8 @@ class Member:
     async def _tick(self) -> None:
         members = await self._engine.heartbeat(self._topic, self._group, self.name, self._ttl)
         wanted = owned_partitions(self._partitions, members, self.name)
-        for partition in [p for p in self._readers if p not in wanted]:
-            await self._stop(partition, release=True)
+        leaving = [p for p in self._readers if p not in wanted]
+        await asyncio.gather(*(self._stop(p, release=True) for p in leaving))
         for partition in sorted(wanted):
             sent = self._clock.monotonic()
             ok = await self._engine.claim_partition(
@@ -217,9 +217,8 @@ class Member:
         self._metrics.lag.labels(self._topic, self._group).set(total)
 
     async def _leave(self) -> None:
-        for partition in list(self._readers):
-            with contextlib.suppress(Exception):
-                await self._stop(partition, release=True, drain=False)
+        stops = [self._stop(p, release=True, drain=False) for p in list(self._readers)]
+        await asyncio.gather(*stops, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._engine.heartbeat(self._topic, self._group, self.name, 0)
 

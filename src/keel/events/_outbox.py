@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
@@ -72,8 +73,6 @@ def outbox_put(
     now: float | None = None,
 ) -> Put:
     """The ``Put`` of one outbox record (validated and encoded now)."""
-    import time
-
     when = time.time() if now is None else now
     oid = f"{int(when * 1000):013d}-{uuid.uuid4().hex[:16]}"
     data = encode_record(
