@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -45,6 +46,8 @@ from keel.resilience import RetrySettings
 from keel.store import Put, Store
 
 __all__ = ["Bus", "Handler", "Message"]
+
+log = logging.getLogger("keel.events")
 
 Handler = Callable[[Event], Awaitable[None]]
 """A handler: returning acks the event, raising retries it."""
@@ -356,6 +359,10 @@ async def _handle_forever(sub: Subscription, fn: Handler) -> None:
             try:
                 await fn(event)
             except Exception as exc:  # raise = retry: the handler's failure is the event's
-                await event.nack(exc)
+                outcome: BaseException | None = exc
             else:
-                await event.ack()
+                outcome = None
+        try:
+            await (event.ack() if outcome is None else event.nack(outcome))
+        except Exception as exc:  # the event stays pending; a handler loop never dies of it
+            log.warning("events %s: settling %s failed: %s", event.topic, event.id, exc)

@@ -183,20 +183,28 @@ class Dispatcher:
             self._metrics.retried.labels(*self._labels).inc()
             delay = backoff_delay(self._settings.retry, event.attempt - 1, 0.0, self._rng)
             event.attempt += 1
-            event.state = "waiting"
-            self._seq += 1
-            heapq.heappush(self._timers, (self._clock.monotonic() + delay, self._seq, event))
+            self._wait(event, delay)
         else:
-            event.settled = True
-            reason = _describe(error)
             entry = Entry(event.entry_id, b"", event.attempt)
-            await self._dead_letter(event.partition, entry, event.record, reason, event.attempt)
-            await self._ack(event.partition, event.entry_id)
-            self._metrics.dead_lettered.labels(*self._labels).inc()
+            try:
+                reason = _describe(error)
+                await self._dead_letter(event.partition, entry, event.record, reason, event.attempt)
+            except Exception as exc:  # try the event again later rather than lose it
+                log.warning("events %s: dead-lettering %s failed: %s", self._topic, event.id, exc)
+                self._wait(event, self._settings.retry.max_delay_s)
+            else:
+                event.settled = True
+                await self._ack(event.partition, event.entry_id)
+                self._metrics.dead_lettered.labels(*self._labels).inc()
         if event.settled:
             self._advance(event)
         async with self._changed:
             self._changed.notify_all()
+
+    def _wait(self, event: Event, delay_s: float) -> None:
+        event.state = "waiting"
+        self._seq += 1
+        heapq.heappush(self._timers, (self._clock.monotonic() + delay_s, self._seq, event))
 
     def _advance(self, event: Event) -> None:
         known = self._known.get(event.partition)
