@@ -28,7 +28,10 @@ raises :class:`keel.errors.NotFoundError`, except :meth:`Engine.create_topic`,
 that was never created on the topic raises ``NotFoundError`` too, except
 :meth:`Engine.create_group`, :meth:`Engine.groups` and the membership methods.
 A partition outside ``range(partitions)`` raises
-:class:`keel.errors.ValidationError`. Entry data is untrusted bytes: engines
+:class:`keel.errors.ValidationError`, and so do :meth:`Engine.create_topic`
+and :meth:`Engine.create_group` for a name that ``keel.events.check_topic`` /
+``check_group`` refuse (a ``/`` or a brace would break key layouts and Redis
+Cluster hash tags) or a partition count outside 1..1024. Entry data is untrusted bytes: engines
 store and return it unchanged and never decode it.
 
 Change from the first draft of the shared design: :meth:`Engine.position_before`

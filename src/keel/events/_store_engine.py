@@ -22,6 +22,7 @@ import msgspec
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
+from keel.events._model import check_group, check_topic
 from keel.events._store_members import Members, Wakeups
 from keel.events._store_records import (
     Cursor,
@@ -70,6 +71,13 @@ class StoreEngine:
 
     async def create_topic(self, topic: str, partitions: int) -> int:
         """Create the topic's meta record unless it exists; return its partition count."""
+        check_topic(topic)
+        if (
+            isinstance(partitions, bool)
+            or not isinstance(partitions, int)
+            or not 1 <= partitions <= 1024
+        ):
+            raise ValidationError(f"partitions must be 1..1024, got {partitions!r}")
         meta = TopicMeta(partitions=partitions, created_at=self._clock.time())
         key = topic_key(topic)
         await self.store.txn([Compare.absent(key)], [Put(key, msgspec.json.encode(meta))])
@@ -175,6 +183,7 @@ class StoreEngine:
 
     async def create_group(self, topic: str, group: str, start: str) -> None:
         """Create the group's cursor on every partition in one transaction."""
+        check_group(group)
         count = await self.partitions(topic)
         if count is None:
             raise NotFoundError(f"topic {topic!r} does not exist: create it first")

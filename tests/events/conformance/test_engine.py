@@ -263,3 +263,16 @@ async def test_entry_data_is_returned_unchanged(engine: Engine) -> None:
     data = [b"", b"\x00\xff not json", b"123 456", "é".encode()]
     await engine.append(topic, 0, data)
     assert [e.data for e in await engine.read(topic, 0, START, 10)] == data
+
+
+async def test_bad_names_and_counts_are_refused(engine: Engine) -> None:
+    """Topic and group names that would break key layouts, and bad counts, raise ValidationError."""
+    for topic in ("a/b", "{x}", "", "has space"):
+        with pytest.raises(ValidationError):
+            await engine.create_topic(topic, 1)
+    for count in (0, -1):
+        with pytest.raises(ValidationError):
+            await engine.create_topic("fine", count)
+    await engine.create_topic("fine", 1)
+    with pytest.raises(ValidationError):
+        await engine.create_group("fine", "a/b", START)
