@@ -1,4 +1,12 @@
-"""Run the shop's five instances in one event loop (``python -m examples.shop``)."""
+"""Run the shop in one event loop (``python -m examples.shop``): a gateway before five services.
+
+The gateway (``keel.gateway``) listens on the base port and routes by
+service name with the routes of the ``gateway.yaml`` config, published here
+once if missing (``keel config publish gateway.yaml FILE`` changes them
+live): ``POST /orders`` to orders, with a rate limit per client address, and
+``GET /stock/{sku}`` to inventory. orders, inventory (two), payment and the
+gRPC users service take the next five ports.
+"""
 
 from __future__ import annotations
 
@@ -29,27 +37,53 @@ from examples.shop.protos.users_pb2_grpc import (
     UserServiceStub,
     add_UserServiceServicer_to_server,
 )
+from keel.config import ConfigCenter
+from keel.errors import ConflictError
+from keel.gateway import Gateway
 from keel.grpc import Channel, Server
 from keel.http import Client
 from keel.saga import Coordinator
 from keel.service import Service, ServiceSettings
 from keel.store import Store, parse_url
 
-__all__ = ["Shop", "main", "run_shop"]
+__all__ = ["GATEWAY_CONFIG", "GATEWAY_ROUTES", "Shop", "main", "run_shop"]
+
+GATEWAY_CONFIG = "gateway.yaml"
+GATEWAY_ROUTES = """\
+# The shop's front door: keel.gateway routes requests to services by name.
+# Change them live: keel config publish gateway.yaml FILE
+routes:
+  - id: orders
+    match: {path: /orders, methods: [POST]}
+    forward: {service: orders, timeout_s: 10}
+    limits:
+      rate: {requests: 20, per_s: 1, burst: 40, by: client}
+  - id: stock
+    match: {path: "/stock/{sku}", methods: [GET]}
+    forward: {service: inventory, timeout_s: 2}
+  - id: elsewhere
+    priority: -1
+    match: {path: /}
+    respond:
+      status: 404
+      body: "not here: the shop answers POST /orders and GET /stock/{sku}\\n"
+      headers: {content-type: text/plain}
+"""
 
 
 class Shop:
     """The running shop: its services by name (``services["inventory"]`` has two).
 
-    ``users`` is a :class:`keel.grpc.Server`, the others :class:`keel.service.Service` s;
+    ``gateway`` is a :class:`keel.gateway.Gateway` (the front door), ``users``
+    a :class:`keel.grpc.Server`, the others :class:`keel.service.Service` s;
     ``data_dir`` holds the participants' databases (``inventory.db``, ``payment.db``).
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:
-        self.services: dict[str, list[Service | Server]] = {}
+        self.services: dict[str, list[Service | Server | Gateway]] = {}
         self.data_dir = data_dir
 
-    def add(self, service: Service | Server) -> None:
+    def add(self, service: Service | Server | Gateway) -> None:
         """Remember a started service."""
         self.services.setdefault(service.name, []).append(service)
 
@@ -61,7 +95,7 @@ class Shop:
         return f"<Shop {self.urls()}>"
 
 
-def _url(service: Service | Server) -> str:
+def _url(service: Service | Server | Gateway) -> str:
     if isinstance(service, Server):
         return f"grpc://{service.address}"
     return service.url
@@ -90,13 +124,13 @@ async def run_shop(
     on_ready: Callable[[Shop], object] | None = None,
     data_dir: Path | None = None,
 ) -> Shop:
-    """Start users, inventory x2, payment and orders on ``store``; serve until ``stop`` is set.
+    """Start users, inventory x2, payment, orders and the gateway; serve until ``stop`` is set.
 
     Args:
         store: the store every service registers in.
         stop: set it to drain and stop every service.
-        base_port: orders on it, inventory on +1 and +2, payment on +3, users
-            (gRPC) on +4 (0: free ports).
+        base_port: the gateway on it, orders on +1, inventory on +2 and +3,
+            payment on +4, users (gRPC) on +5 (0: free ports).
         host: the address to bind.
         on_ready: called with the shop once every instance is registered.
         data_dir: where inventory and payment keep their SQLite databases
@@ -107,7 +141,7 @@ async def run_shop(
         the shop, after every service stopped.
     """
     shop = Shop(data_dir)
-    ports = [base_port + i if base_port else 0 for i in range(5)]
+    gateway_port, *ports = [base_port + i if base_port else 0 for i in range(6)]
     settings = ServiceSettings(host=host, drain_delay_s=0.2, grace_s=5.0)
     async with contextlib.AsyncExitStack() as stack:
         if shop.data_dir is None:
@@ -155,18 +189,28 @@ async def run_shop(
             holder.append(service)
             await stack.enter_async_context(service)
             shop.add(service)
+        shop.add(await stack.enter_async_context(await _gateway(store, host, gateway_port)))
         if on_ready is not None:
             on_ready(shop)
         await stop.wait()
     return shop
 
 
+async def _gateway(store: Store, host: str, port: int) -> Gateway:
+    """The shop's gateway, after publishing its routes if ``gateway.yaml`` is missing."""
+    with contextlib.suppress(ConflictError):
+        await ConfigCenter(store).publish(
+            GATEWAY_CONFIG, GATEWAY_ROUTES, format="yaml", author="shop", expected_version=0
+        )
+    return Gateway(store, host=host, port=port, access_log=False)
+
+
 def _announce(shop: Shop) -> None:
     for name, urls in shop.urls().items():
         print(f"{name:<10} {' '.join(urls)}", flush=True)
-    orders = shop.urls()["orders"][0]
+    front = shop.urls()["gateway"][0]
     print(
-        f"try: curl -s -X POST {orders}/orders -H 'content-type: application/json' "
+        f"try: curl -s -X POST {front}/orders -H 'content-type: application/json' "
         f'-d \'{{"sku": "apple", "qty": 2, "user": "bob"}}\'',
         flush=True,
     )
@@ -184,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m examples.shop [--store URL] [--base-port 8080]``."""
     parser = argparse.ArgumentParser(prog="python -m examples.shop", description=__doc__)
     parser.add_argument("--store", default=None, help="store URL (default: KEEL_STORE or sqlite)")
-    parser.add_argument("--base-port", type=int, default=8080, help="orders port; 0: free ports")
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=8080,
+        help="the gateway's port (the services take the next five); 0: free ports",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,

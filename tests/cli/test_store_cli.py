@@ -154,7 +154,11 @@ def test_keel_up_runs_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'up.db'}"
     env = {**os.environ, "KEEL_STORE": url, "COLUMNS": "160"}
     proc = subprocess.Popen(
-        [*KEEL, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*KEEL, "up", "--console-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         for _ in range(100):  # up to ~30 s for the presence key to appear

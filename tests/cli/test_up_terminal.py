@@ -121,8 +121,8 @@ def last_frame(out: str) -> list[str]:
 def test_live_view_fits_the_terminal(tmp_path: Path, cols: int, rows: int) -> None:
     """Under a cols x rows terminal the services, jobs and locks panels show, within the screen."""
     url = f"sqlite:///{tmp_path / 'up.db'}"
-    port = free_ports(5)
-    args = ["--store", url, "up", "--shop-port", str(port)]
+    port = free_ports(6)
+    args = ["--store", url, "up", "--shop-port", str(port), "--console-port", "0"]
     shop_up = rf"(?s)(?=.*shop http://127.0.0.1:{port} \(up\))(?=.*\norders\s+http)(?=.*every 5 s)"
     out, code = run_in_terminal(args, cols, rows, cwd=REPO, until=shop_up)
     assert code == 0, out[-2000:]
@@ -134,7 +134,11 @@ def test_live_view_fits_the_terminal(tmp_path: Path, cols: int, rows: int) -> No
         assert title in shown, shown
     assert f"shop http://127.0.0.1:{port} (up)" in shown, shown
     assert f"localhost:{port}/orders" in shown, shown
-    assert re.search(r"^orders\s+http://127\.0\.0\.1:" + str(port), shown, re.M), shown
+    assert re.search(r"^gateway\s+http://127\.0\.0\.1:" + str(port), shown, re.M), shown
+    assert re.search(r"^orders\s+http://127\.0\.0\.1:" + str(port + 1), shown, re.M), shown
+    if rows >= 30:  # the edges: the gateway's routes and the console's address
+        assert "gateway POST /orders → orders" in shown, shown
+        assert re.search(r"console http://127\.0\.0\.1:\d+", shown), shown
     assert "election  keel/up" in shown.replace("   ", "  ") or "keel/up" in shown, shown
     assert re.search(r"\n\r?\n?keel up: stopped cleanly", _CONTROL.sub("", out)), out[-500:]
 
@@ -146,7 +150,7 @@ def test_a_port_in_use_shows_in_the_view(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = ["--store", url, "up", "--shop-port", str(port)]
+        args = ["--store", url, "up", "--shop-port", str(port), "--console-port", "0"]
         out, code = run_in_terminal(args, 80, 24, cwd=REPO, until=r"is in use(?s:.*)jobs ·")
     assert code == 0, out[-2000:]
     shown = "\n".join(last_frame(out))
@@ -159,7 +163,7 @@ def test_without_a_terminal_it_prints_status_lines(tmp_path: Path) -> None:
     """Piped, keel up prints one time-stamped line per change, then stops by itself."""
     url = f"sqlite:///{tmp_path / 'up.db'}"
     proc = subprocess.run(
-        [KEEL, "--store", url, "up", "--duration", "4"],
+        [KEEL, "--store", url, "up", "--duration", "4", "--console-port", "0"],
         capture_output=True,
         text=True,
         timeout=60,

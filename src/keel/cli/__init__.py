@@ -118,10 +118,11 @@ def up_cmd(
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
     shop_port: Annotated[
         int,
-        typer.Option(
-            metavar="PORT", help="Port of the example shop's orders service (the next 4 too)."
-        ),
+        typer.Option(metavar="PORT", help="Port of the example shop's gateway (the next 5 too)."),
     ] = 8080,
+    console_port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port of the web console (0: any free port).")
+    ] = 8470,
     plain: Annotated[
         bool, typer.Option("--plain", help="One status line per change, as without a terminal.")
     ] = False,
@@ -147,6 +148,7 @@ def up_cmd(
                 duration_s=duration or None,
                 once=once,
                 shop_port=shop_port,
+                console_port=console_port,
                 plain=plain or None,
             )
         )

@@ -4,9 +4,10 @@ It opens the store (the SQLite file by default), joins it with a session of its
 own (a lease with a presence key under ``up/``), campaigns in the ``keel/up``
 election, and runs a small demo that takes the ``demo/heartbeat`` lock every
 two seconds to write a counter guarded by its fencing token, a scheduler with
-the demo heartbeat job, a health checker, and, when the working directory has
-it, ``examples/shop`` (orders, inventory x2, payment, and users over gRPC)
-with orders on port 8080 (see :mod:`keel.cli._up_shop`).
+the demo heartbeat job, a health checker, the web console on port 8470, and,
+when the working directory has it, ``examples/shop`` (a gateway on port 8080
+in front of orders, inventory x2, payment, and users over gRPC; see
+:mod:`keel.cli._up_shop`).
 
 On a terminal it draws :class:`~keel.cli._up_view.UpView`, fitted to the
 terminal's size; without one (piped, or under a service manager) it prints one
@@ -31,6 +32,7 @@ from rich.live import Live
 
 import keel
 from keel.cli._common import console, printable
+from keel.cli._up_edge import ConsoleWatch, run_console
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch
 from keel.cli._up_view import UpView, area_of
@@ -41,13 +43,22 @@ from keel.registry import HealthChecker
 from keel.schedule import Scheduler, read_jobs, register_demo
 from keel.store import Put, Store, parse_url, redact_url
 
-__all__ = ["DEMO_CONFIG", "SHOP_PORT", "UpView", "absolute_url", "area_of", "run_up"]
+__all__ = [
+    "CONSOLE_PORT",
+    "DEMO_CONFIG",
+    "SHOP_PORT",
+    "UpView",
+    "absolute_url",
+    "area_of",
+    "run_up",
+]
 
 DEMO_CONFIG = "keel-up.yaml"
 _DEMO_DOCUMENT = "# Change me: keel config publish keel-up.yaml FILE\nheartbeat_interval_s: 2\n"
 _MAX_LEASES_SHOWN = 8
 _RECENT_RUNS = 8
 SHOP_PORT = 8080
+CONSOLE_PORT = 8470
 
 
 def absolute_url(url: str) -> str:
@@ -133,6 +144,7 @@ async def run_up(
     duration_s: float | None = None,
     once: bool = False,
     shop_port: int = SHOP_PORT,
+    console_port: int = CONSOLE_PORT,
     plain: bool | None = None,
 ) -> UpView:
     """Run the local environment until Ctrl-C/SIGTERM (or ``duration_s``); return the last view.
@@ -141,8 +153,9 @@ async def run_up(
         url: the store URL (the embedded SQLite file by default).
         duration_s: stop by itself after this many seconds.
         once: print one snapshot and return (for scripts and CI).
-        shop_port: the port of the example shop's orders service (the other
-            four services take the next ports).
+        shop_port: the port of the example shop's gateway (its five services
+            take the next ports).
+        console_port: the port of the web console (0: a free one).
         plain: print one line per change instead of the live view (default:
             when stdout is not a terminal).
     """
@@ -157,7 +170,7 @@ async def run_up(
         config = await _demo_config(store, session)
         async with config:
             kvs, revision = await store.range("")
-            view = UpView(url, shop=ShopWatch(shop_port))
+            view = UpView(url, shop=ShopWatch(shop_port), console_watch=ConsoleWatch(console_port))
             view.load(kvs)
             await _refresh(store, view)
             if once:
@@ -182,7 +195,7 @@ async def _run_live(
     plain: bool,
 ) -> None:
     """The background parts of keel up and the screen (or status line) loop."""
-    assert view.shop is not None
+    assert view.shop is not None and view.console_watch is not None
     async with asyncio.TaskGroup() as tasks:
         background = [
             tasks.create_task(_follow(store, view, revision + 1)),
@@ -192,6 +205,7 @@ async def _run_live(
             tasks.create_task(_jobs_demo(store)),
             tasks.create_task(view.shop.run(view.url)),
         ]
+        console_task = tasks.create_task(run_console(store, view.console_watch, stop))
         deadline = time.monotonic() + duration_s if duration_s else None
 
         def running() -> bool:
@@ -202,7 +216,9 @@ async def _run_live(
             await _print_lines(store, view, stop, running)
         else:
             await _draw(store, view, stop, running)
-        for task in background:
+        stop.set()  # the console shuts down on its own (cancelling uvicorn logs a traceback)
+        await asyncio.wait([console_task], timeout=3)
+        for task in [*background, console_task]:
             task.cancel()
 
 

@@ -34,6 +34,8 @@ def facts(view: UpView) -> dict[str, str]:
             out["shop"] += f"; try: {shop.try_line()}"
         for problem in shop.problems:
             out[f"problem {problem}"] = f"problem: {problem}"
+    for text in view.edges():  # the gateway's routes, the console (or why it is not up)
+        out[f"edge {text.plain.split(' ', 1)[0]}"] = text.plain
     for inst in view.services.values():
         mark = view.health.get(f"health/{inst.service}/{inst.id}")
         health = (

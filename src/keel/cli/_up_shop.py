@@ -1,8 +1,8 @@
 """The example shop ``keel up`` runs beside the store, watched rather than silenced.
 
 ``keel up`` starts ``python -m examples.shop`` (when the working directory has
-it, as under ``make up``) with orders on the shop port and the other services
-on the next four. What goes wrong shows up in the view, not in ``/dev/null``:
+it, as under ``make up``) with its gateway on the shop port and the services
+on the next five. What goes wrong shows up in the view, not in ``/dev/null``:
 a port already in use (checked before starting, with the fix), a crash (its
 exit code and last line of output), error lines it prints, and responses with
 5xx statuses. Request rates per service come from the shop's ``/metrics``
@@ -25,8 +25,8 @@ from pathlib import Path
 
 __all__ = ["SHOP_PORTS", "ShopWatch", "port_in_use"]
 
-SHOP_PORTS = 5
-"""orders, inventory x2, payment, users (gRPC): the shop port and the next four."""
+SHOP_PORTS = 6
+"""gateway, orders, inventory x2, payment, users (gRPC): the shop port and the next five."""
 _SAMPLES = 30
 _SCRAPE_EVERY_S = 2.0
 _MAX_METRICS_BYTES = 1 << 20
@@ -63,7 +63,7 @@ class ShopWatch:
 
     @property
     def url(self) -> str:
-        """The orders service, the shop's front door."""
+        """The shop's gateway, its front door."""
         return f"http://{self.host}:{self.port}"
 
     def try_line(self) -> str:

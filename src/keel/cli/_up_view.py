@@ -24,6 +24,7 @@ from rich.text import Text
 
 from keel._records import Rejected, decode, report
 from keel.cli._common import cell, printable
+from keel.cli._up_edge import GATEWAY_CONFIG, ConsoleWatch, route_summary
 from keel.cli._up_fmt import LEGEND, count, duration, size, sparkline
 from keel.cli._up_sagas import COLUMNS, PREFIX, WIDTHS, decode_saga, saga_rows, saga_title
 from keel.cli._up_shop import ShopWatch
@@ -119,6 +120,7 @@ class UpView:
 
     url: str
     shop: ShopWatch | None = None
+    console_watch: ConsoleWatch | None = None
     keys: dict[str, str] = field(default_factory=dict)
     services: dict[str, Instance] = field(default_factory=dict)
     health: dict[str, HealthMark] = field(default_factory=dict)
@@ -325,6 +327,7 @@ class UpView:
         if shop is not None and shop.state != "off":
             lines.append(Text.assemble(("shop ", "bold"), (shop.url, "cyan"), f" ({shop.state})"))
             lines.extend(Text(f"! {p}", style="red") for p in shop.problems)
+        lines.extend(self.edges())
         if self.roomy:
             lines.append(Text("Ctrl-C to stop · keel up --help explains the columns", style="dim"))
         for text in lines:
@@ -333,6 +336,22 @@ class UpView:
         if shop is not None and shop.state == "up":
             lines[1].append("  try:")
             lines.insert(2, Text(f"  {shop.try_line()}", no_wrap=True, overflow="ellipsis"))
+        return lines
+
+    def edges(self) -> list[Text]:
+        """The gateway's routes and where the console is (with how to make its first user)."""
+        lines = []
+        routes = route_summary(self.configs.get(f"config/{GATEWAY_CONFIG}"))
+        if routes is not None and self.shop is not None and self.shop.state == "up":
+            lines.append(Text.assemble(("gateway ", "bold"), printable(routes)))
+        watch = self.console_watch
+        if watch is not None and watch.problem:
+            lines.append(Text(f"! {watch.problem}", style="red"))
+        elif watch is not None and watch.url:
+            line = Text.assemble(("console ", "bold"), (watch.url, "cyan"))
+            if watch.hint:
+                line.append("  first user: keel console adduser NAME --role admin")
+            lines.append(line)
         return lines
 
     def render(self, width: int = 80, height: int = 24, *, columns: int = 0) -> RenderableType:

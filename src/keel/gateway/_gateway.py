@@ -40,7 +40,7 @@ from keel.gateway._cors import Cors
 from keel.gateway._jwt import JwtKeys
 from keel.gateway._limits import Limits
 from keel.gateway._logs import AccessLog
-from keel.gateway._metrics import GatewayMetrics
+from keel.gateway._metrics import gateway_metrics
 from keel.gateway._model import GatewayDocument, Route
 from keel.gateway._plan import Limiter, State, compile_state
 from keel.gateway._proxy import Upstreams
@@ -101,7 +101,7 @@ class Gateway:
         self._registry = registry
         self._tracer_provider = tracer_provider
         self._snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
-        self.metrics = GatewayMetrics(registry if registry is not None else REGISTRY)
+        self.metrics = gateway_metrics(registry if registry is not None else REGISTRY)
         self.access_log = (
             access_log if isinstance(access_log, AccessLog) else AccessLog(enabled=access_log)
         )

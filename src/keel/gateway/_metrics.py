@@ -28,6 +28,7 @@ most ``max_routes`` route labels and ``max_instances`` breaker series, then
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterator
 
@@ -39,7 +40,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-__all__ = ["BREAKER_STATES", "BUCKETS", "GatewayMetrics", "RouteSeries", "UpstreamSeries"]
+__all__ = [
+    "BREAKER_STATES",
+    "BUCKETS",
+    "GatewayMetrics",
+    "RouteSeries",
+    "UpstreamSeries",
+    "gateway_metrics",
+]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Latency buckets, 0.5 ms to 10 s."""
@@ -125,6 +133,22 @@ class UpstreamSeries:
 
     def __repr__(self) -> str:
         return f"UpstreamSeries(statuses={self.statuses}, retries={self.retries})"
+
+
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, GatewayMetrics] = weakref.WeakKeyDictionary()
+
+
+def gateway_metrics(registry: CollectorRegistry) -> GatewayMetrics:
+    """The one :class:`GatewayMetrics` of ``registry`` (made on first use).
+
+    Gateways in one process that export to the same registry share its
+    series, as the services of one process share the HTTP series; a second
+    collector of the same names could not be registered.
+    """
+    found = _SHARED.get(registry)
+    if found is None:
+        found = _SHARED[registry] = GatewayMetrics(registry)
+    return found
 
 
 class GatewayMetrics:
