@@ -42,7 +42,7 @@ $(STAMP): requirements.lock pyproject.toml
 bench: $(STAMP)
 	@bash scripts/ensure-engines.sh --bench
 	for b in store locks locks_redis registry balance config resilience scheduler http_service \
-	         grpc_channel grpc_server grpc_vs_http saga saga_barrier cli gateway events; do \
+	         grpc_channel grpc_server grpc_vs_http saga saga_barrier cli gateway events console; do \
 	  test -f bench/$$b.py && $(BIN)/python bench/$$b.py || exit 1; \
 	done
 
