@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real engines the tests start are installed: etcd (server and
-# etcdctl), redis-server, postgresql and chromium (the console's browser tests),
+# etcdctl), redis-server, postgresql, chromium (the console's browser tests) and
+# prometheus (promtool and a real server for the alert rules and canary analysis),
 # from Debian's packages; with --bench also nginx and wrk (the gateway
 # benchmark's peer and load generator). Installs them with apt-get when running
 # as root; otherwise says what to run.
@@ -14,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # Playwright drives Debian's Chromium (a browser download needs the network).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Alert rules are checked with promtool; canary analysis queries a real Prometheus.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   command -v nginx >/dev/null 2>&1 || missing+=(nginx)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
@@ -34,7 +37,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the services it installs; the tests start their own on free ports.
-for svc in etcd redis-server postgresql nginx; do
+for svc in etcd redis-server postgresql nginx prometheus prometheus-node-exporter; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
