@@ -122,3 +122,15 @@ async def test_kill_9_of_the_relay_publishes_each_event_once(
             await bus.aclose()
     assert len(counts) == 20
     assert set(counts.values()) == {1}, counts
+
+
+async def test_a_malformed_outbox_record_is_skipped(store: Store) -> None:
+    """A record the relay cannot decode is reported and left alone; the others are relayed."""
+    bus = Bus(store)
+    await store.put("events-outbox/0000000000000-bad", b"\xff not an event")
+    await store.txn([], [bus.outbox_put("t", {"n": 1})])
+    relay = Relay(store, bus)
+    assert await relay.run_once() == 1
+    assert await relay.run_once() == 0
+    assert [e.payload for e in await bus.read("t")] == [{"n": 1}]
+    assert await _outbox(store) == 1
