@@ -192,19 +192,22 @@ class Member:
 
         A read whose answer was lost (a timeout after the engine delivered)
         leaves entries pending under this member's name that nobody handles;
-        once they have been idle for a TTL they are taken back and fed.
+        once they have been idle for a TTL they are taken back and fed. The
+        lag gauge is refreshed on the way.
         """
+        total = 0
         for partition in self.owned:
             lag = await self._engine.lag(self._topic, partition, self._group)
+            total += lag.pending + lag.undelivered
             if lag.pending > self._dispatcher.held(partition):
                 entries = await self._engine.claim_pending(
                     self._topic, partition, self._group, self.name, self._ttl, lag.pending
                 )
                 await self._dispatcher.feed(partition, entries)
+        self._metrics.lag.labels(self._topic, self._group).set(total)
 
     async def _upkeep(self) -> None:
-        """Trim the owned partitions (retention) and refresh the lag gauge."""
-        total = 0
+        """Trim the owned partitions (retention)."""
         now = self._clock.time()
         keep = self._retention
         for partition in self.owned:
@@ -212,9 +215,6 @@ class Member:
             if keep.max_age_s is not None:
                 min_id = await self._engine.id_at(self._topic, partition, now - keep.max_age_s)
             await self._engine.trim(self._topic, partition, max_len=keep.max_len, min_id=min_id)
-            lag = await self._engine.lag(self._topic, partition, self._group)
-            total += lag.pending + lag.undelivered
-        self._metrics.lag.labels(self._topic, self._group).set(total)
 
     async def _leave(self) -> None:
         stops = [self._stop(p, release=True, drain=False) for p in list(self._readers)]
