@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "observe": {"clock", "errors"},
     "resilience": {"clock", "errors", "observe"},
     "balance": {"clock", "errors", "observe"},
-    "store": {"clock", "errors"},
+    "store": {"clock", "errors", "observe"},
     "backends": {"clock", "errors", "store", "observe"},
     "coord": {"clock", "errors", "store", "observe"},
     "testing": {"clock", "errors"},

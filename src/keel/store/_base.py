@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from time import perf_counter
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 from keel.errors import InvalidKeyError, StoreClosedError, ValidationError, ValueTooLargeError
+from keel.observe.spans import GATE, end_span, store_span, tracing_on
+from keel.observe.store_metrics import OpSeries, StoreSeries, store_metrics
 from keel.store._types import (
     Compare,
     Delete,
@@ -37,6 +40,32 @@ DEFAULT_MAX_VALUE_BYTES: Final = 1024 * 1024
 MAX_KEY_BYTES: Final = 4096
 MAX_LEASE_TTL: Final = 9_000_000_000  # etcd's MaxLeaseTTL
 MAX_TXN_OPS: Final = 128  # etcd's default --max-txn-ops
+
+T = TypeVar("T")
+
+
+def _timed(series: OpSeries, call: Awaitable[T], store: str, op: str) -> Awaitable[T]:
+    """Count and time one call of a rare operation (leases, compaction, status)."""
+    series.calls += 1
+    return _observed(series, call, store, op, None)
+
+
+async def _observed(
+    series: OpSeries, call: Awaitable[T], store: str, op: str, key: str | None
+) -> T:
+    """Await a backend call, counting it in ``series`` (and tracing it when tracing is on)."""
+    span = store_span(store, op, key) if tracing_on() else None
+    started = perf_counter()
+    try:
+        result = await call
+    except BaseException as exc:
+        series.failed(exc, perf_counter() - started)
+        end_span(span, exc)
+        raise
+    series.observe(perf_counter() - started)
+    if span is not None:
+        span.end()
+    return result
 
 
 def check_key(key: object, *, allow_empty: bool = False) -> str:
@@ -91,6 +120,8 @@ class Watch(AsyncIterator[Event], abc.ABC):
         self._started = False
         self._closed = False
         self._last_revision = 0
+        self._series: StoreSeries | None = None  # set by Store.watch
+        self._counted = False
 
     async def start(self) -> Self:
         """Establish the watch (idempotent); return self."""
@@ -99,13 +130,25 @@ class Watch(AsyncIterator[Event], abc.ABC):
         if not self._started:
             self._started = True
             await self._open()
+            if self._series is not None and not self._counted:
+                self._counted = True
+                self._series.watches += 1
         return self
+
+    def _uncount(self) -> None:
+        """Stop counting this watch as open; its queued events are no longer backlog."""
+        if self._counted and self._series is not None:
+            self._counted = False
+            self._series.watches -= 1
+            self._series.events_out += self._queue.qsize()
 
     def _deliver(self, event: Event) -> None:
         """Backend hook: queue one event (the backend delivers each revision once)."""
         if self._closed:
             return
         self._queue.put_nowait(event)
+        if self._series is not None:
+            self._series.events_in += 1
 
     def _fail(self, exc: BaseException) -> None:
         """Backend hook: end the stream with ``exc`` after the queued events."""
@@ -123,10 +166,13 @@ class Watch(AsyncIterator[Event], abc.ABC):
         item = await self._queue.get()
         if isinstance(item, BaseException):
             self._closed = True
+            self._uncount()
             if isinstance(item, StopAsyncIteration):
                 raise StopAsyncIteration
             raise item
         self._last_revision = item.kv.mod_revision
+        if self._series is not None:
+            self._series.events_out += 1
         return item
 
     def get_nowait(self) -> Event | None:
@@ -138,6 +184,8 @@ class Watch(AsyncIterator[Event], abc.ABC):
             self._queue.put_nowait(item)
             return None
         self._last_revision = item.kv.mod_revision
+        if self._series is not None:
+            self._series.events_out += 1
         return item
 
     async def aclose(self) -> None:
@@ -145,6 +193,7 @@ class Watch(AsyncIterator[Event], abc.ABC):
         if self._closed and not self._started:
             return
         self._closed = True
+        self._uncount()
         if self._started:
             self._started = False
             await self._close()
@@ -195,6 +244,8 @@ class Store(abc.ABC):
             raise ValidationError("max_value_bytes must be at least 1")
         self.max_value_bytes = max_value_bytes
         self._closed = False
+        self._series = store_metrics().series(self.backend)
+        self._ops = None if self._series is None else self._series.ops
 
     # -- input checks -------------------------------------------------------
 
@@ -256,13 +307,37 @@ class Store(abc.ABC):
         """
         self._check_open()
         check_key(key)
-        return await self._do_put(key, self._check_value(key, value), self._check_lease(lease))
+        call = self._do_put(key, self._check_value(key, value), self._check_lease(lease))
+        ops = self._ops
+        if ops is None:
+            return await call
+        series = ops["put"]
+        series.calls += 1
+        if series.calls & series.mask and not GATE.on:  # counted, not timed
+            try:
+                return await call
+            except BaseException as exc:
+                series.failed(exc)
+                raise
+        return await _observed(series, call, self.backend, "put", key)
 
     async def get(self, key: str) -> KeyValue | None:
         """Return the key's record, or None."""
         self._check_open()
         check_key(key)
-        return await self._do_get(key)
+        call = self._do_get(key)
+        ops = self._ops
+        if ops is None:
+            return await call
+        series = ops["get"]
+        series.calls += 1
+        if series.calls & series.mask and not GATE.on:  # counted, not timed
+            try:
+                return await call
+            except BaseException as exc:
+                series.failed(exc)
+                raise
+        return await _observed(series, call, self.backend, "get", key)
 
     async def range(
         self,
@@ -290,13 +365,37 @@ class Store(abc.ABC):
             raise ValidationError("range limit must be >= 0 (0 or None: no limit)")
         if revision is not None and revision < 0:
             raise ValidationError("revision must be >= 0 (0 or None: the current revision)")
-        return await self._do_range(key, prefix, limit or None, revision or None)
+        call = self._do_range(key, prefix, limit or None, revision or None)
+        ops = self._ops
+        if ops is None:
+            return await call
+        series = ops["range"]
+        series.calls += 1
+        if series.calls & series.mask and not GATE.on:  # counted, not timed
+            try:
+                return await call
+            except BaseException as exc:
+                series.failed(exc)
+                raise
+        return await _observed(series, call, self.backend, "range", key)
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         """Delete the key (or every key under the prefix); return how many were deleted."""
         self._check_open()
         check_key(key, allow_empty=prefix)
-        return await self._do_delete(key, prefix)
+        call = self._do_delete(key, prefix)
+        ops = self._ops
+        if ops is None:
+            return await call
+        series = ops["delete"]
+        series.calls += 1
+        if series.calls & series.mask and not GATE.on:  # counted, not timed
+            try:
+                return await call
+            except BaseException as exc:
+                series.failed(exc)
+                raise
+        return await _observed(series, call, self.backend, "delete", key)
 
     async def txn(
         self,
@@ -333,7 +432,19 @@ class Store(abc.ABC):
                     f"a transaction branch has {len(ops)} ops, over the limit of "
                     f"{MAX_TXN_OPS}: split it"
                 )
-        return await self._do_txn(tuple(compare), checked[0], checked[1])
+        call = self._do_txn(tuple(compare), checked[0], checked[1])
+        table = self._ops
+        if table is None:
+            return await call
+        series = table["txn"]
+        series.calls += 1
+        if series.calls & series.mask and not GATE.on:  # counted, not timed
+            try:
+                return await call
+            except BaseException as exc:
+                series.failed(exc)
+                raise
+        return await _observed(series, call, self.backend, "txn", None)
 
     @staticmethod
     def _check_no_overlap(ops: Sequence[Op]) -> None:
@@ -363,7 +474,9 @@ class Store(abc.ABC):
         self._check_open()
         if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_LEASE_TTL:
             raise ValidationError(f"lease ttl must be whole seconds from 1 to {MAX_LEASE_TTL}")
-        return await self._do_grant(ttl)
+        call = self._do_grant(ttl)
+        ops = self._ops
+        return await (call if ops is None else _timed(ops["grant"], call, self.backend, "grant"))
 
     async def keepalive(self, lease_id: int) -> int:
         """Renew the lease to its full TTL; return that TTL.
@@ -372,7 +485,11 @@ class Store(abc.ABC):
             LeaseNotFoundError: the lease has expired or was revoked.
         """
         self._check_open()
-        return await self._do_keepalive(self._check_lease(lease_id))
+        call = self._do_keepalive(self._check_lease(lease_id))
+        ops = self._ops
+        return await (
+            call if ops is None else _timed(ops["keepalive"], call, self.backend, "keepalive")
+        )
 
     async def revoke(self, lease_id: int) -> None:
         """End the lease now, deleting every key attached to it.
@@ -381,17 +498,25 @@ class Store(abc.ABC):
             LeaseNotFoundError: no such lease.
         """
         self._check_open()
-        await self._do_revoke(self._check_lease(lease_id))
+        call = self._do_revoke(self._check_lease(lease_id))
+        ops = self._ops
+        await (call if ops is None else _timed(ops["revoke"], call, self.backend, "revoke"))
 
     async def time_to_live(self, lease_id: int) -> LeaseInfo | None:
         """Return the lease's remaining TTL and keys, or None if it does not exist."""
         self._check_open()
-        return await self._do_time_to_live(self._check_lease(lease_id))
+        call = self._do_time_to_live(self._check_lease(lease_id))
+        ops = self._ops
+        return await (
+            call if ops is None else _timed(ops["time_to_live"], call, self.backend, "time_to_live")
+        )
 
     async def leases(self) -> list[int]:
         """Return the ids of the live leases."""
         self._check_open()
-        return await self._do_leases()
+        call = self._do_leases()
+        ops = self._ops
+        return await (call if ops is None else _timed(ops["leases"], call, self.backend, "leases"))
 
     def watch(
         self, key: str = "", *, prefix: bool = False, start_revision: int | None = None
@@ -401,7 +526,9 @@ class Store(abc.ABC):
         check_key(key, allow_empty=prefix)
         if start_revision is not None and start_revision < 0:
             raise ValidationError("start_revision must be >= 0 (None: changes after now)")
-        return self._make_watch(key, prefix, start_revision or None)
+        watch = self._make_watch(key, prefix, start_revision or None)
+        watch._series = self._series
+        return watch
 
     async def compact(self, revision: int) -> None:
         """Forget history before ``revision`` (reads and watches below it raise Compacted).
@@ -413,12 +540,16 @@ class Store(abc.ABC):
         self._check_open()
         if not isinstance(revision, int) or revision < 1:
             raise ValidationError("compact revision must be an int >= 1")
-        await self._do_compact(revision)
+        call = self._do_compact(revision)
+        ops = self._ops
+        await (call if ops is None else _timed(ops["compact"], call, self.backend, "compact"))
 
     async def status(self) -> StoreStatus:
         """Return a summary of the store: backend, revision, key count, size."""
         self._check_open()
-        return await self._do_status()
+        call = self._do_status()
+        ops = self._ops
+        return await (call if ops is None else _timed(ops["status"], call, self.backend, "status"))
 
     async def close(self) -> None:
         """Close the connection; live watches end (idempotent)."""

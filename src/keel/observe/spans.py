@@ -1,0 +1,137 @@
+"""Spans for keel's own calls (store, locks, elections, probes, job runs), cheap when off.
+
+Library code must not pay for tracing nobody configured: :func:`tracing_on`
+is two global reads, and is False until an SDK tracer provider is installed
+(globally, or for keel with :func:`use_tracer_provider`). Store calls are
+traced only inside a recording span (a sampled request or job run, the
+OpenTelemetry parent-based rule), and of those a share set with
+:func:`sample_store_spans` (all by default): a store call is the most
+frequent thing keel does.
+
+Attributes follow the OpenTelemetry semantic conventions where they exist
+(``db.system.name``, ``db.operation.name``, ``error.type``); keel's own are
+under ``keel.``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from keel.errors import ValidationError
+
+__all__ = [
+    "GATE",
+    "end_span",
+    "sample_store_spans",
+    "start_span",
+    "store_span",
+    "tracing_on",
+    "use_tracer_provider",
+]
+
+_SCOPE = "keel"
+_provider: trace.TracerProvider | None = None
+_store_ratio = 1.0
+
+
+class _Gate:
+    """The last answer of :func:`tracing_on`, for hot paths that check it without a call."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+    def __repr__(self) -> str:
+        return f"_Gate(on={self.on})"
+
+
+GATE = _Gate()
+"""``GATE.on``: whether tracing was on when last asked (refreshed by :func:`tracing_on`)."""
+
+
+def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Record keel's spans (store, coordination, jobs) on ``provider`` instead of the global one.
+
+    For tests and applications that keep their SDK provider out of the global
+    slot (``setup_tracing(..., set_global=False)``); None goes back to the global.
+    """
+    global _provider
+    _provider = provider
+    tracing_on()
+
+
+def sample_store_spans(ratio: float) -> None:
+    """Trace this share of store calls made inside a recording span (0 turns them off).
+
+    Raises:
+        ValidationError: ``ratio`` is outside [0, 1].
+    """
+    global _store_ratio
+    if not 0.0 <= ratio <= 1.0:
+        raise ValidationError(f"store span ratio must be in [0, 1], got {ratio!r}")
+    _store_ratio = ratio
+
+
+def tracing_on() -> bool:
+    """Whether an SDK may record keel's spans (a provider is installed); cheap."""
+    on = _provider is not None or getattr(trace, "_TRACER_PROVIDER", None) is not None
+    GATE.on = on
+    return on
+
+
+def _tracer() -> trace.Tracer:
+    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    return provider.get_tracer(_SCOPE)
+
+
+def start_span(
+    name: str,
+    attributes: Mapping[str, AttributeValue],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    root: bool = False,
+    links: tuple[Link, ...] = (),
+) -> Span | None:
+    """Start a span under the current one (or a new trace, ``root``), or None when off.
+
+    The caller ends it with :func:`end_span`; the span is not made current
+    (keel's spans are leaves, or are made current by the caller with
+    ``trace.use_span``).
+    """
+    if not tracing_on():
+        return None
+    context = trace.set_span_in_context(trace.INVALID_SPAN) if root else None
+    return _tracer().start_span(
+        name, context=context, kind=kind, attributes=attributes, links=list(links)
+    )
+
+
+def store_span(store: str, operation: str, key: str | None) -> Span | None:
+    """A CLIENT span for one store call, when the current span records and the sample says so."""
+    if not trace.get_current_span().is_recording():
+        return None
+    if _store_ratio < 1.0 and random.random() >= _store_ratio:
+        return None
+    attributes: dict[str, AttributeValue] = {
+        "db.system.name": store,
+        "db.operation.name": operation,
+    }
+    if key is not None:
+        attributes["keel.store.key"] = key
+    return _tracer().start_span(f"store {operation}", kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def end_span(span: Span | None, error: BaseException | None = None) -> None:
+    """End ``span`` (if any), marking it failed with ``error``'s type when given."""
+    if span is None:
+        return
+    if error is not None:
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+    span.end()

@@ -1,0 +1,249 @@
+"""Store operation series: counts, errors by kind, latency, watches, commit groups.
+
+Every store call passes through :class:`keel.store.Store`'s public methods,
+so the counting happens there once, for every backend. A memory ``get`` takes
+about 2.5 us, so the per-call cost has to stay near 0.1 us: as with the HTTP
+server series, the numbers are plain Python ints and floats in pre-built
+objects (one :class:`OpSeries` per backend and operation, made once), turned
+into metric families only when scraped. ``prometheus_client``'s labelled
+children take a lock per increment and cost several times more.
+
+Series (labels are bounded: ``store`` is the backend name, ``operation`` one
+of a dozen names, ``kind`` an exception class name; never a key):
+
+- ``keel_store_operations_total{store,operation}``
+- ``keel_store_errors_total{store,operation,kind}``
+- ``keel_store_operation_duration_seconds{store,operation}`` (histogram)
+- ``keel_store_watches{store}`` (open now), ``keel_store_watch_events_total{store}``
+  (events taken by consumers), ``keel_store_watch_backlog{store}`` (events the
+  backend delivered that consumers have not taken yet: how far they lag)
+- ``keel_store_commit_group_size`` and ``keel_store_commit_seconds`` (sqlite
+  group commits: writes per transaction, time to commit one)
+
+Written by the event loop's thread only (the sqlite commit series by the
+store's writer thread only); a scrape from another thread reads whole numbers.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+__all__ = ["BUCKETS", "OPERATIONS", "OpSeries", "StoreMetrics", "StoreSeries", "store_metrics"]
+
+# Store latency: 50 us (memory) .. 5 s (a slow etcd quorum).
+BUCKETS: Final = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
+BUCKETS_TAIL: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_ALL: Final = BUCKETS + BUCKETS_TAIL
+_SAMPLED: Final = {"memory": 15}  # time one call in 16 (see StoreSeries)
+_GROUP_SIZES: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+
+OPERATIONS: Final = (
+    "put",
+    "get",
+    "range",
+    "delete",
+    "txn",
+    "grant",
+    "keepalive",
+    "revoke",
+    "time_to_live",
+    "leases",
+    "compact",
+    "status",
+)
+
+
+class OpSeries:
+    """One (store, operation): calls, a latency histogram and errors by kind.
+
+    Attributes:
+        calls: every call (``keel_store_operations_total``).
+        mask: time one call in ``mask + 1`` (0: every call); see :class:`StoreSeries`.
+    """
+
+    __slots__ = ("buckets", "calls", "errors", "mask", "sum")
+
+    def __init__(self, mask: int = 0) -> None:
+        self.calls = 0
+        self.mask = mask
+        self.buckets = [0] * (len(_ALL) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.errors: dict[str, int] = {}
+
+    def observe(self, seconds: float) -> None:
+        """Count one finished call that took ``seconds``."""
+        self.buckets[bisect_left(_ALL, seconds)] += 1
+        self.sum += seconds
+
+    def failed(self, exc: BaseException, seconds: float | None = None) -> None:
+        """Count one call that raised ``exc`` (and its latency, when it was timed)."""
+        kind = type(exc).__name__
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if seconds is not None:
+            self.observe(seconds)
+
+    def __repr__(self) -> str:
+        return f"OpSeries(calls={self.calls}, errors={self.errors})"
+
+
+class StoreSeries:
+    """Every series of one backend (shared by all its connections in the process).
+
+    The memory backend answers a ``get`` in about 1 us, so its latency is
+    sampled: every call is counted, one in 16 is timed (the histogram's
+    count is the timed calls). Other backends' calls take tens of
+    microseconds or more, and every one is timed.
+
+    Attributes:
+        ops: one :class:`OpSeries` per operation name.
+        watches: watches open now.
+        events_in: events the backend delivered to watches.
+        events_out: events consumers took.
+    """
+
+    __slots__ = ("events_in", "events_out", "ops", "watches")
+
+    def __init__(self, mask: int = 0) -> None:
+        self.ops = {name: OpSeries(mask) for name in OPERATIONS}
+        self.watches = 0
+        self.events_in = 0
+        self.events_out = 0
+
+    def __repr__(self) -> str:
+        return f"StoreSeries(watches={self.watches}, events={self.events_out})"
+
+
+class _CommitSeries:
+    __slots__ = ("seconds", "sizes", "sizes_sum", "sum")
+
+    def __init__(self) -> None:
+        self.sizes = [0] * (len(_GROUP_SIZES) + 1)
+        self.sizes_sum = 0
+        self.seconds = [0] * (len(_ALL) + 1)
+        self.sum = 0.0
+
+
+class StoreMetrics:
+    """The store series on one registry (a collector read at scrape time).
+
+    Attributes:
+        enabled: stores connected while this is False record nothing (the
+            benchmark's "metrics off"); on by default.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.enabled = True
+        self._stores: dict[str, StoreSeries] = {}
+        self._commits: dict[str, _CommitSeries] = {}
+        self.registry.register(self)
+
+    def series(self, store: str) -> StoreSeries | None:
+        """The series of backend ``store`` (created once), or None when disabled."""
+        if not self.enabled:
+            return None
+        found = self._stores.get(store)
+        if found is None:
+            found = self._stores[store] = StoreSeries(_SAMPLED.get(store, 0))
+        return found
+
+    def committed(self, store: str, writes: int, seconds: float) -> None:
+        """Count one group commit of ``writes`` writes that took ``seconds``."""
+        c = self._commits.get(store)
+        if c is None:
+            c = self._commits[store] = _CommitSeries()
+        c.sizes[bisect_left(_GROUP_SIZES, writes)] += 1
+        c.sizes_sum += writes
+        c.seconds[bisect_left(_ALL, seconds)] += 1
+        c.sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """Metric families of the current numbers (called by the registry on scrape)."""
+        total = CounterMetricFamily(
+            "keel_store_operations",
+            "Store calls, by backend and operation.",
+            labels=("store", "operation"),
+        )
+        errors = CounterMetricFamily(
+            "keel_store_errors",
+            "Store calls that raised, by backend, operation and error kind.",
+            labels=("store", "operation", "kind"),
+        )
+        latency = HistogramMetricFamily(
+            "keel_store_operation_duration_seconds",
+            "Time a store call took (failed calls included).",
+            labels=("store", "operation"),
+        )
+        watches = GaugeMetricFamily("keel_store_watches", "Watches open now.", labels=("store",))
+        events = CounterMetricFamily(
+            "keel_store_watch_events", "Watch events taken by consumers.", labels=("store",)
+        )
+        backlog = GaugeMetricFamily(
+            "keel_store_watch_backlog",
+            "Watch events delivered by the backend, not yet taken by consumers.",
+            labels=("store",),
+        )
+        for store, s in list(self._stores.items()):
+            for op, series in s.ops.items():
+                labels = [store, op]
+                if not series.calls:
+                    continue
+                counts = list(series.buckets)
+                total.add_metric(labels, series.calls)
+                latency.add_metric(labels, _cumulative(counts, _ALL), series.sum)
+                for kind, count in list(series.errors.items()):
+                    errors.add_metric([store, op, kind], count)
+            watches.add_metric([store], s.watches)
+            events.add_metric([store], s.events_out)
+            backlog.add_metric([store], max(0, s.events_in - s.events_out))
+        yield from (total, errors, latency, watches, events, backlog)
+        yield from self._collect_commits()
+
+    def _collect_commits(self) -> Iterator[Metric]:
+        sizes = HistogramMetricFamily(
+            "keel_store_commit_group_size",
+            "Writes per committed transaction (sqlite group commit).",
+            labels=("store",),
+        )
+        seconds = HistogramMetricFamily(
+            "keel_store_commit_seconds",
+            "Time to run and commit one group of writes (sqlite).",
+            labels=("store",),
+        )
+        for store, c in list(self._commits.items()):
+            sizes.add_metric([store], _cumulative(list(c.sizes), _GROUP_SIZES), c.sizes_sum)
+            seconds.add_metric([store], _cumulative(list(c.seconds), _ALL), c.sum)
+        yield from (sizes, seconds)
+
+    def __repr__(self) -> str:
+        return f"StoreMetrics(stores={sorted(self._stores)}, enabled={self.enabled})"
+
+
+def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return out
+
+
+_default: StoreMetrics | None = None
+
+
+def store_metrics() -> StoreMetrics:
+    """The process-wide store series on ``prometheus_client.REGISTRY`` (created once)."""
+    global _default
+    if _default is None:
+        _default = StoreMetrics(REGISTRY)
+    return _default
