@@ -199,7 +199,7 @@ def test_missing_sqlite_file_is_not_found(tmp_path: Path) -> None:
 def test_lock_says_whom_it_waits_for(seeded: tuple[str, int]) -> None:
     """keel lock says on stderr that it waits, for which lease, before timing out (exit 4)."""
     url, lease = seeded
-    result = keel_cli("lock", "--timeout", "0.3", "held", "--", "true", url=url)
+    result = keel_cli("lock", "--timeout", "2", "held", "--", "true", url=url)
     assert result.code == 4
     assert "waiting for 'held'" in result.err_lines[0]
     assert f"{lease:x}" in result.err_lines[0]
