@@ -13,8 +13,12 @@ up: $(STAMP)
 	@echo "==> starting keel up (Ctrl-C to stop)"
 	$(BIN)/keel up
 
+# Most tests wait on real processes (etcd, Redis, PostgreSQL, Chromium, keel
+# children): four workers keep two cores busy. PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= 4
+
 test: $(STAMP) engines lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not slow"
