@@ -449,3 +449,13 @@ def watch_cmd(
                     return
 
     run(go())
+
+
+def _add_schema_commands() -> None:
+    from keel.cli._config_schema_cmds import schema_app, validate_cmd
+
+    app.add_typer(schema_app, name="schema")
+    app.command("validate")(validate_cmd)
+
+
+_add_schema_commands()

@@ -21,6 +21,7 @@ from keel.config._formats import (
     parse,
     parse_properties,
 )
+from keel.config._health import ClientHealth, HealthProbe
 from keel.config._layers import ENV_PREFIX, Source, env_overrides, merge
 from keel.config._live import LiveConfig
 from keel.config._model import (
@@ -30,6 +31,7 @@ from keel.config._model import (
     GrayRule,
     MalformedConfigError,
 )
+from keel.config._schema import ConfigSchema, SchemaViolation, SchemaViolationError, schema_of
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -38,19 +40,25 @@ __all__ = [
     "FORMATS",
     "MAX_DEPTH",
     "MAX_NODES",
+    "ClientHealth",
     "ClientReport",
     "ConfigCenter",
     "ConfigDocument",
+    "ConfigSchema",
     "ConfigSummary",
     "Format",
     "GrayRelease",
     "GrayRule",
+    "HealthProbe",
     "LiveConfig",
     "MalformedConfigError",
+    "SchemaViolation",
+    "SchemaViolationError",
     "Source",
     "env_overrides",
     "guess_format",
     "merge",
     "parse",
     "parse_properties",
+    "schema_of",
 ]

@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 from keel._aio import Opening
 from keel._records import Rejected, decode, report
+from keel.clock import SYSTEM_CLOCK, Clock
 from keel.config._formats import Format, check_format, guess_format, parse
+from keel.config._health import HealthProbe, HealthReporter
 from keel.config._live import LiveConfig
 from keel.config._model import (
     ConfigDocument,
@@ -41,6 +43,8 @@ from keel.config._model import (
     history_key,
     md5_of,
 )
+from keel.config._schema import schema_guard
+from keel.config._schema_api import SchemaMethods
 from keel.config._writes import commit, gray_of, kept_history, malformed_error, read_current
 from keel.coord import Session
 from keel.errors import ConflictError, NotFoundError, ValidationError
@@ -78,7 +82,7 @@ class ConfigSummary:
     rejected: str = ""
 
 
-class ConfigCenter:
+class ConfigCenter(SchemaMethods):
     """Publish and read configs on a store.
 
     Args:
@@ -159,6 +163,7 @@ class ConfigCenter:
             MalformedConfigError: the current record is malformed and ``force`` is False.
         """
         fmt = self._validate(name, content, format)
+        schema_ok = await schema_guard(self.store, name, content, fmt, f"{name} (publish)")
         kv, last, readable = await read_current(self.store, name, force=force)
         version = last if kv is not None else 0
         if expected_version is not None and expected_version != version and readable:
@@ -181,7 +186,7 @@ class ConfigCenter:
             if kv is not None
             else Compare.absent(current_key(name))
         )
-        await commit(self.store, self.retention, doc, [guard], ())
+        await commit(self.store, self.retention, doc, [guard, schema_ok], ())
         return doc
 
     async def list(self) -> list[ConfigSummary]:
@@ -291,6 +296,7 @@ class ConfigCenter:
         if current is None:
             raise NotFoundError(f"{name} does not exist: publish a first version before a gray")
         fmt = self._validate(name, content, current.format)
+        schema_ok = await schema_guard(self.store, name, content, fmt, f"{name} (gray)")
         gray = GrayRelease(
             name=name,
             content=content,
@@ -302,11 +308,12 @@ class ConfigCenter:
             comment=comment,
             published_at=time.time(),
         )
-        compares = [] if replace else [Compare.absent(gray_key(name))]
+        compares = [schema_ok] if replace else [schema_ok, Compare.absent(gray_key(name))]
         result = await self.store.txn(compares, [Put(gray_key(name), gray.encode())])
         if not result.succeeded:
             raise ConflictError(
-                f"{name} already has a gray release: promote or abort it first (or replace it)"
+                f"{name} already has a gray release (or its schema changed meanwhile): "
+                f"promote or abort it first (or replace it)"
             )
         return gray
 
@@ -325,6 +332,7 @@ class ConfigCenter:
         if gray_kv is None:
             raise NotFoundError(f"{name} has no gray release to promote")
         gray = gray_of(name, gray_kv)
+        schema_ok = await schema_guard(self.store, name, gray.content, gray.format, "the gray")
         kv, last, _ = await read_current(self.store, name, force=False)
         doc = ConfigDocument(
             name=name,
@@ -336,7 +344,7 @@ class ConfigCenter:
             comment=f"promote gray: {gray.comment}".rstrip(": "),
             published_at=time.time(),
         )
-        guards = [Compare.mod_revision(gray_key(name), "==", gray_kv.mod_revision)]
+        guards = [Compare.mod_revision(gray_key(name), "==", gray_kv.mod_revision), schema_ok]
         guards.append(
             Compare.mod_revision(current_key(name), "==", kv.mod_revision)
             if kv is not None
@@ -363,6 +371,9 @@ class ConfigCenter:
         session: Session | None = None,
         environ: Mapping[str, str] | None = None,
         metrics: ConfigMetrics | None = None,
+        health: HealthProbe | None = None,
+        health_interval_s: float = 5.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> Opening[LiveConfig[T]]:
         """Bind ``name`` to ``model`` (a pydantic model, dataclass, ``dict``...) and follow it.
 
@@ -377,6 +388,10 @@ class ConfigCenter:
                 ``config-clients/<name>/<client-id>`` on this session's lease.
             environ: the environment for ``KEEL_CFG__...`` overrides (default: os.environ).
             metrics: where to count reloads (default: the process-wide registry).
+            health: the application's health check (a plain or async callable
+                returning a bool or :class:`ClientHealth`), reported beside the
+                version every ``health_interval_s`` for canary analysis (needs ``session``).
+            clock: time source of the health checks.
 
         Raises:
             ValidationError: the current document does not validate and there is
@@ -386,6 +401,11 @@ class ConfigCenter:
                 snapshot (later malformed records are skipped: the value is kept).
         """
         check_config_name(name)
+        if health is not None and session is None:
+            raise ValidationError(
+                "bind(health=...) reports through the session's lease: pass session= too"
+            )
+        reporter = HealthReporter(health, health_interval_s, clock) if health else None
         live: LiveConfig[T] = LiveConfig(
             self.store,
             name,
@@ -397,6 +417,7 @@ class ConfigCenter:
             session=session,
             environ=environ if environ is not None else os.environ,
             metrics=metrics or config_metrics(),
+            health=reporter,
         )
         return Opening(live.start, lambda opened: opened.close())
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from keel._records import Rejected, decode, report
 from keel.config._formats import Format, guess_format, parse
+from keel.config._health import HealthReporter
 from keel.config._layers import Source, env_overrides, merge
 from keel.config._model import (
     ClientReport,
@@ -80,8 +81,11 @@ class LiveConfig(Generic[T]):
         session: Session | None,
         environ: Mapping[str, str],
         metrics: ConfigMetrics,
+        health: HealthReporter | None = None,
     ) -> None:
         self.store = store
+        self.health = health
+        self._health_task: asyncio.Task[None] | None = None
         self.name = name
         self.client_id = client_id
         self.labels = dict(labels)
@@ -252,6 +256,8 @@ class LiveConfig(Generic[T]):
                 )
             await self._after_change()
         self._task = asyncio.ensure_future(self._follow(revision))
+        if self.health is not None:
+            self._health_task = asyncio.ensure_future(self._check_health(self.health))
         return self
 
     async def _follow(self, revision: int) -> None:
@@ -299,16 +305,31 @@ class LiveConfig(Generic[T]):
             log.warning("config %s: cannot save the snapshot (%s); running on", self.name, exc)
         async with self._changed:
             self._changed.notify_all()
+        if self.health is not None:
+            await self.health.sample(new_version=True)
         await self._report()
+
+    async def _check_health(self, health: HealthReporter) -> None:
+        """Sample the application's check on its interval; report when the verdict moves."""
+        while True:
+            await health.clock.sleep(health.interval_s)
+            if await health.sample():
+                await self._report()
 
     async def _report(self) -> None:
         if self._session is None or self._session.lost.is_set():
             return
+        h = self.health
         body = ClientReport(
             version=self.source.version,
             gray=self.source.gray,
             md5=self.source.md5,
             labels=self.labels,
+            healthy=h.current.healthy if h else None,
+            errors=h.current.errors if h else 0,
+            requests=h.current.requests if h else 0,
+            detail=h.current.detail if h else "",
+            checked_at=h.checked_at if h else 0.0,
         )
         with contextlib.suppress(KeelError):
             await self.store.put(
@@ -336,6 +357,11 @@ class LiveConfig(Generic[T]):
 
     async def close(self) -> None:
         """Stop following the store (the value stays readable)."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

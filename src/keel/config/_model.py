@@ -302,17 +302,36 @@ class ClientReport:
         gray: whether it runs the gray content.
         md5: md5 of the document it applied.
         labels: its labels, as gray rules see them.
+        healthy: the application's health verdict (None: no health check given).
+        errors: errors counted since it took this version.
+        requests: requests counted since it took this version.
+        detail: the check's own words (why unhealthy), at most 200 characters.
+        checked_at: when the verdict was taken (epoch seconds; 0: never).
     """
 
     version: int
     gray: bool
     md5: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    healthy: bool | None = None
+    errors: int = 0
+    requests: int = 0
+    detail: str = ""
+    checked_at: float = 0.0
 
     def encode(self) -> bytes:
-        """The JSON record."""
-        body = {"version": self.version, "gray": self.gray, "md5": self.md5}
-        return json.dumps({**body, "labels": dict(self.labels)}).encode()
+        """The JSON record (health fields only when a health check is given)."""
+        body: dict[str, Any] = {"version": self.version, "gray": self.gray, "md5": self.md5}
+        body["labels"] = dict(self.labels)
+        if self.healthy is not None:
+            body.update(
+                healthy=self.healthy,
+                errors=self.errors,
+                requests=self.requests,
+                detail=self.detail,
+                checked_at=self.checked_at,
+            )
+        return json.dumps(body).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> ClientReport:
@@ -322,12 +341,23 @@ class ClientReport:
             ValueError: not a JSON object, or a field of the wrong type.
         """
         r = load_json_object(value)
-        gray = r.get("gray", False)
-        if not isinstance(gray, bool):
-            raise ValueError(f"field 'gray' must be true or false, not a {type(gray).__name__}")
         return cls(
             version=integer(r, "version", minimum=0),
-            gray=gray,
+            gray=_flag(r, "gray", False),
             md5=text(r, "md5", ""),
             labels=string_map(r, "labels"),
+            healthy=_flag(r, "healthy", None),
+            errors=integer(r, "errors", minimum=0, default=0),
+            requests=integer(r, "requests", minimum=0, default=0),
+            detail=text(r, "detail", "")[:200],
+            checked_at=number(r, "checked_at", 0.0),
         )
+
+
+def _flag(record: Mapping[str, Any], key: str, default: bool | None) -> Any:
+    value = record.get(key, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"field {key!r} must be true or false, not a {type(value).__name__}")
+    return value
