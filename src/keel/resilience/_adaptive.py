@@ -23,7 +23,7 @@ from typing import ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import CircuitOpenError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 
 __all__ = [
     "AdaptiveBreaker",
@@ -139,7 +139,7 @@ class AdaptiveBreaker:
         self.name = name
         self._clock = clock
         self._random = (rng or random.Random()).random
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._width = s.window_s / s.buckets
         self._req = [0] * s.buckets
         self._acc = [0] * s.buckets

@@ -25,7 +25,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
 from keel.errors import BulkheadFullError, CircuitOpenError, RateLimitedError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 from keel.resilience._windows import CountWindow, TimeWindow
 
 __all__ = [
@@ -181,7 +181,7 @@ class CircuitBreaker:
         self._now = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
         self._slow_s = s.slow_call_duration_s
         self._on_state_change = on_state_change
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._window = (
             CountWindow(s.window_size) if s.window == "count" else TimeWindow(s.window_size)
         )

@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
 from keel.errors import BulkheadFullError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 
 __all__ = ["Bulkhead", "BulkheadStatistics", "VegasLimit", "VegasSettings"]
 
@@ -157,7 +157,7 @@ class Bulkhead:
         self.adaptive = adaptive
         self._clock = clock
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._max_seen = 0

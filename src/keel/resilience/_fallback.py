@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 
 __all__ = ["Fallback"]
 
@@ -46,7 +46,7 @@ class Fallback:
         self.handler = handler
         self.on = on
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self.used = 0
 
     async def run(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:

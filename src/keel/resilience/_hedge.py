@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 from keel.resilience._budget import NoRetryBudget, RetryBudget
 
 __all__ = ["Hedge", "HedgeSettings", "HedgeStatistics"]
@@ -91,7 +91,7 @@ class Hedge:
         self._budget = budget if budget is not None else NoRetryBudget()
         self._clock = clock
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._latencies: deque[float] = deque(maxlen=self.settings.samples)
         self._calls = self._hedges = self._wins = self._budget_rejections = 0
 

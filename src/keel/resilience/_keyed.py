@@ -21,7 +21,7 @@ from typing import Generic, ParamSpec, Protocol, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import RateLimitedError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 
 __all__ = ["KeyedLimiter", "KeyedStatistics", "LeakyBucketShaper", "LocalLimiter"]
 
@@ -150,7 +150,7 @@ class LeakyBucketShaper:
         self.rate, self.max_delay_s = float(rate), float(max_delay_s)
         self._clock = clock
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._next = clock.monotonic()
         self.admitted = self.rejected = 0
 

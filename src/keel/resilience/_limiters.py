@@ -31,7 +31,7 @@ from typing import ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
 from keel.errors import RateLimitedError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 
 __all__ = [
     "GCRA",
@@ -65,7 +65,7 @@ class _Limiter(abc.ABC):
     def __init__(self, clock: Clock, name: str, listener: ResilienceListener | None) -> None:
         self._clock = clock
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._admitted = self._rejected = 0
         self._waited = 0.0
 

@@ -31,7 +31,7 @@ from typing import Literal, ParamSpec, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock, SystemClock
 from keel.errors import CircuitOpenError, RetryableError, ValidationError
-from keel.observe.metrics import ResilienceListener
+from keel.observe.metrics import ResilienceListener, policy_listener
 from keel.resilience._budget import NoRetryBudget, RetryBudget
 from keel.resilience._deadline import remaining
 
@@ -181,7 +181,7 @@ class Retry:
         self._now = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
         self._rng = rng or random.Random()
         self.name = name
-        self._listener = listener
+        self._listener = policy_listener(listener)
         self._calls = self._retries = self._gave_up = 0
 
     @property
@@ -235,15 +235,19 @@ class Retry:
         attempts, delay = 1, self.settings.base_delay_s
         while True:
             next_delay = self.next_delay(attempts, error, now() - start, delay)
-            if next_delay is None or not self._budget.try_withdraw():
+            refused = next_delay is not None and not self._budget.try_withdraw()
+            if next_delay is None or refused:
                 self._gave_up += 1
                 if self._listener is not None:
-                    self._listener.on_rejected("retry", self.name, "gave_up")
+                    reason = "budget" if refused else "gave_up"
+                    self._listener.on_rejected("retry", self.name, reason)
                 raise error
             delay = next_delay
             await self._clock.sleep(delay)
             attempts += 1
             self._retries += 1
+            if self._listener is not None:
+                self._listener.on_call("retry", self.name, "retried")
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Final, TypeVar
 
 from keel.backends.sqlite import _leases
@@ -46,6 +47,7 @@ from keel.backends.sqlite._worker import (
     rollback_quietly,
     translate,
 )
+from keel.observe.store_metrics import store_metrics
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_JOBS", "Writer"]
 
@@ -153,6 +155,7 @@ class Writer(Worker):
         except STORAGE_ERRORS as exc:
             self.post([(job, None, self._error(exc)) for job in batch])
             return
+        started = perf_counter()
         try:
             outcomes = self.guard(lambda: self._transaction(batch))
         except Exception as exc:
@@ -163,6 +166,7 @@ class Writer(Worker):
             self._gate.release()
         if failure is None:
             self.commits += 1
+            store_metrics().committed("sqlite", len(batch), perf_counter() - started)
             self._on_commit()
             self.post(outcomes)
         elif len(batch) == 1 or _waited_too_long(failure):
