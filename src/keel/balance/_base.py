@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import NoInstanceError
+from keel.observe.component_metrics import component_metrics
 
 __all__ = [
     "Balancer",
@@ -221,13 +222,14 @@ class FeedbackBase:
     was counted by :meth:`_begin`).
     """
 
-    __slots__ = ("_clock", "_failures", "_picks", "_successes")
+    __slots__ = ("__weakref__", "_clock", "_failures", "_picks", "_successes")
 
     def __init__(self, clock: Clock | None) -> None:
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         self._picks = 0
         self._successes = 0
         self._failures = 0
+        component_metrics().balancer(self)  # its counts are read at scrape time
 
     def observe(self, instance: Endpoint, latency_s: float, ok: bool) -> None:
         """Record the outcome of a finished call to ``instance``.

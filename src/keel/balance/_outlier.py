@@ -30,6 +30,7 @@ from keel.balance._base import Balancer, E, Endpoint, FeedbackBase, StateTable, 
 from keel.balance._simple import RoundRobin
 from keel.clock import Clock
 from keel.errors import ValidationError
+from keel.observe.component_metrics import component_metrics
 
 __all__ = ["OutlierEjection", "OutlierSettings", "OutlierStatistics"]
 
@@ -328,6 +329,7 @@ class OutlierEjection(FeedbackBase):
         host.reset_window()
         self._ejected[instance_id] = host
         self._ejections += 1
+        component_metrics().ejected("OutlierEjection")
         self._gen += 1
 
     def ejected_until(self, instance: Endpoint) -> float | None:

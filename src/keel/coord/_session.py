@@ -36,6 +36,7 @@ from typing import Any, Self
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
 from keel.errors import KeelError, LeaseNotFoundError, SessionLostError, ValidationError
+from keel.observe.component_metrics import component_metrics
 from keel.store import Store
 
 __all__ = ["Session", "SessionStatistics", "attempt_budget", "loss_deadline", "next_step"]
@@ -131,6 +132,7 @@ class Session:
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._mutexes: dict[str, asyncio.Lock] = {}
+        self._stop_counted = False
 
     @property
     def lease_id(self) -> int:
@@ -150,6 +152,7 @@ class Session:
         lease = await self.store.grant(self.ttl_s)
         self._lease_id = lease.id
         self._last_sent = asked
+        component_metrics().session_opened(self.store.backend)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._keep_alive(), name=f"keel-session-{lease.id}")
@@ -162,6 +165,9 @@ class Session:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        if self._lease_id and not self._stop_counted:
+            self._stop_counted = True
+            component_metrics().session_closed(self.store.backend)
         self.lost.set("session closed")  # ends the owners' monitors before the group joins
         if self._tasks is not None:
             await self._tasks.__aexit__(None, None, None)
@@ -199,6 +205,7 @@ class Session:
                 return
             sent = self._clock.monotonic()
             budget = attempt_budget(now=sent, last_sent=self._last_sent, ttl_s=self.ttl_s)
+            metrics = component_metrics()
             try:
                 await self._within(budget, self.store.keepalive(self._lease_id))
             except LeaseNotFoundError:
@@ -207,10 +214,12 @@ class Session:
             except (KeelError, TimeoutError) as exc:
                 failed = True
                 self._failures += 1
+                metrics.keepalive(self.store.backend, None)
                 log.info("session keepalive failed, will retry: %s", exc or "timed out")
             else:
                 failed = False
                 self._keepalives += 1
+                metrics.keepalive(self.store.backend, self._clock.monotonic() - sent)
                 # The store renewed at some moment after `sent` (a backend answers
                 # each call with the renewal of a request written after it), so the
                 # lease cannot expire before sent + ttl: count from `sent`.
@@ -218,6 +227,7 @@ class Session:
 
     def _declare_lost(self, reason: str) -> None:
         self.lost.set(reason)
+        component_metrics().session_lost(self.store.backend)
         log.warning("session lost: %s", reason)
 
     async def _within(self, seconds: float, call: Coroutine[Any, Any, int]) -> int:

@@ -33,11 +33,14 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Election, Leadership, Session
 from keel.errors import KeelError
+from keel.observe.component_metrics import component_metrics
+from keel.observe.spans import end_span, start_span
 from keel.registry._decode import (
     HEALTH_AREA,
     REGISTRY_AREA,
@@ -131,6 +134,33 @@ async def probe(instance: Instance, check: HealthCheck, client: httpx.AsyncClien
         return f"no answer within {check.timeout_s}s"
     except (OSError, ValueError, httpx.HTTPError, httpx.InvalidURL) as exc:
         return f"{type(exc).__name__}: {exc}"[:_REASON_MAX]
+
+
+async def _observed_probe(
+    instance: Instance, check: HealthCheck, client: httpx.AsyncClient
+) -> str | None:
+    """:func:`probe`, counted in the probe series and traced (one span per probe)."""
+    span = start_span(
+        f"health probe {check.type}",
+        {
+            "keel.service": instance.service,
+            "keel.instance": instance.id,
+            "server.address": instance.address,
+            "server.port": instance.port,
+            "keel.check.type": check.type,
+        },
+        kind=SpanKind.CLIENT,
+        root=True,
+    )
+    started = time.perf_counter()
+    reason = await probe(instance, check, client)
+    component_metrics().probed(check.type, reason is None, time.perf_counter() - started)
+    if span is not None:
+        span.set_attribute("keel.check.healthy", reason is None)
+        if reason is not None:
+            span.set_attribute("error.type", reason.split(":", 1)[0][:100])
+    end_span(span)
+    return reason
 
 
 class HealthChecker:
@@ -247,7 +277,7 @@ class HealthChecker:
         name = f"{instance.service}/{instance.id}"
         state = self._states.setdefault(name, CheckState())
         while True:
-            reason = await probe(instance, check, client)
+            reason = await _observed_probe(instance, check, client)
             self.probes += 1
             if state.record(reason is None, check):
                 try:

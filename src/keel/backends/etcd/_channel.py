@@ -34,6 +34,7 @@ from keel.backends.etcd._errors import Failure, classify, translate, unknown_out
 from keel.backends.etcd._settings import EtcdSettings
 from keel.backends.etcd._tls import definite_failure, diagnose
 from keel.errors import KeelError, StoreClosedError, StoreUnavailableError
+from keel.observe.component_metrics import component_metrics
 
 __all__ = ["Connection", "EtcdStatistics", "Member"]
 
@@ -151,6 +152,7 @@ class Connection:
         self._index = (self._index + 1) % len(self.settings.endpoints)
         self._generation += 1
         self.failovers += 1
+        component_metrics().endpoint("etcd", self.endpoint, previous=member.endpoint)
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
         # In-flight unary calls on the old channel keep their own deadlines;
@@ -328,6 +330,7 @@ class Connection:
             if reason is None:
                 try:
                     await self._probe(member, deadline)
+                    component_metrics().endpoint("etcd", member.endpoint)
                     return
                 except grpc.aio.AioRpcError as exc:
                     reason = str(exc.details())
