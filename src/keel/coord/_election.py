@@ -28,6 +28,7 @@ from keel.coord._queue import (
 )
 from keel.coord._session import Session
 from keel.errors import NotLeaderError
+from keel.observe.spans import span_scope, tracing_on
 from keel.store import EventType, KeyValue, Put
 
 __all__ = ["Election", "Leader", "Leadership"]
@@ -142,6 +143,12 @@ class Election:
         return Opening(lambda: self._campaign(data), lambda leadership: leadership.resign())
 
     async def _campaign(self, value: bytes) -> Leadership:
+        if not tracing_on():
+            return await self._stand(value)
+        with span_scope("election campaign", {"keel.election.name": self.name}):
+            return await self._stand(value)
+
+    async def _stand(self, value: bytes) -> Leadership:
         began = time.monotonic()
         store = self.session.store
         await self._mutex.acquire()

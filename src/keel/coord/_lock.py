@@ -29,6 +29,7 @@ from keel.coord._queue import (
 )
 from keel.coord._session import Session
 from keel.errors import LockLostError, ValidationError
+from keel.observe.spans import span_scope, tracing_on
 from keel.store import KeyValue
 
 __all__ = ["HeldLock", "Lock"]
@@ -136,6 +137,17 @@ class Lock(SingleHolder[HeldLock]):
         return held
 
     async def _take(self, *, wait: bool) -> HeldLock | None:
+        if not tracing_on():
+            return await self._queue_up(wait=wait)
+        with span_scope(
+            "lock acquire", {"keel.lock.name": self.name, "keel.lock.wait": wait}
+        ) as span:
+            held = await self._queue_up(wait=wait)
+            if span is not None:
+                span.set_attribute("keel.lock.acquired", held is not None)
+            return held
+
+    async def _queue_up(self, *, wait: bool) -> HeldLock | None:
         began = time.monotonic()
         store = self.session.store
         key = self._key()

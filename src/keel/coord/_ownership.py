@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
 from typing import Self
 
@@ -10,6 +11,8 @@ from keel.coord._flag import LossFlag
 from keel.coord._queue import MONITOR_DELAY_S, leave, watch_key
 from keel.coord._session import Session
 from keel.observe import capability_metrics
+from keel.observe.component_metrics import component_metrics
+from keel.observe.spans import end_span, start_span
 from keel.store import Compare
 
 __all__ = ["Ownership"]
@@ -46,6 +49,13 @@ class Ownership:
         )
         self._unhook = session.lost.on_set(self._session_lost)
         capability_metrics().acquired(self.kind, waited_s)
+        self.since = time.monotonic()
+        """When the ownership began (``time.monotonic()``); for the longest-hold series."""
+        component_metrics().hold(self)
+        self._span = start_span(
+            f"{self.kind} hold",
+            {"keel.key": key, "keel.fencing_token": token, "keel.kind": self.kind},
+        )
 
     def _session_lost(self, reason: str) -> None:
         self.lost.set(f"{self._what}: session lost ({reason})")
@@ -82,6 +92,9 @@ class Ownership:
         self._unhook()
         self._stop_watching()
         capability_metrics().ended(self.kind, lost=self.lost.is_set())
+        if self._span is not None:
+            self._span.set_attribute("keel.lost", self.lost.is_set())
+            end_span(self._span)
         try:
             await leave(self._session.store, self.key)
         finally:

@@ -32,6 +32,7 @@ from keel.coord._queue import (
 )
 from keel.coord._session import Session
 from keel.errors import ValidationError
+from keel.observe.spans import span_scope, tracing_on
 from keel.store import KeyValue
 
 __all__ = ["HeldSlot", "RWLock", "Semaphore"]
@@ -58,6 +59,21 @@ class HeldSlot(Ownership):
 
 
 async def _join(
+    session: Session, prefix: str, value: bytes, blocker: object, wait: bool, what: str
+) -> HeldSlot | None:
+    """Enqueue under ``prefix`` and wait until ``blocker(entry)`` is None (traced when on)."""
+    if not tracing_on():
+        return await _queue_up(session, prefix, value, blocker, wait, what)
+    with span_scope(
+        "semaphore acquire", {"keel.semaphore.key": prefix, "keel.lock.wait": wait}
+    ) as span:
+        held = await _queue_up(session, prefix, value, blocker, wait, what)
+        if span is not None:
+            span.set_attribute("keel.lock.acquired", held is not None)
+        return held
+
+
+async def _queue_up(
     session: Session, prefix: str, value: bytes, blocker: object, wait: bool, what: str
 ) -> HeldSlot | None:
     """Enqueue under ``prefix`` and wait until ``blocker(entry)`` is None."""

@@ -17,12 +17,15 @@ Series:
 - ``keel_store_failovers_total{store}`` (etcd moved to another endpoint),
   ``keel_store_endpoint{store,endpoint}`` (1: the member in use);
 - ``keel_health_probes_total{check,result}``, ``keel_health_probe_duration_seconds{check}``;
+- ``keel_coord_longest_hold_seconds{kind}``: age of the oldest lock, slot or
+  leadership held now (read at scrape time from the live ones);
 - ``keel_balancer_picks_total{balancer}``, ``keel_balancer_calls_total{balancer,outcome}``,
   ``keel_balancer_ejections_total{balancer}``, ``keel_balancer_ejected{balancer}``.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +73,29 @@ class _Balancers:
             if name == "OutlierEjection":
                 ejected.add_metric([name], out)
         yield from (picks, calls, ejected)
+
+
+class _Holds:
+    """Live ownerships (locks, slots, leaderships), for the longest current hold."""
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        longest = GaugeMetricFamily(
+            "keel_coord_longest_hold_seconds",
+            "Age of the oldest lock, slot or leadership this process holds now.",
+            labels=("kind",),
+        )
+        now = time.monotonic()
+        ages: dict[str, float] = {"lock": 0.0, "slot": 0.0, "leadership": 0.0}
+        for o in list(self.live):
+            if o._ended or o.lost.is_set():
+                continue
+            ages[o.kind] = max(ages.get(o.kind, 0.0), now - o.since)
+        for kind, age in sorted(ages.items()):
+            longest.add_metric([kind], age)
+        yield longest
 
 
 class ComponentMetrics:
@@ -134,6 +160,8 @@ class ComponentMetrics:
         )
         self._balancers = _Balancers()
         r.register(self._balancers)
+        self._holds = _Holds()
+        r.register(self._holds)
         self._children: dict[tuple[str, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -177,6 +205,10 @@ class ComponentMetrics:
     def balancer(self, balancer: Any) -> None:
         """Read ``balancer``'s pick and outcome counts at scrape time while it lives."""
         self._balancers.live.add(balancer)
+
+    def hold(self, ownership: Any) -> None:
+        """Count ``ownership``'s age in the longest-hold series while it is held."""
+        self._holds.live.add(ownership)
 
     def ejected(self, balancer: str) -> None:
         """Outlier detection ejected one instance."""

@@ -15,8 +15,9 @@ under ``keel.``.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
@@ -28,6 +29,7 @@ __all__ = [
     "GATE",
     "end_span",
     "sample_store_spans",
+    "span_scope",
     "start_span",
     "store_span",
     "tracing_on",
@@ -110,6 +112,31 @@ def start_span(
     return _tracer().start_span(
         name, context=context, kind=kind, attributes=attributes, links=list(links)
     )
+
+
+@contextlib.contextmanager
+def span_scope(
+    name: str,
+    attributes: Mapping[str, AttributeValue],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    root: bool = False,
+    links: tuple[Link, ...] = (),
+) -> Iterator[Span | None]:
+    """Run a block inside a new current span (None when tracing is off); failures mark it."""
+    span = start_span(name, attributes, kind=kind, root=root, links=links)
+    if span is None:
+        yield None
+        return
+    try:
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
+            yield span
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    end_span(span)
 
 
 def store_span(store: str, operation: str, key: str | None) -> Span | None:
