@@ -136,14 +136,18 @@ class GatewayApp:
                 return
             series = plan.series
             scope["route"] = plan.scope_route
-            # from here every answer, the gateway's own too, gets the route's response headers
-            send = self._responder(state, plan, headers, send, record, rid_header)
+            own: tuple[bytes, bytes] | None = rid_header
+            if plan.wrap or chunked or (plan.cors and state.cors is not None):
+                # every answer, the gateway's own too, gets the route's response headers
+                send = self._responder(state, plan, headers, send, record, rid_header)
+                own = None  # the responder adds the request id
+            # else (a plain forward): the proxy adds the id and fills the record itself
             if length is not None and not length_ok(length, plan.max_body):
                 detail = f"the body is over {plan.max_body} bytes"
-                await self._error(record, send, 413, "too_large", detail, None)
+                await self._error(record, send, 413, "too_large", detail, own)
                 return
             await self._admitted(
-                state, plan, scope, receive, send, record, rid_header, host, chunked
+                state, plan, scope, receive, send, record, rid_header, own, host, length, chunked
             )
         finally:
             self.metrics.in_flight -= 1
@@ -222,10 +226,12 @@ class GatewayApp:
         send: Send,
         record: AccessRecord,
         rid: tuple[bytes, bytes],
+        own: tuple[bytes, bytes] | None,
         host: bytes | None,
+        length: bytes | None,
         chunked: bool,
     ) -> None:
-        """Authentication, limits, then the action."""
+        """Authentication, limits, then the action (``own``: the id header to add, if any)."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         consumer: Consumer | None = None
         if plan.auth is not None and state.authenticator is not None:
@@ -233,7 +239,7 @@ class GatewayApp:
                 consumer = state.authenticator.authenticate(plan.auth, headers)
             except AuthError as exc:
                 kind = "forbidden" if exc.status == 403 else "unauthorized"
-                await self._error(record, send, exc.status, kind, exc.reason, None, exc.headers)
+                await self._error(record, send, exc.status, kind, exc.reason, own, exc.headers)
                 return
             record.consumer = consumer.name if consumer is not None else None
         client = record.client or ""
@@ -249,14 +255,25 @@ class GatewayApp:
                     429,
                     "limited",
                     f"{admission.reason} limit reached",
-                    None,
+                    own,
                     [(b"retry-after", wait)],
                 )
                 return
         try:
             if plan.kind == FORWARD:
                 await self._forward(
-                    state, plan, scope, receive, send, record, consumer, host, chunked, rid
+                    state,
+                    plan,
+                    scope,
+                    receive,
+                    send,
+                    record,
+                    consumer,
+                    host,
+                    length,
+                    chunked,
+                    rid,
+                    own,
                 )
             elif plan.kind == REDIRECT:
                 await self._redirect(plan, scope, send, record)
@@ -311,8 +328,10 @@ class GatewayApp:
         record: AccessRecord,
         consumer: Consumer | None,
         host: bytes | None,
+        length: bytes | None,
         chunked: bool,
         rid: tuple[bytes, bytes],
+        own: tuple[bytes, bytes] | None,
     ) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         hit: Hit[Plan] = scope["keel.gateway.hit"]
@@ -327,28 +346,48 @@ class GatewayApp:
             trusted=state.trusted,
             consumer=consumer,
             consumer_header=state.consumer_header,
+            drop=plan.req_drop,
         )
-        out = [(k, v) for k, v in out if k != REQUEST_ID and k not in plan.req_remove]
-        out += plan.req_set
-        out += plan.req_add
+        if plan.req_set:
+            out += plan.req_set
+        if plan.req_add:
+            out += plan.req_add
         out.append(rid)
         raw = scope.get("raw_path") or scope["path"].encode()
         path = plan.upstream_path(raw.split(b"?", 1)[0], hit.params, hit.rest)
         query = scope.get("query_string", b"")
         path_qs = path + b"?" + query if query else path
-        counted = Counted(receive, record, plan.max_body if chunked else None)
+        has_body = chunked or length is not None
+        counted = Counted(receive, record, plan.max_body if chunked else None) if has_body else None
         detail = f"the body is over {plan.max_body} bytes"
         if chunked:
+            assert counted is not None
             send = guard(send, counted, record, detail)
         try:
-            await self.upstreams.forward(target, scope["method"], path_qs, out, counted, send)
+            if own is not None:  # a plain forward: no wrapper around send
+                await self.upstreams.forward(
+                    target,
+                    scope["method"],
+                    path_qs,
+                    out,
+                    counted or receive,
+                    send,
+                    body=has_body,
+                    extra=(own,),
+                    tally=record,
+                )
+            else:
+                await self.upstreams.forward(
+                    target, scope["method"], path_qs, out, counted or receive, send, body=has_body
+                )
         except ResponseAbortedError:
             # The upstream failed after its head was sent: returning with the response
             # unfinished makes the server drop the connection (one log line, no traceback).
             record.reason = "upstream_aborted"
             return
-        if counted.over and not record.status:  # the body went over before anything was sent
-            await self._error(record, send, 413, "too_large", detail, None)  # send adds the id
+        if counted is not None and counted.over and not record.status:
+            # the body went over before anything was sent (send adds the id)
+            await self._error(record, send, 413, "too_large", detail, own)
 
     async def _redirect(self, plan: Plan, scope: Scope, send: Send, record: AccessRecord) -> None:
         hit: Hit[Plan] = scope["keel.gateway.hit"]

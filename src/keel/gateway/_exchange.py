@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keel.balance import Ticket
 from keel.gateway._h1 import Connection, UpstreamClosedError, UpstreamProtocolError
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from keel.gateway._pick import Target, _NoTicket
     from keel.gateway._proxy import Upstreams
 
-__all__ = ["Exchange", "UpstreamError"]
+__all__ = ["Exchange", "Tally", "UpstreamError"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,6 +35,13 @@ Send = Callable[[Message], Awaitable[None]]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _BROKEN = (UpstreamClosedError, UpstreamProtocolError)
 _SMALL = 64 * 1024  # bodies up to this size are sent to the client in one piece
+
+
+class Tally(Protocol):
+    """Where the response's status and size are noted (the access record)."""
+
+    status: int
+    bytes_out: int
 
 
 class UpstreamError(Exception):
@@ -246,30 +253,48 @@ class Exchange:
             conn.close()
             self.u.pool.release(conn)
 
-    async def respond(self, send: Send, idle_timeout_s: float | None) -> None:
+    async def respond(
+        self,
+        send: Send,
+        idle_timeout_s: float | None,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+        tally: Tally | None = None,
+    ) -> None:
         """Stream the upstream's response to the client, then give the connection back.
+
+        Args:
+            send: the client's ASGI send.
+            idle_timeout_s: longest wait for each body piece after the head.
+            extra: headers added to the upstream's.
+            tally: notes the status and the body bytes sent.
 
         Raises:
             ResponseAbortedError: the upstream failed after the head was sent.
         """
         conn = self.conn
         assert conn is not None
-        start = {
-            "type": "http.response.start",
-            "status": conn.status,
-            "headers": response_headers(conn.headers),
-        }
+        headers = response_headers(conn.headers)
+        if extra:
+            headers += extra
+        start = {"type": "http.response.start", "status": conn.status, "headers": headers}
+        if tally is not None:
+            tally.status = conn.status
         watcher: asyncio.Task[None] | None = None
         try:
             if conn.complete:
+                body = conn.take_buffered()
                 await send(start)
-                await send({"type": "http.response.body", "body": conn.take_buffered()})
+                await send({"type": "http.response.body", "body": body})
+                if tally is not None:
+                    tally.bytes_out += len(body)
                 return
             await send(start)
             if self.writer is None or self.writer.done():
                 watcher = asyncio.get_running_loop().create_task(self._watch(conn))
             while chunk := await conn.read_chunk(idle_timeout_s):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if tally is not None:
+                    tally.bytes_out += len(chunk)
             await send({"type": "http.response.body", "body": b""})
         except (*_BROKEN, TimeoutError) as exc:
             conn.close()

@@ -58,9 +58,9 @@ _FORWARDED_FAMILY = frozenset(
 )
 _UNSTRIPPABLE = frozenset({b"host", b"content-length"})
 _XFF, _XFP, _XFH, _FWD = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"
-_TOKEN_CHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_ADDED = frozenset({_XFF, _XFP, _XFH, _FWD})
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ELEMENTS: dict[tuple[str | None, str, bytes | None], bytes] = {}  # forwarded_element, memoized
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -69,13 +69,23 @@ def _connection_tokens(value: bytes) -> set[bytes]:
 
 def _quote(value: bytes) -> bytes:
     """A Forwarded parameter value: a token as is, anything else as a quoted string."""
-    if value and all(c in _TOKEN_CHARS for c in value):
+    if value and not value.translate(None, _TOKEN_CHARS):  # only token characters
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def forwarded_element(client: str | None, scheme: str, host: bytes | None) -> bytes:
     """This hop's RFC 7239 element: ``for=...;proto=...;host=...`` (IPv6 bracketed, quoted)."""
+    key = (client, scheme, host)
+    found = _ELEMENTS.get(key)
+    if found is None:
+        if len(_ELEMENTS) >= 4096:  # clients x hosts: bounded
+            _ELEMENTS.clear()
+        found = _ELEMENTS[key] = _element(client, scheme, host)
+    return found
+
+
+def _element(client: str | None, scheme: str, host: bytes | None) -> bytes:
     if client is None:
         node = b"unknown"
     elif ":" in client:
@@ -97,6 +107,7 @@ def upstream_headers(
     trusted: TrustedProxies,
     consumer: Consumer | None,
     consumer_header: bytes,
+    drop: frozenset[bytes] = frozenset(),
 ) -> list[tuple[bytes, bytes]]:
     """The headers to send upstream; see the module docstring.
 
@@ -108,16 +119,16 @@ def upstream_headers(
         trusted: the proxies whose forwarded headers are believed.
         consumer: the authenticated consumer, or None.
         consumer_header: the consumer header's name, lower case.
+        drop: more header names (lower case) to leave out (the route's removals).
 
     Returns:
         A new list; ``headers`` is not modified.
     """
     keep_forwarded = client in trusted
-    named: set[bytes] = set()
+    named: set[bytes] | frozenset[bytes] = drop
     for name, value in headers:
         if name == b"connection" or name.lower() == b"connection":
-            named |= _connection_tokens(value)
-    named -= _UNSTRIPPABLE
+            named = named | (_connection_tokens(value) - _UNSTRIPPABLE)
     out: list[tuple[bytes, bytes]] = []
     xff: list[bytes] = []
     fwd: list[bytes] = []
@@ -148,6 +159,8 @@ def upstream_headers(
     out.append((_FWD, b", ".join([*fwd, forwarded_element(client, scheme, host)])))
     if consumer is not None:
         out.append((consumer_header, consumer.name.encode()))
+    if drop and not (drop.isdisjoint(_ADDED) and consumer_header not in drop):
+        out = [(k, v) for k, v in out if k not in drop]  # the route removes one added here
     return out
 
 

@@ -116,6 +116,8 @@ class Plan:
     resp_set: tuple[tuple[bytes, bytes], ...] = ()
     resp_add: tuple[tuple[bytes, bytes], ...] = ()
     resp_ops: bool = False
+    wrap: bool = True  # answers go through the app's responder (else the proxy tags them)
+    req_drop: frozenset[bytes] = frozenset({b"x-request-id"})  # req_remove and the request id
 
     def pick(self, headers: Mapping[bytes, bytes] | None, raw: Headers) -> Target:
         """The target of one request: a header/cookie override, the sticky key, or a draw."""
@@ -226,8 +228,10 @@ def _plan(route: Route, document: GatewayDocument, metrics: GatewayMetrics) -> P
         cors=route.cors,
     )
     plan.req_remove, plan.req_set, plan.req_add = _ops(route.request_headers)
+    plan.req_drop = plan.req_remove | {b"x-request-id"}
     plan.resp_remove, plan.resp_set, plan.resp_add = _ops(route.response_headers)
     plan.resp_ops = bool(route.response_headers)
+    plan.wrap = plan.resp_ops or route.forward is None
     if route.forward is not None:
         _forward(plan, route, route.forward)
     elif route.redirect is not None:

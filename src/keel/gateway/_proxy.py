@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import DeadlineExceededError
-from keel.gateway._exchange import Exchange, UpstreamError
+from keel.gateway._exchange import Exchange, Tally, UpstreamError
 from keel.gateway._pick import Picker, Target
 from keel.gateway._pool import Pool
 from keel.gateway._settings import (
@@ -119,6 +119,10 @@ class Upstreams:
         headers: list[tuple[bytes, bytes]],
         receive: Receive,
         send: Send,
+        *,
+        body: bool = True,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+        tally: Tally | None = None,
     ) -> int:
         """Forward one request to an instance of ``target`` and stream the answer back.
 
@@ -130,6 +134,11 @@ class Upstreams:
                 (hop-by-hop ones already removed by the caller).
             receive: the ASGI receive of the client request (its body is streamed).
             send: the ASGI send of the client response.
+            body: False when the request has no body (neither ``content-length``
+                nor ``transfer-encoding``): ``receive`` is then not asked for one.
+            extra: headers added to every response sent (the upstream's or the proxy's).
+            tally: its ``status`` is set to the status sent, and ``bytes_out``
+                counts the body bytes sent.
 
         Returns:
             the status sent to the client (the upstream's, or 502/503/504).
@@ -147,10 +156,13 @@ class Upstreams:
             budget = head.deadline_s
         upstream = target.service or target.url or "?"
         if budget <= 0:
-            return await self._answer(target, upstream, 504, "the deadline had passed", start, send)
+            return await self._answer(
+                target, upstream, 504, "the deadline had passed", start, send, extra, tally
+            )
         exchange = Exchange(self, target, method, head, receive)
         try:
-            await exchange.open()
+            if body:
+                await exchange.open()
             if budget == target.timeout_s:
                 await self._timeout(budget).run(exchange.attempts)
             else:
@@ -159,16 +171,18 @@ class Upstreams:
         except DeadlineExceededError:
             exchange.abandon(timed_out=True)
             detail = f"no response from {upstream!r} within {budget:g} s"
-            return await self._answer(target, upstream, 504, detail, start, send)
+            return await self._answer(target, upstream, 504, detail, start, send, extra, tally)
         except UpstreamError as exc:
             exchange.abandon(timed_out=False)
-            return await self._answer(target, upstream, exc.status, exc.detail, start, send)
+            return await self._answer(
+                target, upstream, exc.status, exc.detail, start, send, extra, tally
+            )
         except BaseException:
             exchange.abandon(timed_out=False)
             raise
         status = exchange.status
         try:
-            await exchange.respond(send, self.settings.body_idle_timeout_s)
+            await exchange.respond(send, self.settings.body_idle_timeout_s, extra, tally)
         except ResponseAbortedError:
             self.counts["aborted"] += 1
             raise
@@ -179,7 +193,15 @@ class Upstreams:
         return status
 
     async def _answer(
-        self, target: Target, upstream: str, status: int, detail: str, start: float, send: Send
+        self,
+        target: Target,
+        upstream: str,
+        status: int,
+        detail: str,
+        start: float,
+        send: Send,
+        extra: Sequence[tuple[bytes, bytes]],
+        tally: Tally | None,
     ) -> int:
         key = {502: "failed", 503: "unavailable", 504: "timed_out"}.get(status)
         if key is not None:
@@ -190,7 +212,11 @@ class Upstreams:
             )
         if status == 0:
             return status  # the client went away: nothing to answer
-        return await json_error(send, status, detail)
+        sent = await json_error(send, status, detail, extra)
+        if tally is not None:
+            tally.status = status
+            tally.bytes_out += sent
+        return status
 
     async def websocket(
         self,

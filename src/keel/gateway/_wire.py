@@ -9,7 +9,7 @@ head (everything but the per-attempt lines) and reads the incoming
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -142,8 +142,14 @@ _REASONS = {
 }
 
 
-async def json_error(send: Send, status: int, detail: str) -> int:
-    """Answer ``status`` with a short JSON body ``{"error": ..., "detail": ...}``."""
+async def json_error(
+    send: Send, status: int, detail: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> int:
+    """Answer ``status`` with a short JSON body ``{"error": ..., "detail": ...}``.
+
+    Returns:
+        the body's length.
+    """
     body = json.dumps({"error": _REASONS.get(status, "error"), "detail": detail}).encode()
     await send(
         {
@@ -152,8 +158,9 @@ async def json_error(send: Send, status: int, detail: str) -> int:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
-    return status
+    return len(body)

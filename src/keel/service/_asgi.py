@@ -135,6 +135,11 @@ class KeelMiddleware:
         self._routes: dict[tuple[str, str], RouteSeries] = {}
         self._recording_checked = -math.inf
         self._recording = tracer_provider is not None
+        self.observe_http = True
+        """Deadline, RED metrics and trace context around each request; an app that
+        reads ``keel-deadline`` and counts its requests itself (the gateway) turns it off
+        and gets the request straight after the probes (spans still wrap it while a
+        tracer provider records)."""
 
     def _tracing(self, now: float) -> bool:
         """Whether spans are recorded; the global provider is looked up once a second.
@@ -153,6 +158,9 @@ class KeelMiddleware:
             return
         if scope["path"] in _PROBES:
             await self._probe(scope["path"], send)
+            return
+        if not self.observe_http and not self._tracing(time.perf_counter()):
+            await self.app(scope, receive, send)
             return
         seconds, carrier = None, False
         for name, value in scope["headers"]:
