@@ -32,6 +32,7 @@ from keel.events._metrics import EventsMetrics, events_metrics
 from keel.events._model import (
     DEFAULT_MAX_EVENT_BYTES,
     EventRecord,
+    check_partitions,
     check_topic,
     encode_record,
     event_id,
@@ -88,8 +89,7 @@ class Bus:
         metrics: EventsMetrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not 1 <= partitions <= 1024:
-            raise ValidationError(f"partitions must be 1..1024, got {partitions!r}")
+        check_partitions(partitions)
         if not 1 <= max_event_bytes <= 64 * 1024 * 1024:
             raise ValidationError(f"max_event_bytes must be 1..64 MiB, got {max_event_bytes!r}")
         self.store: Store | None = engine_or_store if isinstance(engine_or_store, Store) else None

@@ -25,8 +25,10 @@ from keel.errors import ValidationError, ValueTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_PARTITIONS",
     "EventRecord",
     "check_group",
+    "check_partitions",
     "check_topic",
     "decode_record",
     "encode_record",
@@ -37,6 +39,9 @@ __all__ = [
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1_000_000
 """The default limit on one encoded event (fits the store's 1 MiB value limit)."""
+
+MAX_PARTITIONS: Final = 1024
+"""The most partitions a topic may have."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOPIC_MAX = 249  # Kafka's limit, so names carry over
@@ -80,6 +85,16 @@ def check_topic(topic: object) -> str:
 def check_group(group: object) -> str:
     """Return ``group`` if it is a valid group (or member) name, else raise ValidationError."""
     return _check_name("group", group, _GROUP_MAX)
+
+
+def check_partitions(count: object) -> int:
+    """Return ``count`` if it is a valid partition count (1..1024), else raise ValidationError."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PARTITIONS:
+        raise ValidationError(
+            f"partitions={count!r:.40} is not valid: give an int from 1 to {MAX_PARTITIONS} "
+            f"(e.g. 4; more partitions allow more consumers per group)"
+        )
+    return count
 
 
 def _check_key(key: object) -> str | None:

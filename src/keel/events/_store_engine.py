@@ -22,7 +22,7 @@ import msgspec
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
-from keel.events._model import check_group, check_topic
+from keel.events._model import check_group, check_partitions, check_topic
 from keel.events._store_members import Members, Wakeups
 from keel.events._store_records import (
     Cursor,
@@ -72,12 +72,7 @@ class StoreEngine:
     async def create_topic(self, topic: str, partitions: int) -> int:
         """Create the topic's meta record unless it exists; return its partition count."""
         check_topic(topic)
-        if (
-            isinstance(partitions, bool)
-            or not isinstance(partitions, int)
-            or not 1 <= partitions <= 1024
-        ):
-            raise ValidationError(f"partitions must be 1..1024, got {partitions!r}")
+        check_partitions(partitions)
         meta = TopicMeta(partitions=partitions, created_at=self._clock.time())
         key = topic_key(topic)
         await self.store.txn([Compare.absent(key)], [Put(key, msgspec.json.encode(meta))])

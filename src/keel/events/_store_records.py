@@ -21,6 +21,7 @@ import msgspec
 from keel._records import Rejected, decode, report
 from keel.errors import ValidationError
 from keel.events._engine import END, START
+from keel.events._model import MAX_PARTITIONS
 from keel.store import Compare
 
 __all__ = [
@@ -121,8 +122,8 @@ def decode_entry(value: bytes) -> tuple[float, bytes]:
 
 def _topic(value: bytes) -> TopicMeta:
     meta = msgspec.json.decode(value, type=TopicMeta)
-    if not 1 <= meta.partitions <= 1024:
-        raise ValueError(f"partitions {meta.partitions} outside 1..1024")
+    if not 1 <= meta.partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions {meta.partitions} outside 1..{MAX_PARTITIONS}")
     return meta
 
 

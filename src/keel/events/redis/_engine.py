@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
+from keel.events._model import check_group, check_partitions, check_topic
 from keel.events.redis._connect import block_cap, open_client
 from keel.events.redis._replies import (
     FIELD,
@@ -135,16 +136,14 @@ class RedisEngine:
     def _k(self, topic: str) -> Keys:
         keys = self._keys.get(topic)
         if keys is None:
-            if not isinstance(topic, str) or "{" in topic or "}" in topic:
-                raise ValidationError(f"topic {topic!r} is not valid for redis: no braces")
+            check_topic(topic)  # also keeps braces (hash tags) out of the keys
             keys = self._keys[topic] = Keys(self.prefix, topic)
         return keys
 
     async def create_topic(self, topic: str, partitions: int) -> int:
         """Create ``topic`` with ``partitions`` partitions unless it exists; return its count."""
-        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
-            raise ValidationError(f"partitions={partitions!r} is not valid: give a count >= 1")
         keys = self._k(topic)
+        check_partitions(partitions)
         with guarded(f"creating topic {topic!r}"):
             count = int(await CREATE_TOPIC(self.client, [keys.meta], [partitions]))
             await self.client.sadd(f"{self.prefix}topics", topic)
@@ -264,6 +263,7 @@ class RedisEngine:
 
     async def create_group(self, topic: str, group: str, start: str) -> None:
         """Create ``group`` on every partition (``XGROUP CREATE ... MKSTREAM``); idempotent."""
+        check_group(group)
         if start not in (START, END):
             parse_id(start)
         count = await self.partitions(topic)
