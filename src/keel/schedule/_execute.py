@@ -14,7 +14,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import Span, SpanKind, StatusCode, use_span
+from opentelemetry.trace import Status as Status_
+
 from keel.clock import Clock
+from keel.observe.spans import start_span, tracing_on
 from keel.schedule._context import Handler, RunLogger, context_for
 from keel.schedule._model import Execution, Status
 from keel.schedule.wheel import Timer
@@ -97,8 +101,15 @@ class HandlerRuns:
         if rec.timeout_s is not None:  # a timer on the worker's wheel: cheap to add and cancel
             deadline = self._arm_timeout(self._clock.time() + rec.timeout_s, key)
         started = self._clock.time()  # lateness ends here: the handler starts now
+        span = _run_span(rec, token, self.worker_id, started)
         try:
-            await handler(ctx)
+            if span is None:
+                await handler(ctx)
+            else:
+                with use_span(
+                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                ):
+                    await handler(ctx)
         except asyncio.CancelledError:
             if key not in self._timed_out and key not in self._replacing:
                 raise
@@ -117,4 +128,32 @@ class HandlerRuns:
             task.uncancel()
         self._timed_out.discard(key)
         self._replacing.discard(key)
+        if span is not None:
+            span.set_attribute("keel.job.outcome", outcome.value)
+            if outcome is not Status.SUCCEEDED:
+                span.set_attribute("error.type", outcome.value)
+                span.set_status(Status_(StatusCode.ERROR, error[:200]))
+            span.end()
         return Ended(rec.with_changes(started_at=started), outcome, error, trace, logger.text())
+
+
+def _run_span(rec: Execution, token: int, worker: str, started: float) -> Span | None:
+    """A root span for one run (its own trace), or None when tracing is off."""
+    if not tracing_on():
+        return None
+    return start_span(
+        "job run",
+        {
+            "keel.job": rec.job,
+            "keel.job.run": rec.name,
+            "keel.job.handler": rec.handler,
+            "keel.job.fire": rec.fire,
+            "keel.job.shard": rec.shard,
+            "keel.job.attempt": rec.attempt,
+            "keel.job.lateness_s": max(0.0, started - rec.fire),
+            "keel.fencing_token": token,
+            "keel.worker": worker,
+        },
+        kind=SpanKind.CONSUMER,
+        root=True,
+    )
