@@ -6,12 +6,15 @@ releases; ``await center.bind(name, Model)`` gives a :class:`LiveConfig` whose
 ``value`` follows every valid publish. See ``docs/config.md``.
 """
 
+from keel.config._analysis import Analysis, Evaluation, PromQuery, Step, evaluate
+from keel.config._canary import Canary, CanaryEntry, decide
 from keel.config._center import (
     DEFAULT_MAX_BYTES,
     DEFAULT_RETENTION,
     ConfigCenter,
     ConfigSummary,
 )
+from keel.config._controller import CanaryController, ControllerStatistics
 from keel.config._formats import (
     FORMATS,
     MAX_DEPTH,
@@ -40,22 +43,32 @@ __all__ = [
     "FORMATS",
     "MAX_DEPTH",
     "MAX_NODES",
+    "Analysis",
+    "Canary",
+    "CanaryController",
+    "CanaryEntry",
     "ClientHealth",
     "ClientReport",
     "ConfigCenter",
     "ConfigDocument",
     "ConfigSchema",
     "ConfigSummary",
+    "ControllerStatistics",
+    "Evaluation",
     "Format",
     "GrayRelease",
     "GrayRule",
     "HealthProbe",
     "LiveConfig",
     "MalformedConfigError",
+    "PromQuery",
     "SchemaViolation",
     "SchemaViolationError",
     "Source",
+    "Step",
+    "decide",
     "env_overrides",
+    "evaluate",
     "guess_format",
     "merge",
     "parse",

@@ -30,12 +30,11 @@ from keel._aio import Opening
 from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.config._formats import Format, check_format, guess_format, parse
+from keel.config._gray_api import GrayMethods
 from keel.config._health import HealthProbe, HealthReporter
 from keel.config._live import LiveConfig
 from keel.config._model import (
     ConfigDocument,
-    GrayRelease,
-    GrayRule,
     MalformedConfigError,
     check_config_name,
     current_key,
@@ -45,11 +44,11 @@ from keel.config._model import (
 )
 from keel.config._schema import schema_guard
 from keel.config._schema_api import SchemaMethods
-from keel.config._writes import commit, gray_of, kept_history, malformed_error, read_current
+from keel.config._writes import commit, kept_history, malformed_error, read_current
 from keel.coord import Session
 from keel.errors import ConflictError, NotFoundError, ValidationError
 from keel.observe import ConfigMetrics, config_metrics
-from keel.store import Compare, Delete, Put, Store
+from keel.store import Compare, Delete, Store
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_RETENTION", "ConfigCenter", "ConfigSummary"]
 
@@ -82,13 +81,14 @@ class ConfigSummary:
     rejected: str = ""
 
 
-class ConfigCenter(SchemaMethods):
+class ConfigCenter(GrayMethods, SchemaMethods):
     """Publish and read configs on a store.
 
     Args:
         store: the store (its root is the namespace: dev, staging, prod...).
         max_bytes: largest document accepted (default 256 KiB).
         retention: history versions kept per config (default 100).
+        clock: time source of canary records (tests pass a fake one).
     """
 
     def __init__(
@@ -97,12 +97,14 @@ class ConfigCenter(SchemaMethods):
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         retention: int = DEFAULT_RETENTION,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if retention < 1:
             raise ValidationError("retention must keep at least 1 version")
         self.store = store
         self.max_bytes = max_bytes
         self.retention = retention
+        self.clock = clock
 
     def _validate(self, name: str, content: str, fmt: Format | None) -> Format:
         check_config_name(name)
@@ -273,89 +275,6 @@ class ConfigCenter(SchemaMethods):
         result = await self.store.txn([], [Delete(current_key(name)), Delete(gray_key(name))])
         deleted = result.results[0]
         return isinstance(deleted, int) and deleted > 0
-
-    # -- gray release ---------------------------------------------------------
-
-    async def publish_gray(
-        self,
-        name: str,
-        content: str,
-        rule: GrayRule,
-        *,
-        author: str = "",
-        comment: str = "",
-        replace: bool = False,
-    ) -> GrayRelease:
-        """Start a gray release: clients matching ``rule`` get ``content``; others keep the main.
-
-        Raises:
-            NotFoundError: the config has no main version yet (publish it first).
-            ConflictError: a gray release is already running (``replace=True`` replaces it).
-        """
-        current = await self.get(name)
-        if current is None:
-            raise NotFoundError(f"{name} does not exist: publish a first version before a gray")
-        fmt = self._validate(name, content, current.format)
-        schema_ok = await schema_guard(self.store, name, content, fmt, f"{name} (gray)")
-        gray = GrayRelease(
-            name=name,
-            content=content,
-            format=fmt,
-            md5=md5_of(content),
-            rule=rule,
-            base_version=current.version,
-            author=author,
-            comment=comment,
-            published_at=time.time(),
-        )
-        compares = [schema_ok] if replace else [schema_ok, Compare.absent(gray_key(name))]
-        result = await self.store.txn(compares, [Put(gray_key(name), gray.encode())])
-        if not result.succeeded:
-            raise ConflictError(
-                f"{name} already has a gray release (or its schema changed meanwhile): "
-                f"promote or abort it first (or replace it)"
-            )
-        return gray
-
-    async def gray(self, name: str) -> GrayRelease | None:
-        """The gray release of ``name`` in progress, or None.
-
-        Raises:
-            MalformedConfigError: the gray record cannot be read (abort it and start again).
-        """
-        kv = await self.store.get(gray_key(check_config_name(name)))
-        return gray_of(name, kv) if kv else None
-
-    async def promote(self, name: str, *, author: str = "") -> ConfigDocument:
-        """Make the gray content the next main version and end the gray, in one transaction."""
-        gray_kv = await self.store.get(gray_key(check_config_name(name)))
-        if gray_kv is None:
-            raise NotFoundError(f"{name} has no gray release to promote")
-        gray = gray_of(name, gray_kv)
-        schema_ok = await schema_guard(self.store, name, gray.content, gray.format, "the gray")
-        kv, last, _ = await read_current(self.store, name, force=False)
-        doc = ConfigDocument(
-            name=name,
-            content=gray.content,
-            format=gray.format,
-            version=last + 1,
-            md5=gray.md5,
-            author=author or gray.author,
-            comment=f"promote gray: {gray.comment}".rstrip(": "),
-            published_at=time.time(),
-        )
-        guards = [Compare.mod_revision(gray_key(name), "==", gray_kv.mod_revision), schema_ok]
-        guards.append(
-            Compare.mod_revision(current_key(name), "==", kv.mod_revision)
-            if kv is not None
-            else Compare.absent(current_key(name))
-        )
-        await commit(self.store, self.retention, doc, guards, (Delete(gray_key(name)),))
-        return doc
-
-    async def abort_gray(self, name: str) -> bool:
-        """End the gray release; gray clients go back to the main version."""
-        return await self.store.delete(gray_key(check_config_name(name))) > 0
 
     # -- live binding ---------------------------------------------------------
 
