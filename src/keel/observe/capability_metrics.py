@@ -7,7 +7,14 @@
 - ``keel_coord_held{kind}`` — locks, slots and leaderships held now;
 - ``keel_coord_lost_total{kind}`` — ownerships lost (session or key gone), not released;
 - ``keel_schedule_runs_total{job,outcome}`` — finished runs (succeeded,
-  failed, timed_out, cancelled, retried, fenced);
+  failed, timed_out, cancelled, retried, fenced); the first ``max_jobs``
+  (100) job names seen keep their own label, later ones are counted as
+  ``job="other"``, so 10,000 jobs created through the API stay 100 series;
+- ``keel_schedule_fires_total{group,result}`` — fires the group's leading
+  planner handled: ``planned``, ``skipped`` (missed, the misfire policy said
+  skip) and ``dropped`` (missed beyond ``misfire_limit``); read at scrape time
+  from the live planners (``keel_schedule_leading{group}`` is 1 where this
+  process leads);
 - ``keel_schedule_lateness_seconds{group}`` and ``keel_schedule_duration_seconds{group}``:
   per scheduler group, not per job. Jobs can be thousands (created through
   the API), and a histogram child is a dozen locked values: per job, 1,000
@@ -23,11 +30,51 @@ tests may build their own :class:`CapabilityMetrics` on a private registry.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = ["CapabilityMetrics", "capability_metrics"]
 
 _FAST = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+OTHER_JOB = "other"
+
+
+class _Planners:
+    """The live planners, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        fires = CounterMetricFamily(
+            "keel_schedule_fires",
+            "Fires handled by this process's planners while leading, by result.",
+            labels=("group", "result"),
+        )
+        leading = GaugeMetricFamily(
+            "keel_schedule_leading",
+            "1 where a planner of this process leads its group.",
+            labels=("group",),
+        )
+        sums: dict[str, list[int]] = {}
+        lead: dict[str, int] = {}
+        for p in list(self.live):
+            row = sums.setdefault(p.group, [0, 0, 0])
+            counts = p._counts
+            row[0] += counts["planned"]
+            row[1] += counts["skipped"]
+            row[2] += counts["dropped"]
+            lead[p.group] = max(lead.get(p.group, 0), int(p.leading.is_set()))
+        for group, (planned, skipped, dropped) in sorted(sums.items()):
+            fires.add_metric([group, "planned"], planned)
+            fires.add_metric([group, "skipped"], skipped)
+            fires.add_metric([group, "dropped"], dropped)
+            leading.add_metric([group], lead[group])
+        yield from (fires, leading)
 
 
 class CapabilityMetrics:
@@ -35,11 +82,15 @@ class CapabilityMetrics:
 
     Args:
         registry: where to register (default: a new private registry).
+        max_jobs: job names with their own ``keel_schedule_runs_total`` label.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_jobs: int = 100) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.max_jobs = max_jobs
         r = self.registry
+        self._planners = _Planners()
+        r.register(self._planners)
         self._registry_events = Counter(
             "keel_registry_events",
             "Registration events of this process.",
@@ -97,6 +148,7 @@ class CapabilityMetrics:
         )
 
         self._run_counters: dict[tuple[str, str], Counter] = {}
+        self._jobs_seen: set[str] = set()
         self._run_times: dict[str, tuple[Histogram, Histogram]] = {}
 
     def registry_event(self, service: str, event: str) -> None:
@@ -131,9 +183,18 @@ class CapabilityMetrics:
         duration_s: float | None,
     ) -> None:
         """Count one finished run and observe its lateness and duration."""
-        counter = self._run_counters.get((job, outcome))
+        key = (job, outcome)
+        counter = self._run_counters.get(key)
         if counter is None:  # labels() validates and locks: once per series, not per run
-            counter = self._run_counters[(job, outcome)] = self._runs.labels(job, outcome)
+            if job not in self._jobs_seen:
+                if len(self._jobs_seen) >= self.max_jobs:
+                    job = OTHER_JOB
+                    key = (job, outcome)
+                else:
+                    self._jobs_seen.add(job)
+            counter = self._run_counters.get(key)
+            if counter is None:
+                counter = self._run_counters[key] = self._runs.labels(job, outcome)
         counter.inc()
         times = self._run_times.get(group)
         if times is None:
@@ -145,6 +206,10 @@ class CapabilityMetrics:
             times[0].observe(max(0.0, lateness_s))
         if duration_s is not None:
             times[1].observe(max(0.0, duration_s))
+
+    def planner(self, planner: Any) -> None:
+        """Read ``planner``'s fire counts at scrape time while it lives."""
+        self._planners.live.add(planner)
 
     def __repr__(self) -> str:
         return f"CapabilityMetrics(registry={self.registry!r})"

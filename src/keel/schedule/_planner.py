@@ -43,6 +43,7 @@ from keel.errors import (
     SessionLostError,
     ValidationError,
 )
+from keel.observe import capability_metrics
 from keel.registry import Discovery, Instance
 from keel.schedule._batch import Batcher
 from keel.schedule._codec import decode_planned, job_decoder, read, run_decoder
@@ -149,6 +150,7 @@ class Planner:
         """Set while this planner leads its group."""
         self._counts = dict.fromkeys(("terms", "planned", "skipped", "dropped", "conflicts"), 0)
         self._writer = PlanWriter(self._batcher, group, self._counts)
+        capability_metrics().planner(self)  # fire counts read at scrape time
 
     async def run(self) -> None:
         """Campaign, lead until leadership is lost, campaign again; until cancelled.
