@@ -6,6 +6,10 @@ once if missing (``keel config publish gateway.yaml FILE`` changes them
 live): ``POST /orders`` to orders, with a rate limit per client address, and
 ``GET /stock/{sku}`` to inventory. orders, inventory (two), payment and the
 gRPC users service take the next five ports.
+
+Each confirmed order is published as an ``orders.created`` event on the
+store's event bus (``keel.events``); the ``analytics`` group counts them
+into ``shop/analytics`` (each saga once).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import tempfile
 from collections.abc import Callable
@@ -31,7 +36,7 @@ from examples.shop._apps import (
     payment_app,
 )
 from examples.shop._participants import INVENTORY_SCHEMA, PAYMENT_SCHEMA, Ledger
-from examples.shop._saga import order_saga
+from examples.shop._saga import ORDERS_CREATED, order_saga
 from examples.shop._users import UserService, users_channel_settings
 from examples.shop.protos.users_pb2_grpc import (
     UserServiceStub,
@@ -39,14 +44,15 @@ from examples.shop.protos.users_pb2_grpc import (
 )
 from keel.config import ConfigCenter
 from keel.errors import ConflictError
+from keel.events import Bus, Event
 from keel.gateway import Gateway
 from keel.grpc import Channel, Server
 from keel.http import Client
 from keel.saga import Coordinator
 from keel.service import Service, ServiceSettings
-from keel.store import Store, parse_url
+from keel.store import Compare, Put, Store, parse_url
 
-__all__ = ["GATEWAY_CONFIG", "GATEWAY_ROUTES", "Shop", "main", "run_shop"]
+__all__ = ["ANALYTICS_KEY", "GATEWAY_CONFIG", "GATEWAY_ROUTES", "Shop", "main", "run_shop"]
 
 GATEWAY_CONFIG = "gateway.yaml"
 GATEWAY_ROUTES = """\
@@ -153,9 +159,11 @@ async def run_shop(
         channel = await stack.enter_async_context(
             Channel(store, "users", settings=users_channel_settings())
         )
+        bus = await stack.enter_async_context(Bus(store))
         coordinator = await stack.enter_async_context(
-            Coordinator(store, sagas=[order_saga(client)])
+            Coordinator(store, sagas=[order_saga(client, bus)])
         )
+        await _count_orders(bus, store, stack)
         plan: list[tuple[str, type[BaseModel], int]] = [
             ("inventory", InventorySettings, ports[1]),
             ("inventory", InventorySettings, ports[2]),
@@ -194,6 +202,43 @@ async def run_shop(
             on_ready(shop)
         await stop.wait()
     return shop
+
+
+ANALYTICS_KEY = "shop/analytics"
+
+
+async def _count_orders(bus: Bus, store: Store, stack: contextlib.AsyncExitStack) -> None:
+    """The ``analytics`` group: count ``orders.created`` into ``shop/analytics``, each saga once.
+
+    Delivery is at least once, so the count is a transaction on the record
+    of seen sagas: a redelivered event finds its saga there and counts nothing.
+    """
+
+    @bus.handler(ORDERS_CREATED, group="analytics")
+    async def count(event: Event) -> None:
+        while True:
+            kv = await store.get(ANALYTICS_KEY)
+            seen = json.loads(kv.value) if kv is not None else {"orders": 0, "last": []}
+            if event.key in seen["last"]:
+                return
+            seen["orders"] += 1
+            seen["last"] = [*seen["last"], event.key][-_REMEMBERED:]
+            compare = [Compare.version(ANALYTICS_KEY, "==", kv.version if kv else 0)]
+            done = await store.txn(compare, [Put(ANALYTICS_KEY, json.dumps(seen).encode())])
+            if done.succeeded:
+                return
+
+    runner = asyncio.create_task(bus.run())
+    stack.push_async_callback(_cancelled, runner)
+
+
+_REMEMBERED = 1000
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _gateway(store: Store, host: str, port: int) -> Gateway:

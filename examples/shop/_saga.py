@@ -1,5 +1,9 @@
 """The ``order`` saga: reserve stock (inventory), charge (payment), confirm.
 
+Confirming publishes ``orders.created`` on the shop's event bus (when it has
+one), keyed by the saga id: at least once, like every saga step, so a
+consumer that must count each order once keeps the ids it has seen.
+
 Each step calls its participant by name through :class:`keel.http.Client`
 with ``headers=ctx.headers()``, so the participant's barrier applies the call
 once. A participant's final refusal (409 out of stock or hanging, 402
@@ -14,13 +18,15 @@ from typing import Any
 
 import httpx
 
+from keel.events import Bus
 from keel.http import Client
 from keel.resilience import RetrySettings
 from keel.saga import Abort, Saga, SagaContext, Step
 
-__all__ = ["ORDER_SAGA", "order_saga"]
+__all__ = ["ORDERS_CREATED", "ORDER_SAGA", "order_saga"]
 
 ORDER_SAGA = "order"
+ORDERS_CREATED = "orders.created"
 _RETRY = RetrySettings(max_attempts=3, base_delay_s=0.05, max_delay_s=0.5)
 _FINAL = (402, 409, 422)
 
@@ -37,10 +43,11 @@ def _result(reply: httpx.Response) -> Any:
     return reply.json()
 
 
-def order_saga(client: Client) -> Saga:
+def order_saga(client: Client, bus: Bus | None = None) -> Saga:
     """The saga ``order`` whose steps call inventory and payment through ``client``.
 
-    Its input is ``{"sku", "qty", "user", "amount"}``.
+    Its input is ``{"sku", "qty", "user", "amount"}``; with a ``bus`` its last
+    step publishes ``orders.created``.
     """
 
     async def reserve(ctx: SagaContext) -> Any:
@@ -62,7 +69,11 @@ def order_saga(client: Client) -> Saga:
         reply.raise_for_status()
 
     async def confirm(ctx: SagaContext) -> Any:
-        return {"confirmed": True, "charge": ctx.results["charge"]["charge"]}
+        charge = ctx.results["charge"]["charge"]
+        if bus is not None:
+            order = {"saga": ctx.saga_id, **ctx.input, "charge": charge}
+            await bus.publish(ORDERS_CREATED, order, key=ctx.saga_id)
+        return {"confirmed": True, "charge": charge}
 
     return Saga(
         ORDER_SAGA,

@@ -12,10 +12,12 @@ from typing import Any
 
 from rich.console import Console
 
+from keel.cli._up_edge import ConsoleWatch
 from keel.cli._up_fmt import count, duration, size, sparkline
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch, port_in_use
 from keel.cli._up_view import UpView, fit_rows
+from keel.events import GroupStats
 from keel.store import Event, EventType, KeyValue
 
 _REV = iter(range(1, 1_000_000))
@@ -187,3 +189,55 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _gateway_config(content: str, version: int = 1) -> Event:
+    record = {
+        "name": "gateway.yaml",
+        "content": content,
+        "format": "yaml",
+        "version": version,
+        "author": "shop",
+        "comment": "",
+        "published_at": 1.0,
+    }
+    return put("config/gateway.yaml", json.dumps(record))
+
+
+def test_edges_show_the_gateway_routes_and_the_console() -> None:
+    """The header names the gateway's routes (validated, not raw) and the console's address."""
+    view = busy_view()
+    assert view.shop is not None
+    view.shop.state = "up"
+    routes = "routes:\n  - id: o\n    match: {path: /orders, methods: [POST]}\n"
+    view.apply(_gateway_config(routes + "    forward: {service: orders}\n"))
+    view.console_watch = ConsoleWatch(8470, url="http://127.0.0.1:8470", hint="no user yet")
+    text = "\n".join(screen(view, 120, 30))
+    assert "gateway POST /orders → orders" in text, text
+    assert "console http://127.0.0.1:8470  first user: keel console adduser" in text, text
+    view.apply(_gateway_config("routes: [{id: x}]\n", version=2))
+    view.console_watch = ConsoleWatch(8470, problem="console not started: port in use")
+    text = "\n".join(screen(view, 120, 30))
+    assert "do not validate" in text and "! console not started: port in use" in text, text
+    plain = list(PlainLines().changes(view))
+    assert any(" gateway the published routes do not validate" in line for line in plain), plain
+
+
+def test_events_panel_shows_groups_and_lag_within_80x24() -> None:
+    """Topics' groups with pending and behind counts, and the shop's count, still in 80x24."""
+    view = busy_view()
+    view.event_lag = [
+        GroupStats("orders.created", "analytics", 1, 5),
+        GroupStats("orders.created", "billing", 0, 0),
+    ]
+    view.orders_counted = 1
+    lines = screen(view, 80, 24)
+    text = "\n".join(lines)
+    assert len(lines) <= 24, text  # a small terminal keeps the main four; events when room
+    lines = screen(view, 100, 40)
+    text = "\n".join(lines)
+    assert "events · 1 topic · analytics counted 1 order" in text, text
+    assert re.search(r"orders\.created\s+analytics\s+1\s+5", text), text
+    plain = "\n".join(PlainLines().changes(view))
+    assert "events orders.created group analytics: 1 pending, 5 behind" in plain, plain
+    assert "analytics counted 1 order" in plain and "1 orders" not in plain, plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from examples.shop import Shop, orders_app, run_shop
 from examples.shop._apps import OrdersSettings
+from examples.shop._run import ANALYTICS_KEY
 from examples.shop._saga import order_saga
 from examples.shop.protos.users_pb2_grpc import UserServiceStub
 
@@ -116,3 +118,40 @@ async def test_orders_answers_503_naming_the_grpc_status_when_users_has_no_insta
             answer = await http.post("/orders", json={"sku": "apple", "qty": 1})
     assert answer.status_code == 503, answer.text
     assert "UNAVAILABLE" in answer.json()["error"] and "users" in answer.json()["error"]
+
+
+async def test_the_gateway_fronts_the_shop_and_orders_are_counted_once(tmp_path: Path) -> None:
+    """Through the gateway: an order (201) and a stock read; orders.created counted per saga."""
+    url = f"sqlite://{tmp_path}/keel.db"
+    stop, started = asyncio.Event(), asyncio.Event()
+    shops: list[Shop] = []
+
+    def ready(shop: Shop) -> None:
+        shops.append(shop)
+        started.set()
+
+    async with keel.connect(url) as store, asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(run_shop(store, stop, on_ready=ready))
+        async with asyncio.timeout(30):
+            await started.wait()
+        front = shops[0].urls()["gateway"][0]
+        async with httpx.AsyncClient(base_url=front, timeout=10) as http:
+            sagas = set()
+            for _ in range(3):
+                order = await http.post("/orders", json={"sku": "pear", "qty": 1, "user": "bob"})
+                assert order.status_code == 201, order.text
+                sagas.add(order.json()["saga"])
+            stock = await http.get("/stock/pear")
+            assert stock.status_code == 200 and stock.json()["available"] == 97, stock.text
+            elsewhere = await http.get("/nowhere")
+            assert elsewhere.status_code == 404 and "POST /orders" in elsewhere.text
+        counted: dict[str, object] = {}
+        for _ in range(200):  # the analytics group counts as the events arrive
+            kv = await store.get(ANALYTICS_KEY)
+            counted = json.loads(kv.value) if kv is not None else {}
+            if counted.get("orders") == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert counted.get("orders") == 3 and set(counted["last"]) == sagas  # type: ignore[arg-type]
+        stop.set()
+        await running

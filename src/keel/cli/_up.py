@@ -33,12 +33,14 @@ from rich.live import Live
 import keel
 from keel.cli._common import console, printable
 from keel.cli._up_edge import ConsoleWatch, run_console
+from keel.cli._up_events import counted_orders, read_lag
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch
 from keel.cli._up_view import UpView, area_of
 from keel.config import ConfigCenter, LiveConfig
 from keel.coord import Election, Lock, Session
 from keel.errors import ConflictError
+from keel.events import Bus
 from keel.registry import HealthChecker
 from keel.schedule import Scheduler, read_jobs, register_demo
 from keel.store import Put, Store, parse_url, redact_url
@@ -70,9 +72,12 @@ def absolute_url(url: str) -> str:
     return f"sqlite:///{Path(parsed.path).resolve()}" + (f"?{query}" if sep else "")
 
 
-async def _refresh(store: Store, view: UpView) -> None:
+async def _refresh(store: Store, view: UpView, bus: Bus | None = None) -> None:
     view.status = await store.status()
     view.jobs = await read_jobs(store, recent=_RECENT_RUNS)
+    if bus is not None:
+        view.event_lag = await read_lag(store, bus)
+        view.orders_counted = await counted_orders(store)
     infos = []
     for lease_id in (await store.leases())[:_MAX_LEASES_SHOWN]:
         info = await store.time_to_live(lease_id)
@@ -163,7 +168,7 @@ async def run_up(
     stop = asyncio.Event()
     _stop_on_signals(stop)
     plain = not console.is_terminal if plain is None else plain
-    async with keel.connect(url) as store, Session(store, ttl_s=10) as session:
+    async with keel.connect(url) as store, Session(store, ttl_s=10) as session, Bus(store) as bus:
         presence = {"host": socket.gethostname(), "pid": os.getpid(), "version": keel.__version__}
         me = json.dumps(presence).encode()
         await store.put(f"up/{presence['host']}-{presence['pid']}", me, lease=session.lease_id)
@@ -172,12 +177,14 @@ async def run_up(
             kvs, revision = await store.range("")
             view = UpView(url, shop=ShopWatch(shop_port), console_watch=ConsoleWatch(console_port))
             view.load(kvs)
-            await _refresh(store, view)
+            await _refresh(store, view, bus)
             if once:
                 columns = 0 if console.is_terminal else 1
                 console.print(view.render(console.width, 10_000, columns=columns))
                 return view
-            await _run_live(store, session, view, revision, me, config, stop, duration_s, plain)
+            await _run_live(
+                store, session, view, revision, me, config, stop, duration_s, plain, bus
+            )
         if session.lost.is_set():
             console.print(f"keel up: session lost: {session.lost.reason}", markup=False)
     return view
@@ -193,6 +200,7 @@ async def _run_live(
     stop: asyncio.Event,
     duration_s: float | None,
     plain: bool,
+    bus: Bus,
 ) -> None:
     """The background parts of keel up and the screen (or status line) loop."""
     assert view.shop is not None and view.console_watch is not None
@@ -213,16 +221,16 @@ async def _run_live(
             return not (stop.is_set() or session.lost.is_set() or late)
 
         if plain:
-            await _print_lines(store, view, stop, running)
+            await _print_lines(store, view, stop, running, bus)
         else:
-            await _draw(store, view, stop, running)
+            await _draw(store, view, stop, running, bus)
         stop.set()  # the console shuts down on its own (cancelling uvicorn logs a traceback)
         await asyncio.wait([console_task], timeout=3)
         for task in [*background, console_task]:
             task.cancel()
 
 
-async def _draw(store: Store, view: UpView, stop: asyncio.Event, running: Any) -> None:
+async def _draw(store: Store, view: UpView, stop: asyncio.Event, running: Any, bus: Bus) -> None:
     """Redraw the view, fitted to the terminal, twice a second."""
 
     def screen() -> Any:
@@ -236,12 +244,14 @@ async def _draw(store: Store, view: UpView, stop: asyncio.Event, running: Any) -
     with Live(screen(), console=console, auto_refresh=False, redirect_stdout=False) as live:
         while running():
             await _wait(stop, 0.5)
-            await _refresh(store, view)
+            await _refresh(store, view, bus)
             live.update(screen(), refresh=True)
     console.line()  # the last frame stays; what follows starts on a line of its own
 
 
-async def _print_lines(store: Store, view: UpView, stop: asyncio.Event, running: Any) -> None:
+async def _print_lines(
+    store: Store, view: UpView, stop: asyncio.Event, running: Any, bus: Bus
+) -> None:
     """Without a terminal: one plain line per change, flushed as it happens."""
     lines = PlainLines()
     while True:
@@ -250,4 +260,4 @@ async def _print_lines(store: Store, view: UpView, stop: asyncio.Event, running:
         if not running():
             break
         await _wait(stop, 0.5)
-        await _refresh(store, view)
+        await _refresh(store, view, bus)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from keel.cli._common import printable
-from keel.cli._up_fmt import duration
+from keel.cli._up_fmt import count, duration
 from keel.cli._up_sagas import saga_counts
 from keel.cli._up_view import UpView
 from keel.coord import group_lines
@@ -54,6 +54,12 @@ def facts(view: UpView) -> dict[str, str]:
             out[f"job {name}"] = f"job {name}: last run {last.status.value}{took}"
     if view.sagas:
         out["sagas"] = f"sagas: {saga_counts(view.sagas)}"
+    for g in view.event_lag:
+        out[f"events {g.topic}/{g.group}"] = printable(
+            f"events {g.topic} group {g.group}: {g.pending} pending, {g.undelivered} behind"
+        )
+    if view.orders_counted is not None:
+        out["analytics"] = f"analytics counted {count(view.orders_counted, 'order')}"
     for line in group_lines(view.coord.values()):
         owner = line.owner
         who = printable(owner.value[:60].decode("utf-8", "replace")) if owner is not None else ""

@@ -25,12 +25,16 @@ from rich.text import Text
 from keel._records import Rejected, decode, report
 from keel.cli._common import cell, printable
 from keel.cli._up_edge import GATEWAY_CONFIG, ConsoleWatch, route_summary
+from keel.cli._up_events import COLUMNS as EVENT_COLUMNS
+from keel.cli._up_events import WIDTHS as EVENT_WIDTHS
+from keel.cli._up_events import event_rows
 from keel.cli._up_fmt import LEGEND, count, duration, size, sparkline
 from keel.cli._up_sagas import COLUMNS, PREFIX, WIDTHS, decode_saga, saga_rows, saga_title
 from keel.cli._up_shop import ShopWatch
 from keel.config import ConfigDocument
 from keel.coord import group_lines
 from keel.coord._inspect import KINDS
+from keel.events import GroupStats
 from keel.registry import HealthMark, Instance, decode_health_mark, decode_instance
 from keel.saga import SagaRecord
 from keel.schedule import JobView
@@ -75,6 +79,8 @@ class Panel:
         title = Text(self.title, style="bold", no_wrap=True, overflow="ellipsis")
         if not self.rows:
             return Text.assemble(title, ("  none yet", "dim"))
+        if shown <= 0:  # no room for a row: the title says how many (one line, not three)
+            return Text.assemble(title, (f"  {len(self.rows)} not shown", "dim"))
         table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
         fixed = [*self.widths, *[None] * len(self.columns)][: len(self.columns)]
         flexible = fixed.count(None) or 1
@@ -133,6 +139,8 @@ class UpView:
     status: StoreStatus | None = None
     leases: list[LeaseInfo] = field(default_factory=list)
     jobs: list[JobView] = field(default_factory=list)
+    event_lag: list[GroupStats] = field(default_factory=list)
+    orders_counted: int | None = None
     started: float = field(default_factory=time.monotonic)
     roomy: bool = True
 
@@ -242,6 +250,14 @@ class UpView:
         """Sagas in progress, then the latest outcomes (shown once there are any)."""
         return Panel(saga_title(self.sagas), COLUMNS, saga_rows(self.sagas), keep=3, widths=WIDTHS)
 
+    def events_panel(self) -> Panel:
+        """Consumer groups per topic: pending (delivered, not acked) and behind (not delivered)."""
+        topics = len({s.topic for s in self.event_lag})
+        title = f"events · {count(topics, 'topic')}"
+        if self.orders_counted is not None:
+            title += f" · analytics counted {count(self.orders_counted, 'order')}"
+        return Panel(title, EVENT_COLUMNS, event_rows(self.event_lag), keep=2, widths=EVENT_WIDTHS)
+
     def coord_panel(self) -> Panel:
         """Locks and leaders with their fencing tokens."""
         rows: list[list[Text | str]] = []
@@ -342,7 +358,8 @@ class UpView:
         """The gateway's routes and where the console is (with how to make its first user)."""
         lines = []
         routes = route_summary(self.configs.get(f"config/{GATEWAY_CONFIG}"))
-        if routes is not None and self.shop is not None and self.shop.state == "up":
+        shop_up = self.shop is not None and self.shop.state == "up"
+        if routes is not None and shop_up and self.roomy:
             lines.append(Text.assemble(("gateway ", "bold"), printable(routes)))
         watch = self.console_watch
         if watch is not None and watch.problem:
@@ -365,9 +382,16 @@ class UpView:
         main = [self.service_panel(), self.job_panel(), self.coord_panel(), self.tail_panel()]
         if self.sagas:
             main.insert(2, self.saga_panel())
+        more = self.extra_panels()
+        if self.event_lag:  # a main panel when there is room, else first of the extras
+            events = self.events_panel()
+            if self.roomy:
+                main.insert(-1, events)
+            else:
+                more.insert(0, events)
         columns = columns or (2 if width >= _WIDE else 1)
         groups = _pairs(main, columns)
-        extras = _pairs(self.extra_panels(), columns)
+        extras = _pairs(more, columns)
         return Group(*head, *_fit(groups, extras, budget, width))
 
 
