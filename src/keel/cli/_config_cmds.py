@@ -26,8 +26,6 @@ from keel.cli._output import JsonFlag, OutputOption, emit, emit_event, output_fo
 from keel.errors import ValidationError
 
 if TYPE_CHECKING:
-    from rich.console import Group
-
     from keel.config import ConfigCenter, ConfigDocument, ConfigSummary, GrayRelease
     from keel.store import Event, Store
 
@@ -275,9 +273,18 @@ def gray_cmd(
     replace: Annotated[bool, typer.Option("--replace", help="Replace a running gray.")] = False,
     author: Annotated[str, typer.Option(help="Who publishes.")] = "",
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why.")] = "",
+    analysis: Annotated[
+        Path | None,
+        typer.Option(help="Run it as a canary: steps and checks (YAML), see docs/config.md."),
+    ] = None,
 ) -> None:
-    """Start a gray release of FILE for the clients the rule selects."""
+    """Start a gray release of FILE for the clients the rule selects (a canary with --analysis)."""
+    from keel.cli._config_canary_cmds import load_analysis
     from keel.config import GrayRule
+
+    plan = load_analysis(analysis) if analysis is not None else None
+    if plan is not None and percent is None:
+        percent = plan.steps[0].percent
 
     try:
         rule = GrayRule(
@@ -292,10 +299,14 @@ def gray_cmd(
     @with_store
     async def go(store: Store) -> None:
         await _center(store).publish_gray(
-            name, content, rule, author=author, comment=comment, replace=replace
+            name, content, rule, author=author, comment=comment, replace=replace, analysis=plan
         )
 
     run(go())
+    if plan is not None:
+        steps = " → ".join(f"{s.percent:g}%" for s in plan.steps)
+        console.print(f"{name}: canary started ({steps}; the canary controller decides)")
+        return
     console.print(f"{name}: gray release started ({json.dumps(rule.to_json())})")
 
 
@@ -322,57 +333,6 @@ def abort_cmd(name: str) -> None:
     if not run(go()):
         fail(f"{name} has no gray release", code=1)
     console.print(f"{name}: gray aborted")
-
-
-@app.command("status")
-def status_cmd(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    output: OutputOption = "table",
-    as_json: JsonFlag = False,
-) -> None:
-    """Show the main version, the gray rule, and which clients run what."""
-    fmt = output_format(output, as_json)
-
-    @with_store(readonly=True)
-    async def go(store: Store) -> dict[str, Any]:
-        from keel._records import Rejected, decode, report
-        from keel.config import ClientReport
-
-        center = _center(store)
-        clients: list[dict[str, Any]] = []
-        kvs, _ = await store.range(f"config-clients/{name}/")
-        for kv in kvs:
-            info = decode("config", kv.key, kv.value, ClientReport.decode)
-            client = kv.key.rsplit("/", 1)[1]
-            if isinstance(info, Rejected):
-                report(info)
-                clients.append({"client": client, "malformed": True})
-                continue
-            clients.append(
-                {"client": client, "version": info.version, "gray": info.gray, "md5": info.md5}
-            )
-        main, gray = await _main_state(center, name), await _gray_state(center, name)
-        return {"name": name, "main": main, "gray": gray, "clients": clients}
-
-    info = run(go())
-
-    def table(wide: bool) -> Group:
-        from rich.console import Group
-        from rich.text import Text
-
-        t = Table(title=f"{len(info['clients'])} clients", title_justify="left")
-        for column in ("client", "version", "gray", "md5"):
-            t.add_column(column)
-        for c in info["clients"]:
-            if c.get("malformed"):
-                t.add_row(cell(c["client"]), "malformed", "", "")
-                continue
-            md5 = c["md5"] if wide else c["md5"][:12]
-            t.add_row(*map(cell, (c["client"], str(c["version"]), "yes" if c["gray"] else "", md5)))
-        head = Text(printable(f"{name}: {info['main']}; {info['gray']}"))
-        return Group(head, t)
-
-    emit(fmt, info, table)
 
 
 async def _main_state(center: ConfigCenter, name: str) -> str:
@@ -451,11 +411,14 @@ def watch_cmd(
     run(go())
 
 
-def _add_schema_commands() -> None:
+def _add_commands() -> None:
+    from keel.cli._config_canary_cmds import controller_cmd, status_cmd
     from keel.cli._config_schema_cmds import schema_app, validate_cmd
 
+    app.command("status")(status_cmd)
+    app.command("controller")(controller_cmd)
     app.add_typer(schema_app, name="schema")
     app.command("validate")(validate_cmd)
 
 
-_add_schema_commands()
+_add_commands()
