@@ -132,14 +132,13 @@ class Exchange:
                     (instance.scheme, instance.address, instance.port)
                 )
                 self._write(conn, instance, framing)
-                await conn.read_head()
-                length = conn.length
                 if self.method == "HEAD":
+                    await conn.read_head()
                     conn.end_without_body()  # whatever its head says of a body
-                elif not conn.complete and length is not None and length <= _SMALL:
-                    # A small body split from its head (uvicorn writes them apart):
-                    # wait for it, within the deadline, rather than stream 13 bytes.
-                    await conn.read_rest()
+                else:
+                    # A small body split from its head (uvicorn writes them apart) is
+                    # awaited with it, within the deadline, rather than streamed.
+                    await conn.read_response(_SMALL)
             except ConnectFailedError as exc:
                 self._failed(instance.id)
                 if attempt < attempts and u.retried(target):

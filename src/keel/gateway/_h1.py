@@ -58,6 +58,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, key: tuple[str, str, int], loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
         self._loop = loop
+        self._whole_limit = 0
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -83,6 +84,7 @@ class Connection(asyncio.Protocol):
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._reading_paused = False
+        self._whole = False  # read_response: wake at the end of a small body, not at its head
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -160,6 +162,8 @@ class Connection(asyncio.Protocol):
             elif low == b"transfer-encoding":
                 framed = True
         self._until_eof = not framed and status not in (204, 304)
+        if self._whole and self.length is not None and self.length <= self._whole_limit:
+            return  # the body follows: one wake-up when it is all here
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -169,7 +173,8 @@ class Connection(asyncio.Protocol):
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if not self._whole:
+            self._wake()
 
     def on_message_complete(self) -> None:
         """The response ended."""
@@ -217,6 +222,28 @@ class Connection(asyncio.Protocol):
             await drain
         if self.closed and not self.complete:
             raise UpstreamClosedError("upstream closed the connection while the body was sent")
+
+    async def read_response(self, small: int) -> None:
+        """Wait for the head, and for the whole body too when its length is at most ``small``.
+
+        One wake-up for a small response even when its body comes in a later
+        packet than its head (uvicorn writes them apart), where :meth:`read_head`
+        then :meth:`read_rest` would resume the caller twice.
+
+        Raises:
+            UpstreamClosedError: the connection ended first.
+            UpstreamProtocolError: the upstream's bytes are not an HTTP response.
+        """
+        self._whole, self._whole_limit = True, small
+        try:
+            while not self.complete:
+                if self.error is not None:
+                    raise self.error
+                if self.head and (self.length is None or self.length > small):
+                    return
+                await self._wait()
+        finally:
+            self._whole = False
 
     async def read_head(self) -> None:
         """Wait for the response head (``status`` and ``headers``).
