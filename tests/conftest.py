@@ -10,7 +10,7 @@ import pytest
 
 import keel
 from keel.store import Store
-from keel.testing import EtcdCluster, PostgresServer, RedisCluster, RedisServer
+from keel.testing import EtcdCluster, PostgresServer, PrometheusServer, RedisCluster, RedisServer
 from tests._procs import Children
 
 BACKENDS = ("memory", "sqlite", "etcd")
@@ -51,6 +51,13 @@ def redis_cluster() -> Iterator[RedisCluster]:
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the whole run (tests isolate by table or database)."""
     with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[PrometheusServer]:
+    """One real Prometheus for the whole run (tests point it at their targets)."""
+    with PrometheusServer() as server:
         yield server
 
 
