@@ -11,7 +11,9 @@ group (a topic of as many partitions), with 8 publisher tasks:
   events over the time from the first publish to the last ack, with the p99
   of publish -> ack latency at that saturation, and the client CPU time per
   event (publishing and consuming are in this process; CPU time is the
-  figure load from other processes barely moves);
+  figure load from other processes barely moves) and, on Redis, the
+  commands the server ran per event (publish, read and ack included: the
+  ideal is a little over 1, one ``XADD`` each, with reads and acks batched);
 - *p99 @ rate*: publish -> ack latency when one publisher offers a steady
   rate well under saturation (1,000/s on Redis, 100/s on the store).
 
@@ -95,6 +97,8 @@ class System:
 
     publish: Callable[[int, bytes], Awaitable[Any]]
     consuming: Callable[[Tally], contextlib.AbstractAsyncContextManager[None]]
+    calls: Callable[[], Awaitable[int]] | None = None
+    """Commands the server has run so far (Redis: ``INFO commandstats``), if known."""
 
 
 def stamp() -> bytes:
@@ -135,6 +139,7 @@ async def publish_paced(system: System, n: int, rate: float) -> None:
 async def phase(system: System, tally: Tally, n: int, pace: float | None) -> dict[str, float]:
     """Publish ``n`` events (as fast as possible, or paced) and wait for their acks."""
     tally.reset(n)
+    calls = await system.calls() if system.calls else 0
     start, cpu = time.perf_counter(), time.process_time()
     with contextlib.suppress(TimeoutError):  # report what was acked within the limit
         async with asyncio.timeout(30):
@@ -144,10 +149,14 @@ async def phase(system: System, tally: Tally, n: int, pace: float | None) -> dic
                 await publish_paced(system, n, pace)
             await tally.done.wait()
     took = (tally.last or time.perf_counter()) - start
+    cpu_us = (time.process_time() - cpu) / max(1, tally.acked) * 1e6
+    if system.calls:
+        calls = await system.calls() - calls
     return {
         "rate": tally.acked / took,
         "p99_ms": p99(tally.latencies),
-        "cpu_us": (time.process_time() - cpu) / max(1, tally.acked) * 1e6,
+        "cpu_us": cpu_us,
+        "calls": calls / max(1, tally.acked),
     }
 
 
@@ -164,6 +173,7 @@ async def measure(make: Callable[[], Awaitable[System]], n: int, pace: tuple[flo
         "e2e": saturated["rate"],
         "p99_saturated_ms": saturated["p99_ms"],
         "cpu_us_per_event": saturated["cpu_us"],
+        "calls_per_event": saturated["calls"],
         "p99_paced_ms": steady["p99_ms"],
     }
 
@@ -306,12 +316,19 @@ async def redis_round(url: str, system: str, consumers: int, n: int) -> dict[str
     engine = RedisEngine(client)
     bus = Bus(engine, partitions=consumers)
 
+    async def calls() -> int:
+        stats = await client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
     async def make() -> System:
         if system == "keel bus":
-            return await bus_system(bus, consumers)
-        if system == "keel engine":
-            return await engine_system(engine, consumers)
-        return await raw_system(client, consumers)
+            made = await bus_system(bus, consumers)
+        elif system == "keel engine":
+            made = await engine_system(engine, consumers)
+        else:
+            made = await raw_system(client, consumers)
+        made.calls = calls
+        return made
 
     try:
         return dict(await measure(make, n, REDIS_PACE))
@@ -381,6 +398,7 @@ COLUMNS = (
     ("e2e/s", "e2e", ",.0f"),
     ("p99 sat ms", "p99_saturated_ms", ".1f"),
     ("cpu us/ev", "cpu_us_per_event", ".0f"),
+    ("calls/ev", "calls_per_event", ".2f"),
     ("p99 paced ms", "p99_paced_ms", ".1f"),
 )
 
@@ -416,37 +434,28 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="events per Redis round")
     parser.add_argument("--store-events", type=int, default=300, help="events per store round")
     parser.add_argument("--repeats", type=int, default=3, help="Redis rounds (median)")
+    parser.add_argument(
+        "--only",
+        choices=("all", "redis", "store"),
+        default="all",
+        help="run only the Redis systems (no dramatiq) or only the store engine",
+    )
     args = parser.parse_args()
 
-    from keel.testing import EtcdCluster, RedisServer
+    from keel.testing import RedisServer
 
     rows: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
-    with RedisServer() as server:
-        rows.update(redis_section(server.url, args.events, args.repeats))
-        for threads in CONSUMERS:
-            rows[f"dramatiq x{threads}"] = dramatiq_round(server.url, threads, args.events)
-    with tempfile.TemporaryDirectory() as tmp, EtcdCluster(1) as etcd:
-        urls = {"store sqlite": f"sqlite:///{Path(tmp) / 'keel.db'}", "store etcd": etcd.url}
-        for name, url in urls.items():
-            for consumers in CONSUMERS:
-                rows[f"{name} x{consumers}"] = asyncio.run(
-                    store_round(url, consumers, args.store_events)
-                )
+    if args.only in ("all", "redis"):
+        with RedisServer() as server:
+            rows.update(redis_section(server.url, args.events, args.repeats))
+            for threads in CONSUMERS if args.only == "all" else ():
+                rows[f"dramatiq x{threads}"] = dramatiq_round(server.url, threads, args.events)
+    if args.only in ("all", "store"):
+        store_section(rows, args.store_events)
     print_table(rows)
-    keys = ("publish", "e2e", "cpu_us_per_event")
-    ratios = {
-        f"{system} x{c}": {
-            k: ratio(rows[f"{system} x{c}"][k], rows[f"raw redis-py x{c}"][k]) for k in keys
-        }
-        for system in REDIS_SYSTEMS[:2]
-        for c in CONSUMERS
-    }
-    for name, r in ratios.items():
-        print(
-            f"{name} / raw redis-py: publish {r['publish']:.2f}x, e2e {r['e2e']:.2f}x, "
-            f"CPU per event {r['cpu_us_per_event']:.2f}x"
-        )
+    if args.only in ("all", "redis"):
+        print_ratios(rows)
     print(f"(whole run {time.perf_counter() - started:.0f} s)")
     doc = {
         "bench": "events",
@@ -454,9 +463,40 @@ def main() -> None:
         "events_per_store_round": args.store_events,
         "repeats": args.repeats,
         "rows": {k: {m: round(v, 1) for m, v in r.items()} for k, r in rows.items()},
-        "over_raw_redis_py": ratios,
+        "over_raw_redis_py": ratios(rows) if args.only in ("all", "redis") else {},
     }
     print(json.dumps(doc))
+
+
+def store_section(rows: dict[str, dict[str, float]], n: int) -> None:
+    """The bus on the store engine: sqlite and a one-member etcd."""
+    from keel.testing import EtcdCluster
+
+    with tempfile.TemporaryDirectory() as tmp, EtcdCluster(1) as etcd:
+        urls = {"store sqlite": f"sqlite:///{Path(tmp) / 'keel.db'}", "store etcd": etcd.url}
+        for name, url in urls.items():
+            for consumers in CONSUMERS:
+                rows[f"{name} x{consumers}"] = asyncio.run(store_round(url, consumers, n))
+
+
+def ratios(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each keel system over raw redis-py: publish, e2e and CPU per event."""
+    keys = ("publish", "e2e", "cpu_us_per_event")
+    return {
+        f"{system} x{c}": {
+            k: ratio(rows[f"{system} x{c}"][k], rows[f"raw redis-py x{c}"][k]) for k in keys
+        }
+        for system in REDIS_SYSTEMS[:2]
+        for c in CONSUMERS
+    }
+
+
+def print_ratios(rows: dict[str, dict[str, float]]) -> None:
+    for name, r in ratios(rows).items():
+        print(
+            f"{name} / raw redis-py: publish {r['publish']:.2f}x, e2e {r['e2e']:.2f}x, "
+            f"CPU per event {r['cpu_us_per_event']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
