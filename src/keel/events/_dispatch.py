@@ -6,9 +6,12 @@ one after another and in order. ``concurrency`` bounds the events handed out
 and not yet settled; a failing event keeps its key blocked while it waits for
 its retry (other keys go on). Events without a key have a queue each.
 
-Acks are group-committed: an ``ack()`` joins the batch being collected for its
-partition and one engine call acks the batch, so a busy consumer does not pay
-one store transaction per event, and an idle one waits for nobody.
+Acks are deferred and batched per partition (``_acks.py``): ``ack()`` costs
+no I/O. The partition readers read only once a fair share of the buffer is
+free (:meth:`Dispatcher.wait_room`), so a busy subscription reads in batches
+rather than one entry per call. Waiters are woken only when someone waits and
+only for what they wait for: the hot path (feed, next, ack) allocates the
+event and little else.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from keel._records import Rejected, decode, report
 from keel.clock import Clock
+from keel.events._acks import Acks
 from keel.events._engine import Engine, Entry
 from keel.events._event import Event
 from keel.events._metrics import EventsMetrics
@@ -35,8 +39,6 @@ log = logging.getLogger("keel.events")
 
 DeadLetter = Callable[[int, Entry, EventRecord | None, str, int], Awaitable[None]]
 """``(partition, entry, record or None if malformed, error, attempts)``: publish a dead letter."""
-
-_ACK_TRIES = 5
 
 
 def _decode(data: bytes) -> tuple[EventRecord, object]:
@@ -71,12 +73,21 @@ class Dispatcher:
         self._ready: deque[Event] = deque()
         self._timers: list[tuple[float, int, Event]] = []
         self._out: dict[int, int] = {}
-        self._changed = asyncio.Condition()
-        self._acks: dict[int, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._acking: set[int] = set()
+        self._out_total = 0
+        self._limit = settings.concurrency
+        self._hand = asyncio.Condition()  # next() waiters: an event is ready and may go out
+        self._hand_waiters = 0
+        self._room = asyncio.Event()  # readers: room reached the low-water mark
+        self.acks = Acks(engine, topic, group, clock)
         self._seq = 0
         self._max_buffer = max(2 * settings.batch, 4 * settings.concurrency)
-        self._labels = (topic, group)
+        self._low_water = max(1, settings.batch // 2)
+        labels = (topic, group)
+        self._delivered = metrics.delivered.labels(*labels)
+        self._acked = metrics.acked.labels(*labels)
+        self._retried = metrics.retried.labels(*labels)
+        self._dead = metrics.dead_lettered.labels(*labels)
+        self._handler_seconds = metrics.handler_seconds.labels(*labels)
 
     # intake
 
@@ -84,14 +95,29 @@ class Dispatcher:
         """How many more events may be read now."""
         return self._max_buffer - sum(len(ids) for ids in self._known.values())
 
+    def _may_read(self) -> bool:
+        room = self.room()
+        return room > 0 and (room >= self._low_water or not self._ready)
+
     async def wait_room(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` until :meth:`room` is positive; return whether it is."""
+        """Wait up to ``timeout_s`` until a read is worth it; return whether it is.
+
+        A read is worth it once :meth:`room` reaches the low-water mark (half
+        a batch), or when there is some room and nothing is ready to hand out.
+        """
         try:
-            async with asyncio.timeout(timeout_s), self._changed:
-                await self._changed.wait_for(lambda: self.room() > 0)
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    self._room.clear()
+                    if self._may_read():
+                        return True
+                    await self._room.wait()
         except TimeoutError:
-            return False
-        return True
+            return self._may_read()
+
+    def _room_changed(self) -> None:
+        if self._may_read():
+            self._room.set()
 
     def held(self, partition: int) -> int:
         """How many events of ``partition`` this consumer holds (queued, out or waiting)."""
@@ -113,14 +139,14 @@ class Dispatcher:
             if isinstance(got, Rejected):
                 report(got)
                 await self._dead_letter(partition, entry, None, got.reason, entry.deliveries)
-                await self._ack(partition, entry.id)
+                self.acks.add(partition, entry.id)
                 continue
             record, payload = got
             if entry.deliveries > self._settings.max_attempts:  # its consumers kept dying on it
                 reason = f"delivered {entry.deliveries} times without an ack or a nack"
                 await self._dead_letter(partition, entry, record, reason, entry.deliveries)
-                await self._ack(partition, entry.id)
-                self._metrics.dead_lettered.labels(*self._labels).inc()
+                self.acks.add(partition, entry.id)
+                self._dead.inc()
                 continue
             event = Event(
                 partition=partition,
@@ -139,8 +165,7 @@ class Dispatcher:
             queue.append(event)
             if len(queue) == 1:
                 self._make_ready(event)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._wake()
 
     def _make_ready(self, event: Event) -> None:
         event.state = "ready"
@@ -148,20 +173,34 @@ class Dispatcher:
 
     # hand-out
 
+    def _can_hand(self) -> bool:
+        return bool(self._ready) and self._out_total < self._limit
+
     async def next(self) -> Event:
         """Wait for the next event a consumer may handle."""
-        limit = self._settings.concurrency
-        async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._ready) and self._outstanding() < limit)
-            event = self._ready.popleft()
+        if not self._can_hand():
+            async with self._hand:
+                self._hand_waiters += 1
+                try:
+                    await self._hand.wait_for(self._can_hand)
+                finally:
+                    self._hand_waiters -= 1
+        event = self._ready.popleft()
         event.state = "out"
         event.handed_at = self._clock.monotonic()
         self._out[event.partition] = self._out.get(event.partition, 0) + 1
-        self._metrics.delivered.labels(*self._labels).inc()
+        self._out_total += 1
+        self._delivered.inc()
+        if self._ready and self._hand_waiters:  # pass the turn on (also after a lost wake-up)
+            await self._wake()
         return event
 
-    def _outstanding(self) -> int:
-        return sum(self._out.values())
+    async def _wake(self) -> None:
+        """Tell waiting consumers and readers that the queues changed."""
+        if self._hand_waiters and self._can_hand():
+            async with self._hand:
+                self._hand.notify(min(len(self._ready), self._limit - self._out_total))
+        self._room_changed()
 
     # outcome
 
@@ -170,17 +209,16 @@ class Dispatcher:
         if event.settled or event.state != "out":
             return
         self._out[event.partition] -= 1
-        elapsed = self._clock.monotonic() - event.handed_at
-        self._metrics.handler_seconds.labels(*self._labels).observe(elapsed)
-        held = event.entry_id in self._known.get(event.partition, ())
+        self._out_total -= 1
+        self._handler_seconds.observe(self._clock.monotonic() - event.handed_at)
         if error is None:
             event.settled = True
-            await self._ack(event.partition, event.entry_id)
-            self._metrics.acked.labels(*self._labels).inc()
-        elif not held:
+            self.acks.add(event.partition, event.entry_id)
+            self._acked.inc()
+        elif event.entry_id not in self._known.get(event.partition, ()):
             event.settled = True  # its partition moved on: the new owner re-delivers it
         elif event.attempt < self._settings.max_attempts:
-            self._metrics.retried.labels(*self._labels).inc()
+            self._retried.inc()
             delay = backoff_delay(self._settings.retry, event.attempt - 1, 0.0, self._rng)
             event.attempt += 1
             self._wait(event, delay)
@@ -194,12 +232,11 @@ class Dispatcher:
                 self._wait(event, self._settings.retry.max_delay_s)
             else:
                 event.settled = True
-                await self._ack(event.partition, event.entry_id)
-                self._metrics.dead_lettered.labels(*self._labels).inc()
+                self.acks.add(event.partition, event.entry_id)
+                self._dead.inc()
         if event.settled:
             self._advance(event)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._wake()
 
     def _wait(self, event: Event, delay_s: float) -> None:
         event.state = "waiting"
@@ -229,8 +266,7 @@ class Dispatcher:
                     event.partition, ()
                 ):
                     self._make_ready(event)
-                    async with self._changed:
-                        self._changed.notify_all()
+                    await self._wake()
             wait = self._timers[0][0] - now if self._timers else 0.05
             await self._clock.sleep(min(0.05, max(0.0, wait)))
 
@@ -246,62 +282,28 @@ class Dispatcher:
                     event.settled = True
         self._ready = deque(e for e in self._ready if e.partition != partition)
         known.clear()
-        async with self._changed:
-            self._changed.notify_all()
-            if timeout_s <= 0:
-                return
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._changed.wait_for(lambda: self._out.get(partition, 0) <= 0)
-            except TimeoutError:
-                log.warning(
-                    "events %s/%s: partition %d handed over with %d events still being handled",
-                    self._topic,
-                    self._group,
-                    partition,
-                    self._out.get(partition, 0),
-                )
-
-    # acks, group-committed per partition
-
-    async def _ack(self, partition: int, entry_id: str) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.setdefault(partition, []).append((entry_id, future))
-        if partition not in self._acking:
-            self._acking.add(partition)
-            try:
-                while self._acks.get(partition):
-                    batch = self._acks.pop(partition)
-                    await self._ack_batch(partition, batch)
-            finally:
-                self._acking.discard(partition)
-        await future
-
-    async def _ack_batch(
-        self, partition: int, batch: list[tuple[str, asyncio.Future[None]]]
-    ) -> None:
-        ids = [entry_id for entry_id, _ in batch]
-        for attempt in range(_ACK_TRIES):
-            try:
-                await self._engine.ack(self._topic, partition, self._group, ids)
-                break
-            except Exception as exc:  # the entries stay pending: the next owner re-delivers them
-                if attempt == _ACK_TRIES - 1:
-                    log.warning(
-                        "events %s: ack of %d events failed: %s", self._topic, len(ids), exc
-                    )
-                    break
-                await self._clock.sleep(0.05 * 2**attempt)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        await self._wake()
+        if timeout_s <= 0:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._out.get(partition, 0) > 0:  # settles are not signalled
+                    await self._clock.sleep(0.01)
+        except TimeoutError:
+            log.warning(
+                "events %s/%s: partition %d handed over with %d events still being handled",
+                self._topic,
+                self._group,
+                partition,
+                self._out.get(partition, 0),
+            )
 
     def statistics(self) -> dict[str, int]:
         """Held, ready, handed-out and retry-waiting counts."""
         return {
             "held": sum(len(ids) for ids in self._known.values()),
             "ready": len(self._ready),
-            "out": self._outstanding(),
+            "out": self._out_total,
             "waiting": len(self._timers),
         }
 

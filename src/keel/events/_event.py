@@ -75,7 +75,13 @@ class Event:
         self.record: EventRecord | None = None
 
     async def ack(self) -> None:
-        """Mark the event handled: the group will not see it again (a second call does nothing)."""
+        """Mark the event handled: the group will not see it again (a second call does nothing).
+
+        Cheap: the ack is queued and sent with others of its partition within
+        about a millisecond, at the partition's next read, or when the
+        subscription closes. If the process dies before that, the event is
+        delivered again (at least once).
+        """
         await self._settle(self, None)
 
     async def nack(self, error: BaseException | str | None = None) -> None:

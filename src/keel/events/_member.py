@@ -10,8 +10,10 @@ partition only while its claim is fresh: a reader stops at
 was sent, so it stops before any other member can take the partition over.
 
 A partition it gives up (rebalance) is drained first: queued events are
-dropped (they stay pending), handed-out ones are waited for, then the claim is
-released. A new owner first takes over every pending entry of the partition
+dropped (they stay pending), handed-out ones are waited for, their acks are
+sent, then the claim is released. A reader sends its partition's queued acks
+before each read and reads only when the subscription has room for a fair
+batch (see ``_dispatch.py``). A new owner first takes over every pending entry of the partition
 (``claim_pending``) and only then reads new ones: per-key order survives a
 crash or a rebalance.
 """
@@ -155,6 +157,7 @@ class Member:
                 elif not await self._dispatcher.wait_room(_ROOM_WAIT_S):
                     continue
                 else:
+                    await self._dispatcher.acks.flush(partition)
                     count = min(self._dispatcher.room(), self._settings.batch)
                     entries = await engine.read_group(
                         topic, partition, group, self.name, count, self._settings.block_s
@@ -183,6 +186,8 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._dispatcher.drop(partition, timeout_s=self._ttl / 2 if drain else 0.0)
+        with contextlib.suppress(Exception):  # unsent acks: their events are delivered again
+            await self._dispatcher.acks.flush(partition)
         if release:
             with contextlib.suppress(Exception):  # the claim expires on its own anyway
                 await self._engine.release_partition(self._topic, self._group, partition, self.name)

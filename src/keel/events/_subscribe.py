@@ -9,6 +9,9 @@
 
 Every event handed out must be acked or nacked: at most ``concurrency`` are
 out at once, and the next event of a key waits for the previous one.
+``ack()`` queues the ack: it reaches the engine within about a millisecond,
+at the partition's next read, or when the subscription closes (a crash before
+that means the event is delivered again: still at least once).
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Subscription:
         self._tasks = [
             asyncio.create_task(self._member.run(), name=f"keel-events-member-{self.name}"),
             asyncio.create_task(self._dispatcher.run_timers(), name="keel-events-timers"),
+            asyncio.create_task(self._dispatcher.acks.run(), name="keel-events-acks"),
         ]
         return self
 
@@ -108,11 +112,15 @@ class Subscription:
     async def aclose(self) -> None:
         """Stop consuming: release the partitions and leave the group (idempotent)."""
         tasks, self._tasks = self._tasks, []
+        # The member first (it sends each partition's acks before releasing it),
+        # then the acks of events settled meanwhile, then the ack sender.
         for task in tasks:
             task.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            if task is tasks[0] and self._dispatcher is not None:
+                with contextlib.suppress(Exception):  # unsent: delivered again (at least once)
+                    await self._dispatcher.acks.flush_all()
 
     def __aiter__(self) -> Self:
         return self
