@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 import keel
-from keel.config import Analysis, Canary, ClientReport, ConfigCenter, GrayRule, Step
+from keel.config import Analysis, ClientReport, ConfigCenter, GrayRule, Step
 from keel.store import Store
 from tests._procs import Child, Children
+from tests.config._canary_util import canary_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,18 +60,6 @@ async def settle(
             await asyncio.sleep(0.05)
 
 
-async def canary_until(
-    center: ConfigCenter, ok: Callable[[Canary], bool], timeout_s: float = 30
-) -> Canary:
-    """Wait (bounded) until the canary record satisfies ``ok``."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            canary = await center.canary(NAME)
-            if canary is not None and ok(canary):
-                return canary
-            await asyncio.sleep(0.05)
-
-
 async def controllers(children: Children, url: str, *nodes: str) -> list[Child]:
     """Start controller processes; the first one leads."""
     first = await children.start(CHILD, "controller", url, nodes[0])
@@ -95,9 +84,9 @@ async def test_promoted_through_the_steps_across_a_controller_kill(
     gray = await center.publish_gray(
         NAME, "timeout_s: 2\n", GrayRule(ids=("p0-c0",)), analysis=plan
     )
-    await canary_until(center, lambda c: c.step == 1)
+    await canary_until(center, NAME, lambda c: c.step == 1)
     a.kill9()
-    done = await canary_until(center, lambda c: c.status != "running", timeout_s=45)
+    done = await canary_until(center, NAME, lambda c: c.status != "running", timeout_s=45)
     assert done.status == "promoted", done.decisions
     assert [(d.kind, d.step) for d in done.decisions] == [
         ("start", 0),
@@ -123,7 +112,7 @@ async def test_unhealthy_gray_clients_roll_back(
     gray = await center.publish_gray(
         NAME, "broken: true\n", GrayRule(ids=("p1-c1",)), analysis=plan
     )
-    done = await canary_until(center, lambda c: c.status != "running")
+    done = await canary_until(center, NAME, lambda c: c.status != "running")
     assert done.status == "aborted" and "unhealthy" in done.decisions[-1].reasons[0]
     sick = [e for e in done.evaluations if e.evidence.get("gray", {}).get("unhealthy")]
     assert sick and all(e.kind == "fail" for e in sick)  # no evaluation let a sick client pass
@@ -141,7 +130,7 @@ async def test_manual_abort_during_analysis(
     await controllers(children, url, "ctl-a")
     plan = Analysis(steps=(Step(percent=25, duration_s=60), Step(percent=100)), interval_s=0.2)
     await center.publish_gray(NAME, "timeout_s: 3\n", GrayRule(ids=("p2-c2",)), analysis=plan)
-    await canary_until(center, lambda c: len(c.evaluations) >= 2)
+    await canary_until(center, NAME, lambda c: len(c.evaluations) >= 2)
     assert await center.abort_gray(NAME)
     await settle(store, lambda rs: all(not r.gray and r.version == 1 for r in rs.values()))
     await asyncio.sleep(0.6)  # three evaluation intervals: the controller must not act again

@@ -7,16 +7,17 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from keel.config import Analysis, Canary, CanaryController, ConfigCenter, GrayRule, PromQuery, Step
+from keel.config import Analysis, CanaryController, ConfigCenter, GrayRule, PromQuery, Step
 from keel.coord import Session
 from keel.observe import ConfigMetrics
 from keel.store import Store
 from keel.testing import PrometheusServer, free_port
 from tests._procs import ROOT
+from tests.config._canary_util import canary_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,18 +63,6 @@ async def rate_settles(prometheus: PrometheusServer, below: float) -> None:
     raise AssertionError("the error rate did not settle")
 
 
-async def canary_until(
-    center: ConfigCenter, ok: Callable[[Canary], bool], timeout_s: float = 30
-) -> Canary:
-    """Wait (bounded) until the canary record satisfies ``ok``."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            canary = await center.canary(NAME)
-            if canary is not None and ok(canary):
-                return canary
-            await asyncio.sleep(0.1)
-
-
 async def test_rising_error_rate_aborts_the_canary(
     store: Store, prometheus_server: PrometheusServer, errors_service: subprocess.Popen[str]
 ) -> None:
@@ -97,9 +86,9 @@ async def test_rising_error_rate_aborts_the_canary(
         runner = asyncio.ensure_future(controller.run())
         try:
             await center.publish_gray(NAME, "timeout_s: 2\n", GrayRule(ids=("c0",)), analysis=plan)
-            await canary_until(center, lambda c: any(e.kind == "pass" for e in c.evaluations))
+            await canary_until(center, NAME, lambda c: any(e.kind == "pass" for e in c.evaluations))
             steer(errors_service, "rise")
-            canary = await canary_until(center, lambda c: c.status != "running")
+            canary = await canary_until(center, NAME, lambda c: c.status != "running")
         finally:
             steer(errors_service, "calm")
             runner.cancel()
