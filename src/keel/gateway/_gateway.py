@@ -45,6 +45,7 @@ from keel.gateway._metrics import gateway_metrics
 from keel.gateway._model import GatewayDocument, Route
 from keel.gateway._plan import Limiter, State, compile_state
 from keel.gateway._proxy import Upstreams
+from keel.gateway._serving import GatewayHttpProtocol
 from keel.gateway._settings import UpstreamSettings
 from keel.observe import HttpMetrics
 from keel.registry import Discovery
@@ -233,6 +234,7 @@ class Gateway:
         # per-route series: the runtime's per-request deadline and RED metrics layer
         # would only repeat that work (probes, drain and spans stay).
         self.service.app.observe_http = False
+        self.service.http_protocol = GatewayHttpProtocol  # a response's writes in one send
         return self.service
 
     # -- reload ---------------------------------------------------------------------

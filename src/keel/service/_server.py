@@ -34,17 +34,23 @@ class Server(uvicorn.Server):
 
 
 def server_config(
-    app: ASGIApp, *, grace_s: float, log_level: str, proxy_headers: bool = True
+    app: ASGIApp,
+    *,
+    grace_s: float,
+    log_level: str,
+    proxy_headers: bool = True,
+    http: type[asyncio.Protocol] | str = "httptools",
 ) -> uvicorn.Config:
     """uvicorn on the running loop (uvloop when the caller runs one), httptools, no access log.
 
     ``proxy_headers=False`` leaves ``X-Forwarded-*`` alone (an edge such as the gateway
-    decides itself whom to believe).
+    decides itself whom to believe); ``http`` may name a subclass of uvicorn's
+    httptools protocol (the gateway's coalesces writes).
     """
     return uvicorn.Config(
         app,
         loop="none",
-        http="httptools",
+        http=http,
         lifespan="auto",
         log_config=None,
         log_level=log_level,

@@ -147,6 +147,9 @@ class Service:
         self.proxy_headers = True
         """Let uvicorn take the client address from ``X-Forwarded-For`` sent by 127.0.0.1
         (``FORWARDED_ALLOW_IPS``); an edge service that decides itself turns it off."""
+        self.http_protocol: type[asyncio.Protocol] | str = "httptools"
+        """uvicorn's HTTP protocol for a single-process service (a subclass of its
+        httptools protocol may be given, as the gateway does)."""
 
     @property
     def url(self) -> str:
@@ -247,7 +250,11 @@ class Service:
         """Serve the app here, on this loop; ready once our own ``/readyz`` passes."""
         s = self.settings
         config = server_config(
-            self.app, grace_s=s.grace_s, log_level=s.log_level, proxy_headers=self.proxy_headers
+            self.app,
+            grace_s=s.grace_s,
+            log_level=s.log_level,
+            proxy_headers=self.proxy_headers,
+            http=self.http_protocol,
         )
         self._server = Server(config)
         assert self._tasks is not None
