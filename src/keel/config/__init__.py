@@ -3,7 +3,11 @@
 ``ConfigCenter(store)`` publishes (compare-and-swap on the version; current
 record and history in one transaction), lists, diffs, rolls back and runs gray
 releases; ``await center.bind(name, Model)`` gives a :class:`LiveConfig` whose
-``value`` follows every valid publish. See ``docs/config.md``.
+``value`` follows every valid publish. A config can carry a JSON Schema
+(``center.set_schema``) that every publish, gray and rollback is checked
+against, and a gray release can run as a canary (``analysis=Analysis(...)``)
+that the elected :class:`CanaryController` promotes or rolls back from the
+health the bindings report (``bind(..., health=...)``). See ``docs/config.md``.
 """
 
 from keel.config._analysis import Analysis, Evaluation, PromQuery, Step, evaluate
