@@ -163,6 +163,7 @@ class CapabilityMetrics:
         """An ownership began after ``waited_s``."""
         self._acquire.labels(kind).observe(waited_s)
         self._held.labels(kind).inc()
+        self._lost.labels(kind)  # the lost counter shows 0 from the first ownership on
 
     def ended(self, kind: str, *, lost: bool) -> None:
         """An ownership ended (``lost``: it was lost before it was given up)."""

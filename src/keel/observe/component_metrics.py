@@ -172,8 +172,10 @@ class ComponentMetrics:
         return child
 
     def session_opened(self, store: str) -> None:
-        """A session took its lease."""
+        """A session took its lease (its failure and loss counters start at 0, visibly)."""
         self._child(self._sessions, store).inc()
+        self._child(self._keepalive_failures, store)
+        self._child(self._lost, store)
 
     def session_closed(self, store: str) -> None:
         """A session ended (closed or lost)."""
@@ -192,8 +194,9 @@ class ComponentMetrics:
 
     def endpoint(self, store: str, endpoint: str, *, previous: str | None = None) -> None:
         """A connection uses ``endpoint`` now (a failover when it left ``previous``)."""
+        failovers = self._child(self._failovers, store)  # 0 until the first failover
         if previous is not None:
-            self._child(self._failovers, store).inc()
+            failovers.inc()
             self._child(self._endpoint, store, previous).set(0)
         self._child(self._endpoint, store, endpoint).set(1)
 
@@ -205,6 +208,8 @@ class ComponentMetrics:
     def balancer(self, balancer: Any) -> None:
         """Read ``balancer``'s pick and outcome counts at scrape time while it lives."""
         self._balancers.live.add(balancer)
+        if hasattr(balancer, "_ejected"):  # outlier detection: its ejections start at 0
+            self._child(self._ejections, type(balancer).__name__)
 
     def hold(self, ownership: Any) -> None:
         """Count ``ownership``'s age in the longest-hold series while it is held."""
