@@ -1,0 +1,145 @@
+"""What metrics and spans cost on keel's hot paths: store put/get and lock acquire/release.
+
+    python bench/observe.py [--rounds 7] [--ops 3000]
+
+Three set-ups, interleaved round by round so machine noise hits them alike:
+
+- ``off``: stores connected with ``store_metrics().enabled = False`` (no
+  store series; the lock's capability series stay, they have no switch);
+- ``metrics``: the default (store series on, no tracing SDK);
+- ``traced``: metrics, plus the OpenTelemetry SDK with an exporter that drops
+  every span, and each loop run inside a recording span, so every store call,
+  lock acquisition and hold makes a span (the worst case: real deployments
+  sample requests).
+
+Prints the median microseconds per operation and the overhead against
+``off``. Nothing is asserted: timings on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import use_span
+
+import keel
+from keel.coord import Lock, Session
+from keel.observe.spans import start_span, use_tracer_provider
+from keel.observe.store_metrics import store_metrics
+from keel.store import Store
+
+MODES = ("off", "metrics", "traced")
+
+
+class _Drop(SpanExporter):
+    """An exporter that drops spans (the SDK's own cost, without any I/O)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+async def _store(url: str, metrics: bool) -> Store:
+    store_metrics().enabled = metrics
+    try:
+        return await keel.connect(url)
+    finally:
+        store_metrics().enabled = True
+
+
+async def _timed(n: int, op: Callable[[int], Awaitable[object]], traced: bool) -> float:
+    """Microseconds per call of ``op`` over ``n`` calls."""
+    span = start_span("bench", {}) if traced else None
+    started = time.perf_counter()
+    if span is None:
+        for i in range(n):
+            await op(i)
+    else:
+        with use_span(span, end_on_exit=True):
+            for i in range(n):
+                await op(i)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+Op = Callable[[int], Awaitable[object]]
+
+
+def _cases(
+    store: Store, session: Session, mode: str, n_ops: int, n_lock: int
+) -> dict[str, tuple[Op, int]]:
+    """The operations measured, each with its call count."""
+
+    async def put(i: int) -> object:
+        return await store.put(f"bench/{mode}/{i % 100}", b"value")
+
+    async def get(i: int) -> object:
+        return await store.get(f"bench/{mode}/{i % 100}")
+
+    async def lock(i: int) -> object:
+        held = await Lock(session, f"bench-{mode}").acquire()
+        await held.release()
+        return None
+
+    return {"put": (put, n_ops), "get": (get, n_ops), "lock": (lock, n_lock)}
+
+
+async def bench(
+    url: str, ops: int, rounds: int, provider: TracerProvider
+) -> dict[str, dict[str, float]]:
+    """Median us per op for each (case, mode) on the store at ``url``."""
+    stores = {mode: await _store(url, mode != "off") for mode in MODES}
+    sessions = {mode: await Session(stores[mode]).__aenter__() for mode in MODES}
+    samples: dict[tuple[str, str], list[float]] = {}
+    n_lock = max(50, ops // 20) if stores["off"].backend == "memory" else max(20, ops // 100)
+    n_ops = ops if stores["off"].backend == "memory" else max(200, ops // 10)
+    for mode in MODES:
+        for i in range(100):
+            await stores[mode].put(f"bench/{mode}/{i}", b"v")
+    for r in range(rounds):
+        for mode in MODES[r % 3 :] + MODES[: r % 3]:  # rotate the order: no mode always first
+            traced = mode == "traced"
+            use_tracer_provider(provider if traced else None)
+            for case, (op, n) in _cases(stores[mode], sessions[mode], mode, n_ops, n_lock).items():
+                samples.setdefault((case, mode), []).append(await _timed(n, op, traced))
+    use_tracer_provider(None)
+    for mode in MODES:
+        await sessions[mode].__aexit__(None, None, None)
+        await stores[mode].close()
+    out: dict[str, dict[str, float]] = {}
+    for (case, mode), values in samples.items():
+        out.setdefault(case, {})[mode] = statistics.median(values)
+    return out
+
+
+def main() -> None:
+    """Run the benchmark on memory and sqlite and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ops", type=int, default=3000)
+    args = parser.parse_args()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_Drop()))
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = {"memory": "memory://", "sqlite": f"sqlite:///{Path(tmp) / 'bench.db'}"}
+        print(f"{'backend':8} {'case':5} {'off us':>9} {'metrics us':>11} {'traced us':>10} "
+              f"{'metrics':>8} {'traced':>8}")  # fmt: skip
+        for backend, url in urls.items():
+            result = asyncio.run(bench(url, args.ops, args.rounds, provider))
+            for case, by_mode in result.items():
+                off = by_mode["off"]
+                print(
+                    f"{backend:8} {case:5} {off:9.2f} {by_mode['metrics']:11.2f} "
+                    f"{by_mode['traced']:10.2f} {by_mode['metrics'] / off - 1:+8.1%} "
+                    f"{by_mode['traced'] / off - 1:+8.1%}"
+                )
+
+
+if __name__ == "__main__":
+    main()
