@@ -87,9 +87,16 @@ def tracing_on() -> bool:
     return on
 
 
+_tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
+
+
 def _tracer() -> trace.Tracer:
+    """keel's tracer on the provider in use (made once: an SDK makes a new one per call)."""
     provider = _provider if _provider is not None else trace.get_tracer_provider()
-    return provider.get_tracer(_SCOPE)
+    found = _tracers.get(id(provider))
+    if found is None or found[0] is not provider:
+        found = _tracers[id(provider)] = (provider, provider.get_tracer(_SCOPE))
+    return found[1]
 
 
 def start_span(
