@@ -189,8 +189,10 @@ def controller_cmd(
         from keel.config import CanaryController
         from keel.coord import Session
 
-        async with Session(store, ttl_s=10) as session:
-            console.print(f"canary controller {name} running (Ctrl-C stops it)")
-            await CanaryController(session, node=name, tick_s=tick).run()
+        console.print(f"canary controller {name} running (Ctrl-C stops it)")
+        while True:  # a lost session ends one run; campaign again on a new one
+            async with Session(store, ttl_s=10) as session:
+                await CanaryController(session, node=name, tick_s=tick).run()
+            console.print(f"canary controller {name}: session lost; campaigning again")
 
     run(go())

@@ -125,13 +125,20 @@ class CanaryController:
                         await work
 
     async def _lead(self, leadership: Leadership) -> None:
+        paused = False
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
             while True:
                 try:
                     await self.tick(leadership, http)
                 except KeelError as exc:  # the store is away: no data, no decision
+                    if not paused:
+                        log.warning("canary analysis paused (store unavailable: %s)", exc)
                     self._counts["paused"] += 1
-                    log.warning("canary analysis paused: %s", exc)
+                    paused = True
+                else:
+                    if paused:
+                        log.info("canary analysis resumed")
+                    paused = False
                 await self._clock.sleep(self.tick_s)
 
     async def tick(self, leadership: Leadership, http: httpx.AsyncClient) -> None:

@@ -33,7 +33,10 @@ from keel.config._writes import commit, gray_of, read_current
 from keel.errors import ConflictError, NotFoundError
 from keel.store import Compare, Delete, KeyValue, Op, Put, Store
 
-__all__ = ["GrayMethods", "end_canary_ops", "promote_gray"]
+__all__ = ["LOG_RETENTION", "GrayMethods", "end_canary_ops", "promote_gray"]
+
+LOG_RETENTION = 500
+"""Canary decisions kept per config (the oldest go when a new canary starts)."""
 
 
 async def promote_gray(
@@ -154,6 +157,7 @@ class GrayMethods:
         ops: list[Op] = [Put(gray_key(name), gray.encode()), Delete(canary_key(name))]
         if analysis is not None:
             ops[1:] = _start_ops(name, gray, analysis, now, author)
+            ops.extend(await _prune_log(self.store, name))
         result = await self.store.txn(compares, ops)
         if not result.succeeded:
             raise ConflictError(
@@ -234,6 +238,13 @@ class GrayMethods:
             else:
                 out.append(entry)
         return out
+
+
+async def _prune_log(store: Store, name: str) -> list[Op]:
+    """Deletes of the oldest decisions past :data:`LOG_RETENTION` (a new canary adds some)."""
+    kvs, _ = await store.range(canary_log_prefix(name))
+    stale = kvs[: max(0, len(kvs) - LOG_RETENTION)]
+    return [Delete(kv.key) for kv in stale]
 
 
 def _start_ops(
