@@ -9,6 +9,7 @@ live), the worker on sqlite (group commits), so both engines' series are seen.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests._procs import Children
 from tests.observe._promql import used_series
 
 pytestmark = pytest.mark.slow
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def scraped_names(prometheus: PrometheusServer) -> set[str]:
@@ -55,3 +57,10 @@ async def test_every_series_the_dashboards_and_rules_read_is_scraped(
             break
         await asyncio.sleep(0.5)
     assert not missing, f"dashboards or rules read series nobody exports: {sorted(missing)}"
+    docs = "".join(p.read_text() for p in DOCS.glob("*.md"))
+    undocumented = {
+        name
+        for name in scraped_names(prometheus_server)
+        if re.sub(r"_(bucket|count|sum|created)$", "", name) not in docs
+    }
+    assert not undocumented, f"series missing from docs/observability.md: {sorted(undocumented)}"
