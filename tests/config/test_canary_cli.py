@@ -55,3 +55,35 @@ def test_gray_with_analysis_and_status(store_url: str, tmp_path: Path) -> None:
     status = json.loads(run_cli(store_url, "status", "o.yaml", "-o", "json").stdout)
     assert status["canary"]["status"] == "aborted"
     assert status["canary"]["decisions"][-1]["by"] == "manual"
+
+
+def test_keel_up_shows_a_running_canary() -> None:
+    """keel up's configs panel shows a running canary's step and percent; a malformed
+    canary record is skipped (plain "yes")."""
+    from keel.cli._up_view import UpView
+    from keel.config import Analysis, Canary, ConfigDocument, Step
+    from keel.store import Event, EventType, KeyValue
+
+    def put(key: str, value: bytes, rev: int) -> Event:
+        return Event(EventType.PUT, KeyValue(key, value, rev, rev, 1, 0))
+
+    doc = ConfigDocument(name="o.yaml", content="x: 1\n", format="yaml", version=3, md5="m")
+    canary = Canary(
+        name="o.yaml",
+        analysis=Analysis(
+            steps=(Step(percent=10, duration_s=60), Step(percent=50), Step(percent=100))
+        ),
+        gray_md5="g",
+        step=1,
+        step_started_at=0,
+        started_at=0,
+        deadline_at=1e12,
+    )
+    view = UpView(url="memory://")
+    view.apply(put("config/o.yaml", doc.encode(), 1))
+    view.apply(put("config-gray/o.yaml", b"{}", 2))
+    view.apply(put("config-canary/o.yaml", canary.encode(), 3))
+    row = view.extra_panels()[0].rows[0]
+    assert str(row[-1]) == "canary 2/3 50%"
+    view.apply(put("config-canary/o.yaml", b"{not json", 4))
+    assert str(view.extra_panels()[0].rows[0][-1]) == "yes"

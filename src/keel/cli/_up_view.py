@@ -31,7 +31,7 @@ from keel.cli._up_events import event_rows
 from keel.cli._up_fmt import LEGEND, count, duration, size, sparkline
 from keel.cli._up_sagas import COLUMNS, PREFIX, WIDTHS, decode_saga, saga_rows, saga_title
 from keel.cli._up_shop import ShopWatch
-from keel.config import ConfigDocument
+from keel.config import Canary, ConfigDocument
 from keel.coord import group_lines
 from keel.coord._inspect import KINDS
 from keel.events import GroupStats
@@ -132,6 +132,7 @@ class UpView:
     health: dict[str, HealthMark] = field(default_factory=dict)
     configs: dict[str, ConfigDocument] = field(default_factory=dict)
     gray: set[str] = field(default_factory=set)
+    canaries: dict[str, Canary] = field(default_factory=dict)
     coord: dict[str, KeyValue] = field(default_factory=dict)
     sagas: dict[str, SagaRecord] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=TAIL))
@@ -156,6 +157,7 @@ class UpView:
             self._put(event.kv)
         else:
             indexes = (self.keys, self.services, self.health, self.configs, self.coord, self.sagas)
+            self.canaries.pop(key, None)
             for index in indexes:
                 index.pop(key, None)
             self.gray.discard(key)
@@ -175,6 +177,8 @@ class UpView:
             _index(self.configs, key, decode("config", key, kv.value, ConfigDocument.decode))
         elif key.startswith("config-gray/"):
             self.gray.add(key)
+        elif key.startswith("config-canary/"):
+            _index(self.canaries, key, decode("config", key, kv.value, Canary.decode))
         elif key.startswith(PREFIX):
             _index(self.sagas, key, decode("saga", key, kv.value, decode_saga))
         elif key.startswith(tuple(KINDS)):
@@ -303,6 +307,9 @@ class UpView:
         configs: list[list[Text | str]] = []
         for key, doc in sorted(self.configs.items()):
             gray = "yes" if f"config-gray/{key.removeprefix('config/')}" in self.gray else ""
+            canary = self.canaries.get(f"config-canary/{doc.name}")
+            if gray and canary is not None and canary.status == "running":
+                gray = f"canary {canary.step + 1}/{len(canary.analysis.steps)} {canary.percent:g}%"
             configs.append(
                 [cell(doc.name), str(doc.version), cell(doc.format), cell(doc.author), gray]
             )
