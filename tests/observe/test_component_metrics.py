@@ -22,7 +22,7 @@ from keel.balance import OutlierEjection, OutlierSettings, RoundRobin
 from keel.coord import Lock, Session
 from keel.observe import HttpMetrics
 from keel.observe.capability_metrics import CapabilityMetrics
-from keel.observe.spans import use_tracer_provider
+from keel.observe.spans import fire_context, use_tracer_provider
 from keel.registry import HealthCheck, Instance
 from keel.registry._health import _observed_probe
 from keel.resilience import (
@@ -33,9 +33,11 @@ from keel.resilience import (
     RetryBudgetSettings,
     RetrySettings,
 )
+from keel.schedule import JobContext, Scheduler
 from keel.service import KeelMiddleware, Probe
 from keel.store import Store
 from keel.testing import EtcdCluster, free_port
+from tests._util import eventually
 
 
 def value(metric: str, **labels: str) -> float:
@@ -231,3 +233,41 @@ async def test_store_spans_only_inside_a_recording_span(spans: InMemorySpanExpor
         await store.put(f"quiet/{i}", b"v")
     await store.close()
     assert not [s for s in spans.get_finished_spans() if s.name.startswith("store ")]
+
+
+async def test_job_run_is_one_trace_linked_to_its_fire(
+    store: Store, spans: InMemorySpanExporter
+) -> None:
+    """Each run is a root span whose store calls nest under it, linked to the planner's fire."""
+    scheduler = Scheduler(store, ttl_s=5, group="traced")
+    done = asyncio.Event()
+
+    @scheduler.job("traced.job", interval_s=1)
+    async def job(ctx: JobContext) -> None:
+        await ctx.store.put("traced/out", b"x")
+        done.set()
+
+    task = asyncio.ensure_future(scheduler.run(handle_sigterm=False))
+    try:
+        async with asyncio.timeout(20):
+            await done.wait()
+        await eventually(lambda: any(s.name == "job run" for s in spans.get_finished_spans()), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finished = spans.get_finished_spans()
+    run = next(s for s in finished if s.name == "job run")
+    attributes = dict(run.attributes or {})
+    assert run.parent is None and attributes["keel.job"] == "traced.job"
+    assert attributes["keel.job.outcome"] == "SUCCEEDED"
+    assert run.kind.name == "CONSUMER"
+    put = next(
+        s
+        for s in finished
+        if s.name == "store put" and dict(s.attributes or {}).get("keel.store.key") == "traced/out"
+    )
+    assert put.parent is not None and put.parent.span_id == run.context.span_id
+    fire = fire_context("traced.job", float(attributes["keel.job.fire"]))  # type: ignore[arg-type]
+    assert [link.context.trace_id for link in run.links] == [fire.trace_id]
+    fires = [s for s in finished if s.name == "job fire" and s.context.trace_id == fire.trace_id]
+    assert fires and dict(fires[0].attributes or {})["keel.job.group"] == "traced"

@@ -16,11 +16,21 @@ under ``keel.``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 from collections.abc import Iterator, Mapping
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.util.types import AttributeValue
 
 from keel.errors import ValidationError
@@ -28,6 +38,8 @@ from keel.errors import ValidationError
 __all__ = [
     "GATE",
     "end_span",
+    "fire_context",
+    "fire_span",
     "sample_store_spans",
     "span_scope",
     "start_span",
@@ -169,3 +181,36 @@ def end_span(span: Span | None, error: BaseException | None = None) -> None:
         span.set_attribute("error.type", type(error).__name__)
         span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
     span.end()
+
+
+def fire_context(job: str, fire: float) -> SpanContext:
+    """The span context a job's fire is known by: derived from the job name and fire time.
+
+    The planner's ``job fire`` span is recorded in this trace, and every run
+    of the fire (each shard, each retry) links to it, without carrying
+    anything in the run records.
+    """
+    digest = hashlib.blake2b(f"{job}\0{fire!r}".encode(), digest_size=24).digest()
+    return SpanContext(
+        trace_id=int.from_bytes(digest[:16], "big") or 1,
+        span_id=int.from_bytes(digest[16:], "big") or 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+
+
+def fire_span(group: str, job: str, fire: float, runs: int, skipped: bool) -> None:
+    """Record the planner's ``job fire`` span (PRODUCER) in the fire's trace, when tracing is on."""
+    if not tracing_on():
+        return
+    parent = trace.set_span_in_context(NonRecordingSpan(fire_context(job, fire)))
+    attributes: dict[str, AttributeValue] = {
+        "keel.job": job,
+        "keel.job.group": group,
+        "keel.job.fire": fire,
+        "keel.job.runs": runs,
+        "keel.job.skipped": skipped,
+    }
+    _tracer().start_span(
+        "job fire", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+    ).end()

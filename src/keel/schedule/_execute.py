@@ -14,11 +14,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.trace import Span, SpanKind, StatusCode, use_span
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode, use_span
 from opentelemetry.trace import Status as Status_
 
 from keel.clock import Clock
-from keel.observe.spans import start_span, tracing_on
+from keel.observe.spans import fire_context, start_span, tracing_on
 from keel.schedule._context import Handler, RunLogger, context_for
 from keel.schedule._model import Execution, Status
 from keel.schedule.wheel import Timer
@@ -138,7 +138,7 @@ class HandlerRuns:
 
 
 def _run_span(rec: Execution, token: int, worker: str, started: float) -> Span | None:
-    """A root span for one run (its own trace), or None when tracing is off."""
+    """A root span for one run (its own trace, linked to its fire's), or None if tracing is off."""
     if not tracing_on():
         return None
     return start_span(
@@ -156,4 +156,5 @@ def _run_span(rec: Execution, token: int, worker: str, started: float) -> Span |
         },
         kind=SpanKind.CONSUMER,
         root=True,
+        links=(Link(fire_context(rec.job, rec.fire)),),
     )

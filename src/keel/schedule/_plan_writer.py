@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from keel.coord import Leadership
 from keel.errors import LeaseNotFoundError, NotLeaderError
+from keel.observe.spans import fire_span
 from keel.schedule._batch import Batcher
 from keel.schedule._codec import encode_dispatch
 from keel.schedule._history import last_planned
@@ -146,6 +147,10 @@ class PlanWriter:
                 advance(item.job, item.fire.timestamp())
                 for rec in item.records:
                     self._counts["skipped" if rec.status is Status.SKIPPED else "planned"] += 1
+                if item.records:
+                    first = item.records[0]
+                    skipped = first.status is Status.SKIPPED
+                    fire_span(self.group, first.job, first.fire, len(item.records), skipped)
             return True
         self._counts["conflicts"] += 1
         await self._reload(chunk, leadership)
