@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from opentelemetry import trace
+from prometheus_client import Counter
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import ValidationError
@@ -107,7 +108,7 @@ class Bus:
         self._owned_store: Store | None = None
         self._known: dict[str, int] = {}
         self._round_robin = itertools.count()
-        self._appends: dict[tuple[str, int], int] = {}
+        self._published_by_topic: dict[str, Counter] = {}
         self._last_trim: dict[tuple[str, int], float] = {}
         self._handlers: list[tuple[Subscription, Handler]] = []
 
@@ -168,8 +169,14 @@ class Bus:
             ValidationError: bad topic, key, headers or payload; nothing published.
             ValueTooLargeError: the encoded event is over ``max_event_bytes``.
         """
-        (first,) = await self.publish_many(topic, [Message(payload, key, headers)])
-        return first
+        message = Message(payload, key, headers)
+        data = self._encode(topic, message)
+        partitions = self._known.get(topic) or await self.ensure_topic(topic)
+        partition = self._partition(message, partitions)
+        (entry_id,) = await self.engine.append(topic, partition, [data])
+        await self._after_append(topic, partition)
+        self._published(topic).inc()
+        return event_id(partition, entry_id)
 
     async def publish_many(self, topic: str, messages: Iterable[Message]) -> list[str]:
         """Publish several events; return their ids in order (each partition's batch is atomic)."""
@@ -185,11 +192,17 @@ class Bus:
                 got = await self.engine.append(topic, partition, [d for _, d in chunk])
                 for (i, _), entry_id in zip(chunk, got, strict=True):
                     ids[i] = event_id(partition, entry_id)
-            await self._after_append(topic, partition, len(batch))
-        self.metrics.published.labels(topic).inc(len(ids))
+            await self._after_append(topic, partition)
+        self._published(topic).inc(len(ids))
         return [ids[i] for i in range(len(ids))]
 
-    async def _after_append(self, topic: str, partition: int, count: int) -> None:
+    def _published(self, topic: str) -> Counter:
+        child = self._published_by_topic.get(topic)
+        if child is None:
+            child = self._published_by_topic[topic] = self.metrics.published.labels(topic)
+        return child
+
+    async def _after_append(self, topic: str, partition: int) -> None:
         """Enforce retention every ``retention.every_s`` per partition, also without consumers."""
         slot = (topic, partition)
         now = self.clock.monotonic()
@@ -247,7 +260,7 @@ class Bus:
             start: where a new group starts: ``"new"`` or ``"earliest"``.
             name: this consumer's name (default: unique per process and call).
             options: more :class:`SubscribeSettings` fields (``member_ttl_s``,
-                ``block_s``, ``batch``).
+                ``block_s``, ``batch``, ``linger_s``).
         """
         settings = SubscribeSettings(
             concurrency=concurrency,

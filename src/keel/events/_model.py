@@ -48,6 +48,7 @@ _TOPIC_MAX = 249  # Kafka's limit, so names carry over
 _GROUP_MAX = 128
 _KEY_MAX = 1024
 _HEADERS_MAX = 64
+_BINARY = (bytes, bytearray, memoryview)
 
 
 class EventRecord(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -136,7 +137,7 @@ def encode_record(
             JSON-serializable (or ``bytes``).
         ValueTooLargeError: the encoded event is larger than ``max_bytes``.
     """
-    binary = isinstance(payload, bytes | bytearray | memoryview)
+    binary = isinstance(payload, _BINARY)
     record = EventRecord(
         topic=check_topic(topic),
         published_at=published_at,
