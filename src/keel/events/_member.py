@@ -163,6 +163,9 @@ class Member:
                         topic, partition, group, self.name, count, self._settings.block_s
                     )
                 await self._dispatcher.feed(partition, entries)
+                if self._settings.linger_s and 0 < len(entries) < self._settings.batch:
+                    # a trickle: let a few more arrive than one entry per read
+                    await self._clock.sleep(self._settings.linger_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a reader never dies of a store hiccup or a bad record

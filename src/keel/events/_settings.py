@@ -54,6 +54,10 @@ class SubscribeSettings:
             crashed consumer's events resume after about this long.
         block_s: how long one read waits for new events.
         batch: events read per call.
+        linger_s: after a read that found fewer than ``batch`` events, wait
+            this long before the next read, so a steady trickle is read a few
+            events per call rather than one (adds at most this much latency;
+            0 reads again at once).
     """
 
     concurrency: int = 16
@@ -63,6 +67,7 @@ class SubscribeSettings:
     member_ttl_s: float = 10.0
     block_s: float = 1.0
     batch: int = 100
+    linger_s: float = 0.001
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 10_000:
@@ -77,3 +82,5 @@ class SubscribeSettings:
             raise ValidationError(f"block_s must be in (0, 60] s, got {self.block_s!r}")
         if not 1 <= self.batch <= 100:
             raise ValidationError(f"batch must be 1..100, got {self.batch!r}")
+        if not 0 <= self.linger_s <= 1:
+            raise ValidationError(f"linger_s must be 0..1 s, got {self.linger_s!r}")
