@@ -70,6 +70,7 @@ async def test_watch_series_follow_open_events_and_close(store: Store) -> None:
             for _ in range(3):
                 await anext(events)
         assert value("keel_store_watch_events_total", store=b) == events_before + 3
+        assert value("keel_store_watch_delay_seconds_count", store=b) >= 3
         assert value("keel_store_watch_backlog", store=b) >= 0
     assert value("keel_store_watches", store=b) == open_before
 

@@ -16,7 +16,8 @@ of a dozen names, ``kind`` an exception class name; never a key):
 - ``keel_store_operation_duration_seconds{store,operation}`` (histogram)
 - ``keel_store_watches{store}`` (open now), ``keel_store_watch_events_total{store}``
   (events taken by consumers), ``keel_store_watch_backlog{store}`` (events the
-  backend delivered that consumers have not taken yet: how far they lag)
+  backend delivered that consumers have not taken yet: how far they lag) and
+  ``keel_store_watch_delay_seconds{store}`` (how long each waited for its consumer)
 - ``keel_store_commit_group_size`` and ``keel_store_commit_seconds`` (sqlite
   group commits: writes per transaction, time to commit one)
 
@@ -111,13 +112,21 @@ class StoreSeries:
         events_out: events consumers took.
     """
 
-    __slots__ = ("events_in", "events_out", "ops", "watches")
+    __slots__ = ("delay", "delay_sum", "events_in", "events_out", "ops", "watches")
 
     def __init__(self, mask: int = 0) -> None:
         self.ops = {name: OpSeries(mask) for name in OPERATIONS}
         self.watches = 0
         self.events_in = 0
         self.events_out = 0
+        self.delay = [0] * (len(_ALL) + 1)
+        self.delay_sum = 0.0
+
+    def taken(self, waited_s: float) -> None:
+        """A consumer took one event that waited ``waited_s`` since the backend delivered it."""
+        self.events_out += 1
+        self.delay[bisect_left(_ALL, waited_s)] += 1
+        self.delay_sum += waited_s
 
     def __repr__(self) -> str:
         return f"StoreSeries(watches={self.watches}, events={self.events_out})"
@@ -188,6 +197,11 @@ class StoreMetrics:
         events = CounterMetricFamily(
             "keel_store_watch_events", "Watch events taken by consumers.", labels=("store",)
         )
+        delay = HistogramMetricFamily(
+            "keel_store_watch_delay_seconds",
+            "Time a watch event waited between the backend's delivery and the consumer.",
+            labels=("store",),
+        )
         backlog = GaugeMetricFamily(
             "keel_store_watch_backlog",
             "Watch events delivered by the backend, not yet taken by consumers.",
@@ -206,7 +220,8 @@ class StoreMetrics:
             watches.add_metric([store], s.watches)
             events.add_metric([store], s.events_out)
             backlog.add_metric([store], max(0, s.events_in - s.events_out))
-        yield from (total, errors, latency, watches, events, backlog)
+            delay.add_metric([store], _cumulative(list(s.delay), _ALL), s.delay_sum)
+        yield from (total, errors, latency, watches, events, backlog, delay)
         yield from self._collect_commits()
 
     def _collect_commits(self) -> Iterator[Metric]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from time import perf_counter
 from types import TracebackType
@@ -122,6 +123,7 @@ class Watch(AsyncIterator[Event], abc.ABC):
         self._last_revision = 0
         self._series: StoreSeries | None = None  # set by Store.watch
         self._counted = False
+        self._stamps: deque[float] = deque()  # when each queued event was delivered
 
     async def start(self) -> Self:
         """Establish the watch (idempotent); return self."""
@@ -140,7 +142,8 @@ class Watch(AsyncIterator[Event], abc.ABC):
         if self._counted and self._series is not None:
             self._counted = False
             self._series.watches -= 1
-            self._series.events_out += self._queue.qsize()
+            self._series.events_out += len(self._stamps)
+            self._stamps.clear()
 
     def _deliver(self, event: Event) -> None:
         """Backend hook: queue one event (the backend delivers each revision once)."""
@@ -149,6 +152,7 @@ class Watch(AsyncIterator[Event], abc.ABC):
         self._queue.put_nowait(event)
         if self._series is not None:
             self._series.events_in += 1
+            self._stamps.append(perf_counter())
 
     def _fail(self, exc: BaseException) -> None:
         """Backend hook: end the stream with ``exc`` after the queued events."""
@@ -171,8 +175,8 @@ class Watch(AsyncIterator[Event], abc.ABC):
                 raise StopAsyncIteration
             raise item
         self._last_revision = item.kv.mod_revision
-        if self._series is not None:
-            self._series.events_out += 1
+        if self._series is not None and self._stamps:
+            self._series.taken(perf_counter() - self._stamps.popleft())
         return item
 
     def get_nowait(self) -> Event | None:
@@ -184,8 +188,8 @@ class Watch(AsyncIterator[Event], abc.ABC):
             self._queue.put_nowait(item)
             return None
         self._last_revision = item.kv.mod_revision
-        if self._series is not None:
-            self._series.events_out += 1
+        if self._series is not None and self._stamps:
+            self._series.taken(perf_counter() - self._stamps.popleft())
         return item
 
     async def aclose(self) -> None:
