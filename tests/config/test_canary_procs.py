@@ -77,7 +77,7 @@ async def test_promoted_through_the_steps_across_a_controller_kill(
     center = ConfigCenter(store)
     a, _ = await controllers(children, url, "ctl-a", "ctl-b")
     plan = Analysis(
-        steps=(Step(percent=25, duration_s=0.5), Step(percent=50, duration_s=2), Step(percent=100)),
+        steps=(Step(percent=25, duration_s=0.5), Step(percent=50, duration_s=4), Step(percent=100)),
         interval_s=0.2,
         deadline_s=60,
     )
