@@ -253,3 +253,19 @@ async def test_malformed_records_are_skipped_and_counted(store: Store) -> None:
         await store.put("config-canary/other.yaml", b"[1, 2")
         await tick(ctl, lead)
         assert ctl.statistics().rejected == 2 and ctl.statistics().evaluations == 1
+
+
+async def test_a_malformed_gray_ends_the_canary_and_is_removed(store: Store) -> None:
+    """A gray record made unreadable mid-canary: the canary ends and the record is deleted,
+    so clients cannot stay on a gray nobody can read."""
+    clock = FakeClock(wall_start=time.time())
+    center = ConfigCenter(store, clock=clock)
+    async with leading(store, clock, "ctl-a") as (ctl, lead):
+        await center.publish(NAME, "timeout_s: 1\n")
+        await center.publish_gray(NAME, "timeout_s: 2\n", GrayRule(percent=10), analysis=PLAN)
+        await store.put(f"config-gray/{NAME}", b'{"rule": 5}')
+        await tick(ctl, lead)
+        assert await store.get(f"config-gray/{NAME}") is None
+        canary = await center.canary(NAME)
+        assert canary is not None and canary.status == "aborted"
+        assert "malformed" in canary.decisions[-1].reasons[0]

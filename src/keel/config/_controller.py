@@ -163,7 +163,7 @@ class CanaryController:
         gray_kv = await self.store.get(gray_key(name))
         gray = self._gray(gray_kv)
         if gray_kv is None or gray is None or gray.md5 != canary.gray_md5:
-            await self._end_orphan(kv, canary, guards)
+            await self._end_orphan(kv, canary, guards, gray_kv if gray is None else None)
             return
         gray_reports, main_reports = await self._reports(name, canary.gray_md5)
         value, why = (None, "")
@@ -279,14 +279,27 @@ class CanaryController:
                 main[who] = client
         return gray, main
 
-    async def _end_orphan(self, kv: KeyValue, canary: Canary, guards: list[Compare]) -> None:
-        """The gray went away or was replaced outside keel's promote/abort: end the canary."""
+    async def _end_orphan(
+        self, kv: KeyValue, canary: Canary, guards: list[Compare], bad_gray: KeyValue | None
+    ) -> None:
+        """The gray went away, was replaced, or became unreadable: end the canary.
+
+        An unreadable gray record is deleted with it (its clients would keep
+        the last gray they could read), so every client returns to the main.
+        """
         now = self._clock.time()
-        why = "the gray release was removed or replaced outside the canary"
+        why = (
+            "the gray record is malformed: removed, clients back on the main version"
+            if bad_gray is not None
+            else "the gray release was removed or replaced outside the canary"
+        )
         entry = CanaryEntry(at=now, step=canary.step, kind="abort", reasons=(why,), by=self.node)
         ended = canary.decided(entry, status="aborted")
         ops: list[Op] = [Put(kv.key, ended.encode())]
         ops.append(Put(canary_log_key(canary.name, now, "abort"), entry.encode()))
+        if bad_gray is not None:
+            guards = [*guards, Compare.mod_revision(bad_gray.key, "==", bad_gray.mod_revision)]
+            ops.append(Delete(bad_gray.key))
         await self._write(guards, ops, canary.name, "ended (gray gone)")
 
     def __repr__(self) -> str:
