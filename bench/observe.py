@@ -1,4 +1,4 @@
-"""What metrics and spans cost on keel's hot paths: store put/get and lock acquire/release.
+"""What metrics and spans cost on keel's hot paths: store put/get, locks, an HTTP request.
 
     python bench/observe.py [--rounds 7] [--ops 3000]
 
@@ -11,6 +11,12 @@ Three set-ups, interleaved round by round so machine noise hits them alike:
   every span, and each loop run inside a recording span, so every store call,
   lock acquisition and hold makes a span (the worst case: real deployments
   sample requests).
+
+The ``http`` row is one request through the Service middleware
+(``KeelMiddleware``) to a hello-world ASGI app, called directly (no socket,
+so the middleware's own cost is not hidden by the network): ``off`` turns
+the middleware's observation off (``observe_http = False``), ``traced``
+gives it an SDK tracer provider.
 
 Prints the median microseconds per operation and the overhead against
 ``off``. Nothing is asserted: timings on a shared machine are noisy.
@@ -29,11 +35,15 @@ from pathlib import Path
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import use_span
+from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
 import keel
 from keel.coord import Lock, Session
+from keel.observe import HttpMetrics
 from keel.observe.spans import start_span, use_tracer_provider
 from keel.observe.store_metrics import store_metrics
+from keel.service import KeelMiddleware, Probe
 from keel.store import Store
 
 MODES = ("off", "metrics", "traced")
@@ -118,6 +128,44 @@ async def bench(
     return out
 
 
+async def bench_http(ops: int, rounds: int, provider: TracerProvider) -> dict[str, float]:
+    """Median us per request through the middleware, per mode."""
+
+    async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    apps = {}
+    for mode in MODES:
+        app = KeelMiddleware(
+            hello,
+            service="bench",
+            probe=Probe(),
+            metrics=HttpMetrics(CollectorRegistry()),
+            registry=CollectorRegistry(),
+            tracer_provider=provider if mode == "traced" else None,
+        )
+        app.observe_http = mode != "off"
+        apps[mode] = app
+    scope = {"type": "http", "method": "GET", "path": "/hello", "headers": [], "query_string": b""}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for r in range(rounds):
+        for mode in MODES[r % 3 :] + MODES[: r % 3]:
+            app = apps[mode]
+            started = time.perf_counter()
+            for _ in range(ops):
+                await app(dict(scope), receive, send)
+            samples[mode].append((time.perf_counter() - started) / ops * 1e6)
+    return {mode: statistics.median(values) for mode, values in samples.items()}
+
+
 def main() -> None:
     """Run the benchmark on memory and sqlite and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -132,6 +180,8 @@ def main() -> None:
               f"{'metrics':>8} {'traced':>8}")  # fmt: skip
         for backend, url in urls.items():
             result = asyncio.run(bench(url, args.ops, args.rounds, provider))
+            if backend == "memory":
+                result["http"] = asyncio.run(bench_http(args.ops, args.rounds, provider))
             for case, by_mode in result.items():
                 off = by_mode["off"]
                 print(

@@ -89,6 +89,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ("Watch events and backlog", "short",
              [("sum by (store) (rate(keel_store_watch_events_total[5m]))", "events/s {{store}}"),
               ("sum by (store) (keel_store_watch_backlog)", "backlog {{store}}")], "timeseries"),
+            ("Watch delay p99 (delivery to consumer)", "s",
+             [("histogram_quantile(0.99, sum by (store, le) (rate(keel_store_watch_delay_seconds_bucket[5m])))", "{{store}}")], "timeseries"),
             ("etcd endpoint in use", "short",
              [("max by (instance, endpoint) (keel_store_endpoint) == 1", "{{instance}} -> {{endpoint}}")], "timeseries"),
             ("etcd failovers", "short",
