@@ -71,14 +71,14 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": HELLO})
 
 
-def _config(app: Any, port: int) -> Any:
+def _config(app: Any, port: int, http: Any = "httptools") -> Any:
     import uvicorn
 
     return uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
-        http="httptools",
+        http=http,
         loop="none",
         lifespan="off",
         log_level="warning",
@@ -113,12 +113,17 @@ def serve_hello(port: int, store_url: str | None) -> None:
 
 
 def serve_gateway(port: int, store_url: str) -> None:
-    """Child: a bare Upstreams-backed gateway forwarding everything to ``hello``."""
+    """Child: a bare Upstreams-backed gateway forwarding everything to ``hello``.
+
+    Served as the keel Gateway is (uvicorn with the gateway's write-coalescing
+    protocol), without routes, security or the service runtime: the proxy's floor.
+    """
     import uvicorn
     import uvloop
 
     import keel
     from keel.gateway._proxy import Target, Upstreams
+    from keel.gateway._serving import GatewayHttpProtocol
     from keel.gateway._wire import HOP_BY_HOP
     from keel.registry import Discovery
 
@@ -138,7 +143,7 @@ def serve_gateway(port: int, store_url: str) -> None:
                 headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
                 await upstreams.forward(target, scope["method"], path_qs, headers, receive, send)
 
-            await uvicorn.Server(_config(app, port)).serve()
+            await uvicorn.Server(_config(app, port, GatewayHttpProtocol)).serve()
         await store.close()
 
     uvloop.run(main())
