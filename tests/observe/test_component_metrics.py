@@ -20,7 +20,7 @@ import keel
 from keel.backends.memory import MemoryStore
 from keel.balance import OutlierEjection, OutlierSettings, RoundRobin
 from keel.coord import Lock, Session
-from keel.observe import HttpMetrics
+from keel.observe import HttpMetrics, PrometheusListener
 from keel.observe.capability_metrics import CapabilityMetrics
 from keel.observe.spans import fire_context, use_tracer_provider
 from keel.registry import HealthCheck, Instance
@@ -271,3 +271,18 @@ async def test_job_run_is_one_trace_linked_to_its_fire(
     assert [link.context.trace_id for link in run.links] == [fire.trace_id]
     fires = [s for s in finished if s.name == "job fire" and s.context.trace_id == fire.trace_id]
     assert fires and dict(fires[0].attributes or {})["keel.job.group"] == "traced"
+
+
+def test_per_instance_policy_names_are_capped() -> None:
+    """Breakers named per instance: past max_names, further names share name="other"."""
+    listener = PrometheusListener(CollectorRegistry(), max_names=10)
+    for i in range(10_000):
+        listener.on_state_change("breaker", f"http:orders/{i}", "open")
+    states = [
+        s
+        for family in listener.registry.collect()
+        if family.name == "keel_resilience_state"
+        for s in family.samples
+    ]
+    assert len(states) == 11
+    assert {s.labels["name"] for s in states} >= {"other"}

@@ -58,13 +58,21 @@ class PrometheusListener:
     ``keel_resilience_transitions_total{policy,name,state}`` and
     ``keel_resilience_wait_seconds{policy,name}``.
 
+    Policy names are labels, and some callers name a policy per instance (the
+    HTTP and gRPC clients keep a breaker per instance id): past ``max_names``
+    distinct names, further ones are reported as ``name="other"``, so
+    instances coming and going for months cannot grow the series without end.
+
     Args:
         registry: where the series are registered; one listener per registry
             (use :func:`default_listener` for the process-wide one).
+        max_names: distinct policy names with their own series.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_names: int = 500) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.max_names = max_names
+        self._names: set[str] = set()
         labels = ("policy", "name")
         self._calls = Counter(
             "keel_resilience_calls",
@@ -98,11 +106,15 @@ class PrometheusListener:
         )
         self._children: dict[tuple[str, ...], Any] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
+    def _child(self, metric: Any, policy: str, name: str, *labels: str) -> Any:
+        key = (metric._name, policy, name, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            if name not in self._names:
+                if len(self._names) >= self.max_names and name != "other":
+                    return self._child(metric, policy, "other", *labels)
+                self._names.add(name)
+            child = self._children[key] = metric.labels(policy, name, *labels)
         return child
 
     def on_call(self, policy: str, name: str, outcome: str) -> None:
