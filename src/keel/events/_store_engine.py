@@ -23,6 +23,7 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import NotFoundError, ValidationError
 from keel.events._engine import END, START, Entry, GroupLag
 from keel.events._model import check_group, check_partitions, check_topic
+from keel.events._store_appends import GroupCommit
 from keel.events._store_members import Members, Wakeups
 from keel.events._store_records import (
     Cursor,
@@ -66,6 +67,8 @@ class StoreEngine:
         self._partitions: dict[str, int] = {}
         self._members = Members(store, clock)
         self._wakeups = Wakeups(store, clock)
+        self._appends = GroupCommit(self._append_batch, max_records=_BATCH, max_bytes=_BATCH_BYTES)
+        self._tails: dict[str, tuple[int, int]] = {}  # seq key -> (last seq, mod revision)
 
     # topics
 
@@ -111,31 +114,26 @@ class StoreEngine:
     # entries
 
     async def append(self, topic: str, partition: int, records: Sequence[bytes]) -> list[str]:
-        """Append in transactions of up to 100 records or 1 MiB, each atomic."""
+        """Append in transactions of up to 100 records or 1 MiB, each atomic.
+
+        Concurrent appends to one partition share transactions (``_store_appends.py``).
+        """
         await self._check(topic, partition)
-        ids: list[str] = []
-        batch: list[bytes] = []
-        size = 0
-        for record in records:
-            if batch and (len(batch) >= _BATCH or size + len(record) > _BATCH_BYTES):
-                ids += await self._append_batch(topic, partition, batch)
-                batch, size = [], 0
-            batch.append(record)
-            size += len(record)
-        if batch:
-            ids += await self._append_batch(topic, partition, batch)
-        return ids
+        if not records:
+            return []
+        return await self._appends.append(topic, partition, records)
 
     async def _append_batch(self, topic: str, partition: int, records: list[bytes]) -> list[str]:
         key = seq_key(topic, partition)
+        tail = self._tails.pop(key, None)  # this process's last append: no read needed
         while True:
-            kv = await self.store.get(key)
-            last = decode_seq(key, None if kv is None else kv.value)
-            guard = (
-                Compare.absent(key)
-                if kv is None
-                else Compare.mod_revision(key, "==", kv.mod_revision)
-            )
+            if tail is None:
+                kv = await self.store.get(key)
+                tail = (decode_seq(key, None if kv is None else kv.value), 0)
+                if kv is not None:
+                    tail = (tail[0], kv.mod_revision)
+            last, rev = tail
+            guard = Compare.absent(key) if rev == 0 else Compare.mod_revision(key, "==", rev)
             now = self._clock.time()
             seqs = range(last + 1, last + 1 + len(records))
             ops: list[Op] = [Put(key, str(seqs[-1]).encode())]
@@ -143,8 +141,11 @@ class StoreEngine:
                 Put(entry_key(topic, partition, s), encode_entry(now, r))
                 for s, r in zip(seqs, records, strict=True)
             ]
-            if (await self.store.txn([guard], ops)).succeeded:
+            done = await self.store.txn([guard], ops)
+            if done.succeeded:
+                self._tails[key] = (seqs[-1], done.revision)
                 return [seq_id(s) for s in seqs]
+            tail = None  # another writer appended: read the sequence again
 
     async def _bounds(self, topic: str, partition: int) -> tuple[int, int]:
         """(first retained seq, last seq); first = last + 1 when empty."""
