@@ -12,7 +12,7 @@ def router(*routes: tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], int]
     built = []
     for spec in routes:
         id, match = spec[0], spec[1]
-        priority = spec[2] if len(spec) > 2 else 0  # type: ignore[misc]
+        priority = spec[2] if len(spec) > 2 else 0
         built.append((id, Match.model_validate(match), priority, id))
     return Router(built)
 
