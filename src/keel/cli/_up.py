@@ -4,7 +4,8 @@ It opens the store (the SQLite file by default), joins it with a session of its
 own (a lease with a presence key under ``up/``), campaigns in the ``keel/up``
 election, and runs a small demo that takes the ``demo/heartbeat`` lock every
 two seconds to write a counter guarded by its fencing token, a scheduler with
-the demo heartbeat job, a health checker, the web console on port 8470, and,
+the demo heartbeat job, a health checker, the config canary controller, the
+web console on port 8470, and,
 when the working directory has it, ``examples/shop`` (a gateway on port 8080
 in front of orders, inventory x2, payment, and users over gRPC; see
 :mod:`keel.cli._up_shop`).
@@ -37,7 +38,7 @@ from keel.cli._up_events import counted_orders, read_lag
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch
 from keel.cli._up_view import UpView, area_of
-from keel.config import ConfigCenter, LiveConfig
+from keel.config import CanaryController, ConfigCenter, LiveConfig
 from keel.coord import Election, Lock, Session
 from keel.errors import ConflictError
 from keel.events import Bus
@@ -210,6 +211,7 @@ async def _run_live(
             tasks.create_task(_lead(session, me)),
             tasks.create_task(_heartbeat(session, config)),
             tasks.create_task(HealthChecker(session, node=f"keel-up-{os.getpid()}").run()),
+            tasks.create_task(CanaryController(session, node=f"keel-up-{os.getpid()}").run()),
             tasks.create_task(_jobs_demo(store)),
             tasks.create_task(view.shop.run(view.url)),
         ]
