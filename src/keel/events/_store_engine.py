@@ -211,6 +211,22 @@ class StoreEngine:
             raise NotFoundError(f"group {group!r} does not exist on topic {topic!r}")
         return decode_cursor(key, kv.value), kv.mod_revision
 
+    async def _cursor_and_bounds(
+        self, topic: str, partition: int, group: str
+    ) -> tuple[Cursor, int, int, int]:
+        """:meth:`_cursor` and :meth:`_bounds` in one round trip."""
+        await self._check(topic, partition)
+        key, seq = cursor_key(topic, group, partition), seq_key(topic, partition)
+        got = await self.store.txn(
+            [], [Get(key), Get(seq), Range(entry_prefix(topic, partition), limit=1)]
+        )
+        cursor_kv, seq_kv, firsts = got.results
+        if not isinstance(cursor_kv, KeyValue):
+            raise NotFoundError(f"group {group!r} does not exist on topic {topic!r}")
+        last = decode_seq(seq, seq_kv.value if isinstance(seq_kv, KeyValue) else None)
+        first = seq_of(firsts[0].key) if isinstance(firsts, list) and firsts else last + 1
+        return decode_cursor(key, cursor_kv.value), cursor_kv.mod_revision, first, last
+
     async def _save(
         self, topic: str, partition: int, group: str, cursor: Cursor, rev: int, reads: Sequence[int]
     ) -> dict[int, bytes] | None:
@@ -251,8 +267,7 @@ class StoreEngine:
     ) -> list[Entry]:
         count = min(count, _BATCH)
         while True:
-            cursor, rev = await self._cursor(topic, partition, group)
-            first, last = await self._bounds(topic, partition)
+            cursor, rev, first, last = await self._cursor_and_bounds(topic, partition, group)
             start = max(cursor.last, first - 1) + 1
             seqs = list(range(start, min(last, start + count - 1) + 1))
             if not seqs:
