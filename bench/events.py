@@ -150,13 +150,14 @@ async def phase(system: System, tally: Tally, n: int, pace: float | None) -> dic
             await tally.done.wait()
     took = (tally.last or time.perf_counter()) - start
     cpu_us = (time.process_time() - cpu) / max(1, tally.acked) * 1e6
+    per_event = float("nan")
     if system.calls:
-        calls = await system.calls() - calls
+        per_event = (await system.calls() - calls) / max(1, tally.acked)
     return {
         "rate": tally.acked / took,
         "p99_ms": p99(tally.latencies),
         "cpu_us": cpu_us,
-        "calls": calls / max(1, tally.acked),
+        "calls": per_event,
     }
 
 
@@ -462,7 +463,10 @@ def main() -> None:
         "events_per_redis_round": args.events,
         "events_per_store_round": args.store_events,
         "repeats": args.repeats,
-        "rows": {k: {m: round(v, 1) for m, v in r.items()} for k, r in rows.items()},
+        "rows": {
+            k: {m: round(v, 1) for m, v in r.items() if v == v}  # NaN: not measured
+            for k, r in rows.items()
+        },
         "over_raw_redis_py": ratios(rows) if args.only in ("all", "redis") else {},
     }
     print(json.dumps(doc))
