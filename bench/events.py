@@ -1,7 +1,8 @@
 """Events benchmark: keel.events on Redis Streams beside raw redis-py, the store engine, dramatiq.
 
-    python bench/events.py                      # ~2.5 min: 3 rounds of 3,000 events
+    python bench/events.py                      # ~1.5 min: 3 rounds of 3,000 events
     python bench/events.py --events 2000 --repeats 1
+    python bench/events.py --only redis         # or --only store
 
 One fresh redis-server serves everything Redis. For 1 and 8 consumers of one
 group (a topic of as many partitions), with 8 publisher tasks:

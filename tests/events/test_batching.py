@@ -35,7 +35,7 @@ class CountingEngine:
 async def test_acks_are_batched_and_all_sent_when_the_subscription_closes(engine: Engine) -> None:
     """200 events acked one by one cost a few engine acks; none is pending after close."""
     counting = CountingEngine(engine)
-    bus = Bus(counting, partitions=2, metrics=EventsMetrics())  # type: ignore[arg-type]
+    bus = Bus(counting, partitions=2, metrics=EventsMetrics())
     await bus.publish_many("batched", [Message({"n": n}, f"k{n % 8}") for n in range(200)])
     async with bus.subscribe("batched", group="g", start="earliest", **FAST) as sub:
         got = await take(sub, 200)

@@ -183,6 +183,10 @@ class Dispatcher:
                 self._hand_waiters += 1
                 try:
                     await self._hand.wait_for(self._can_hand)
+                except asyncio.CancelledError:
+                    if self._can_hand():  # a wake-up this waiter took goes to another
+                        self._hand.notify(1)
+                    raise
                 finally:
                     self._hand_waiters -= 1
         event = self._ready.popleft()
