@@ -73,7 +73,7 @@ async def test_orders_calls_users_over_grpc_and_refuses_above_the_credit_limit(
     tmp_path: Path,
 ) -> None:
     """orders fetches the user over gRPC: named in the reply, 402 above its limit, grpc:// shown."""
-    url = f"sqlite://{tmp_path}/keel.db"
+    url = f"sqlite:///{tmp_path}/keel.db"
     stop, started = asyncio.Event(), asyncio.Event()
     async with (
         keel.connect(url) as store,
@@ -122,7 +122,7 @@ async def test_orders_answers_503_naming_the_grpc_status_when_users_has_no_insta
 
 async def test_the_gateway_fronts_the_shop_and_orders_are_counted_once(tmp_path: Path) -> None:
     """Through the gateway: an order (201) and a stock read; orders.created counted per saga."""
-    url = f"sqlite://{tmp_path}/keel.db"
+    url = f"sqlite:///{tmp_path}/keel.db"
     stop, started = asyncio.Event(), asyncio.Event()
     shops: list[Shop] = []
 
