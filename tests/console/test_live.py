@@ -208,3 +208,37 @@ async def test_a_cli_change_shows_on_an_open_page_within_a_second(
             assert elapsed < 1.0
             await shot(page, f"live-services-{backend}")
             await context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+async def test_a_change_between_render_and_connect_is_not_missed(
+    browser: Any, store_url: str, backend: str
+) -> None:
+    """A change made after the page rendered but before its live stream connected shows too."""
+    async with keel_pkg.connect(store_url) as store, Registry(store) as registry:
+        await add_user(store, "olga", Role.OPERATOR)
+        await registry.register(
+            Instance(service="orders", address="127.0.0.1", port=8001, id="o-1")
+        )
+        async with serving(store) as url:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            page = await context.new_page()
+            await browser_login(page, url, "olga")
+            held = asyncio.Event()
+
+            async def hold_live(route: Any) -> None:
+                held.set()
+                await asyncio.sleep(1.5)  # the change below lands in this gap
+                await route.continue_()
+
+            await page.route("**/live?*", hold_live)
+            await page.goto(f"{url}/services")
+            row = 'tr[data-instance="orders/o-1"]'
+            assert await page.inner_text(f"{row} .badge") == "up"
+            await held.wait()
+            code, _, err = await keel("instance", "drain", "orders", "o-1", url=store_url)
+            assert code == 0, err
+            await page.wait_for_selector(f"{row} .badge.draining", timeout=10_000)
+            await context.close()

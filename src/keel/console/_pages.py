@@ -204,6 +204,9 @@ def render(request: Request, template: str, *, status_code: int = 200, **context
         "path": request.url.path,
         "flashes": app.flashes.pop(session.key) if session else [],
         "settings": app.settings,
+        # the live hub's revision at render: the browser refreshes on connecting
+        # only if the hub has moved since (a change made in between has no event)
+        "live_revision": app.hub.revision,
     }
     base.update(context)
     fragment = request.query_params.get("fragment")

@@ -117,9 +117,23 @@
     if (!names.length || !window.EventSource) return;
     var state = document.getElementById("live-state");
     var source = new EventSource("/live?topics=" + encodeURIComponent(names.join(",")));
-    source.addEventListener("hello", function () {
+    source.addEventListener("hello", function (event) {
       if (state) { state.hidden = false; state.textContent = "live"; state.className = "live-state on"; }
+      // A change between the page's render (or the last connection) and this one has no
+      // event of its own: when the hub has moved since, refresh every live block once.
+      var seen = Number(document.documentElement.getAttribute("data-revision") || 0);
+      var now = seen;
+      try { now = Number(JSON.parse(event.data).revision) || seen; } catch (e) { /* keep seen */ }
+      if (now > seen) schedule("*");
+      document.documentElement.setAttribute("data-revision", String(now));
       document.documentElement.setAttribute("data-live-ready", "1");
+    });
+    source.addEventListener("change", function (event) {
+      try {
+        var revision = Number(JSON.parse(event.data).revision);
+        var seen = Number(document.documentElement.getAttribute("data-revision") || 0);
+        if (revision > seen) document.documentElement.setAttribute("data-revision", String(revision));
+      } catch (e) { /* ignore a malformed line */ }
     });
     source.addEventListener("change", function (event) {
       try {
