@@ -42,7 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     "service": _INTEGRATION,
     "http": _INTEGRATION,
     "grpc": _INTEGRATION | {"service"},  # the gRPC server reuses the service runtime's settings
-    "saga": _INTEGRATION | {"http", "grpc"},  # steps call services through keel's clients
+    "saga": _INTEGRATION | {"http", "grpc", "events"},  # steps call services through keel's clients
     "idempotency": _INTEGRATION,
     "events": {
         "clock",

@@ -83,6 +83,25 @@ async def test_a_running_relay_moves_records_as_they_come(store: Store) -> None:
     assert sorted((await _published(bus, "live")).values()) == [1, 1, 1, 1]
 
 
+async def test_records_written_one_after_another_are_relayed_in_that_order(store: Store) -> None:
+    """Outbox records of one key written in a row (same microsecond or not) keep their order."""
+    bus = Bus(store)
+    puts = [bus.outbox_put("seq", {"n": n}, key="one") for n in range(40)]  # one millisecond
+    for put in puts:
+        await store.txn([], [put])
+    relay = Relay(store, bus, batch=7)  # batches cut the sequence in several places
+    while await relay.run_once():
+        pass
+    got: list[int] = []  # in stream order (bus.read sorts by publish time)
+    async with asyncio.timeout(20), bus.subscribe("seq", group="g", start="earliest") as sub:
+        async for event in sub:
+            got.append(event.payload["n"])
+            await event.ack()
+            if len(got) == 40:
+                break
+    assert got == list(range(40))
+
+
 class _Died(Exception):
     pass
 

@@ -63,6 +63,23 @@ _SKEW_S = 60.0
 _DELETE_CHUNK = 60  # two deletes per record, under etcd's 128 ops
 
 
+_last_us = 0
+
+
+def _next_oid(when: float) -> str:
+    """An outbox id that sorts after every earlier one of this process.
+
+    Microseconds since the epoch, bumped past the previous id when two
+    records share a microsecond (or the clock steps back), then a random tail
+    for uniqueness across processes: records written one after the other by
+    one process (a saga's transitions, say) are relayed in that order, so a
+    key's events keep their order through the outbox.
+    """
+    global _last_us
+    _last_us = max(int(when * 1_000_000), _last_us + 1)
+    return f"{_last_us:016d}-{uuid.uuid4().hex[:12]}"
+
+
 def outbox_put(
     topic: str,
     payload: Any,
@@ -74,7 +91,7 @@ def outbox_put(
 ) -> Put:
     """The ``Put`` of one outbox record (validated and encoded now)."""
     when = time.time() if now is None else now
-    oid = f"{int(when * 1000):013d}-{uuid.uuid4().hex[:16]}"
+    oid = _next_oid(when)
     data = encode_record(
         topic,
         payload,
@@ -173,7 +190,8 @@ class Relay:
                 self._rejected.add(oid)
                 continue
             todo.append((oid, kv, record))
-        todo = todo[: self._batch]
+        # commit order across writers (ids already follow it within one process)
+        todo = sorted(todo[: self._batch], key=lambda item: item[1].create_revision)
         if not todo:
             return 0
         done = [

@@ -35,7 +35,9 @@ from keel._signals import on_stop_signal
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Session
 from keel.errors import CompactedError, RetryableError, SessionLostError, ValidationError
+from keel.events import Bus, Relay
 from keel.saga._admin import wait_for
+from keel.saga._announce import DEFAULT_TOPIC, announcer
 from keel.saga._definition import Saga
 from keel.saga._metrics import saga_metrics
 from keel.saga._model import (
@@ -78,6 +80,10 @@ class Coordinator:
         coordinator_id: this process's name in records (default host-pid-random).
         rescan_s: how often to look for sagas without an owner besides watching for them.
         clock: time source.
+        events: a bus to publish every transition to, through its outbox (each
+            event written in the transition's own transaction; this coordinator
+            runs the outbox relay). None: no events.
+        events_topic: the topic of those events (keyed by saga id).
     """
 
     def __init__(
@@ -91,8 +97,12 @@ class Coordinator:
         coordinator_id: str | None = None,
         rescan_s: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
+        events: Bus | None = None,
+        events_topic: str = DEFAULT_TOPIC,
     ) -> None:
         self.store = store
+        self.events = events
+        self._announce = announcer(events, events_topic) if events is not None else None
         self.sagas: dict[str, Saga] = {}
         for saga in sagas:
             if not isinstance(saga, Saga):
@@ -137,12 +147,17 @@ class Coordinator:
         rkey, akey = record_key(saga_id), active_key(saga_id)
         session, tasks = self._session, self._tasks
         ops = [Put(rkey, rec.encode()), Put(akey, b"")]
+        if self._announce is not None:
+            ops.append(self._announce(saga_id, rec))
         if session is not None and tasks is not None:
             ops.append(Put(owner_key(saga_id), self.id.encode(), lease=session.lease_id))
         res = await self.store.txn([Compare.absent(rkey)], ops)
         if res.succeeded and session is not None and tasks is not None:
             self._spawn(
-                tasks, Runner(self.store, saga, rec, res.revision, res.revision, self._clock)
+                tasks,
+                Runner(
+                    self.store, saga, rec, res.revision, res.revision, self._clock, self._announce
+                ),
             )
         return saga_id
 
@@ -218,6 +233,9 @@ class Coordinator:
                 async with asyncio.TaskGroup() as tasks:
                     self._session, self._tasks = session, tasks
                     tasks.create_task(_raise_when_lost(session), name="keel-saga-session")
+                    if self.events is not None:  # moves the transitions' outbox to the bus
+                        relay = Relay(self.store, self.events, session=session)
+                        tasks.create_task(relay.run(), name="keel-saga-relay")
                     await self._recover(session, tasks)
             finally:
                 self._session = self._tasks = None
@@ -280,7 +298,10 @@ class Coordinator:
             return
         log.info("saga %s: taken over by %s", saga_id, self.id)
         self._spawn(
-            tasks, Runner(self.store, saga, rec, kv.mod_revision, res.revision, self._clock)
+            tasks,
+            Runner(
+                self.store, saga, rec, kv.mod_revision, res.revision, self._clock, self._announce
+            ),
         )
 
     def _spawn(self, tasks: asyncio.TaskGroup, runner: Runner) -> None:

@@ -21,6 +21,7 @@ from keel.clock import Clock
 from keel.errors import RetryableError
 from keel.resilience import RetrySettings
 from keel.resilience._retry import backoff_delay
+from keel.saga._announce import Announce
 from keel.saga._definition import Abort, Saga, SagaContext, Step, _current
 from keel.saga._metrics import saga_metrics
 from keel.saga._model import (
@@ -63,9 +64,17 @@ class Runner:
     """Drives one saga this coordinator owns under ``token`` until it ends or is lost."""
 
     def __init__(
-        self, store: Store, saga: Saga, rec: SagaRecord, revision: int, token: int, clock: Clock
+        self,
+        store: Store,
+        saga: Saga,
+        rec: SagaRecord,
+        revision: int,
+        token: int,
+        clock: Clock,
+        announce: Announce | None = None,
     ) -> None:
         self.store = store
+        self._announce = announce
         self.saga = saga
         self.rec = rec
         self.revision = revision
@@ -95,6 +104,8 @@ class Runner:
             ops: list[Put | Delete] = [Put(rkey, new.encode())]
             if new.status not in ACTIVE:
                 ops += [Delete(okey), Delete(active_key(self._id))]
+            if self._announce is not None:  # the transition's event, in the same txn
+                ops.append(self._announce(self._id, new))
             guard = [
                 Compare.create_revision(okey, "==", self.token),
                 Compare.mod_revision(rkey, "==", self.revision),
