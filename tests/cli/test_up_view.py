@@ -16,8 +16,9 @@ from keel.cli._up_edge import ConsoleWatch
 from keel.cli._up_fmt import count, duration, size, sparkline
 from keel.cli._up_lines import PlainLines
 from keel.cli._up_shop import ShopWatch, port_in_use
-from keel.cli._up_view import UpView, fit_rows
+from keel.cli._up_view import UpView, fit_rows, lateness
 from keel.events import GroupStats
+from keel.schedule import Execution
 from keel.store import Event, EventType, KeyValue
 
 _REV = iter(range(1, 1_000_000))
@@ -153,7 +154,21 @@ def test_shop_metrics_become_rates_and_5xx_problems() -> None:
     shop.fold(sample.format(s="200", n=10), now=100.0)
     shop.fold(sample.format(s="200", n=30) + sample.format(s="500", n=2), now=102.0)
     assert list(shop.rates["orders"]) == [11.0]
+    assert list(shop.error_rates["orders"]) == [1.0]
     assert shop.problems and "2 more 5xx" in shop.problems[-1]
+    view = UpView("sqlite:///x.db", shop=shop)
+    view.apply(put("services/orders/127.0.0.1:8081", instance("orders", "a", 8081)))
+    text = "\n".join(screen(view, 100, 30))
+    assert "5xx/s" in text and re.search(r"11\.0/s \S+\s+1\.0 ", text), text
+
+
+def test_job_lateness_is_start_minus_fire() -> None:
+    """'late' is how long after its fire a scheduled run started; manual runs are never late."""
+    run = Execution(job="j", name="r", handler="h", fire=100.0, started_at=100.25)
+    assert lateness(run) == 0.25
+    assert lateness(Execution(job="j", name="r", handler="h", fire=100.0)) == 0.0
+    manual = Execution(job="j", name="r", handler="h", fire=100.0, started_at=160.0, kind="manual")
+    assert lateness(manual) == 0.0
 
 
 def test_port_in_use_sees_a_listener() -> None:

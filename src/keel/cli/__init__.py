@@ -136,8 +136,9 @@ def up_cmd(
     'checked' = the health checker probes it too; 'failing' = its probes fail.
     'token' = the fencing token of a lock's owner or a leader (it grows with
     every new owner); 'waiting' = sessions queued behind the owner;
-    'requests' = requests per second from the shop's /metrics; 'recent' =
-    durations of a job's last runs.
+    'requests' and '5xx/s' = requests and server errors per second from the
+    shop's /metrics; 'recent' = durations of a job's last runs; 'late' = how
+    long after its fire time the last run started.
     """
     from keel.cli._up import run_up  # the demo stack is imported only when it runs
 

@@ -18,8 +18,9 @@ LEGEND = (
     "checker probes it too; failing = its probes fail",
     "token: the fencing token of the owner (it grows with every new owner); "
     "waiting: sessions queued behind the owner",
-    "requests: requests per second, from the shop's /metrics; recent: durations of "
-    "the last runs; next: the next fire time (UTC)",
+    "requests, 5xx/s: requests and server errors per second, from the shop's /metrics; "
+    "recent: durations of the last runs; late: how long after its fire time the last run "
+    "started; next: the next fire time (UTC)",
 )
 """The terms of the view, explained (also in ``keel up --help``)."""
 

@@ -58,8 +58,9 @@ class ShopWatch:
         self.problems: deque[str] = deque(maxlen=_PROBLEMS)
         self.output: deque[str] = deque(maxlen=20)
         self.rates: dict[str, deque[float]] = {}
+        self.error_rates: dict[str, deque[float]] = {}
         self.errors_5xx = 0
-        self._last: tuple[float, dict[str, float]] | None = None
+        self._last: tuple[float, dict[str, float], dict[str, float]] | None = None
 
     @property
     def url(self) -> str:
@@ -128,7 +129,7 @@ class ShopWatch:
     def fold(self, text: str, now: float) -> None:
         """Fold one ``/metrics`` scrape into the rates and the 5xx count."""
         totals: dict[str, float] = {}
-        errors = 0.0
+        failed: dict[str, float] = {}
         for line in text.splitlines():
             match = _SAMPLE_RE.match(line)
             if match is None:
@@ -138,19 +139,23 @@ class ShopWatch:
             service = labels.get("service", "?")
             totals[service] = totals.get(service, 0.0) + value
             if labels.get("status", "").startswith("5"):
-                errors += value
+                failed[service] = failed.get(service, 0.0) + value
+        errors = sum(failed.values())
         if self._last is not None:
-            then, before = self._last
+            then, before, failed_before = self._last
             elapsed = max(now - then, 1e-3)
             for service, total in totals.items():
                 rate = max(0.0, total - before.get(service, 0.0)) / elapsed
                 self.rates.setdefault(service, deque(maxlen=_SAMPLES)).append(rate)
+                bad = failed.get(service, 0.0) - failed_before.get(service, 0.0)
+                series = self.error_rates.setdefault(service, deque(maxlen=_SAMPLES))
+                series.append(max(0.0, bad) / elapsed)
         if int(errors) > self.errors_5xx:
             self.problem(
                 f"shop answered {int(errors) - self.errors_5xx} more 5xx: see its /metrics"
             )
         self.errors_5xx = int(errors)
-        self._last = (now, totals)
+        self._last = (now, totals, failed)
 
 
 async def _get_metrics(host: str, port: int) -> str:

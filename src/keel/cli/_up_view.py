@@ -37,7 +37,7 @@ from keel.coord._inspect import KINDS
 from keel.events import GroupStats
 from keel.registry import HealthMark, Instance, decode_health_mark, decode_instance
 from keel.saga import SagaRecord
-from keel.schedule import JobView
+from keel.schedule import Execution, JobView
 from keel.store import Event, EventType, KeyValue, LeaseInfo, StoreStatus, redact_url
 
 __all__ = ["Panel", "UpView", "area_of", "fit_rows"]
@@ -98,6 +98,13 @@ class Panel:
             table.add_row(*row)
         more = Text(f"… {len(self.rows) - max(0, shown - 1)} more", style="dim")
         return Group(title, table, more)
+
+
+def lateness(run: Execution) -> float:
+    """How long after its fire (or due) time a run started (0 for manual runs, early starts)."""
+    if run.started_at is None or run.kind == "manual":
+        return 0.0
+    return max(0.0, run.started_at - run.fire)
 
 
 def fit_rows(wants: Sequence[int], budget: int, keep: Sequence[int] = ()) -> list[int]:
@@ -189,6 +196,7 @@ class UpView:
     def service_panel(self) -> Panel:
         """Services with their health and, with the shop, request rates."""
         rates = self.shop.rates if self.shop is not None else {}
+        failing = self.shop.error_rates if self.shop is not None else {}
         rows: list[list[Text | str]] = []
         for _key, inst in sorted(self.services.items()):
             mark = self.health.get(f"health/{inst.service}/{inst.id}")
@@ -201,7 +209,13 @@ class UpView:
             )
             style = "red" if health == "failing" else ""
             series = rates.get(inst.service, ())
-            rate = f"{series[-1]:.1f}/s {sparkline(series, 12)}" if series else ""
+            rate = f"{series[-1]:.1f}/s {sparkline(series, 8)}" if series else ""
+            bad = failing.get(inst.service, ())
+            errors = (
+                Text(f"{bad[-1]:.1f} {sparkline(bad, 4)}", style="red" if any(bad) else "dim")
+                if bad
+                else ""
+            )
             rows.append(
                 [
                     cell(inst.service),
@@ -209,11 +223,12 @@ class UpView:
                     cell(inst.status),
                     Text(health, style=style),
                     rate,
+                    errors,
                 ]
             )
         title = f"services · {count(len(self.services), 'instance')}"
-        columns = ("service", "url", "status", "health", "requests")
-        return Panel(title, columns, rows, keep=8, widths=(None, 22, 6, 7, 16))
+        columns = ("service", "url", "status", "health", "requests", "5xx/s")
+        return Panel(title, columns, rows, keep=8, widths=(None, 22, 6, 7, 14, 8))
 
     def job_panel(self) -> Panel:
         """Jobs, their next fire, their last run and a sparkline of recent durations."""
@@ -230,6 +245,7 @@ class UpView:
                 trigger = ", ".join(f"{k}={v}" for k, v in shown.items()) or "manual"
             last = next((r for r in job.recent if r.status.final), None)
             took = [r.duration_s for r in reversed(job.recent) if r.duration_s is not None]
+            late = [lateness(r) for r in reversed(job.recent) if r.started_at is not None]
             rows.append(
                 [
                     cell(job.definition.name),
@@ -237,17 +253,18 @@ class UpView:
                     job.next_fire.strftime("%H:%M:%S") if job.next_fire else "",
                     cell(last.status.value) if last is not None else "",
                     duration(took[-1]) if took else "",
-                    sparkline(took, 8),
+                    sparkline(took, 6),
+                    duration(late[-1]) if late else "",
                     count(len(job.workers), "worker") if job.workers else "no worker",
                 ]
             )
-        columns = ("job", "trigger", "next", "last run", "took", "recent", "workers")
+        columns = ("job", "trigger", "next", "last run", "took", "recent", "late", "workers")
         return Panel(
             f"jobs · {count(len(self.jobs), 'job')}",
             columns,
             rows,
             keep=4,
-            widths=(None, None, 10, 9, 6, 8, 9),
+            widths=(None, None, 8, 9, 6, 6, 6, 9),
         )
 
     def saga_panel(self) -> Panel:
