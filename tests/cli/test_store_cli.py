@@ -175,7 +175,7 @@ def test_keel_up_runs_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "stopped cleanly" in out
     status = json.loads(keel(url, "store", "status", "--json").stdout)
-    assert status["leases"] == 0
+    assert status["leases"] == 0, keel(url, "store", "lease", "ls", "-o", "json").stdout
 
 
 def test_keel_up_once_shows_areas_and_leases(tmp_path: Path) -> None:

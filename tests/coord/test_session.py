@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -134,3 +135,20 @@ def test_bad_ttl_is_refused() -> None:
     """A TTL that is not whole seconds >= 1 is bad input."""
     with pytest.raises(ValidationError, match="whole seconds"):
         Session(MemoryStore(), ttl_s=0)
+
+
+async def test_a_session_cancelled_while_granting_leaves_no_lease(store: Store) -> None:
+    """Cancelled during its grant (a thread on sqlite), a session revokes the lease it got."""
+    for i in range(42):  # cancelled at different points of the grant's way
+        session = Session(store, ttl_s=30)
+        opening = asyncio.create_task(session.__aenter__())
+        for _ in range(i % 6):
+            await asyncio.sleep(0)
+        if i % 7 == 0:
+            await asyncio.sleep(0.0005)
+        opening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await opening
+        if not opening.cancelled():  # it finished first: close it as a caller would
+            await session.__aexit__(None, None, None)
+    assert await store.leases() == []

@@ -37,7 +37,7 @@ from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
 from keel.errors import KeelError, LeaseNotFoundError, SessionLostError, ValidationError
 from keel.observe.component_metrics import component_metrics
-from keel.store import Store
+from keel.store import Lease, Store
 
 __all__ = ["Session", "SessionStatistics", "attempt_budget", "loss_deadline", "next_step"]
 
@@ -46,6 +46,23 @@ log = logging.getLogger("keel.coord.session")
 _MIN_RETRY_S = 0.05
 _MIN_MARGIN_S = 0.1  # covers event-loop lag and the renewal's trip to the leader
 _MARGIN_SHARE = 0.1
+
+
+async def _granted(store: Store, ttl_s: int) -> Lease:
+    """Grant a lease; if the caller is cancelled meanwhile, revoke what the grant made.
+
+    A backend may finish a grant after its caller stopped waiting (sqlite's
+    runs in a thread): without this, a process stopped while starting would
+    leave a lease (and what it later holds) behind until its TTL.
+    """
+    grant = asyncio.ensure_future(store.grant(ttl_s))
+    try:
+        return await asyncio.shield(grant)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            lease = await grant
+            await store.revoke(lease.id)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +166,7 @@ class Session:
 
     async def __aenter__(self) -> Self:
         asked = self._clock.monotonic()
-        lease = await self.store.grant(self.ttl_s)
+        lease = await _granted(self.store, self.ttl_s)
         self._lease_id = lease.id
         self._last_sent = asked
         component_metrics().session_opened(self.store.backend)
