@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from keel.errors import ValidationError
-from keel.gateway import GatewayDocument, parse_document
+from keel.gateway import AuthConfig, GatewayDocument, parse_document
+from keel.gateway._plan import _credentials
 
 GOOD = """
 consumer_header: x-consumer
@@ -87,3 +88,12 @@ def test_syntax_errors_are_validation_errors() -> None:
     """A document that does not parse is refused with its line."""
     with pytest.raises(ValidationError, match="line"):
         parse_document("routes: [\n  - {")
+
+
+def test_a_route_keeps_its_api_key_from_the_upstream_unless_told() -> None:
+    """The API-key header a route consumes is dropped upstream; forward_api_key keeps it."""
+    assert _credentials(AuthConfig(api_key=True)) == frozenset({b"x-api-key"})
+    assert _credentials(AuthConfig(api_key=True, api_key_header="x-key")) == frozenset({b"x-key"})
+    assert _credentials(AuthConfig(api_key=True, forward_api_key=True)) == frozenset()
+    assert _credentials(AuthConfig(jwt="main")) == frozenset()
+    assert _credentials(None) == frozenset()

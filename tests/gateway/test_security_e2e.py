@@ -134,6 +134,7 @@ async def test_client_consumer_header_never_reaches_the_upstream(setup: Setup) -
         with_key = await keyed()
         assert with_key.status_code == 200, with_key.text
         assert _seen(with_key, "x-consumer") == ["alice"]
+        assert _seen(with_key, "x-api-key") == []  # the key stays between client and gateway
 
         with_jwt = await client.get(
             "/jwt/x", headers=[*spoofed, (b"authorization", f"Bearer {token}".encode())]

@@ -228,7 +228,7 @@ def _plan(route: Route, document: GatewayDocument, metrics: GatewayMetrics) -> P
         cors=route.cors,
     )
     plan.req_remove, plan.req_set, plan.req_add = _ops(route.request_headers)
-    plan.req_drop = plan.req_remove | {b"x-request-id"}
+    plan.req_drop = plan.req_remove | {b"x-request-id"} | _credentials(route.auth)
     plan.resp_remove, plan.resp_set, plan.resp_add = _ops(route.response_headers)
     plan.resp_ops = bool(route.response_headers)
     plan.wrap = plan.resp_ops or route.forward is None
@@ -320,3 +320,15 @@ def _cookie(header: bytes | None, name: str) -> str | None:
 
 def _cookies_match(header: bytes | None, need: tuple[tuple[str, str], ...]) -> bool:
     return all(_cookie(header, name) == value for name, value in need)
+
+
+def _credentials(auth: AuthConfig | None) -> frozenset[bytes]:
+    """The API-key header a route consumes: not sent upstream unless the route says so.
+
+    The upstream learns who called from the consumer header; the key itself is
+    a secret of the client's that a compromised or logging upstream should
+    never see (a bearer JWT stays: upstreams may verify it themselves).
+    """
+    if auth is None or not auth.api_key or auth.api_key_header is None or auth.forward_api_key:
+        return frozenset()
+    return frozenset({auth.api_key_header.encode("latin-1")})

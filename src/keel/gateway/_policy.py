@@ -86,6 +86,11 @@ class AuthConfig(BaseModel):
     api_key_bearer: bool = Field(
         default=True, description="accept an API key as 'Authorization: Bearer <key>'"
     )
+    forward_api_key: bool = Field(
+        default=False,
+        description="send the API-key header on to the upstream (default: removed; the "
+        "upstream gets the consumer header)",
+    )
 
     @model_validator(mode="after")
     def _one_method(self) -> AuthConfig:
