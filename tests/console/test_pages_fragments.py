@@ -50,3 +50,16 @@ async def test_each_live_block_renders_alone() -> None:
                         block,
                     )
                     assert f'id="{block}" data-live=' in full.text
+
+
+async def test_a_live_fragment_does_not_take_the_flash_meant_for_the_page() -> None:
+    """A fragment fetched between an action and its redirect leaves the message to the page."""
+    async with keel.connect("memory://") as store:
+        await put_job(store, JobDef(name="j", trigger={"interval_s": 60}))
+        async with client(store, "olga", Role.OPERATOR) as c:
+            done = await c.post("/jobs/j/pause", follow_redirects=False)
+            assert done.status_code in (302, 303), done.text
+            part = await c.get("/jobs/j", params={"fragment": "state"})
+            assert part.status_code == 200 and "paused j" not in part.text
+            page = await c.get("/jobs/j")
+            assert "paused j" in page.text

@@ -195,6 +195,8 @@ def render(request: Request, template: str, *, status_code: int = 200, **context
     tpl = app.templates.get_template(template)
     user: User | None = request.scope.get("keel.user")
     session = request.scope.get("keel.session")
+    fragment = request.query_params.get("fragment") or ""
+    whole = fragment not in tpl.blocks
     base = {
         "request": request,
         "user": user,
@@ -202,15 +204,16 @@ def render(request: Request, template: str, *, status_code: int = 200, **context
         "csrf_token": session.csrf if session else "",
         "nav": [p.nav for p in app.pages if p.nav and user and user.role >= p.nav.role],
         "path": request.url.path,
-        "flashes": app.flashes.pop(session.key) if session else [],
+        # only a whole page shows (and so takes) the flashes: a live fragment fetched
+        # while the browser follows a redirect must not eat the message meant for it
+        "flashes": app.flashes.pop(session.key) if session and whole else [],
         "settings": app.settings,
         # the live hub's revision at render: the browser refreshes on connecting
         # only if the hub has moved since (a change made in between has no event)
         "live_revision": app.hub.revision,
     }
     base.update(context)
-    fragment = request.query_params.get("fragment")
-    if fragment and fragment in tpl.blocks:
+    if not whole:
         ctx = tpl.new_context(base)
         html = "".join(tpl.blocks[fragment](ctx))
     else:
