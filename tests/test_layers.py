@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "_aio": set(),
     "_records": {"observe"},
     "_signals": set(),
+    "_redis_wire": set(),
     "errors": set(),
     "clock": set(),
     "observe": {"clock", "errors"},
@@ -89,7 +90,9 @@ def test_area_imports_only_layers_below(area: str) -> None:
         else sorted((SRC / area).rglob("*.py"))
     )
     for path in files:
-        helpers = {"_aio", "_signals"} | ({"_records"} if "observe" in ALLOWED[area] else set())
+        helpers = {"_aio", "_signals", "_redis_wire"} | (
+            {"_records"} if "observe" in ALLOWED[area] else set()
+        )
         wrong = _keel_imports(path) - ALLOWED[area] - {area} - helpers
         assert not wrong, f"{path.relative_to(SRC)} imports keel.{sorted(wrong)}: arrows point down"
 

@@ -1,4 +1,4 @@
-"""A short path to Redis for the lock scripts: pooled connections kept checked out.
+"""The lock scripts' short path to Redis: a :class:`keel._redis_wire.Wire` per pool.
 
 Why: a lock's acquire and release are latency-bound round trips, and
 redis-py's asyncio command path costs more than the round trip itself here.
@@ -27,103 +27,27 @@ compare the owner).
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import ConnectionPool
 
-__all__ = ["MAX_IDLE", "Lane", "lane", "pack"]
+from keel._redis_wire import Wire, write_timeout
+
+__all__ = ["MAX_IDLE", "lane"]
 
 MAX_IDLE = 2
 """Connections a lane keeps checked out of its client's pool between commands."""
 
-_LANES: weakref.WeakKeyDictionary[ConnectionPool, Lane] = weakref.WeakKeyDictionary()
+_LANES: weakref.WeakKeyDictionary[ConnectionPool, Wire] = weakref.WeakKeyDictionary()
 
 
-class Lane:
-    """Runs commands on connections of ``pool`` kept checked out between calls.
-
-    Args:
-        pool: the client's connection pool.
-    """
-
-    __slots__ = ("__weakref__", "_idle", "_pool")
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-        self._idle: list[AbstractConnection] = []
-
-    async def execute(self, *args: str | int) -> Any:
-        """Send one command and return its reply (errors as redis-py raises them)."""
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._checkout()
-        try:
-            reply = await self._send(conn, args)
-        except RedisConnectionError:
-            if not reused:
-                raise
-            conn = await self._checkout()  # the idle one had gone stale
-            reply = await self._send(conn, args)
-        await self._put_back(conn)
-        return reply
-
-    async def _checkout(self) -> AbstractConnection:
-        # redis-py's deprecation decorator hides the method's annotations from mypy.
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        return conn
-
-    async def _send(self, conn: AbstractConnection, args: tuple[str | int, ...]) -> Any:
-        try:
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
-            writer = conn._writer
-            if writer is None:  # pragma: no cover - a connection type without a stream
-                await conn.send_command(*args)
-            else:
-                try:
-                    writer.write(pack(args))
-                    await writer.drain()
-                except OSError as exc:
-                    raise RedisConnectionError(f"error while writing to redis: {exc}") from exc
-            return await conn.read_response()
-        except ResponseError:
-            await self._put_back(conn)  # a complete error reply: the connection is fine
-            raise
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-                await self._pool.release(conn)
-            raise
-
-    async def _put_back(self, conn: AbstractConnection) -> None:
-        if len(self._idle) < MAX_IDLE and conn.is_connected:
-            self._idle.append(conn)
-        else:
-            await self._pool.release(conn)
-
-    def __repr__(self) -> str:
-        return f"<Lane idle={len(self._idle)} of {self._pool!r}>"
-
-
-def pack(args: tuple[str | int, ...]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def lane(client: Redis) -> Lane | None:
+def lane(client: Redis) -> Wire | None:
     """The lane of ``client``'s pool, or None for a single-connection client."""
     if client.single_connection_client:
         return None
     pool = client.connection_pool
     found = _LANES.get(pool)
     if found is None:
-        found = _LANES[pool] = Lane(pool)
+        found = _LANES[pool] = Wire(pool, write_timeout(client), max_idle=MAX_IDLE)
     return found

@@ -1,136 +1,26 @@
-"""A short path to one Redis server for the hot commands: XADD, XREADGROUP, XACK.
+"""The events engine's short path to one Redis server (see :mod:`keel._redis_wire`).
 
-Why: per command, redis-py's asyncio client checks a connection out of its
-pool (with a readiness poll), runs it under its retry helper, reports it to
-its observability hooks, checks the connection back in, and, when the client
-has a socket timeout (the default), wraps the write in ``asyncio.wait_for``:
-a new task per command, and on Python 3.11 a cancellation that lands as the
-write completes is lost (see ``Guard`` in ``_scripts.py``). Measured here:
-~100 us of client CPU per ``XADD`` through ``client.xadd`` against ~40 us on
-a connection used directly. An event costs three such commands (append,
-read, ack), so this is most of the engine's own cost.
-
-:class:`Wire` keeps up to :data:`MAX_IDLE` connections of the client's own
-pool checked out between commands, writes each command packed here (RESP
-arrays of bulk strings; bytes pass through unchanged) and reads the reply
-with redis-py's parser under the connection's socket timeout. Replies come
-back raw (bytes, ints, lists, None; a map for XREADGROUP under RESP3, which
-redis-py 8 speaks by default), error replies as redis-py raises them. A
-connection that fails is disconnected and handed back to the pool; a reused
-idle connection that turns out closed by the server (it never ran the
-command) is replaced once. The connections stay owned by the
-pool, so ``await client.aclose()`` closes them. Only for a plain ``Redis``
-client: a cluster client keeps redis-py's path, which follows slot moves.
+XADD, XREADGROUP and XACK go over it: an event costs three such commands
+(append, read, ack), so redis-py's per-command overhead would be most of the
+engine's own cost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["MAX_IDLE", "Wire", "pack", "wire_for"]
+from keel._redis_wire import Wire, write_timeout
+
+__all__ = ["MAX_IDLE", "Wire", "wire_for"]
 
 MAX_IDLE = 16
 """Connections kept checked out between commands (publishers and readers run at once)."""
-
-
-class Wire:
-    """Runs commands on connections of ``pool`` kept checked out between calls.
-
-    Args:
-        pool: the client's connection pool.
-        write_timeout_s: the longest a write may wait for the socket to drain.
-    """
-
-    __slots__ = ("_idle", "_pool", "_write_timeout_s")
-
-    def __init__(self, pool: ConnectionPool, write_timeout_s: float | None) -> None:
-        self._pool = pool
-        self._idle: list[AbstractConnection] = []
-        self._write_timeout_s = write_timeout_s
-
-    async def execute(self, *args: str | int | bytes) -> Any:
-        """Send one command and return its raw reply (errors as redis-py raises them)."""
-        packed = pack(args)
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._checkout()
-        try:
-            reply = await self._send(conn, packed)
-        except RedisConnectionError:
-            if not reused:
-                raise
-            conn = await self._checkout()  # the idle one had been closed by the server
-            reply = await self._send(conn, packed)
-        await self._put_back(conn)
-        return reply
-
-    async def _checkout(self) -> AbstractConnection:
-        # redis-py's deprecation decorator hides the method's annotations from mypy.
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        return conn
-
-    async def _send(self, conn: AbstractConnection, packed: bytes) -> Any:
-        try:
-            if not conn.is_connected:
-                await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
-            writer = conn._writer
-            if writer is None:  # pragma: no cover - a connection type without a stream
-                raise RedisConnectionError("redis connection has no stream")
-            try:
-                writer.write(packed)
-                if writer.transport.get_write_buffer_size():  # the socket did not take it all
-                    async with asyncio.timeout(self._write_timeout_s):
-                        await writer.drain()
-            except TimeoutError as exc:
-                raise RedisTimeoutError("timeout writing to redis") from exc
-            except OSError as exc:
-                raise RedisConnectionError(f"error while writing to redis: {exc}") from exc
-            return await conn.read_response()
-        except ResponseError:
-            await self._put_back(conn)  # a complete error reply: the connection is fine
-            raise
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-                await self._pool.release(conn)
-            raise
-
-    async def _put_back(self, conn: AbstractConnection) -> None:
-        if len(self._idle) < MAX_IDLE and conn.is_connected:
-            self._idle.append(conn)
-        else:
-            await self._pool.release(conn)
-
-    async def release_idle(self) -> None:
-        """Hand every idle connection back to the pool (the engine closes; the client lives on)."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await self._pool.release(conn)
-
-    def __repr__(self) -> str:
-        return f"<Wire idle={len(self._idle)} of {self._pool!r}>"
-
-
-def pack(args: tuple[str | int | bytes, ...]) -> bytes:
-    """One command in RESP: an array of bulk strings (bytes unchanged, the rest as text)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def wire_for(client: Any) -> Wire | None:
     """A :class:`Wire` on ``client``'s pool, or None (cluster or single-connection clients)."""
     if not isinstance(client, Redis) or client.single_connection_client:
         return None
-    pool = client.connection_pool
-    timeout = pool.connection_kwargs.get("socket_timeout")
-    return Wire(pool, float(timeout) if timeout else 5.0)
+    return Wire(client.connection_pool, write_timeout(client), max_idle=MAX_IDLE)
