@@ -12,21 +12,47 @@ balancers and scheduler report to :func:`store_metrics` and
 ``docs/observability.md``.
 """
 
-from keel.observe._setup import setup
+import typing as _typing
+from importlib import import_module as _import_module
+
+# Modules named like the function they export are imported now: importing the
+# submodule binds its name on the package, which would hide the function.
 from keel.observe.capability_metrics import CapabilityMetrics, capability_metrics
 from keel.observe.component_metrics import ComponentMetrics, component_metrics
 from keel.observe.config_metrics import ConfigMetrics, config_metrics
 from keel.observe.http_metrics import HttpMetrics, http_metrics
-from keel.observe.logs import add_trace_ids, setup_logging
-from keel.observe.metrics import (
-    PrometheusListener,
-    ResilienceListener,
-    default_listener,
-    events_listener,
-)
-from keel.observe.spans import sample_store_spans, use_tracer_provider
 from keel.observe.store_metrics import StoreMetrics, store_metrics
-from keel.observe.tracing import current_ids, extract, inject, setup_tracing, tracer
+
+if _typing.TYPE_CHECKING:
+    from keel.observe._setup import setup
+    from keel.observe.logs import add_trace_ids, setup_logging
+    from keel.observe.metrics import (
+        PrometheusListener,
+        ResilienceListener,
+        default_listener,
+        events_listener,
+    )
+    from keel.observe.spans import sample_store_spans, use_tracer_provider
+    from keel.observe.tracing import current_ids, extract, inject, setup_tracing, tracer
+
+# Loaded on first use: logging, tracing and set-up stay off the start-up path
+# of everything that imports a metrics module (the store, a CLI command).
+_LAZY = {
+    "PrometheusListener": "keel.observe.metrics",
+    "ResilienceListener": "keel.observe.metrics",
+    "add_trace_ids": "keel.observe.logs",
+    "current_ids": "keel.observe.tracing",
+    "default_listener": "keel.observe.metrics",
+    "events_listener": "keel.observe.metrics",
+    "extract": "keel.observe.tracing",
+    "inject": "keel.observe.tracing",
+    "sample_store_spans": "keel.observe.spans",
+    "setup": "keel.observe._setup",
+    "setup_logging": "keel.observe.logs",
+    "setup_tracing": "keel.observe.tracing",
+    "tracer": "keel.observe.tracing",
+    "use_tracer_provider": "keel.observe.spans",
+}
 
 __all__ = [
     "CapabilityMetrics",
@@ -54,3 +80,12 @@ __all__ = [
     "tracer",
     "use_tracer_provider",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel.observe' has no attribute {name!r}")
+    value = getattr(_import_module(module), name)
+    globals()[name] = value
+    return value
