@@ -57,6 +57,7 @@ from keel.saga._model import (
     split_id,
 )
 from keel.saga._runner import Fenced, Runner
+from keel.saga._spans import current, end_saga_span, saga_span
 from keel.store import Compare, Delete, Get, KeyValue, Put, Store
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "Coordinator"]
@@ -302,11 +303,13 @@ class Coordinator:
             Runner(
                 self.store, saga, rec, kv.mod_revision, res.revision, self._clock, self._announce
             ),
+            resumed=True,
         )
 
-    def _spawn(self, tasks: asyncio.TaskGroup, runner: Runner) -> None:
+    def _spawn(self, tasks: asyncio.TaskGroup, runner: Runner, *, resumed: bool = False) -> None:
+        """Drive ``runner`` in a task: traced under the caller's span, or alone when ``resumed``."""
         saga_id = f"{runner.rec.saga}/{runner.rec.id}"
-        drive = self._drive(runner, saga_id)
+        drive = self._drive(runner, saga_id, resumed)
         try:
             tasks.create_task(drive, name=f"keel-saga-{saga_id}")
         except RuntimeError:  # the session is ending: its lease goes, and the saga is recovered
@@ -314,24 +317,31 @@ class Coordinator:
             return
         self._driving.add(saga_id)
 
-    async def _drive(self, runner: Runner, saga_id: str) -> None:
+    async def _drive(self, runner: Runner, saga_id: str, resumed: bool) -> None:
         metrics = saga_metrics()
         name = runner.rec.saga
+        span = saga_span(runner.rec, resumed=resumed)
+        outcome, failure = "stopped", None
         async with self._slots:
             metrics.running.labels(name).inc()
             try:
-                status = await runner.drive()
+                with current(span):
+                    status = await runner.drive()
+                outcome = status.value
                 metrics.outcomes.labels(name, status.value).inc()
                 if status is Status.FAILED:
                     log.error(
                         "saga %s FAILED (an operator must act): %s", saga_id, runner.rec.error
                     )
             except Fenced:
+                outcome = "fenced"
                 log.info("saga %s: no longer owned here, left to its new owner", saga_id)
-            except Exception:  # one saga's store error must not end the others: released
+            except Exception as exc:  # one saga's store error must not end the others: released
+                outcome, failure = "released", exc
                 log.exception("saga %s: stopped by an error; released for recovery", saga_id)
                 await self._release(saga_id, runner.token)
             finally:
+                end_saga_span(span, outcome, runner.rec.error, failure)
                 metrics.running.labels(name).dec()
                 self._driving.discard(saga_id)
 

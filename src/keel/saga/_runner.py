@@ -34,6 +34,7 @@ from keel.saga._model import (
     record_decoder,
     record_key,
 )
+from keel.saga._spans import current, end_step_span, step_span
 from keel.store import Compare, Delete, Get, Put, Store
 
 __all__ = ["MAX_RESULT_BYTES", "Fenced", "Runner"]
@@ -83,6 +84,8 @@ class Runner:
         self._rng = random.Random()
         self._id = f"{rec.saga}/{rec.id}"
         self._steps = {s.name: s for g in saga.groups for s in g}
+        # DTM numbers a saga's branches 01, 02... in step order; spans carry the same
+        self._branches = {name: f"{i:02d}" for i, name in enumerate(saga.step_names, 1)}
 
     async def drive(self) -> Status:
         """Run until the saga ends (returns its status); raises :class:`Fenced` if lost."""
@@ -225,24 +228,9 @@ class Runner:
                 attempt=attempt,
                 token=self.token,
             )
-            began = self._clock.monotonic()
-            try:
-                result = await self._call(fn, ctx, step.timeout_s)
-                if op == "action":
-                    _check_result(result)
-                return _Try(True, result if op == "action" else None, "", attempt)
-            except Abort as exc:
-                return _Try(False, None, f"aborted: {exc}", attempt)
-            except TimeoutError:
-                error = f"timed out after {step.timeout_s}s"
-            except _BadResult as exc:
-                return _Try(False, None, str(exc), attempt)
-            except Exception as exc:  # a step's failure is data: recorded, retried, compensated
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            finally:
-                saga_metrics().step_seconds.labels(self.rec.saga).observe(
-                    self._clock.monotonic() - began
-                )
+            ended, result, error = await self._attempt(fn, ctx, step.timeout_s)
+            if ended is not None:
+                return _Try(ended, result, error, attempt)
             if attempt == policy.max_attempts:
                 break
             delay = backoff_delay(policy, attempt - 1, delay, self._rng)
@@ -251,6 +239,43 @@ class Runner:
                 break
             await self._clock.sleep(delay)
         return _Try(False, None, error, attempt)
+
+    async def _attempt(
+        self, fn: Any, ctx: SagaContext, timeout_s: float | None
+    ) -> tuple[bool | None, Any, str]:
+        """One try, in its span when tracing is on.
+
+        Returns (True, result, "") when done, (False, None, why) when failed
+        for good, (None, None, why) when failed in a way a retry may fix.
+        """
+        span = step_span(ctx, self._branches[ctx.step])
+        began = self._clock.monotonic()
+        try:
+            with current(span):
+                result = await self._call(fn, ctx, timeout_s)
+            if ctx.op == "action":
+                _check_result(result)
+        except Abort as exc:
+            end_step_span(span, "aborted", exc)
+            return False, None, f"aborted: {exc}"
+        except TimeoutError as exc:
+            end_step_span(span, "timed_out", exc)
+            return None, None, f"timed out after {timeout_s}s"
+        except _BadResult as exc:
+            end_step_span(span, "invalid_result", exc, error_type="invalid_result")
+            return False, None, str(exc)
+        except Exception as exc:  # a step's failure is data: recorded, retried, compensated
+            end_step_span(span, "failed", exc)
+            return None, None, f"{type(exc).__name__}: {exc}"[:500]
+        except BaseException as exc:  # cancelled: the coordinator stops; the saga resumes later
+            end_step_span(span, "cancelled", exc)
+            raise
+        finally:
+            saga_metrics().step_seconds.labels(self.rec.saga).observe(
+                self._clock.monotonic() - began
+            )
+        end_step_span(span, "ok")
+        return True, (result if ctx.op == "action" else None), ""
 
     @staticmethod
     async def _call(fn: Any, ctx: SagaContext, timeout_s: float | None) -> Any:
