@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from keel.grpc._channel import Channel
     from keel.grpc._metrics import MethodSeries
     from keel.grpc._pool import Sub
+    from keel.registry import Instance
 
 __all__ = ["Base", "Spec", "UnaryCall", "closing_error", "own_cancel", "report", "status_of"]
 
@@ -154,6 +155,13 @@ class Base:
         ch.retried()
         return delay
 
+    def _picked(self, instance: Instance) -> None:
+        """Name the instance an attempt goes to on the span (a retry's replaces the first's)."""
+        if self._span is not None:
+            self._span.set_attributes(
+                {"server.address": instance.address, "server.port": instance.port}
+            )
+
     def _ended(self, code: grpc.StatusCode) -> None:
         """Record the call's end once: metrics, span."""
         elapsed = time.perf_counter() - self._start
@@ -249,6 +257,7 @@ class UnaryCall(Base, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]  # grpc is
             timeout, md = self._attempt_args()
             self._attempts += 1
             instance, gate, sub = ch.choose(self._tried, self._key)
+            self._picked(instance)
             ticket = ch.balancer.track(instance)
             call = sub.callable("unary_unary", spec.method, spec.ser, spec.deser, spec.registered)
             self._inner = call(self._request, timeout=timeout, metadata=md, **self._extra)

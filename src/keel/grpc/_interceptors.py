@@ -22,6 +22,7 @@ import inspect
 import logging
 import math
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -80,11 +81,12 @@ class _Call:
         interceptor = self._interceptor
         if interceptor.tracing(start):
             service, method = split_method(self.full_method)
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
             span = interceptor.tracer.start_span(
                 self.full_method.lstrip("/"),
                 context=parent,
                 kind=trace.SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+                attributes={**attributes, **_peer(context.peer())},
             )
             return span, otel_context.attach(trace.set_span_in_context(span, parent)), start
         if parent is not None:
@@ -106,7 +108,7 @@ class _Call:
             otel_context.detach(token)
         if span is not None:
             span.set_attribute("rpc.grpc.status_code", _CODE_VALUES.get(code, 2))
-            if code != _OK:
+            if code in _SERVER_ERRORS:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, code))
             span.end()
         if self._interceptor.access_log and access_log.isEnabledFor(logging.INFO):
@@ -126,6 +128,23 @@ class _Call:
 
 
 _CODE_VALUES: dict[str, int] = {c.name: c.value[0] for c in grpc.StatusCode}
+# The codes that mark a server span failed (OpenTelemetry's RPC conventions):
+# the others (NOT_FOUND, INVALID_ARGUMENT...) are the caller's problem, an error
+# on its CLIENT span only.
+_SERVER_ERRORS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
+
+
+def _peer(peer: str | None) -> dict[str, str | int]:
+    """``network.peer.address`` and ``.port`` from grpc's ``ipv4:1.2.3.4:5`` peer string."""
+    kind, _, rest = (peer or "").partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return {}
+    host, _, port = urllib.parse.unquote(rest).rpartition(":")
+    if not port.isdigit():
+        return {}
+    return {"network.peer.address": host.strip("[]"), "network.peer.port": int(port)}
 
 
 def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:

@@ -62,6 +62,7 @@ class UnaryStreamCall(Base, grpc.aio.UnaryStreamCall):  # type: ignore[misc]  # 
         except grpc.aio.AioRpcError as exc:
             self._done(exc.code())
             raise
+        self._picked(instance)
         ticket = self._ch.balancer.track(instance)
         call = self._sub.callable(
             "unary_stream", spec.method, spec.ser, spec.deser, spec.registered
@@ -199,6 +200,7 @@ def start_stream(
     except grpc.aio.AioRpcError as exc:
         base._ended(exc.code())
         raise
+    base._picked(instance)
     ticket = channel.balancer.track(instance)
     call = sub.callable(kind, spec.method, spec.ser, spec.deser, spec.registered)
     if requests is not None and spec.series is not None:
