@@ -42,7 +42,7 @@ import keel
 from keel.coord import Lock, Session
 from keel.observe import HttpMetrics
 from keel.observe.spans import start_span, use_tracer_provider
-from keel.observe.store_metrics import store_metrics
+from keel.observe._store_metrics import store_metrics
 from keel.service import KeelMiddleware, Probe
 from keel.store import Store
 

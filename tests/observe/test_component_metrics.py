@@ -21,7 +21,7 @@ from keel.backends.memory import MemoryStore
 from keel.balance import OutlierEjection, OutlierSettings, RoundRobin
 from keel.coord import Lock, Session
 from keel.observe import HttpMetrics, PrometheusListener
-from keel.observe.capability_metrics import CapabilityMetrics
+from keel.observe._capability_metrics import CapabilityMetrics
 from keel.observe.spans import fire_context, use_tracer_provider
 from keel.registry import HealthCheck, Instance
 from keel.registry._health import _observed_probe

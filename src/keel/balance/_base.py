@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.errors import NoInstanceError
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 
 __all__ = [
     "Balancer",

@@ -30,7 +30,7 @@ from keel.balance._base import Balancer, E, Endpoint, FeedbackBase, StateTable, 
 from keel.balance._simple import RoundRobin
 from keel.clock import Clock
 from keel.errors import ValidationError
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 
 __all__ = ["OutlierEjection", "OutlierSettings", "OutlierStatistics"]
 

@@ -11,7 +11,7 @@ from keel.coord._flag import LossFlag
 from keel.coord._queue import MONITOR_DELAY_S, leave, watch_key
 from keel.coord._session import Session
 from keel.observe import capability_metrics
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 from keel.observe.spans import end_span, start_span
 from keel.store import Compare
 

@@ -36,7 +36,7 @@ from typing import Any, Self
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord._flag import LossFlag
 from keel.errors import KeelError, LeaseNotFoundError, SessionLostError, ValidationError
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 from keel.store import Lease, Store
 
 __all__ = ["Session", "SessionStatistics", "attempt_budget", "loss_deadline", "next_step"]

@@ -15,16 +15,13 @@ balancers and scheduler report to :func:`store_metrics` and
 import typing as _typing
 from importlib import import_module as _import_module
 
-# Modules named like the function they export are imported now: importing the
-# submodule binds its name on the package, which would hide the function.
-from keel.observe.capability_metrics import CapabilityMetrics, capability_metrics
-from keel.observe.component_metrics import ComponentMetrics, component_metrics
-from keel.observe.config_metrics import ConfigMetrics, config_metrics
-from keel.observe.http_metrics import HttpMetrics, http_metrics
-from keel.observe.store_metrics import StoreMetrics, store_metrics
-
 if _typing.TYPE_CHECKING:
+    from keel.observe._capability_metrics import CapabilityMetrics, capability_metrics
+    from keel.observe._component_metrics import ComponentMetrics, component_metrics
+    from keel.observe._config_metrics import ConfigMetrics, config_metrics
+    from keel.observe._http_metrics import HttpMetrics, http_metrics
     from keel.observe._setup import setup
+    from keel.observe._store_metrics import StoreMetrics, store_metrics
     from keel.observe.logs import add_trace_ids, setup_logging
     from keel.observe.metrics import (
         PrometheusListener,
@@ -35,9 +32,20 @@ if _typing.TYPE_CHECKING:
     from keel.observe.spans import sample_store_spans, use_tracer_provider
     from keel.observe.tracing import current_ids, extract, inject, setup_tracing, tracer
 
-# Loaded on first use: logging, tracing and set-up stay off the start-up path
-# of everything that imports a metrics module (the store, a CLI command).
+# Loaded on first use: a program (or a CLI command) pays only for the parts
+# it touches; the store's counters never import prometheus_client or the
+# tracing SDK on their own (see keel.observe._registry).
 _LAZY = {
+    "CapabilityMetrics": "keel.observe._capability_metrics",
+    "ComponentMetrics": "keel.observe._component_metrics",
+    "ConfigMetrics": "keel.observe._config_metrics",
+    "HttpMetrics": "keel.observe._http_metrics",
+    "StoreMetrics": "keel.observe._store_metrics",
+    "capability_metrics": "keel.observe._capability_metrics",
+    "component_metrics": "keel.observe._component_metrics",
+    "config_metrics": "keel.observe._config_metrics",
+    "http_metrics": "keel.observe._http_metrics",
+    "store_metrics": "keel.observe._store_metrics",
     "PrometheusListener": "keel.observe.metrics",
     "ResilienceListener": "keel.observe.metrics",
     "add_trace_ids": "keel.observe.logs",

@@ -6,7 +6,7 @@ from typing import TextIO
 
 from opentelemetry import trace
 
-from keel.observe.http_metrics import HttpMetrics, http_metrics
+from keel.observe._http_metrics import HttpMetrics, http_metrics
 from keel.observe.logs import setup_logging
 from keel.observe.tracing import setup_tracing
 

@@ -11,29 +11,28 @@ frequent thing keel does.
 Attributes follow the OpenTelemetry semantic conventions where they exist
 (``db.system.name``, ``db.operation.name``, ``error.type``); keel's own are
 under ``keel.``.
+
+The OpenTelemetry API itself is imported on first need: until something has
+imported ``opentelemetry.trace`` (an SDK set-up, an instrumented framework,
+keel's HTTP layer) no provider can be installed, so tracing is off without
+it, and a short command that only touches the store does not load it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
+import sys
 from collections.abc import Iterator, Mapping
-
-from opentelemetry import trace
-from opentelemetry.trace import (
-    Link,
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
-from opentelemetry.util.types import AttributeValue
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from keel.errors import ValidationError
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, Span, SpanContext, SpanKind
+    from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "GATE",
@@ -49,8 +48,20 @@ __all__ = [
 ]
 
 _SCOPE = "keel"
+_API = "opentelemetry.trace"
 _provider: trace.TracerProvider | None = None
 _store_ratio = 1.0
+_api: ModuleType | None = None
+
+
+def _trace() -> ModuleType:
+    """The OpenTelemetry trace API (imported now if nothing has yet)."""
+    global _api
+    if _api is None:
+        import opentelemetry.trace
+
+        _api = opentelemetry.trace
+    return _api
 
 
 class _Gate:
@@ -94,7 +105,10 @@ def sample_store_spans(ratio: float) -> None:
 
 def tracing_on() -> bool:
     """Whether an SDK may record keel's spans (a provider is installed); cheap."""
-    on = _provider is not None or getattr(trace, "_TRACER_PROVIDER", None) is not None
+    api = _api if _api is not None else sys.modules.get(_API)
+    on = _provider is not None or (
+        api is not None and getattr(api, "_TRACER_PROVIDER", None) is not None
+    )
     GATE.on = on
     return on
 
@@ -104,7 +118,7 @@ _tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
 
 def _tracer() -> trace.Tracer:
     """keel's tracer on the provider in use (made once: an SDK makes a new one per call)."""
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    provider = _provider if _provider is not None else _trace().get_tracer_provider()
     found = _tracers.get(id(provider))
     if found is None or found[0] is not provider:
         found = _tracers[id(provider)] = (provider, provider.get_tracer(_SCOPE))
@@ -115,22 +129,28 @@ def start_span(
     name: str,
     attributes: Mapping[str, AttributeValue],
     *,
-    kind: SpanKind = SpanKind.INTERNAL,
+    kind: SpanKind | None = None,
     root: bool = False,
     links: tuple[Link, ...] = (),
 ) -> Span | None:
     """Start a span under the current one (or a new trace, ``root``), or None when off.
 
-    The caller ends it with :func:`end_span`; the span is not made current
-    (keel's spans are leaves, or are made current by the caller with
-    ``trace.use_span``).
+    ``kind`` defaults to INTERNAL. The caller ends it with :func:`end_span`;
+    the span is not made current (keel's spans are leaves, or are made
+    current by the caller with ``trace.use_span``).
     """
     if not tracing_on():
         return None
-    context = trace.set_span_in_context(trace.INVALID_SPAN) if root else None
-    return _tracer().start_span(
-        name, context=context, kind=kind, attributes=attributes, links=list(links)
+    api = _trace()
+    context = api.set_span_in_context(api.INVALID_SPAN) if root else None
+    span: Span = _tracer().start_span(
+        name,
+        context=context,
+        kind=api.SpanKind.INTERNAL if kind is None else kind,
+        attributes=attributes,
+        links=list(links),
     )
+    return span
 
 
 @contextlib.contextmanager
@@ -138,7 +158,7 @@ def span_scope(
     name: str,
     attributes: Mapping[str, AttributeValue],
     *,
-    kind: SpanKind = SpanKind.INTERNAL,
+    kind: SpanKind | None = None,
     root: bool = False,
     links: tuple[Link, ...] = (),
 ) -> Iterator[Span | None]:
@@ -148,7 +168,7 @@ def span_scope(
         yield None
         return
     try:
-        with trace.use_span(
+        with _trace().use_span(
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
             yield span
@@ -160,7 +180,8 @@ def span_scope(
 
 def store_span(store: str, operation: str, key: str | None) -> Span | None:
     """A CLIENT span for one store call, when the current span records and the sample says so."""
-    if not trace.get_current_span().is_recording():
+    api = _trace()
+    if not api.get_current_span().is_recording():
         return None
     if _store_ratio < 1.0 and random.random() >= _store_ratio:
         return None
@@ -170,7 +191,10 @@ def store_span(store: str, operation: str, key: str | None) -> Span | None:
     }
     if key is not None:
         attributes["keel.store.key"] = key
-    return _tracer().start_span(f"store {operation}", kind=SpanKind.CLIENT, attributes=attributes)
+    span: Span = _tracer().start_span(
+        f"store {operation}", kind=api.SpanKind.CLIENT, attributes=attributes
+    )
+    return span
 
 
 def end_span(span: Span | None, error: BaseException | None = None) -> None:
@@ -179,7 +203,8 @@ def end_span(span: Span | None, error: BaseException | None = None) -> None:
         return
     if error is not None:
         span.set_attribute("error.type", type(error).__name__)
-        span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+        api = _trace()
+        span.set_status(api.Status(api.StatusCode.ERROR, str(error)[:200]))
     span.end()
 
 
@@ -190,20 +215,25 @@ def fire_context(job: str, fire: float) -> SpanContext:
     of the fire (each shard, each retry) links to it, without carrying
     anything in the run records.
     """
+    import hashlib
+
     digest = hashlib.blake2b(f"{job}\0{fire!r}".encode(), digest_size=24).digest()
-    return SpanContext(
+    api = _trace()
+    context: SpanContext = api.SpanContext(
         trace_id=int.from_bytes(digest[:16], "big") or 1,
         span_id=int.from_bytes(digest[16:], "big") or 1,
         is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
     )
+    return context
 
 
 def fire_span(group: str, job: str, fire: float, runs: int, skipped: bool) -> None:
     """Record the planner's ``job fire`` span (PRODUCER) in the fire's trace, when tracing is on."""
     if not tracing_on():
         return
-    parent = trace.set_span_in_context(NonRecordingSpan(fire_context(job, fire)))
+    api = _trace()
+    parent = api.set_span_in_context(api.NonRecordingSpan(fire_context(job, fire)))
     attributes: dict[str, AttributeValue] = {
         "keel.job": job,
         "keel.job.group": group,
@@ -212,5 +242,5 @@ def fire_span(group: str, job: str, fire: float, runs: int, skipped: bool) -> No
         "keel.job.skipped": skipped,
     }
     _tracer().start_span(
-        "job fire", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+        "job fire", context=parent, kind=api.SpanKind.PRODUCER, attributes=attributes
     ).end()

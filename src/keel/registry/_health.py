@@ -39,7 +39,7 @@ from keel._records import Rejected, decode, report
 from keel.clock import SYSTEM_CLOCK, Clock
 from keel.coord import Election, Leadership, Session
 from keel.errors import KeelError
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 from keel.observe.spans import end_span, start_span
 from keel.registry._decode import (
     HEALTH_AREA,

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from keel.errors import DeadlineExceededError, KeelError
 from keel.observe import HttpMetrics, extract, tracer
-from keel.observe.http_metrics import RouteSeries
+from keel.observe._http_metrics import RouteSeries
 from keel.resilience import deadline
 
 __all__ = ["DEADLINE_HEADER", "ERROR_HEADER", "KeelMiddleware", "Probe", "parse_deadline"]

@@ -18,7 +18,7 @@ from typing import Final, Self, TypeVar
 
 from keel.errors import InvalidKeyError, StoreClosedError, ValidationError, ValueTooLargeError
 from keel.observe.spans import GATE, end_span, store_span, tracing_on
-from keel.observe.store_metrics import OpSeries, StoreSeries, store_metrics
+from keel.observe._store_metrics import OpSeries, StoreSeries, store_metrics
 from keel.store._types import (
     Compare,
     Delete,

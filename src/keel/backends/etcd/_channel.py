@@ -34,7 +34,7 @@ from keel.backends.etcd._errors import Failure, classify, translate, unknown_out
 from keel.backends.etcd._settings import EtcdSettings
 from keel.backends.etcd._tls import definite_failure, diagnose
 from keel.errors import KeelError, StoreClosedError, StoreUnavailableError
-from keel.observe.component_metrics import component_metrics
+from keel.observe._component_metrics import component_metrics
 
 __all__ = ["Connection", "EtcdStatistics", "Member"]
 

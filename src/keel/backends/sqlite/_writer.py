@@ -47,7 +47,7 @@ from keel.backends.sqlite._worker import (
     rollback_quietly,
     translate,
 )
-from keel.observe.store_metrics import store_metrics
+from keel.observe._store_metrics import store_metrics
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_JOBS", "Writer"]
 

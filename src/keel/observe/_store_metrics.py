@@ -29,15 +29,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from keel.observe._registry import register_default
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 __all__ = ["BUCKETS", "OPERATIONS", "OpSeries", "StoreMetrics", "StoreSeries", "store_metrics"]
 
@@ -153,11 +151,35 @@ class StoreMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry()
+        self._start(registry)
+        registry.register(self)
+
+    def _start(self, registry: CollectorRegistry | None) -> None:
+        self._registry = registry
         self.enabled = True
         self._stores: dict[str, StoreSeries] = {}
         self._commits: dict[str, _CommitSeries] = {}
-        self.registry.register(self)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the series are registered (``prometheus_client.REGISTRY`` for the default)."""
+        if self._registry is None:
+            from prometheus_client import REGISTRY
+
+            return REGISTRY
+        return self._registry
+
+    @classmethod
+    def on_default_registry(cls) -> StoreMetrics:
+        """New series on ``prometheus_client.REGISTRY``, registered when the library loads."""
+        made = cls.__new__(cls)
+        made._start(None)
+        register_default(made)
+        return made
 
     def series(self, store: str) -> StoreSeries | None:
         """The series of backend ``store`` (created once), or None when disabled."""
@@ -180,6 +202,12 @@ class StoreMetrics:
 
     def collect(self) -> Iterator[Metric]:
         """Metric families of the current numbers (called by the registry on scrape)."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         total = CounterMetricFamily(
             "keel_store_operations",
             "Store calls, by backend and operation.",
@@ -227,6 +255,8 @@ class StoreMetrics:
         yield from self._collect_commits()
 
     def _collect_commits(self) -> Iterator[Metric]:
+        from prometheus_client.core import HistogramMetricFamily
+
         sizes = HistogramMetricFamily(
             "keel_store_commit_group_size",
             "Writes per committed transaction (sqlite group commit).",
@@ -262,5 +292,5 @@ def store_metrics() -> StoreMetrics:
     """The process-wide store series on ``prometheus_client.REGISTRY`` (created once)."""
     global _default
     if _default is None:
-        _default = StoreMetrics(REGISTRY)
+        _default = StoreMetrics.on_default_registry()
     return _default
