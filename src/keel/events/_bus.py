@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Span
 from prometheus_client import Counter
 
 from keel.clock import SYSTEM_CLOCK, Clock
@@ -41,9 +43,11 @@ from keel.events._model import (
 )
 from keel.events._outbox import outbox_put
 from keel.events._settings import Retention, SubscribeSettings
+from keel.events._spans import create_span, process_span, producing, published
 from keel.events._store_engine import StoreEngine
 from keel.events._subscribe import Subscription
-from keel.observe.tracing import inject, tracer
+from keel.observe.spans import end_span, tracing_on
+from keel.observe.tracing import inject
 from keel.resilience import RetrySettings
 from keel.store import Put, Store
 
@@ -131,10 +135,10 @@ class Bus:
 
     # publishing
 
-    def _encode(self, topic: str, message: Message) -> bytes:
+    def _encode(self, topic: str, message: Message, span: Span | None = None) -> bytes:
         headers = dict(message.headers or {})
-        if "traceparent" not in headers:
-            inject(headers)
+        if "traceparent" not in headers:  # the publish span's context, else the caller's
+            inject(headers, None if span is None else trace.set_span_in_context(span))
         return encode_record(
             topic,
             message.payload,
@@ -170,17 +174,35 @@ class Bus:
             ValueTooLargeError: the encoded event is over ``max_event_bytes``.
         """
         message = Message(payload, key, headers)
-        data = self._encode(topic, message)
+        if not tracing_on():
+            return await self._publish_one(topic, message, None)
+        with producing(topic, 1) as span:
+            return await self._publish_one(topic, message, span)
+
+    async def _publish_one(self, topic: str, message: Message, span: Span | None) -> str:
+        data = self._encode(topic, message, span)
         partitions = self._known.get(topic) or await self.ensure_topic(topic)
         partition = self._partition(message, partitions)
         (entry_id,) = await self.engine.append(topic, partition, [data])
+        published(span, [event_id(partition, entry_id)])
         await self._after_append(topic, partition)
         self._published(topic).inc()
         return event_id(partition, entry_id)
 
     async def publish_many(self, topic: str, messages: Iterable[Message]) -> list[str]:
         """Publish several events; return their ids in order (each partition's batch is atomic)."""
-        encoded = [(message, self._encode(topic, message)) for message in messages]
+        messages = list(messages)
+        if not tracing_on():
+            return await self._publish_many(topic, messages, None)
+        with producing(topic, len(messages)) as span:
+            ids = await self._publish_many(topic, messages, span)
+            published(span, ids)
+        return ids
+
+    async def _publish_many(
+        self, topic: str, messages: list[Message], span: Span | None
+    ) -> list[str]:
+        encoded = [(message, self._encode(topic, message, span)) for message in messages]
         partitions = await self.ensure_topic(topic)  # after validation: bad input creates nothing
         batches: dict[int, list[tuple[int, bytes]]] = {}
         for i, (message, data) in enumerate(encoded):
@@ -324,8 +346,10 @@ class Bus:
     ) -> Put:
         """A ``Put`` that writes the event to the outbox in the caller's own store txn."""
         carried = dict(headers or {})
-        if "traceparent" not in carried:
-            inject(carried)
+        if "traceparent" not in carried:  # the record's creation context, through the relay
+            span = create_span(topic)
+            inject(carried, None if span is None else trace.set_span_in_context(span))
+            end_span(span)
         return outbox_put(
             topic,
             payload,
@@ -361,20 +385,24 @@ class Bus:
 
 
 async def _handle_forever(sub: Subscription, fn: Handler) -> None:
-    spans = tracer()
     while True:
         event = await sub.next()
-        with spans.start_as_current_span(
-            f"events.handle {event.topic}",
-            context=event.trace_context(),
-            kind=trace.SpanKind.CONSUMER,
-        ):
-            try:
-                await fn(event)
-            except Exception as exc:  # raise = retry: the handler's failure is the event's
-                outcome: BaseException | None = exc
-            else:
-                outcome = None
+        span = process_span(event, sub.group)
+        # tracing off here: the handler's calls still carry the publisher's context on
+        token = otel_context.attach(
+            event.trace_context() if span is None else trace.set_span_in_context(span)
+        )
+        outcome: BaseException | None = None
+        try:
+            await fn(event)
+        except Exception as exc:  # raise = retry: the handler's failure is the event's
+            outcome = exc
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        end_span(span, outcome)
         try:
             await (event.ack() if outcome is None else event.nack(outcome))
         except Exception as exc:  # the event stays pending; a handler loop never dies of it

@@ -47,6 +47,8 @@ from keel._records import Rejected, decode, report
 from keel.coord import Lock, Session
 from keel.events._engine import START
 from keel.events._model import EventRecord, decode_record, encode_record, partition_for
+from keel.events._spans import relay_span
+from keel.observe.spans import end_span
 from keel.store import Compare, Delete, KeyValue, Op, Put, Range, Store
 
 if TYPE_CHECKING:
@@ -224,13 +226,20 @@ class Relay:
         return partition_for(record.key or oid, partitions)
 
     async def _publish(self, items: list[tuple[str, KeyValue, EventRecord]]) -> None:
-        batches: dict[tuple[str, int], list[bytes]] = {}
+        batches: dict[tuple[str, int], list[tuple[bytes, EventRecord]]] = {}
         for oid, kv, record in items:
             slot = (record.topic, await self._partition(oid, record))
-            batches.setdefault(slot, []).append(kv.value)
-        for (topic, partition), data in batches.items():
-            await self.bus.engine.append(topic, partition, data)
-            self.bus.metrics.published.labels(topic).inc(len(data))
+            batches.setdefault(slot, []).append((kv.value, record))
+        for (topic, partition), batch in batches.items():
+            # appended as written: each record keeps the trace context of its creation
+            span = relay_span(topic, partition, (record.headers for _, record in batch))
+            try:
+                await self.bus.engine.append(topic, partition, [data for data, _ in batch])
+            except BaseException as exc:
+                end_span(span, exc)
+                raise
+            end_span(span)
+            self.bus.metrics.published.labels(topic).inc(len(batch))
 
     async def _published(self, oid: str, record: EventRecord, mark: bytes) -> bool:
         """Whether an event carrying outbox id ``oid`` is already in its partition."""
