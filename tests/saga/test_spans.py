@@ -37,13 +37,13 @@ def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 @pytest.fixture
 async def echo(
     store: Store, traced: tuple[TracerProvider, InMemorySpanExporter]
-) -> AsyncIterator[echo_pb2_grpc.EchoStub]:
+) -> AsyncIterator[tuple[echo_pb2_grpc.EchoStub, Server]]:
     """A participant: a traced echo gRPC server, and a stub calling it through a traced channel."""
     provider, _ = traced
     server = Server("stock", store=store, port=0, host="127.0.0.1", tracer_provider=provider)
     server.add(echo_pb2_grpc.add_EchoServicer_to_server, EchoService("stock"))
     async with server, Channel(store, "stock", tracer_provider=provider) as channel:
-        yield echo_pb2_grpc.EchoStub(channel)
+        yield echo_pb2_grpc.EchoStub(channel), server
 
 
 def _attrs(span: ReadableSpan) -> dict[str, Any]:
@@ -62,15 +62,16 @@ def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 
 async def test_failed_step_compensates_under_one_saga_span(
     store: Store,
-    echo: echo_pb2_grpc.EchoStub,
+    echo: tuple[echo_pb2_grpc.EchoStub, Server],
     traced: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     """Saga span under the submitter's; step, compensation and their gRPC calls nest under it."""
     provider, exporter = traced
+    stub, participant = echo
 
     async def call(ctx: SagaContext, fail_code: int = 0) -> str:
         req = echo_pb2.EchoRequest(text=f"{ctx.step} {ctx.op}", fail_code=fail_code)
-        return (await echo.Unary(req, timeout=5)).text
+        return (await stub.Unary(req, timeout=5)).text
 
     async def charge(ctx: SagaContext) -> str:
         return await call(ctx, fail_code=9)  # FAILED_PRECONDITION: the card is declined
@@ -83,6 +84,7 @@ async def test_failed_step_compensates_under_one_saga_span(
         with provider.get_tracer("test").start_as_current_span("checkout") as request:
             saga_id = await coord.start("order", {"sku": "a1"})
         assert await coord.wait(saga_id) is Outcome.COMPENSATED
+        await participant.interceptor.wait_idle()  # its last server span has ended
     trace_id = request.get_span_context().trace_id
     spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
 
