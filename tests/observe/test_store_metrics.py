@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 
 from keel.coord import Lock, Session
 from keel.errors import LeaseNotFoundError
+from keel.observe import store_metrics, use_tracer_provider
+from keel.observe.spans import GATE
 from keel.store import Compare, Put, Store
 
 
@@ -35,9 +38,11 @@ async def test_store_calls_are_counted_timed_and_errors_kept_by_kind(store: Stor
     errors = value(
         "keel_store_errors_total", store=b, operation="keepalive", kind="LeaseNotFoundError"
     )
-    for i in range(20):  # the memory backend times one call in 16
+    for i in range(20):
         await store.put(f"m/{i}", b"v")
         await store.get(f"m/{i}")
+    for i in range(64):  # the memory backend times one call in 64
+        await store.get(f"m/{i % 20}")
     await store.range("m/")
     await store.txn([Compare.version("m/1", ">", 0)], [Put("m/1", b"w")])
     lease = await store.grant(5)
@@ -46,7 +51,7 @@ async def test_store_calls_are_counted_timed_and_errors_kept_by_kind(store: Stor
         await store.keepalive(lease.id)
     after = {op: value("keel_store_operations_total", store=b, operation=op) for op in before}
     assert after["put"] - before["put"] == 20
-    assert after["get"] - before["get"] == 20
+    assert after["get"] - before["get"] == 20 + 64
     assert after["range"] - before["range"] == 1
     assert after["txn"] - before["txn"] == 1
     assert after["keepalive"] - before["keepalive"] == 1
@@ -110,3 +115,22 @@ async def test_ten_thousand_keys_and_many_locks_stay_a_few_series(store: Store) 
             await held.release()
         assert series_count("keel_store_") == before_store
         assert series_count("keel_coord_") == before_coord
+
+
+async def test_every_call_is_timed_while_tracing_is_on(store: Store) -> None:
+    """A provider turns sampling off (each call may need its span); removing it turns it back."""
+    b = store.backend
+    series = store_metrics().series(b)
+    assert series is not None
+    timed = value("keel_store_operation_duration_seconds_count", store=b, operation="get")
+    use_tracer_provider(TracerProvider())
+    try:
+        assert series.ops["get"].mask == 0
+        for _ in range(3):
+            await store.get("nothing")
+        after = value("keel_store_operation_duration_seconds_count", store=b, operation="get")
+        assert after == timed + 3
+    finally:
+        use_tracer_provider(None)
+    get = series.ops["get"]
+    assert get.mask == (0 if GATE.on else get.sample)

@@ -27,11 +27,13 @@ store's writer thread only); a scrape from another thread reads whole numbers.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from keel.observe._registry import register_default
+from keel.observe.spans import GATE
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -43,7 +45,7 @@ __all__ = ["BUCKETS", "OPERATIONS", "OpSeries", "StoreMetrics", "StoreSeries", "
 BUCKETS: Final = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 BUCKETS_TAIL: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ALL: Final = BUCKETS + BUCKETS_TAIL
-_SAMPLED: Final = {"memory": 15, "sqlite": 3}  # time one call in 16, in 4 (see StoreSeries)
+_SAMPLED: Final = {"memory": 63, "sqlite": 3}  # time one call in 64, in 4 (see StoreSeries)
 _GROUP_SIZES: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 
 OPERATIONS: Final = (
@@ -68,13 +70,15 @@ class OpSeries:
     Attributes:
         calls: every call (``keel_store_operations_total``).
         mask: time one call in ``mask + 1`` (0: every call); see :class:`StoreSeries`.
+            While tracing is on it is 0, so that every call may get its span.
     """
 
-    __slots__ = ("buckets", "calls", "errors", "mask", "sum")
+    __slots__ = ("buckets", "calls", "errors", "mask", "sample", "sum")
 
     def __init__(self, mask: int = 0) -> None:
         self.calls = 0
         self.mask = mask
+        self.sample = mask  # the mask while tracing is off
         self.buckets = [0] * (len(_ALL) + 1)  # the last one is +Inf
         self.sum = 0.0
         self.errors: dict[str, int] = {}
@@ -99,7 +103,7 @@ class StoreSeries:
     """Every series of one backend (shared by all its connections in the process).
 
     Every call is counted; latency is sampled where timing would show: the
-    memory backend answers a ``get`` in about 1 us, so one call in 16 is
+    memory backend answers a ``get`` in about 1 us, so one call in 64 is
     timed; on sqlite timing a call cost about 2 us of a 35 us read (measured
     with ``bench/observe.py``; more than its Python work, the loop thread
     and the reader thread share the GIL), so one in 4. etcd calls cross the
@@ -163,6 +167,7 @@ class StoreMetrics:
         self.enabled = True
         self._stores: dict[str, StoreSeries] = {}
         self._commits: dict[str, _CommitSeries] = {}
+        _live.add(self)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -188,7 +193,13 @@ class StoreMetrics:
         found = self._stores.get(store)
         if found is None:
             found = self._stores[store] = StoreSeries(_SAMPLED.get(store, 0))
+            if GATE.on:
+                _time_every_call(found, True)
         return found
+
+    def _tracing_turned(self, on: bool) -> None:
+        for series in list(self._stores.values()):
+            _time_every_call(series, on)
 
     def committed(self, store: str, writes: int, seconds: float) -> None:
         """Count one group commit of ``writes`` writes that took ``seconds``."""
@@ -284,6 +295,22 @@ def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str,
         out.append(("+Inf" if bound == float("inf") else repr(bound), running))
     return out
 
+
+def _time_every_call(series: StoreSeries, on: bool) -> None:
+    for op in series.ops.values():
+        op.mask = 0 if on else op.sample
+
+
+_live: weakref.WeakSet[StoreMetrics] = weakref.WeakSet()
+
+
+def _tracing_turned(on: bool) -> None:
+    """Tracing was turned on or off: every store call is timed (and may get a span) or sampled."""
+    for metrics in list(_live):
+        metrics._tracing_turned(on)
+
+
+GATE.watchers.append(_tracing_turned)
 
 _default: StoreMetrics | None = None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -65,12 +65,23 @@ def _trace() -> ModuleType:
 
 
 class _Gate:
-    """The last answer of :func:`tracing_on`, for hot paths that check it without a call."""
+    """The last answer of :func:`tracing_on`, for hot paths that check it without a call.
 
-    __slots__ = ("on",)
+    ``watchers`` are called with the new answer when it changes (the store's
+    series time every call while tracing is on, so that each can get a span).
+    """
+
+    __slots__ = ("on", "watchers")
 
     def __init__(self) -> None:
         self.on = False
+        self.watchers: list[Callable[[bool], None]] = []
+
+    def turn(self, on: bool) -> None:
+        """Record a new answer and tell the watchers."""
+        self.on = on
+        for watcher in list(self.watchers):
+            watcher(on)
 
     def __repr__(self) -> str:
         return f"_Gate(on={self.on})"
@@ -109,7 +120,8 @@ def tracing_on() -> bool:
     on = _provider is not None or (
         api is not None and getattr(api, "_TRACER_PROVIDER", None) is not None
     )
-    GATE.on = on
+    if on is not GATE.on:
+        GATE.turn(on)
     return on
 
 

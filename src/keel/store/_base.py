@@ -17,8 +17,8 @@ from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from keel.errors import InvalidKeyError, StoreClosedError, ValidationError, ValueTooLargeError
-from keel.observe.spans import GATE, end_span, store_span, tracing_on
 from keel.observe._store_metrics import OpSeries, StoreSeries, store_metrics
+from keel.observe.spans import GATE, end_span, store_span, tracing_on
 from keel.store._types import (
     Compare,
     Delete,
@@ -254,7 +254,12 @@ class Store(abc.ABC):
         self.max_value_bytes = max_value_bytes
         self._closed = False
         self._series = store_metrics().series(self.backend)
-        self._ops = None if self._series is None else self._series.ops
+        self._ops = ops = None if self._series is None else self._series.ops
+        # the five frequent operations' series as attributes: one load on the hot path
+        self._s_put = self._s_get = self._s_range = self._s_delete = self._s_txn = None
+        if ops is not None:
+            self._s_put, self._s_get = ops["put"], ops["get"]
+            self._s_range, self._s_delete, self._s_txn = ops["range"], ops["delete"], ops["txn"]
 
     # -- input checks -------------------------------------------------------
 
@@ -317,12 +322,11 @@ class Store(abc.ABC):
         self._check_open()
         check_key(key)
         call = self._do_put(key, self._check_value(key, value), self._check_lease(lease))
-        ops = self._ops
-        if ops is None:
+        series = self._s_put
+        if series is None:
             return await call
-        series = ops["put"]
-        series.calls += 1
-        if series.calls & series.mask and not GATE.on:  # counted, not timed
+        calls = series.calls = series.calls + 1
+        if calls & series.mask:  # counted, not timed (the mask is 0 while tracing is on)
             try:
                 return await call
             except BaseException as exc:
@@ -335,12 +339,11 @@ class Store(abc.ABC):
         self._check_open()
         check_key(key)
         call = self._do_get(key)
-        ops = self._ops
-        if ops is None:
+        series = self._s_get
+        if series is None:
             return await call
-        series = ops["get"]
-        series.calls += 1
-        if series.calls & series.mask and not GATE.on:  # counted, not timed
+        calls = series.calls = series.calls + 1
+        if calls & series.mask:  # counted, not timed (the mask is 0 while tracing is on)
             try:
                 return await call
             except BaseException as exc:
@@ -375,12 +378,11 @@ class Store(abc.ABC):
         if revision is not None and revision < 0:
             raise ValidationError("revision must be >= 0 (0 or None: the current revision)")
         call = self._do_range(key, prefix, limit or None, revision or None)
-        ops = self._ops
-        if ops is None:
+        series = self._s_range
+        if series is None:
             return await call
-        series = ops["range"]
-        series.calls += 1
-        if series.calls & series.mask and not GATE.on:  # counted, not timed
+        calls = series.calls = series.calls + 1
+        if calls & series.mask:  # counted, not timed (the mask is 0 while tracing is on)
             try:
                 return await call
             except BaseException as exc:
@@ -393,12 +395,11 @@ class Store(abc.ABC):
         self._check_open()
         check_key(key, allow_empty=prefix)
         call = self._do_delete(key, prefix)
-        ops = self._ops
-        if ops is None:
+        series = self._s_delete
+        if series is None:
             return await call
-        series = ops["delete"]
-        series.calls += 1
-        if series.calls & series.mask and not GATE.on:  # counted, not timed
+        calls = series.calls = series.calls + 1
+        if calls & series.mask:  # counted, not timed (the mask is 0 while tracing is on)
             try:
                 return await call
             except BaseException as exc:
@@ -442,12 +443,11 @@ class Store(abc.ABC):
                     f"{MAX_TXN_OPS}: split it"
                 )
         call = self._do_txn(tuple(compare), checked[0], checked[1])
-        table = self._ops
-        if table is None:
+        series = self._s_txn
+        if series is None:
             return await call
-        series = table["txn"]
-        series.calls += 1
-        if series.calls & series.mask and not GATE.on:  # counted, not timed
+        calls = series.calls = series.calls + 1
+        if calls & series.mask:  # counted, not timed (the mask is 0 while tracing is on)
             try:
                 return await call
             except BaseException as exc:
