@@ -91,6 +91,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               ("sum by (store) (keel_store_watch_backlog)", "backlog {{store}}")], "timeseries"),
             ("Watch delay p99 (delivery to consumer)", "s",
              [("histogram_quantile(0.99, sum by (store, le) (rate(keel_store_watch_delay_seconds_bucket[5m])))", "{{store}}")], "timeseries"),
+            ("Watch lag p99 (revisions behind the newest commit)", "short",
+             [("histogram_quantile(0.99, sum by (store, le) (rate(keel_store_watch_lag_revisions_bucket[5m])))", "{{store}}")], "timeseries"),
             ("etcd endpoint in use", "short",
              [("max by (instance, endpoint) (keel_store_endpoint) == 1", "{{instance}} -> {{endpoint}}")], "timeseries"),
             ("etcd failovers", "short",

@@ -80,6 +80,26 @@ async def test_watch_series_follow_open_events_and_close(store: Store) -> None:
     assert value("keel_store_watches", store=b) == open_before
 
 
+async def test_watch_lag_counts_revisions_committed_after_a_batch(store: Store) -> None:
+    """A watch replaying history is behind the newest revision; one keeping up is not."""
+    b = store.backend
+    batches = value("keel_store_watch_lag_revisions_count", store=b)
+    behind = value("keel_store_watch_lag_revisions_sum", store=b)
+    first = await store.put("lag/a", b"1")
+    await store.put("lag/b", b"2")
+    await store.put("elsewhere", b"3")  # newer than anything under lag/
+    async with store.watch("lag/", prefix=True, start_revision=first) as events:
+        async with asyncio.timeout(10):
+            assert (await anext(events)).kv.key == "lag/a"
+            assert (await anext(events)).kv.key == "lag/b"
+        assert value("keel_store_watch_lag_revisions_count", store=b) > batches
+        assert value("keel_store_watch_lag_revisions_sum", store=b) >= behind + 1
+        await store.put("lag/c", b"4")
+        async with asyncio.timeout(10):
+            assert (await anext(events)).kv.key == "lag/c"
+        assert value("keel_store_watch_lag_revisions_bucket", store=b, le="0.0") >= 1
+
+
 async def test_session_and_lock_series(store: Store) -> None:
     """A session counts as open, renews (keepalive latency), and a lock hold shows its age."""
     b = store.backend

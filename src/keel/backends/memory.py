@@ -139,9 +139,13 @@ class MemoryStore(Store):
             self._compact_revision = max(self._compact_revision, self._log[cut].kv.mod_revision)
             self._log = [e for e in self._log if e.kv.mod_revision >= self._compact_revision]
         for watch in list(self._watches):
+            delivered = False
             for event in events:
                 if watch.matches(event.kv.key):
                     watch._deliver(event)
+                    delivered = True
+            if delivered:
+                watch._behind(0)  # delivered as it commits
 
     def _apply_put(self, key: str, value: bytes, lease: int, rev: int) -> Event:
         prev = self._kvs.get(key)
@@ -315,9 +319,13 @@ class MemoryStore(Store):
             return
         if watch.start_revision <= self._revision:
             idx = bisect.bisect_left(self._log, watch.start_revision, key=lambda e: e.revision)
+            last = 0
             for event in itertools.islice(self._log, idx, None):
                 if watch.matches(event.kv.key):
                     watch._deliver(event)
+                    last = event.kv.mod_revision
+            if last:
+                watch._behind(self._revision - last)
         self._watches.add(watch)
 
     async def _do_compact(self, revision: int) -> None:

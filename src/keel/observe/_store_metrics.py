@@ -47,6 +47,7 @@ BUCKETS_TAIL: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ALL: Final = BUCKETS + BUCKETS_TAIL
 _SAMPLED: Final = {"memory": 63, "sqlite": 3}  # time one call in 64, in 4 (see StoreSeries)
 _GROUP_SIZES: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+_BEHIND: Final = (0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0, 10000.0)
 
 OPERATIONS: Final = (
     "put",
@@ -116,7 +117,16 @@ class StoreSeries:
         events_out: events consumers took.
     """
 
-    __slots__ = ("delay", "delay_sum", "events_in", "events_out", "ops", "watches")
+    __slots__ = (
+        "delay",
+        "delay_sum",
+        "events_in",
+        "events_out",
+        "lag",
+        "lag_sum",
+        "ops",
+        "watches",
+    )
 
     def __init__(self, mask: int = 0) -> None:
         self.ops = {name: OpSeries(mask) for name in OPERATIONS}
@@ -125,12 +135,19 @@ class StoreSeries:
         self.events_out = 0
         self.delay = [0] * (len(_ALL) + 1)
         self.delay_sum = 0.0
+        self.lag = [0] * (len(_BEHIND) + 1)
+        self.lag_sum = 0
 
     def taken(self, waited_s: float) -> None:
         """A consumer took one event that waited ``waited_s`` since the backend delivered it."""
         self.events_out += 1
         self.delay[bisect_left(_ALL, waited_s)] += 1
         self.delay_sum += waited_s
+
+    def behind(self, revisions: int) -> None:
+        """The backend delivered a batch ``revisions`` behind the newest committed revision."""
+        self.lag[bisect_left(_BEHIND, revisions)] += 1
+        self.lag_sum += revisions
 
     def __repr__(self) -> str:
         return f"StoreSeries(watches={self.watches}, events={self.events_out})"
@@ -243,6 +260,12 @@ class StoreMetrics:
             "Time a watch event waited between the backend's delivery and the consumer.",
             labels=("store",),
         )
+        lag = HistogramMetricFamily(
+            "keel_store_watch_lag_revisions",
+            "Revisions committed after the newest event of each batch a watch received "
+            "(0: the watch keeps up with commits).",
+            labels=("store",),
+        )
         backlog = GaugeMetricFamily(
             "keel_store_watch_backlog",
             "Watch events delivered by the backend, not yet taken by consumers.",
@@ -262,7 +285,9 @@ class StoreMetrics:
             events.add_metric([store], s.events_out)
             backlog.add_metric([store], max(0, s.events_in - s.events_out))
             delay.add_metric([store], _cumulative(list(s.delay), _ALL), s.delay_sum)
-        yield from (total, errors, latency, watches, events, backlog, delay)
+            if any(s.lag):
+                lag.add_metric([store], _cumulative(list(s.lag), _BEHIND), s.lag_sum)
+        yield from (total, errors, latency, watches, events, backlog, delay, lag)
         yield from self._collect_commits()
 
     def _collect_commits(self) -> Iterator[Metric]:

@@ -159,6 +159,11 @@ class Watch(AsyncIterator[Event], abc.ABC):
             self._series.events_in += 1
             self._stamps.append(perf_counter())
 
+    def _behind(self, revisions: int) -> None:
+        """Backend hook: a batch was delivered ``revisions`` behind the store's newest revision."""
+        if self._series is not None:
+            self._series.behind(revisions)
+
     def _fail(self, exc: BaseException) -> None:
         """Backend hook: end the stream with ``exc`` after the queued events."""
         if not self._closed:

@@ -151,7 +151,7 @@ class WatchHub(SharedStream):
         elif message.canceled:
             self._cancelled(watch, str(message.cancel_reason or "no reason given"))
         elif message.events:
-            self._deliver(watch, message.events)
+            self._deliver(watch, message.events, int(message.header.revision))
         elif not message.created and watch.next_revision is not None:
             # A progress notification: everything up to this revision was sent.
             watch.next_revision = max(watch.next_revision, int(message.header.revision) + 1)
@@ -173,7 +173,7 @@ class WatchHub(SharedStream):
         # problem; move to another member, where the watch is created again.
         raise StreamReset(f"etcd cancelled the watch on {watch.key!r}: {reason}")
 
-    def _deliver(self, watch: EtcdWatch, events: Any) -> None:
+    def _deliver(self, watch: EtcdWatch, events: Any, head: int) -> None:
         floor = watch.next_revision or 0
         last = floor - 1
         for pb in events:
@@ -181,6 +181,8 @@ class WatchHub(SharedStream):
             if revision >= floor:
                 watch._deliver(self._keys.event(pb))
                 last = max(last, revision)
+        if last >= floor:  # the reply's header: the member's newest revision when it sent this
+            watch._behind(max(0, head - last))
         watch.next_revision = last + 1
 
     def _end(self, watch: EtcdWatch, exc: BaseException) -> None:

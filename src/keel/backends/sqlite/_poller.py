@@ -70,8 +70,11 @@ class Subscription:
         except RuntimeError:  # the watch's event loop is closed: nobody is listening
             self.active = False
 
-    def post(self, rows: Sequence[EventRow]) -> None:
-        """Post the matching rows at or after ``next_rev`` to the watch (poller thread)."""
+    def post(self, rows: Sequence[EventRow], head: int) -> None:
+        """Post the matching rows at or after ``next_rev`` to the watch (poller thread).
+
+        ``head`` is the newest revision of the snapshot the rows were read from.
+        """
         events = [
             row_to_event(r, self.root_len)
             for r in rows
@@ -80,11 +83,12 @@ class Subscription:
         if rows:
             self.next_rev = max(self.next_rev, rows[-1][0] + 1)
         if events:
-            self._call(self._deliver_all, events)
+            self._call(self._deliver_all, events, max(0, head - events[-1].kv.mod_revision))
 
-    def _deliver_all(self, events: list[Event]) -> None:
+    def _deliver_all(self, events: list[Event], behind: int) -> None:
         for event in events:
             self.watch._deliver(event)
+        self.watch._behind(behind)
 
     def fail(self, exc: BaseException) -> None:
         """End the watch with ``exc`` (from any thread)."""
@@ -214,7 +218,7 @@ class Hub:
             upper = min(current, self.position + _CHUNK_REVISIONS)
             rows = self._events(conn, self.position + 1, upper)
             for sub in live:
-                sub.post(rows)
+                sub.post(rows, current)
             self.position = upper
 
     @staticmethod
@@ -235,7 +239,7 @@ class Hub:
             return
         while sub.next_rev <= self.position:
             upper = min(self.position, sub.next_rev + _CHUNK_REVISIONS - 1)
-            sub.post(self._events(conn, sub.next_rev, upper, sub))
+            sub.post(self._events(conn, sub.next_rev, upper, sub), self.position)
             sub.next_rev = max(sub.next_rev, upper + 1)
         with self._lock:
             if sub.active:
