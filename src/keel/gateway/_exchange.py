@@ -37,6 +37,13 @@ _BROKEN = (UpstreamClosedError, UpstreamProtocolError)
 _SMALL = 64 * 1024  # bodies up to this size are sent to the client in one piece
 
 
+def _unframed(headers: list[tuple[bytes, bytes]], status: int, method: str) -> bool:
+    """Whether a whole response needs a ``content-length`` (it came chunked or until close)."""
+    if status in (204, 304) or method == "HEAD":
+        return False
+    return not any(name == b"content-length" for name, _ in headers)
+
+
 class Tally(Protocol):
     """Where the response's status and size are noted (the access record)."""
 
@@ -282,6 +289,8 @@ class Exchange:
         try:
             if conn.complete:
                 body = conn.take_buffered()
+                if _unframed(headers, conn.status, self.method):
+                    headers.append((b"content-length", b"%d" % len(body)))  # not chunked
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
                 if tally is not None:

@@ -45,7 +45,8 @@ from keel.gateway._metrics import gateway_metrics
 from keel.gateway._model import GatewayDocument, Route
 from keel.gateway._plan import Limiter, State, compile_state
 from keel.gateway._proxy import Upstreams
-from keel.gateway._serving import GatewayHttpProtocol
+from keel.gateway._relay import Relay
+from keel.gateway._serving import GatewayHttpProtocol, relaying_protocol
 from keel.gateway._settings import UpstreamSettings
 from keel.observe import HttpMetrics
 from keel.registry import Discovery
@@ -75,6 +76,8 @@ class Gateway:
             (default: the process-wide one).
         tracer_provider: where server spans go (default: the global provider).
         snapshot_dir: where the last good document is kept for cold starts.
+        relay: serve plain forwards straight from the HTTP protocol (``_relay.py``);
+            False sends every request through the ASGI app (same answers, more CPU).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         snapshot_dir: str | os.PathLike[str] | None = None,
+        relay: bool = True,
     ) -> None:
         self.name = name
         self.config_name = config
@@ -111,6 +115,9 @@ class Gateway:
         self.discovery: Discovery | None = None
         self.upstreams: Upstreams | None = None
         self.app: GatewayApp | None = None
+        self.relay: Relay | None = None
+        """Serves plain forwards without the ASGI layer (None: ``relay=False``)."""
+        self._relay = relay
         self.live: LiveConfig[GatewayDocument] | None = None
         self.service: Service | None = None
         self.refused = 0
@@ -234,7 +241,11 @@ class Gateway:
         # per-route series: the runtime's per-request deadline and RED metrics layer
         # would only repeat that work (probes, drain and spans stay).
         self.service.app.observe_http = False
-        self.service.http_protocol = GatewayHttpProtocol  # a response's writes in one send
+        # a response's writes in one send; plain forwards served without the ASGI layer
+        self.relay = Relay(self.app, tracer_provider=self._tracer_provider) if self._relay else None
+        self.service.http_protocol = (
+            relaying_protocol(self.relay) if self.relay is not None else GatewayHttpProtocol
+        )
         return self.service
 
     # -- reload ---------------------------------------------------------------------

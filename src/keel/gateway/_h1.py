@@ -65,12 +65,14 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.uses = 0
         self.on_lost: Callable[[Connection], None] | None = None  # set while idle in a pool
+        self.on_event: Callable[[], None] | None = None  # a callback instead of a waiter (relay)
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
+        self.on_event = None
         self.status = 0
         self.length: int | None = None  # the response's Content-Length
         self.headers: list[tuple[bytes, bytes]] = []
@@ -193,6 +195,11 @@ class Connection(asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+            return
+        callback = self.on_event
+        if callback is not None:
+            self.on_event = None
+            callback()
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -222,6 +229,23 @@ class Connection(asyncio.Protocol):
             await drain
         if self.closed and not self.complete:
             raise UpstreamClosedError("upstream closed the connection while the body was sent")
+
+    def expect_response(self, small: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, as :meth:`read_response` would return or raise.
+
+        That is: at the end of a response whose body is at most ``small`` bytes,
+        at the head of a longer (or unframed) one, or when the exchange fails.
+        The callback runs inside the parser's callbacks; it reads ``complete``,
+        ``head`` and ``error`` to tell which. This is the relay's way of waiting
+        without a task.
+        """
+        self._whole, self._whole_limit = True, small
+        self.on_event = callback
+
+    def stop_expecting(self) -> None:
+        """Back to waiter mode after :meth:`expect_response` (its callback came or is unwanted)."""
+        self._whole = False
+        self.on_event = None
 
     async def read_response(self, small: int) -> None:
         """Wait for the head, and for the whole body too when its length is at most ``small``.

@@ -237,6 +237,34 @@ class Limits:
                 return Admission(False, retry_after_header(wait), rate.by)
         return ALLOWED if release is None else Admission(True, 0, "", release)
 
+    def try_admit(
+        self, route: str, limits: RouteLimits, consumer: Consumer | None, client: str
+    ) -> Admission | None:
+        """:meth:`admit` without waiting, or None when a limit must ask Redis.
+
+        The relay's path: a route whose limits are all local is decided here in
+        the caller's step (a refusal is counted as :meth:`admit` counts it).
+        """
+        rates = self._compile(route, limits)
+        if self.redis is not None and any(rate.spec.shared for rate in rates):
+            return None
+        release = None
+        if limits.concurrency is not None:
+            in_flight = self._in_flight.get(route, 0)
+            if in_flight >= limits.concurrency:
+                self.refused["concurrency"] += 1
+                return Admission(False, 1, "concurrency")
+            self._in_flight[route] = in_flight + 1
+            release = self._releaser(route)
+        for rate in rates:
+            key = rate.key(consumer, client)
+            if not rate.local.try_acquire(key):
+                if release is not None:
+                    release()
+                self.refused[rate.by] += 1
+                return Admission(False, retry_after_header(rate.local.retry_after(key)), rate.by)
+        return ALLOWED if release is None else Admission(True, 0, "", release)
+
     def _releaser(self, route: str) -> Callable[[], None]:
         def release() -> None:
             self._in_flight[route] -= 1

@@ -108,13 +108,25 @@ class Picker:
 
     async def instances(self, target: Target) -> tuple[Any, ...]:
         """The candidates of ``target``: cached discovery results, filtered, or the fixed URL."""
+        found = self.cached(target)
+        if found is not None:
+            return found
+        assert target.service is not None
+        # first call: load and watch
+        return self._filter(target, await self.discovery.instances(target.service))
+
+    def cached(self, target: Target) -> tuple[Any, ...] | None:
+        """:meth:`instances` without waiting: None when the service was never looked up."""
         if target.url is not None:
             return (self.fixed(target.url),)
         service = target.service
         assert service is not None
         cached = self.discovery.cached(service)
         if cached is None:
-            cached = await self.discovery.instances(service)  # first call: load and watch
+            return None
+        return self._filter(target, cached)
+
+    def _filter(self, target: Target, cached: tuple[Instance, ...]) -> tuple[Any, ...]:
         if target.version is None and not target.labels:
             return cached
         memo = self._filtered.get(id(target))

@@ -65,6 +65,10 @@ class Limiter(Protocol):
         self, route: str, limits: RouteLimits, consumer: Consumer | None, client: str
     ) -> Any: ...
 
+    def try_admit(
+        self, route: str, limits: RouteLimits, consumer: Consumer | None, client: str
+    ) -> Any: ...
+
 
 class CorsPolicy(Protocol):
     """The document's CORS policy (security's ``_cors.Cors``)."""
@@ -117,6 +121,7 @@ class Plan:
     resp_add: tuple[tuple[bytes, bytes], ...] = ()
     resp_ops: bool = False
     wrap: bool = True  # answers go through the app's responder (else the proxy tags them)
+    direct: bool = False  # a plain forward the relay may serve (see _relay.py)
     req_drop: frozenset[bytes] = frozenset({b"x-request-id"})  # req_remove and the request id
 
     def pick(self, headers: Mapping[bytes, bytes] | None, raw: Headers) -> Target:
@@ -232,6 +237,7 @@ def _plan(route: Route, document: GatewayDocument, metrics: GatewayMetrics) -> P
     plan.resp_remove, plan.resp_set, plan.resp_add = _ops(route.response_headers)
     plan.resp_ops = bool(route.response_headers)
     plan.wrap = plan.resp_ops or route.forward is None
+    plan.direct = route.forward is not None and not plan.wrap and not route.cors
     if route.forward is not None:
         _forward(plan, route, route.forward)
     elif route.redirect is not None:

@@ -81,17 +81,9 @@ class Pool:
         Raises:
             ConnectFailedError: connecting failed (refused, unreachable, timed out).
         """
-        idle = self._idle.get(key)
-        if idle:
-            now = time.monotonic()
-            while idle:
-                conn = idle.pop()
-                conn.on_lost = None
-                if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
-                    self._reused += 1
-                    conn.begin()
-                    return conn
-                self._discard(conn)
+        conn = self.try_acquire(key)
+        if conn is not None:
+            return conn
         while self._open.get(key, 0) >= self._max:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(key, collections.deque()).append(waiter)
@@ -111,6 +103,21 @@ class Pool:
         self._opened += 1
         conn.begin()
         return conn
+
+    def try_acquire(self, key: Key) -> Connection | None:
+        """An idle connection to ``key`` for one exchange, or None (without waiting)."""
+        idle = self._idle.get(key)
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                conn.on_lost = None
+                if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
+                    self._reused += 1
+                    conn.begin()
+                    return conn
+                self._discard(conn)
+        return None
 
     async def _connect(self, key: Key) -> Connection:
         scheme, host, port = key

@@ -23,11 +23,11 @@ that saving is worth.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-__all__ = ["CoalescingTransport", "GatewayHttpProtocol"]
+__all__ = ["CoalescingTransport", "GatewayHttpProtocol", "Relaying", "relaying_protocol"]
 
 
 class CoalescingTransport:
@@ -102,10 +102,35 @@ class CoalescingTransport:
         return f"<CoalescingTransport queued={self._size} {self.transport!r}>"
 
 
+class Relaying(Protocol):
+    """What serves a request without the ASGI app (the gateway's ``_relay.Relay``)."""
+
+    def take(self, cycle: RequestResponseCycle, tasks: set[asyncio.Task[None]]) -> bool:
+        """Serve ``cycle``'s request and return True, or return False (the app serves it)."""
+        ...
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through a :class:`CoalescingTransport`."""
+    """uvicorn's httptools protocol writing through a :class:`CoalescingTransport`.
+
+    When :attr:`relay` is set (see :func:`relaying_protocol`) each parsed
+    request is offered to it first, where uvicorn would start the app's task.
+    """
+
+    relay: ClassVar[Relaying | None] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Wrap the transport, then let uvicorn set the connection up."""
         wrapped = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        relay = self.relay
+        if relay is not None and app is self.app and relay.take(cycle, self.tasks):
+            return
+        super()._start_asgi_task(cycle, app)
+
+
+def relaying_protocol(relay: Relaying) -> type[GatewayHttpProtocol]:
+    """A :class:`GatewayHttpProtocol` class whose requests are offered to ``relay`` first."""
+    return type("RelayingHttpProtocol", (GatewayHttpProtocol,), {"relay": relay})

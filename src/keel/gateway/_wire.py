@@ -19,6 +19,7 @@ from keel.observe import inject
 __all__ = [
     "HOP_BY_HOP",
     "RequestHead",
+    "error_json",
     "json_error",
     "request_head",
     "response_headers",
@@ -142,6 +143,11 @@ _REASONS = {
 }
 
 
+def error_json(status: int, detail: str) -> bytes:
+    """The body of the proxy's own 502/503/504: ``{"error": ..., "detail": ...}``."""
+    return json.dumps({"error": _REASONS.get(status, "error"), "detail": detail}).encode()
+
+
 async def json_error(
     send: Send, status: int, detail: str, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> int:
@@ -150,7 +156,7 @@ async def json_error(
     Returns:
         the body's length.
     """
-    body = json.dumps({"error": _REASONS.get(status, "error"), "detail": detail}).encode()
+    body = error_json(status, detail)
     await send(
         {
             "type": "http.response.start",

@@ -1,0 +1,285 @@
+"""The relay (plain forwards without the ASGI layer) against the app: same answers, same rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import CollectorRegistry
+
+import keel
+from keel.gateway import Gateway
+from keel.store import Store
+from tests.gateway._gw import gateway, publish
+from tests.gateway._upstream_app import upstream
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _document(raw_port: int = 9, pem: Path | None = None) -> dict[str, Any]:
+    raw = {"url": f"http://127.0.0.1:{raw_port}", "timeout_s": 0.5, "retries": 0}
+    routes: list[dict[str, Any]] = [
+        {"id": "plain", "match": {"path": "/api/"}, "forward": {"service": "users"}},
+        {
+            "id": "strip",
+            "match": {"path": "/s/"},
+            "forward": {"service": "users", "strip_prefix": True},
+            "request_headers": {"set": {"x-env": "test"}, "remove": ["x-secret"]},
+        },
+        {
+            "id": "tagged",
+            "match": {"path": "/tagged/"},
+            "forward": {"service": "users"},
+            "response_headers": {"set": {"x-served-by": "keel"}},
+        },
+        {"id": "raw", "match": {"path": "/raw/"}, "forward": raw},
+        {
+            "id": "short",
+            "match": {"path": "/slow"},
+            "forward": {"service": "users", "timeout_s": 0.3},
+        },
+    ]
+    document: dict[str, Any] = {"routes": routes}
+    if pem is not None:
+        document["jwt"] = {
+            "main": {"algorithms": ["RS256"], "audience": "t", "issuer": "i", "key_file": str(pem)}
+        }
+        routes.append(
+            {
+                "id": "secure",
+                "match": {"path": "/secure/"},
+                "forward": {"service": "users"},
+                "auth": {"jwt": "main"},
+                "limits": {"rate": [{"requests": 2, "per_s": 600, "burst": 2, "by": "consumer"}]},
+            }
+        )
+    return document
+
+
+@pytest.fixture
+async def mem() -> AsyncIterator[Store]:
+    """A memory store."""
+    async with keel.connect("memory://") as store:
+        yield store
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(handler: Handler) -> AsyncIterator[int]:
+    """A hand-written HTTP upstream (for failures no real server makes); yields its port."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def pair(mem: Store, document: dict[str, Any]) -> AsyncIterator[tuple[Gateway, Gateway]]:
+    """Two gateways on one document: with the relay, and without it."""
+    await publish(mem, document)
+    async with (
+        upstream(mem, "users"),
+        gateway(mem) as relayed,
+        gateway(mem, relay=False, registry=CollectorRegistry()) as plain,
+    ):
+        for gw in (relayed, plain):
+            assert gw.discovery is not None
+            await gw.discovery.instances("users")
+        yield relayed, plain
+
+
+async def _get(gw: Gateway, path: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        return await http.get(path, **kwargs)
+
+
+def _comparable(answer: httpx.Response) -> tuple[int, list[tuple[str, str]], Any]:
+    headers = sorted((k, v) for k, v in answer.headers.items() if k != "date")
+    body: Any = answer.content
+    if answer.headers.get("content-type") == "application/json" and b'"headers"' in body:
+        body = answer.json()
+        body["port"] = 0  # each gateway's own upstream connection
+        body["headers"] = sorted(
+            (k, "<budget>" if k == "keel-deadline" else v) for k, v in body["headers"]
+        )
+    return answer.status_code, headers, body
+
+
+async def test_relayed_and_app_answers_are_the_same(mem: Store) -> None:
+    """Status, headers, body and what the upstream sees match the app's, request for request."""
+    async with pair(mem, _document()) as (relayed, plain):
+        assert relayed.relay is not None and plain.relay is None
+        passed = relayed.relay.passed  # the runtime's own /readyz at start
+        asks: list[tuple[str, dict[str, str]]] = [
+            ("/api/users?x=1&y=%20", {"x-request-id": "r-1"}),
+            ("/s/users/7", {"x-request-id": "r-2", "x-secret": "s", "x-env": "prod"}),
+            ("/api/status/404", {"x-request-id": "r-3"}),
+            ("/api/status/503", {"x-request-id": "r-4"}),
+            ("/api/stream/200000", {"x-request-id": "r-5"}),
+        ]
+        for path, headers in asks:
+            headers["host"] = "gw.example"  # the same Host (and so Forwarded) for both
+            a, b = (
+                await _get(relayed, path, headers=headers),
+                await _get(plain, path, headers=headers),
+            )
+            assert _comparable(a) == _comparable(b), path
+        assert relayed.relay.relayed == len(asks) and relayed.relay.passed == passed
+        echo = (await _get(relayed, "/api/x")).json()
+        sent = dict(echo["headers"])
+        assert 0 < float(sent["keel-deadline"]) <= 30
+        assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-request-id"]
+
+
+async def test_requests_the_relay_leaves_to_the_app(mem: Store) -> None:
+    """Bodies, HEAD, OPTIONS, probes, a caller's deadline, response header operations,
+    no route: answered by the app, as before."""
+    async with pair(mem, _document()) as (relayed, _):
+        relay = relayed.relay
+        assert relay is not None
+        passed = relay.passed
+        async with httpx.AsyncClient(base_url=relayed.url, timeout=10) as http:
+            posted = await http.post("/api/orders", content=b"hello")
+            assert posted.json()["body"] == "hello"
+            assert (await http.head("/api/x")).status_code == 200
+            assert (await http.options("/api/x")).status_code == 200
+            assert (await http.get("/healthz")).status_code == 200
+            late = await http.get("/api/x", headers={"keel-deadline": "5"})
+            assert float(dict(late.json()["headers"])["keel-deadline"]) <= 5
+            assert (await http.get("/tagged/x")).headers["x-served-by"] == "keel"
+            assert (await http.get("/nowhere")).status_code == 404
+        assert relay.relayed == 0 and relay.passed == passed + 7
+
+
+async def test_pooled_connections_are_reused(mem: Store) -> None:
+    """Sequential relayed requests share one kept-alive upstream connection."""
+    async with pair(mem, _document()) as (relayed, _):
+        assert relayed.upstreams is not None
+        async with httpx.AsyncClient(base_url=relayed.url, timeout=10) as http:
+            for n in range(20):
+                assert (await http.get(f"/api/n/{n}")).json()["path"] == f"/api/n/{n}"
+        stats = relayed.upstreams.statistics()
+        assert (stats.connections_opened, stats.connections_idle) == (1, 1)
+
+
+async def test_pipelined_relayed_requests_keep_their_order(mem: Store) -> None:
+    """Requests in one packet: each answered in order, the last one closing the connection."""
+    async with pair(mem, _document()) as (relayed, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+        one = "GET /api/{0} HTTP/1.1\r\nhost: gw\r\nx-request-id: p{0}\r\n{1}\r\n"
+        writer.write(
+            "".join(one.format(i, "connection: close\r\n" * (i == 3)) for i in range(4)).encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+        writer.close()
+        answers = raw.split(b"HTTP/1.1 ")[1:]
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"200 OK"] * 4
+        assert [f"x-request-id: p{i}".encode() in a for i, a in enumerate(answers)] == [True] * 4
+        assert b"connection: close" in answers[3]
+
+
+async def _serve_broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers by path: /raw/cut (a long body cut short), /raw/small (a short one cut),
+    /raw/reset (nothing), /raw/chunked (a small chunked body), /raw/hang (never)."""
+    try:
+        await _answer_broken(reader, writer)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _answer_broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1]
+        if path == b"/raw/chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            continue
+        if path == b"/raw/hang":
+            await asyncio.sleep(5)
+        elif path in (b"/raw/cut", b"/raw/small"):
+            length = b"1000000" if path == b"/raw/cut" else b"100"
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: " + length + b"\r\n\r\n0123456789")
+            await writer.drain()
+        writer.close()
+        return
+
+
+async def test_upstream_failures_on_the_relay(mem: Store) -> None:
+    """A reset or a short body before the head went out: 502; a long body cut after it:
+    the client connection drops; no answer in time: 504; chunked small bodies get a length."""
+    async with raw_upstream(_serve_broken) as port, pair(mem, _document(port)) as (gw, plain):
+        assert gw.relay is not None and gw.upstreams is not None
+        passed = gw.relay.passed
+        for broken in ("/raw/reset", "/raw/small"):
+            answer = await _get(gw, broken)
+            assert answer.status_code == 502 and answer.json()["error"] == "bad_gateway"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await _get(gw, "/raw/cut")
+        hung = await _get(gw, "/raw/hang")
+        assert hung.status_code == 504 and hung.json()["error"] == "gateway_timeout"
+        slow = await _get(gw, "/slow", params={"s": "2"})
+        assert slow.status_code == 504 and slow.headers["x-request-id"]
+        for each in (gw, plain):
+            chunked = await _get(each, "/raw/chunked")
+            assert (chunked.text, chunked.headers["content-length"]) == ("abcde", "5")
+            assert "transfer-encoding" not in chunked.headers
+        assert gw.relay.passed == passed
+        stats = gw.upstreams.statistics()
+        assert (stats.failed, stats.timed_out, stats.aborted) == (2, 2, 1)
+        # every connection of a failed exchange was closed, none left busy
+        assert stats.connections_open == stats.connections_idle
+
+
+async def test_a_client_gone_before_the_answer_leaves_the_relay_clean(mem: Store) -> None:
+    """The client hangs up while the upstream works: nothing is written, the pool goes on."""
+    async with pair(mem, _document()) as (gw, _):
+        assert gw.upstreams is not None and gw.relay is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /api/slow?s=0.3 HTTP/1.1\r\nhost: gw\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(5):
+            while gw.metrics.in_flight:  # noqa: ASYNC110 - polls a counter
+                await asyncio.sleep(0.02)
+        assert (await _get(gw, "/api/after")).status_code == 200
+        assert gw.upstreams.statistics().connections_opened <= 2
+
+
+async def test_jwt_and_local_limits_on_the_relay(mem: Store, tmp_path: Path) -> None:
+    """A verified token and a local rate limit are decided on the relay (429 included);
+    refused credentials go to the app, which answers 401."""
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(
+        KEY.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    claims = {"sub": "ann", "aud": "t", "iss": "i", "exp": time.time() + 600}
+    token = jwt.encode(claims, KEY, algorithm="RS256")
+    bearer = {"authorization": f"Bearer {token}"}
+    async with pair(mem, _document(pem=pem)) as (gw, _):
+        relay = gw.relay
+        assert relay is not None
+        passed = relay.passed
+        answers = [await _get(gw, "/secure/x", headers=bearer) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert dict(answers[0].json()["headers"])["x-consumer"] == "ann"
+        assert int(answers[2].headers["retry-after"]) >= 1
+        assert answers[2].json()["error"] == "limited"
+        assert relay.relayed == 3
+        bad = await _get(gw, "/secure/x", headers={"authorization": "Bearer nope"})
+        assert bad.status_code == 401 and relay.passed == passed + 1
