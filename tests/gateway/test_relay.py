@@ -283,3 +283,94 @@ async def test_jwt_and_local_limits_on_the_relay(mem: Store, tmp_path: Path) -> 
         assert relay.relayed == 3
         bad = await _get(gw, "/secure/x", headers={"authorization": "Bearer nope"})
         assert bad.status_code == 401 and relay.passed == passed + 1
+
+
+@pytest.mark.parametrize(
+    ("client", "headers", "consumer"),
+    [
+        ("10.0.0.7", [(b"host", b"api.example"), (b"accept", b"*/*")], None),
+        (
+            "10.0.0.7",
+            [
+                (b"host", b"api.example"),
+                (b"x-forwarded-for", b"1.2.3.4"),
+                (b"forwarded", b"for=1.2.3.4"),
+                (b"x-real-ip", b"1.2.3.4"),
+                (b"x-consumer", b"mallory"),
+                (b"x-secret", b"s"),
+                (b"traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),
+                (b"proxy-authorization", b"Basic eA=="),
+            ],
+            "ann",
+        ),
+        ("::1", [(b"accept", b"*/*")], None),
+    ],
+)
+def test_the_relay_head_is_the_proxy_head(
+    client: str, headers: list[tuple[bytes, bytes]], consumer: str | None
+) -> None:
+    """The relay's one-pass head equals upstream_headers + request_head, byte for byte."""
+    from keel.gateway._auth import Consumer
+    from keel.gateway._headers import TrustedProxies, plain_head, relay_skip, upstream_headers
+    from keel.gateway._wire import request_head
+
+    drop = frozenset({b"x-request-id", b"x-secret"})
+    who = Consumer(consumer, "jwt") if consumer is not None else None
+    host = dict(headers).get(b"host")
+    extra = [(b"x-env", b"test"), (b"x-request-id", b"r-9")]
+    out = upstream_headers(
+        headers,
+        client=client,
+        scheme="http",
+        host=host,
+        trusted=TrustedProxies.parse([]),
+        consumer=who,
+        consumer_header=b"x-consumer",
+        drop=drop,
+    )
+    general = request_head("GET", b"/a?b=1", [*out, *extra])
+    skip = relay_skip(drop, b"x-consumer")
+    assert skip is not None
+    tail = b"".join(k + b": " + v + b"\r\n" for k, v in extra)
+    if who is not None:
+        tail = b"x-consumer: " + who.name.encode() + b"\r\n" + tail
+    found = plain_head(
+        b"GET /a?b=1 HTTP/1.1\r\n",
+        headers,
+        skip=skip,
+        client=client,
+        scheme="http",
+        host=host,
+        trusted=TrustedProxies.parse([]),
+        tail=tail,
+    )
+    assert found == (general.prefix, general.has_host)
+    with_connection = [*headers, (b"connection", b"x-other")]
+    assert (
+        plain_head(
+            b"",
+            with_connection,
+            skip=skip,
+            client=client,
+            scheme="http",
+            host=host,
+            trusted=TrustedProxies.parse([]),
+            tail=b"",
+        )
+        is None
+    )
+    behind_proxy = TrustedProxies.parse([client])
+    assert (
+        plain_head(
+            b"",
+            headers,
+            skip=skip,
+            client=client,
+            scheme="http",
+            host=host,
+            trusted=behind_proxy,
+            tail=b"",
+        )
+        is None
+    )
+    assert relay_skip(frozenset({b"x-forwarded-for"}), b"x-consumer") is None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
 import keel
-from keel.gateway._serving import CoalescingTransport
+from keel.gateway._serving import CoalescingTransport, GatewayHttpProtocol
 from keel.store import Store
 from tests.gateway._gw import gateway, publish
 from tests.gateway._upstream_app import upstream
@@ -135,3 +138,38 @@ async def test_probes_answer_and_deadlines_hold_without_the_runtime_layer(mem: S
         assert slow.headers["x-request-id"]
         timed = await http.get("/users", headers={"keel-deadline": "0.3"})
         assert timed.status_code == 200
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+async def test_keep_alive_closes_idle_connections_only() -> None:
+    """One timer per idle period: a connection idle for the keep-alive timeout is closed,
+    one that keeps sending requests is not (and each request is answered)."""
+    config = uvicorn.Config(
+        _hello, http=GatewayHttpProtocol, lifespan="off", timeout_keep_alive=0.3, access_log=False
+    )
+    config.load()
+    request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    busy, idle = _Recording(), _Recording()
+    protocols = []
+    for raw in (busy, idle):
+        protocol = GatewayHttpProtocol(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(raw)
+        protocol.data_received(request)
+        protocols.append(protocol)
+    for _ in range(6):  # 0.6 s of requests every 0.1 s on the busy one
+        await asyncio.sleep(0.1)
+        protocols[0].data_received(request)
+    await asyncio.sleep(0.05)  # the last answer
+    assert idle.closed and not busy.closed
+    assert sum(w.startswith(b"HTTP/1.1 200") for w in busy.writes) == 7
+    await asyncio.sleep(0.5)
+    assert busy.closed
+    for protocol, raw in zip(protocols, (busy, idle), strict=True):
+        protocol.connection_lost(None)
+        assert protocol.timeout_keep_alive_task is None, raw

@@ -33,7 +33,7 @@ from typing import cast
 
 import httptools
 
-__all__ = ["Connection", "UpstreamClosedError", "UpstreamProtocolError"]
+__all__ = ["Connection", "UpstreamClosedError", "UpstreamProtocolError", "WriteBatch"]
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -356,3 +356,44 @@ class Connection(asyncio.Protocol):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("busy" if self.head and not self.complete else "idle")
         return f"<Connection {self.key[1]}:{self.key[2]} {state} uses={self.uses}>"
+
+
+class WriteBatch:
+    """Requests for several connections, written together at the end of the loop's pass.
+
+    The relay queues each request head here rather than writing it at once:
+    the upstream is then woken once for the requests of a pass and finds them
+    all ready, instead of once per request while the gateway is still
+    parsing the next ones (measured: less CPU per request on both sides).
+    A connection closed before the flush gets nothing; its exchange fails
+    through :meth:`Connection.connection_lost` as any other would.
+
+    Args:
+        loop: the running loop.
+    """
+
+    __slots__ = ("_loop", "_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[tuple[Connection, bytes]] | None = None
+
+    def add(self, conn: Connection, data: bytes) -> None:
+        """Queue ``data`` for ``conn``; the first of a pass schedules the flush."""
+        pending = self._pending
+        if pending is None:
+            self._pending = [(conn, data)]
+            self._loop.call_soon(self.flush)
+        else:
+            pending.append((conn, data))
+
+    def flush(self) -> None:
+        """Write everything queued."""
+        pending, self._pending = self._pending, None
+        for conn, data in pending or ():
+            transport = conn.transport
+            if not conn.closed and transport is not None:
+                transport.write(data)
+
+    def __repr__(self) -> str:
+        return f"<WriteBatch queued={len(self._pending or ())}>"

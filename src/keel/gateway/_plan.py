@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from keel.gateway._auth import Authenticator, Consumer
+from keel.gateway._headers import relay_skip
 from keel.gateway._match import Router
 from keel.gateway._metrics import GatewayMetrics, RouteSeries
 from keel.gateway._model import Forward, GatewayDocument, HeaderOps, Route
@@ -122,6 +123,8 @@ class Plan:
     resp_ops: bool = False
     wrap: bool = True  # answers go through the app's responder (else the proxy tags them)
     direct: bool = False  # a plain forward the relay may serve (see _relay.py)
+    relay_skip: frozenset[bytes] | None = None  # client headers the relay's head leaves out
+    relay_tail: bytes = b""  # the route's set/add header lines, as the relay writes them
     req_drop: frozenset[bytes] = frozenset({b"x-request-id"})  # req_remove and the request id
 
     def pick(self, headers: Mapping[bytes, bytes] | None, raw: Headers) -> Target:
@@ -238,6 +241,8 @@ def _plan(route: Route, document: GatewayDocument, metrics: GatewayMetrics) -> P
     plan.resp_ops = bool(route.response_headers)
     plan.wrap = plan.resp_ops or route.forward is None
     plan.direct = route.forward is not None and not plan.wrap and not route.cors
+    plan.relay_skip = relay_skip(plan.req_drop, document.consumer_header.encode("latin-1"))
+    plan.relay_tail = b"".join(k + b": " + v + b"\r\n" for k, v in (*plan.req_set, *plan.req_add))
     if route.forward is not None:
         _forward(plan, route, route.forward)
     elif route.redirect is not None:

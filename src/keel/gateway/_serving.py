@@ -118,11 +118,56 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     """
 
     relay: ClassVar[Relaying | None] = None
+    _idle_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Wrap the transport, then let uvicorn set the connection up."""
         wrapped = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
+
+    # Keep-alive: uvicorn arms a timer after every response and cancels it when the
+    # next request's bytes come (two timer operations per request). Here a timer is
+    # armed only when none is, and when it fires it closes the connection if it has
+    # been idle for the whole timeout, or re-arms for the rest.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # busy: bytes came (or the connection ends)
+
+    def on_response_complete(self) -> None:
+        """A response ended: start the next pipelined request, or count idle time."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self._arm_keepalive(self.timeout_keep_alive)
+
+    def _arm_keepalive(self, delay: float) -> None:
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None or self.transport.is_closing():
+            return  # busy now: the response's end arms the next timer
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._arm_keepalive(left)
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """As uvicorn's, and the keep-alive timer goes."""
+        timer, self.timeout_keep_alive_task = self.timeout_keep_alive_task, None
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         relay = self.relay

@@ -1,0 +1,430 @@
+"""One relayed request (see ``_relay.py``): its attempts, its deadline timer, its answer.
+
+A :class:`Flight` is driven by callbacks: the relay starts it, the upstream
+connection calls :meth:`Flight._responded` when the response is whole (or its
+head is in, or the exchange failed), the loop calls :meth:`Flight._timed_out`
+when the route's ``timeout_s`` passes first. Only a connect (no idle pooled
+connection at hand) or a long response's streaming runs as a task. The rules
+are the proxy's: retries on another instance while the retry budget allows
+(a bodyless request is replayable), breaker and balancer tickets settled on
+every path, 502/503/504 answered as ``Upstreams`` answers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+
+from keel.gateway._asgi import error_body
+from keel.gateway._auth import Consumer
+from keel.gateway._exchange import Exchange, UpstreamError
+from keel.gateway._h1 import Connection, UpstreamClosedError, WriteBatch
+from keel.gateway._headers import plain_head, upstream_headers
+from keel.gateway._logs import AccessRecord
+from keel.gateway._match import Hit
+from keel.gateway._pool import ConnectFailedError
+from keel.gateway._settings import ResponseAbortedError
+from keel.gateway._wire import RequestHead, error_json, request_head, response_headers
+
+if TYPE_CHECKING:
+    from keel.gateway._app import GatewayApp
+    from keel.gateway._plan import Plan, State
+    from keel.gateway._proxy import Target
+
+__all__ = ["Flight"]
+
+log = logging.getLogger("keel.gateway")
+
+_SMALL = 64 * 1024  # as the proxy: bodies up to this size go to the client in one piece
+_NO_BODY = (204, 304)
+_KINDS = {502: "failed", 503: "unavailable", 504: "timed_out"}
+_JSON = b"application/json"
+
+
+class Flight:
+    """One relayed request: its attempts, its timer, and the answer."""
+
+    __slots__ = (
+        "admission",
+        "app",
+        "attempt",
+        "attempts",
+        "batch",
+        "candidates",
+        "conn",
+        "consumer",
+        "cycle",
+        "expires",
+        "gate",
+        "head",
+        "hit",
+        "host",
+        "instance",
+        "plan",
+        "record",
+        "rid",
+        "start_t",
+        "state",
+        "target",
+        "task",
+        "tasks",
+        "ticket",
+        "timer",
+        "tried",
+        "u",
+    )
+
+    def __init__(
+        self,
+        app: GatewayApp,
+        cycle: RequestResponseCycle,
+        tasks: set[asyncio.Task[None]],
+        state: State,
+        plan: Plan,
+        hit: Hit[Plan],
+        target: Target,
+        candidates: tuple[Any, ...],
+        record: AccessRecord,
+    ) -> None:
+        self.app, self.u, self.cycle, self.tasks = app, app.upstreams, cycle, tasks
+        self.state, self.plan, self.hit, self.target = state, plan, hit, target
+        self.candidates, self.record = candidates, record
+        self.rid = (b"x-request-id", record.request_id.encode("ascii"))
+        self.consumer: Consumer | None = None
+        self.batch: WriteBatch | None = None
+        self.host: bytes | None = None
+        self.admission: Any = None
+        self.attempt = 0
+        self.attempts = 1 + max(0, target.retries)
+        self.tried: set[str] | None = None
+        self.conn: Connection | None = None
+        self.instance: Any = None
+        self.gate: Any = None
+        self.ticket: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.head: RequestHead | None = None
+        self.start_t = 0.0
+        self.expires = 0.0
+
+    # -- the request ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the upstream head, arm the deadline and make the first attempt."""
+        self.start_t = time.perf_counter()
+        self.app.metrics.in_flight += 1
+        u, plan = self.u, self.plan
+        scope: Any = self.cycle.scope
+        u.counts["requests"] += 1
+        raw = scope["raw_path"]
+        path = plan.upstream_path(raw, self.hit.params, self.hit.rest)
+        query = scope["query_string"]
+        path_qs = path + b"?" + query if query else path
+        if self.target.url is not None:
+            path_qs = u.picker.fixed(self.target.url).base_path + path_qs
+        self.head = self._head(scope, path_qs)
+        loop = asyncio.get_running_loop()
+        budget = self.target.timeout_s
+        self.expires = time.monotonic() + budget
+        self.timer = loop.call_later(budget, self._timed_out)
+        u.budget.deposit()
+        self._next()
+
+    def _head(self, scope: Any, path_qs: bytes) -> RequestHead:
+        """The upstream head: one pass in the common case, else the proxy's two."""
+        plan, state, consumer = self.plan, self.state, self.consumer
+        peer = scope["client"]
+        client = str(peer[0]) if peer else None
+        skip = plan.relay_skip
+        if skip is not None:
+            name, value = self.rid
+            tail = plan.relay_tail + name + b": " + value + b"\r\n"
+            if consumer is not None:
+                tail = state.consumer_header + b": " + consumer.name.encode() + b"\r\n" + tail
+            line = scope["method"].encode() + b" " + (path_qs or b"/") + b" HTTP/1.1\r\n"
+            found = plain_head(
+                line,
+                scope["headers"],
+                skip=skip,
+                client=client,
+                scheme=scope["scheme"],
+                host=self.host,
+                trusted=state.trusted,
+                tail=tail,
+            )
+            if found is not None:
+                return RequestHead(found[0], found[1], None, None)
+        out = upstream_headers(
+            scope["headers"],
+            client=client,
+            scheme=scope["scheme"],
+            host=self.host,
+            trusted=state.trusted,
+            consumer=consumer,
+            consumer_header=state.consumer_header,
+            drop=plan.req_drop,
+        )
+        out += plan.req_set
+        out += plan.req_add
+        out.append(self.rid)
+        return request_head(scope["method"], path_qs, out)
+
+    def refuse(self, admission: Any) -> None:
+        """A limit refused the request: 429 with ``Retry-After`` (as the app answers it)."""
+        self.start_t = time.perf_counter()
+        self.app.metrics.in_flight += 1
+        self.admission = None
+        reason = admission.reason
+        self.plan.series.limit(reason)
+        record = self.record
+        record.reason = "limited"
+        body = error_body("limited", f"{reason} limit reached", record.request_id)
+        wait = b"%d" % max(1, math.ceil(admission.retry_after_s))
+        headers = [
+            (b"content-type", _JSON),
+            (b"content-length", b"%d" % len(body)),
+            (b"retry-after", wait),
+        ]
+        self._write(429, headers, body)
+
+    def _next(self) -> None:
+        """One attempt: choose an instance, then write on an idle connection (or connect)."""
+        self.attempt += 1
+        u = self.u
+        try:
+            self.instance, self.gate, self.ticket = u.picker.choose(
+                self.target, self.candidates, self.tried
+            )
+        except UpstreamError as exc:  # no instance, or every breaker open
+            self._answer(exc.status, exc.detail)
+            return
+        i = self.instance
+        key = (i.scheme, i.address, i.port)
+        conn = u.pool.try_acquire(key)
+        if conn is None:
+            self.task = self._spawn(self._connect(key))
+            return
+        self._send(conn)
+
+    async def _connect(self, key: tuple[str, str, int]) -> None:
+        try:
+            conn = await self.u.pool.acquire(key)
+        except ConnectFailedError as exc:
+            self.task = None
+            self._failed()
+            if self.attempt < self.attempts and self.u.retried(self.target):
+                self._next()
+            else:
+                self._answer(502, str(exc))
+            return
+        self.task = None
+        self._send(conn)
+
+    def _send(self, conn: Connection) -> None:
+        self.conn = conn
+        head = self.head
+        assert head is not None
+        parts = [head.prefix]
+        if not head.has_host:
+            i = self.instance
+            parts.append(b"host: %s:%d\r\n" % (i.address.encode(), i.port))
+        left = max(0.0, self.expires - time.monotonic())
+        parts.append(b"keel-deadline: %.3f\r\n\r\n" % left)
+        if conn.closed:
+            self._broken(UpstreamClosedError("upstream connection closed before the request"))
+            return
+        batch = self.batch
+        if batch is None:
+            conn.write(b"".join(parts))
+        else:
+            batch.add(conn, b"".join(parts))
+        conn.expect_response(_SMALL, self._responded)
+
+    def _responded(self) -> None:
+        """The upstream connection's callback: a whole small response, a head, or a failure."""
+        conn = self.conn
+        assert conn is not None
+        if conn.error is not None:
+            self._broken(conn.error)
+            return
+        status = conn.status
+        gate, ticket, self.gate, self.ticket = self.gate, self.ticket, None, None
+        if status < 500:
+            gate.succeeded()
+            ticket.succeeded()
+        else:
+            gate.failed()
+            ticket.failed()
+            u = self.u
+            if (
+                status in u.settings.retry_statuses
+                and self.attempt < self.attempts
+                and u.retried(self.target)
+            ):
+                self._drop()
+                self._next()
+                return
+        self._disarm()
+        if conn.complete and status in STATUS_LINE:
+            self._reply(conn)
+        else:
+            conn.stop_expecting()
+            self.task = self._spawn(self._stream(conn))
+
+    def _broken(self, exc: BaseException) -> None:
+        self._failed()
+        if self.attempt < self.attempts and self.u.retried(self.target):
+            self._next()
+        else:
+            self._answer(502, f"upstream {self.instance.id}: {exc}")
+
+    def _failed(self) -> None:
+        gate, ticket, self.gate, self.ticket = self.gate, self.ticket, None, None
+        if gate is not None:
+            gate.failed()
+        if ticket is not None:
+            ticket.failed()
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.tried is None:
+            self.tried = set()
+        self.tried.add(self.instance.id)
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.stop_expecting()
+            conn.close()
+            self.u.pool.release(conn)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        gate, ticket, self.gate, self.ticket = self.gate, self.ticket, None, None
+        if gate is not None:
+            gate.failed()
+        if ticket is not None:
+            ticket.failed()
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+        self._close_conn()
+        upstream = self.target.service or self.target.url or "?"
+        self._answer(504, f"no response from {upstream!r} within {self.target.timeout_s:g} s")
+
+    def _disarm(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # -- the answer -----------------------------------------------------------------
+
+    def _reply(self, conn: Connection) -> None:
+        """Write a whole upstream response to the client in one piece."""
+        status = conn.status
+        body = conn.take_buffered()
+        headers = response_headers(conn.headers)
+        self.conn = None
+        self.u.pool.release(conn)
+        framed = any(name == b"content-length" for name, _ in headers)
+        if not framed and status not in _NO_BODY:
+            headers.append((b"content-length", b"%d" % len(body)))
+        self._upstream_done(status)
+        self._write(status, headers, body)
+
+    def _answer(self, status: int, detail: str) -> None:
+        """The proxy's own 502/503/504 (as ``Upstreams._answer``)."""
+        self._disarm()
+        kind = _KINDS.get(status)
+        if kind is not None:
+            self.u.counts[kind] += 1
+        self._upstream_done(status)
+        body = error_json(status, detail)
+        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))]
+        self._write(status, headers, body)
+
+    def _upstream_done(self, status: int) -> None:
+        metrics = self.u.metrics
+        if metrics is not None:
+            upstream = self.target.service or self.target.url or "?"
+            metrics.upstream_request(
+                self.target.route, upstream, status, time.perf_counter() - self.start_t
+            )
+
+    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Status line, the server's default headers, ``headers``, the request id, ``body``."""
+        cycle = self.cycle
+        self.record.status = status
+        self.record.bytes_out += len(body)
+        if not cycle.disconnected and not cycle.transport.is_closing():
+            parts = [STATUS_LINE[status]]
+            for name, value in cycle.default_headers:
+                parts += (name, b": ", value, b"\r\n")
+            for name, value in headers:
+                parts += (name, b": ", value, b"\r\n")
+            name, value = self.rid
+            parts += (name, b": ", value, b"\r\n")
+            if not cycle.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts += (b"\r\n", body)
+            cycle.response_started = cycle.response_complete = True
+            cycle.transport.write(b"".join(parts))
+            if not cycle.keep_alive:
+                cycle.transport.close()
+            cycle.message_event.set()
+            cycle.on_response()
+        self._done()
+
+    async def _stream(self, conn: Connection) -> None:
+        """A long or unframed response: the proxy's streaming, through uvicorn's ``send``."""
+        cycle, u = self.cycle, self.u
+        exchange = Exchange(u, self.target, self.record.method, self.head, cycle.receive)  # type: ignore[arg-type]
+        exchange.conn = conn
+        self.conn = None
+        try:
+            await exchange.respond(
+                cycle.send,  # type: ignore[arg-type]
+                u.settings.body_idle_timeout_s,
+                (self.rid,),
+                self.record,
+            )
+        except ResponseAbortedError:
+            u.counts["aborted"] += 1
+            self.record.reason = "upstream_aborted"
+            cycle.transport.close()  # the response is cut: so is the connection
+        except Exception:
+            log.exception("gateway: relayed response failed")
+            cycle.transport.close()
+        else:
+            self._upstream_done(self.record.status)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        """Metrics, the access line, and the limit's slot back."""
+        app, record = self.app, self.record
+        app.metrics.in_flight -= 1
+        duration = time.perf_counter() - self.start_t
+        series = self.plan.series
+        series.observe(record.status, duration)
+        if record.reason is not None:
+            series.error(record.reason)
+        app.access_log.write(record, duration)
+        admission, self.admission = self.admission, None
+        if admission is not None:
+            admission.release()
+
+    def __repr__(self) -> str:
+        return f"<Flight {self.record.method} {self.record.path} attempt={self.attempt}>"
