@@ -64,7 +64,7 @@ def console_cmd(
 
     A non-loopback --host needs --tls-cert/--tls-key, or --allow-remote when a
     TLS-terminating proxy sits in front. Create the first user with
-    ``keel console adduser NAME --role admin``.
+    `'keel console adduser NAME --role admin'`.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -225,7 +225,7 @@ def users_cmd(output: OutputOption = "table", as_json: JsonFlag = False) -> None
     emit(fmt, rows, table)
     if not rows:
         err_console.print(
-            "no console user: create one with `keel console adduser NAME --role admin`",
+            "no console user: create one with 'keel console adduser NAME --role admin'",
             markup=False,
         )
 

@@ -26,7 +26,7 @@ from keel.store import Store
 __all__ = ["FIRST_USER_HINT", "first_user_hint", "serve"]
 
 FIRST_USER_HINT = (
-    "no console user yet: create the first admin with `keel console adduser NAME --role admin`"
+    "no console user yet: create the first admin with 'keel console adduser NAME --role admin'"
 )
 
 

@@ -89,7 +89,7 @@ def _gone(request: Request) -> Response:
         status_code=404,
         title="No setup here",
         message="This setup link is wrong or used up. "
-        "Create users with `keel console adduser NAME --role admin`.",
+        "Create users with 'keel console adduser NAME --role admin'.",
     )
 
 

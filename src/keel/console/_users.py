@@ -6,7 +6,7 @@ A user is one JSON record at ``console/users/<name>``::
 
 Passwords are hashed with argon2id (argon2-cffi's :class:`PasswordHasher`);
 the clear text never reaches the store, a log or a page. There is no default
-user: the first admin is made with ``keel console adduser NAME --role admin``.
+user: the first admin is made with `'keel console adduser NAME --role admin'`.
 Records are decoded at one boundary (:func:`decode_user`); a malformed record
 is skipped and counted, and a login against it fails like a wrong password.
 """
@@ -191,7 +191,7 @@ class Users:
         )
         if not result.succeeded:
             raise ConflictError(
-                f"user {name!r} exists: use `keel console passwd {name}` to change it"
+                f"user {name!r} exists: use 'keel console passwd {name}' to change it"
             )
         return user
 
@@ -265,7 +265,7 @@ class Users:
     async def _require(self, name: str) -> User:
         user = await self.get(name)
         if user is None:
-            raise NotFoundError(f"no console user {name!r}: `keel console users` lists them")
+            raise NotFoundError(f"no console user {name!r}: 'keel console users' lists them")
         return user
 
     async def _other_admins(self, leaving: str) -> tuple[Compare, ...]:

@@ -118,7 +118,7 @@ async def get_run(store: Store, execution_id: str) -> Execution:
     job, sep, name = execution_id.partition("/")
     if not sep or not name or "/" in name:
         raise ValidationError(
-            f"execution id {execution_id!r}: use <job>/<fire-ms>-<shard> as `keel jobs runs` shows"
+            f"execution id {execution_id!r}: use <job>/<fire-ms>-<shard> as 'keel jobs runs' shows"
         )
     kv = await store.get(f"{runs_prefix(check_job_name(job))}{name}")
     if kv is None:
@@ -131,7 +131,7 @@ def _read_one(key: str, value: bytes, decoder: Callable[[bytes], T]) -> T:
     result = decode(AREA, key, value, decoder)
     if isinstance(result, Rejected):
         report(result)
-        raise ValidationError(f"{result}: fix the record, or delete it (`keel jobs rm`)")
+        raise ValidationError(f"{result}: fix the record, or delete it ('keel jobs rm')")
     return result
 
 
@@ -305,7 +305,7 @@ async def get_job(store: Store, job: str) -> tuple[JobDef, int]:
     """
     kv = await store.get(def_key(check_job_name(job)))
     if kv is None:
-        raise NotFoundError(f"no job {job!r}: list jobs with `keel jobs`")
+        raise NotFoundError(f"no job {job!r}: list jobs with 'keel jobs'")
     return _read_one(kv.key, kv.value, job_decoder(job)), kv.mod_revision
 
 
