@@ -1,4 +1,4 @@
-"""The store contract: the abstract :class:`Store` and :class:`Watch`.
+"""The store contract: the abstract :class:`Store` (its :class:`Watch` is in ``_watch``).
 
 The MUST rules every backend follows are written here once, on the public
 methods. Public methods check their input (so bad input is refused the same
@@ -9,20 +9,18 @@ backend's ``_do_*`` hook.
 from __future__ import annotations
 
 import abc
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 from time import perf_counter
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from keel.errors import InvalidKeyError, StoreClosedError, ValidationError, ValueTooLargeError
-from keel.observe._store_metrics import OpSeries, StoreSeries, store_metrics
+from keel.errors import StoreClosedError, ValidationError, ValueTooLargeError
+from keel.observe._store_metrics import OpSeries, store_metrics
 from keel.observe.spans import GATE, end_span, store_span, tracing_on
+from keel.store._checks import check_key, check_root
 from keel.store._types import (
     Compare,
     Delete,
-    Event,
     Get,
     KeyValue,
     Lease,
@@ -33,12 +31,12 @@ from keel.store._types import (
     StoreStatus,
     TxnResult,
 )
+from keel.store._watch import Watch
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "DEFAULT_ROOT", "MAX_LEASE_TTL", "Store", "Watch"]
 
 DEFAULT_ROOT: Final = "/keel/"
 DEFAULT_MAX_VALUE_BYTES: Final = 1024 * 1024
-MAX_KEY_BYTES: Final = 4096
 MAX_LEASE_TTL: Final = 9_000_000_000  # etcd's MaxLeaseTTL
 MAX_TXN_OPS: Final = 128  # etcd's default --max-txn-ops
 
@@ -72,173 +70,6 @@ async def _observed(
     if span is not None:
         span.end()
     return result
-
-
-def check_key(key: object, *, allow_empty: bool = False) -> str:
-    """Return ``key`` if it is a valid relative key, else raise InvalidKeyError."""
-    if not isinstance(key, str):
-        raise InvalidKeyError(f"key must be a str, not {type(key).__name__}: decode bytes first")
-    if not key and not allow_empty:
-        raise InvalidKeyError("key is empty: give a key such as 'services/orders/1'")
-    if key.startswith("/"):
-        raise InvalidKeyError(
-            f"key {key!r} is outside the store's root: keys are relative to the root "
-            f"(e.g. '{key.lstrip('/')}'); drop the leading '/' and the root prefix"
-        )
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKeyError(f"key is longer than {MAX_KEY_BYTES} bytes: use a shorter key")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidKeyError(
-            f"key {key!r} is not valid UTF-8 ({exc.reason}): give the key as UTF-8 text"
-        ) from exc
-    return key
-
-
-def check_root(root: str) -> str:
-    """Return a normalized root prefix (leading and trailing '/'), or raise."""
-    if not isinstance(root, str) or not root.strip("/"):
-        raise ValidationError(f"root prefix {root!r} is empty: use something like '/keel/'")
-    return "/" + root.strip("/") + "/"
-
-
-class Watch(AsyncIterator[Event], abc.ABC):
-    """A stream of changes to one key or prefix.
-
-    MUST: deliver every change at a revision ``>= start_revision`` exactly once,
-    in revision order (events of one revision in the order the backend applied
-    them); replay history when ``start_revision`` is in the past; raise
-    :class:`keel.errors.CompactedError` from iteration when it is below the
-    compaction point; survive reconnects without gap or duplicate.
-
-    Use as ``async with store.watch(...) as events: async for ev in events``,
-    or iterate directly and call :meth:`aclose` when done. :meth:`start`
-    establishes the watch; after it, no change is missed even if iteration
-    begins later. ``start_revision`` holds the first revision covered.
-    """
-
-    def __init__(self, key: str, *, prefix: bool, start_revision: int | None) -> None:
-        self.key = key
-        self.prefix = prefix
-        self.start_revision = start_revision
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self._started = False
-        self._closed = False
-        self._last_revision = 0
-        self._series: StoreSeries | None = None  # set by Store.watch
-        self._counted = False
-        self._stamps: deque[float] = deque()  # when each queued event was delivered
-
-    async def start(self) -> Self:
-        """Establish the watch (idempotent); return self."""
-        if self._closed:
-            raise StoreClosedError("this watch was closed: open a new one")
-        if not self._started:
-            self._started = True
-            await self._open()
-            if self._series is not None and not self._counted:
-                self._counted = True
-                self._series.watches += 1
-        return self
-
-    def _uncount(self) -> None:
-        """Stop counting this watch as open; its queued events are no longer backlog."""
-        if self._counted and self._series is not None:
-            self._counted = False
-            self._series.watches -= 1
-            self._series.events_out += len(self._stamps)
-            self._stamps.clear()
-
-    def _deliver(self, event: Event) -> None:
-        """Backend hook: queue one event (the backend delivers each revision once)."""
-        if self._closed:
-            return
-        self._queue.put_nowait(event)
-        if self._series is not None:
-            self._series.events_in += 1
-            self._stamps.append(perf_counter())
-
-    def _behind(self, revisions: int) -> None:
-        """Backend hook: a batch was delivered ``revisions`` behind the store's newest revision."""
-        if self._series is not None:
-            self._series.behind(revisions)
-
-    def _fail(self, exc: BaseException) -> None:
-        """Backend hook: end the stream with ``exc`` after the queued events."""
-        if not self._closed:
-            self._queue.put_nowait(exc)
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._closed and self._queue.empty():
-            raise StopAsyncIteration
-        if not self._started:
-            await self.start()
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            self._closed = True
-            self._uncount()
-            if isinstance(item, StopAsyncIteration):
-                raise StopAsyncIteration
-            raise item
-        self._last_revision = item.kv.mod_revision
-        if self._series is not None and self._stamps:
-            self._series.taken(perf_counter() - self._stamps.popleft())
-        return item
-
-    def get_nowait(self) -> Event | None:
-        """Return the next queued event without waiting, or None."""
-        if self._queue.empty():
-            return None
-        item = self._queue.get_nowait()
-        if isinstance(item, BaseException):
-            self._queue.put_nowait(item)
-            return None
-        self._last_revision = item.kv.mod_revision
-        if self._series is not None and self._stamps:
-            self._series.taken(perf_counter() - self._stamps.popleft())
-        return item
-
-    async def aclose(self) -> None:
-        """Stop the watch and release what it holds (idempotent)."""
-        if self._closed and not self._started:
-            return
-        self._closed = True
-        self._uncount()
-        if self._started:
-            self._started = False
-            await self._close()
-        self._queue.put_nowait(StopAsyncIteration())
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @abc.abstractmethod
-    async def _open(self) -> None:
-        """Register with the backend; set ``start_revision`` if it was None."""
-
-    @abc.abstractmethod
-    async def _close(self) -> None:
-        """Unregister from the backend."""
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._started else "new")
-        kind = "prefix" if self.prefix else "key"
-        return (
-            f"<{type(self).__name__} {kind}={self.key!r} start={self.start_revision} "
-            f"last={self._last_revision} {state} queued={self._queue.qsize()}>"
-        )
 
 
 class Store(abc.ABC):
