@@ -374,3 +374,26 @@ def test_the_relay_head_is_the_proxy_head(
         is None
     )
     assert relay_skip(frozenset({b"x-forwarded-for"}), b"x-consumer") is None
+
+
+async def test_one_timer_watches_every_relayed_deadline() -> None:
+    """Deadlines time out in their order, each once; a discarded one never does."""
+    from keel.gateway._flight import Deadlines
+
+    class Late:
+        def __init__(self, name: str, log: list[str]) -> None:
+            self.name, self.log = name, log
+
+        def timed_out(self) -> None:
+            self.log.append(self.name)
+
+    loop = asyncio.get_running_loop()
+    log: list[str] = []
+    deadlines = Deadlines(loop)
+    now = loop.time()
+    late = {name: Late(name, log) for name in "abcd"}
+    for name, after in (("a", 0.15), ("b", 0.05), ("c", 0.1), ("d", 0.02)):
+        deadlines.add(late[name], now + after)  # type: ignore[arg-type]
+    deadlines.discard(late["d"])  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    assert log == ["b", "c", "a"] and len(deadlines) == 0

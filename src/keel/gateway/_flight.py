@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from keel.gateway._plan import Plan, State
     from keel.gateway._proxy import Target
 
-__all__ = ["Flight"]
+__all__ = ["Deadlines", "Flight"]
 
 log = logging.getLogger("keel.gateway")
 
@@ -59,6 +59,7 @@ class Flight:
         "conn",
         "consumer",
         "cycle",
+        "deadlines",
         "expires",
         "gate",
         "head",
@@ -74,7 +75,6 @@ class Flight:
         "task",
         "tasks",
         "ticket",
-        "timer",
         "tried",
         "u",
     )
@@ -107,7 +107,7 @@ class Flight:
         self.gate: Any = None
         self.ticket: Any = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadlines: Deadlines = _NO_DEADLINES
         self.head: RequestHead | None = None
         self.start_t = 0.0
         self.expires = 0.0
@@ -131,7 +131,7 @@ class Flight:
         loop = asyncio.get_running_loop()
         budget = self.target.timeout_s
         self.expires = time.monotonic() + budget
-        self.timer = loop.call_later(budget, self._timed_out)
+        self.deadlines.add(self, loop.time() + budget)
         u.budget.deposit()
         self._next()
 
@@ -304,8 +304,8 @@ class Flight:
             conn.close()
             self.u.pool.release(conn)
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        """The route's ``timeout_s`` passed before a response head came (:class:`Deadlines`)."""
         gate, ticket, self.gate, self.ticket = self.gate, self.ticket, None, None
         if gate is not None:
             gate.failed()
@@ -319,9 +319,7 @@ class Flight:
         self._answer(504, f"no response from {upstream!r} within {self.target.timeout_s:g} s")
 
     def _disarm(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
+        self.deadlines.discard(self)
 
     def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
@@ -369,9 +367,7 @@ class Flight:
         self.record.status = status
         self.record.bytes_out += len(body)
         if not cycle.disconnected and not cycle.transport.is_closing():
-            parts = [STATUS_LINE[status]]
-            for name, value in cycle.default_headers:
-                parts += (name, b": ", value, b"\r\n")
+            parts = [STATUS_LINE[status], _server_lines(cycle.default_headers)]
             for name, value in headers:
                 parts += (name, b": ", value, b"\r\n")
             name, value = self.rid
@@ -428,3 +424,83 @@ class Flight:
 
     def __repr__(self) -> str:
         return f"<Flight {self.record.method} {self.record.path} attempt={self.attempt}>"
+
+
+class Deadlines:
+    """The deadlines of relayed requests, watched by one timer for all of them.
+
+    A timer per request costs an allocation and two heap operations; here a
+    request's deadline is a dict entry (added at start, removed at its
+    response head) and one timer is armed for the earliest. When it fires,
+    requests past their deadline time out, and it is armed again for the
+    next one (keel's deadline watchdog does the same for ``Timeout``).
+
+    Args:
+        loop: the running loop (its clock).
+    """
+
+    __slots__ = ("_armed_at", "_due", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
+        self._due: dict[Flight, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+
+    def add(self, flight: Flight, at: float) -> None:
+        """Watch ``flight`` until loop time ``at``."""
+        self._due[flight] = at
+        if at < self._armed_at:
+            self._arm(at)
+
+    def discard(self, flight: Flight) -> None:
+        """Stop watching ``flight`` (its head came, or it ended)."""
+        self._due.pop(flight, None)
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = at
+        self._handle = self._loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        self._handle, self._armed_at = None, math.inf
+        now = self._loop.time()
+        late = [flight for flight, at in self._due.items() if at <= now]
+        for flight in late:
+            del self._due[flight]
+        if self._due:
+            self._arm(min(self._due.values()))
+        for flight in late:
+            flight.timed_out()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __repr__(self) -> str:
+        return f"<Deadlines watched={len(self._due)} next_at={self._armed_at:.3f}>"
+
+
+_NO_DEADLINES = Deadlines(None)  # replaced by the relay's before a flight starts
+
+
+class _ServerLines:
+    """The server's default header lines as bytes, for the list uvicorn holds now."""
+
+    __slots__ = ("lines", "of")
+
+    def __init__(self) -> None:
+        self.of: list[tuple[bytes, bytes]] | None = None
+        self.lines = b""
+
+    def __call__(self, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+        # uvicorn replaces the list (it does not change it) when its date changes
+        if self.of is not default_headers:
+            self.lines = b"".join(k + b": " + v + b"\r\n" for k, v in default_headers)
+            self.of = default_headers
+        return self.lines
+
+
+_server_lines = _ServerLines()

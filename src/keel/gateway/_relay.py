@@ -36,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from keel.gateway._asgi import sane_id
 from keel.gateway._auth import AuthError
-from keel.gateway._flight import Flight
+from keel.gateway._flight import Deadlines, Flight
 from keel.gateway._h1 import WriteBatch
 from keel.gateway._headers import client_address
 from keel.gateway._logs import AccessRecord
@@ -44,11 +44,12 @@ from keel.gateway._match import Hit, normal_host
 
 if TYPE_CHECKING:
     from keel.gateway._app import GatewayApp
-    from keel.gateway._plan import Plan
+    from keel.gateway._plan import Plan, State
 
 __all__ = ["Relay"]
 
 _METHODS = frozenset({"GET", "DELETE"})
+_MAX_ROUTES = 4096  # (method, Host, path) -> matched route, per served document
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 # Request headers that send a request the ASGI way (framing, upgrades, a caller's deadline).
 _ASGI_ONLY = frozenset(
@@ -77,6 +78,9 @@ class Relay:
         self._checked = -math.inf
         self._tracing = self._always_tracing
         self._batch: WriteBatch | None = None
+        self._deadlines: Deadlines = Deadlines(None)
+        self._routes_of: State | None = None
+        self._routes: dict[tuple[str, bytes | None, str], Hit[Plan]] = {}
 
     def tracing(self) -> bool:
         """Whether spans are recorded (the global provider is looked up once a second)."""
@@ -126,11 +130,8 @@ class Relay:
                 rid = value
         if self.tracing():
             return None
-        router = state.router
-        found = router.match(
-            method, normal_host(host), path, dict(headers) if router.uses_headers else None
-        )
-        if not isinstance(found, Hit):
+        found = self._match(state, method, host, path, headers)
+        if found is None:
             return None
         plan: Plan = found.rule.payload
         if not plan.direct:
@@ -158,10 +159,38 @@ class Relay:
         flight = Flight(self.app, cycle, tasks, state, plan, found, target, candidates, record)
         flight.consumer, flight.host, flight.admission = consumer, host, admission
         batch = self._batch
-        if batch is None:
-            batch = self._batch = WriteBatch(asyncio.get_running_loop())
-        flight.batch = batch
+        if batch is None:  # the first request: the loop is known now
+            loop = asyncio.get_running_loop()
+            batch = self._batch = WriteBatch(loop)
+            self._deadlines = Deadlines(loop)
+        flight.batch, flight.deadlines = batch, self._deadlines
         return flight
+
+    def _match(
+        self,
+        state: State,
+        method: str,
+        host: bytes | None,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> Hit[Plan] | None:
+        """The route of a request; remembered per (method, Host, path) for the state served."""
+        router = state.router
+        if router.uses_headers:
+            found = router.match(method, normal_host(host), path, dict(headers))
+            return found if isinstance(found, Hit) else None
+        if self._routes_of is not state:
+            self._routes_of, self._routes = state, {}
+        key = (method, host, path)
+        hit = self._routes.get(key)
+        if hit is None:
+            found = router.match(method, normal_host(host), path, None)
+            if not isinstance(found, Hit):
+                return None
+            if len(self._routes) >= _MAX_ROUTES:  # paths with ids in them: bounded
+                self._routes.clear()
+            hit = self._routes[key] = found
+        return hit
 
     def __repr__(self) -> str:
         return f"<Relay relayed={self.relayed} passed={self.passed}>"
