@@ -28,6 +28,7 @@ from keel.cli import (
     _service_cmds,
     _store_cmds,
 )
+from keel.cli._argv import hoist_global_options
 from keel.cli._common import EXIT_CODES, console, invoke, quiet_logs, run, state
 from keel.cli._help import install as _install_help
 
@@ -82,7 +83,7 @@ def _options(
             envvar="KEEL_STORE",
             metavar="URL",
             help="Store URL: memory://, sqlite:///path.db, etcd://host:port[,host:port]. "
-            "Default: sqlite:// (.keel/keel.db).",
+            "Default: sqlite:// (.keel/keel.db). May also follow the command.",
         ),
     ] = None,
     debug: Annotated[
@@ -166,4 +167,4 @@ app.command("status", help="Same as 'keel store status': which store, where from
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``keel`` script: run the command, exit with its code."""
-    sys.exit(invoke(app, args))
+    sys.exit(invoke(app, hoist_global_options(sys.argv[1:] if args is None else args)))
