@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from rich.console import Console
 from keel.cli._up_edge import ConsoleWatch
 from keel.cli._up_fmt import count, duration, size, sparkline
 from keel.cli._up_lines import PlainLines
-from keel.cli._up_shop import ShopWatch, port_in_use
+from keel.cli._up_shop import SHOP_PORTS, ShopWatch, port_in_use
 from keel.cli._up_view import UpView, fit_rows, lateness
 from keel.events import GroupStats
 from keel.schedule import Execution
@@ -191,7 +192,7 @@ async def test_a_crashed_example_is_a_problem_in_the_view(tmp_path: Path, monkey
         "print('ValueError: no such sku', flush=True)\nraise SystemExit(3)\n"
     )
     monkeypatch.chdir(tmp_path)
-    watch = ShopWatch(free_port())
+    watch = ShopWatch(free_ports(SHOP_PORTS))
     async with asyncio.timeout(30):
         await watch.run(f"sqlite:///{tmp_path / 'x.db'}")
     assert watch.state == "exited (3)"
@@ -199,11 +200,23 @@ async def test_a_crashed_example_is_a_problem_in_the_view(tmp_path: Path, monkey
     assert "shop exited with code 3: ValueError: no such sku" in watch.problems
 
 
-def free_port() -> int:
-    """A port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports nothing listens on now (the shop uses a block)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no block of {count} free ports")
 
 
 def _gateway_config(content: str, version: int = 1) -> Event:
