@@ -128,10 +128,9 @@ class Flight:
         if self.target.url is not None:
             path_qs = u.picker.fixed(self.target.url).base_path + path_qs
         self.head = self._head(scope, path_qs)
-        loop = asyncio.get_running_loop()
         budget = self.target.timeout_s
         self.expires = time.monotonic() + budget
-        self.deadlines.add(self, loop.time() + budget)
+        self.deadlines.add(self, budget)
         u.budget.deposit()
         self._next()
 
@@ -322,7 +321,7 @@ class Flight:
         self.deadlines.discard(self)
 
     def _spawn(self, work: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -447,9 +446,10 @@ class Deadlines:
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
 
-    def add(self, flight: Flight, at: float) -> None:
-        """Watch ``flight`` until loop time ``at``."""
-        self._due[flight] = at
+    def add(self, flight: Flight, seconds: float) -> None:
+        """Watch ``flight`` for ``seconds`` from now."""
+        assert self._loop is not None
+        at = self._due[flight] = self._loop.time() + seconds
         if at < self._armed_at:
             self._arm(at)
 
