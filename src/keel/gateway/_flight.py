@@ -378,8 +378,7 @@ class Flight:
             cycle.transport.write(b"".join(parts))
             if not cycle.keep_alive:
                 cycle.transport.close()
-            cycle.message_event.set()
-            cycle.on_response()
+            cycle.on_response()  # (no receive() waits on a relayed request: no event to set)
         self._done()
 
     async def _stream(self, conn: Connection) -> None:
