@@ -335,7 +335,7 @@ class Flight:
         headers = response_headers(conn.headers)
         self.conn = None
         self.u.pool.release(conn)
-        framed = any(name == b"content-length" for name, _ in headers)
+        framed = conn.length is not None or any(k == b"content-length" for k, _ in headers)
         if not framed and status not in _NO_BODY:
             headers.append((b"content-length", b"%d" % len(body)))
         self._upstream_done(status)
