@@ -11,7 +11,7 @@ method):
 
 and the same ``keel_grpc_client_*`` series for calls made by ``keel.grpc.Channel``.
 
-As with :mod:`keel.observe.http_metrics`, the numbers are plain Python ints and
+As with the HTTP series (:func:`keel.observe.http_metrics`), the numbers are plain Python ints and
 floats bumped on the event loop's thread and turned into metric families only
 when scraped: a labelled ``prometheus_client`` child takes a lock per
 increment, several microseconds on a call that costs ~100 us in all. Label
