@@ -396,3 +396,43 @@ async def test_one_timer_watches_every_relayed_deadline() -> None:
     deadlines.discard(late["d"])  # type: ignore[arg-type]
     await asyncio.sleep(0.3)
     assert log == ["b", "c", "a"] and len(deadlines) == 0
+
+
+async def test_refused_connects_then_an_open_breaker_on_the_relay(mem: Store) -> None:
+    """Connection refused: 502 (the connect runs as a task); once the instance's breaker
+    opens, 503 is answered at once, before anything is sent."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    document = _document()
+    document["routes"].append(
+        {
+            "id": "dead",
+            "match": {"path": "/dead/"},
+            "forward": {"url": f"http://127.0.0.1:{closed}", "retries": 0},
+        }
+    )
+    async with pair(mem, document) as (gw, _):
+        assert gw.relay is not None and gw.upstreams is not None
+        statuses = [(await _get(gw, "/dead/x")).status_code for _ in range(10)]
+        assert statuses[0] == 502 and statuses[-1] == 503
+        assert gw.upstreams.statistics().breakers_open == 1
+        assert gw.relay.relayed == 10
+        assert (await _get(gw, "/api/still-fine")).status_code == 200
+
+
+async def test_an_http_1_0_client_gets_its_answer_and_the_close(mem: Store) -> None:
+    """No keep-alive for HTTP/1.0: the relayed answer says so and the connection ends."""
+    async with pair(mem, _document()) as (gw, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /api/old HTTP/1.0\r\nhost: gw\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()  # ends: the gateway closed the connection
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head
+        assert b'"/api/old"' in body
+        assert gw.relay is not None and gw.relay.relayed == 1
