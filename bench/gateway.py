@@ -113,10 +113,12 @@ def serve_hello(port: int, store_url: str | None) -> None:
 
 
 def serve_gateway(port: int, store_url: str) -> None:
-    """Child: a bare Upstreams-backed gateway forwarding everything to ``hello``.
+    """Child: a bare Upstreams-backed ASGI app forwarding everything to ``hello``.
 
     Served as the keel Gateway is (uvicorn with the gateway's write-coalescing
-    protocol), without routes, security or the service runtime: the proxy's floor.
+    protocol), without routes, security, the service runtime or the relay: the
+    floor of the gateway's general (ASGI) path, which its relay bypasses for
+    plain forwards.
     """
     import uvicorn
     import uvloop
@@ -435,7 +437,7 @@ def report(
         print(f"gateway with JWT + rate limit / plain: {secure / g:.2f}x (target >= 0.85x)")
     if "bare proxy" in med:
         out["bare_proxy_vs_direct"] = med["bare proxy"]["rps"] / d
-        print(f"bare Upstreams app / direct: {out['bare_proxy_vs_direct']:.2f}x")
+        print(f"bare Upstreams ASGI app (no relay) / direct: {out['bare_proxy_vs_direct']:.2f}x")
     gl, dl = lat["gateway"], lat["direct"]
     out["added_p50_ms"] = gl["p50_ms"] - dl["p50_ms"]
     out["added_p99_ms"] = gl["p99_ms"] - dl["p99_ms"]
