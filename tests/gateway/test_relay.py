@@ -378,7 +378,7 @@ def test_the_relay_head_is_the_proxy_head(
 
 async def test_one_timer_watches_every_relayed_deadline() -> None:
     """Deadlines time out in their order, each once; a discarded one never does."""
-    from keel.gateway._flight import Deadlines
+    from keel.gateway._deadlines import Deadlines
 
     class Late:
         def __init__(self, name: str, log: list[str]) -> None:

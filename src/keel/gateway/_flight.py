@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 from keel.gateway._asgi import error_body
 from keel.gateway._auth import Consumer
+from keel.gateway._deadlines import Deadlines
 from keel.gateway._exchange import Exchange, UpstreamError
 from keel.gateway._h1 import Connection, UpstreamClosedError, WriteBatch
 from keel.gateway._headers import plain_head, upstream_headers
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from keel.gateway._plan import Plan, State
     from keel.gateway._proxy import Target
 
-__all__ = ["Deadlines", "Flight"]
+__all__ = ["Flight"]
 
 log = logging.getLogger("keel.gateway")
 
@@ -422,64 +423,6 @@ class Flight:
 
     def __repr__(self) -> str:
         return f"<Flight {self.record.method} {self.record.path} attempt={self.attempt}>"
-
-
-class Deadlines:
-    """The deadlines of relayed requests, watched by one timer for all of them.
-
-    A timer per request costs an allocation and two heap operations; here a
-    request's deadline is a dict entry (added at start, removed at its
-    response head) and one timer is armed for the earliest. When it fires,
-    requests past their deadline time out, and it is armed again for the
-    next one (keel's deadline watchdog does the same for ``Timeout``).
-
-    Args:
-        loop: the running loop (its clock).
-    """
-
-    __slots__ = ("_armed_at", "_due", "_handle", "_loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        self._loop = loop
-        self._due: dict[Flight, float] = {}
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed_at = math.inf
-
-    def add(self, flight: Flight, seconds: float) -> None:
-        """Watch ``flight`` for ``seconds`` from now."""
-        assert self._loop is not None
-        at = self._due[flight] = self._loop.time() + seconds
-        if at < self._armed_at:
-            self._arm(at)
-
-    def discard(self, flight: Flight) -> None:
-        """Stop watching ``flight`` (its head came, or it ended)."""
-        self._due.pop(flight, None)
-
-    def _arm(self, at: float) -> None:
-        assert self._loop is not None
-        if self._handle is not None:
-            self._handle.cancel()
-        self._armed_at = at
-        self._handle = self._loop.call_at(at, self._fire)
-
-    def _fire(self) -> None:
-        assert self._loop is not None
-        self._handle, self._armed_at = None, math.inf
-        now = self._loop.time()
-        late = [flight for flight, at in self._due.items() if at <= now]
-        for flight in late:
-            del self._due[flight]
-        if self._due:
-            self._arm(min(self._due.values()))
-        for flight in late:
-            flight.timed_out()
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def __repr__(self) -> str:
-        return f"<Deadlines watched={len(self._due)} next_at={self._armed_at:.3f}>"
 
 
 _NO_DEADLINES = Deadlines(None)  # replaced by the relay's before a flight starts

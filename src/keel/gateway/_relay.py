@@ -36,7 +36,8 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from keel.gateway._asgi import sane_id
 from keel.gateway._auth import AuthError
-from keel.gateway._flight import Deadlines, Flight
+from keel.gateway._deadlines import Deadlines
+from keel.gateway._flight import Flight
 from keel.gateway._h1 import WriteBatch
 from keel.gateway._headers import client_address
 from keel.gateway._logs import AccessRecord
