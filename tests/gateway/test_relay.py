@@ -101,8 +101,8 @@ async def _get(gw: Gateway, path: str, **kwargs: Any) -> httpx.Response:
         return await http.get(path, **kwargs)
 
 
-def _comparable(answer: httpx.Response) -> tuple[int, list[tuple[str, str]], Any]:
-    headers = sorted((k, v) for k, v in answer.headers.items() if k != "date")
+def _comparable(answer: httpx.Response) -> tuple[int, list[tuple[bytes, bytes]], Any]:
+    headers = [(k, v) for k, v in answer.headers.raw if k.lower() != b"date"]  # in order
     body: Any = answer.content
     if answer.headers.get("content-type") == "application/json" and b'"headers"' in body:
         body = answer.json()
@@ -232,10 +232,12 @@ async def test_upstream_failures_on_the_relay(mem: Store) -> None:
         assert hung.status_code == 504 and hung.json()["error"] == "gateway_timeout"
         slow = await _get(gw, "/slow", params={"s": "2"})
         assert slow.status_code == 504 and slow.headers["x-request-id"]
-        for each in (gw, plain):
-            chunked = await _get(each, "/raw/chunked")
+        rid = {"x-request-id": "c-1"}
+        answers = [await _get(each, "/raw/chunked", headers=rid) for each in (gw, plain)]
+        for chunked in answers:
             assert (chunked.text, chunked.headers["content-length"]) == ("abcde", "5")
             assert "transfer-encoding" not in chunked.headers
+        assert _comparable(answers[0]) == _comparable(answers[1])
         assert gw.relay.passed == passed
         stats = gw.upstreams.statistics()
         assert (stats.failed, stats.timed_out, stats.aborted) == (2, 2, 1)
@@ -271,11 +273,15 @@ async def test_jwt_and_local_limits_on_the_relay(mem: Store, tmp_path: Path) -> 
     claims = {"sub": "ann", "aud": "t", "iss": "i", "exp": time.time() + 600}
     token = jwt.encode(claims, KEY, algorithm="RS256")
     bearer = {"authorization": f"Bearer {token}"}
-    async with pair(mem, _document(pem=pem)) as (gw, _):
+    async with pair(mem, _document(pem=pem)) as (gw, plain):
         relay = gw.relay
         assert relay is not None
         passed = relay.passed
         answers = [await _get(gw, "/secure/x", headers=bearer) for _ in range(3)]
+        from_app = [await _get(plain, "/secure/x", headers=bearer) for _ in range(3)]
+        assert [a.status_code for a in from_app] == [200, 200, 429]
+        names = [[k for k, _ in a.headers.raw] for a in (answers[2], from_app[2])]
+        assert names[0] == names[1]  # the relay's 429 is the app's, header for header
         assert [a.status_code for a in answers] == [200, 200, 429]
         assert dict(answers[0].json()["headers"])["x-consumer"] == "ann"
         assert int(answers[2].headers["retry-after"]) >= 1

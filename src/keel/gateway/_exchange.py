@@ -289,8 +289,10 @@ class Exchange:
         try:
             if conn.complete:
                 body = conn.take_buffered()
-                if _unframed(headers, conn.status, self.method):
-                    headers.append((b"content-length", b"%d" % len(body)))  # not chunked
+                if _unframed(headers, conn.status, self.method):  # not chunked: before `extra`
+                    headers.insert(
+                        len(headers) - len(extra), (b"content-length", b"%d" % len(body))
+                    )
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
                 if tally is not None:

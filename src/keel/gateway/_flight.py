@@ -185,12 +185,8 @@ class Flight:
         record.reason = "limited"
         body = error_body("limited", f"{reason} limit reached", record.request_id)
         wait = b"%d" % max(1, math.ceil(admission.retry_after_s))
-        headers = [
-            (b"content-type", _JSON),
-            (b"content-length", b"%d" % len(body)),
-            (b"retry-after", wait),
-        ]
-        self._write(429, headers, body)
+        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))]
+        self._write(429, headers, body, [(b"retry-after", wait)])
 
     def _next(self) -> None:
         """One attempt: choose an instance, then write on an idle connection (or connect)."""
@@ -361,8 +357,15 @@ class Flight:
                 self.target.route, upstream, status, time.perf_counter() - self.start_t
             )
 
-    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Status line, the server's default headers, ``headers``, the request id, ``body``."""
+    def _write(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        after: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Status line, the server's default headers, ``headers``, the request id, ``after``,
+        ``body``: in the order the app's answers have them."""
         cycle = self.cycle
         self.record.status = status
         self.record.bytes_out += len(body)
@@ -372,6 +375,8 @@ class Flight:
                 parts += (name, b": ", value, b"\r\n")
             name, value = self.rid
             parts += (name, b": ", value, b"\r\n")
+            for name, value in after or ():
+                parts += (name, b": ", value, b"\r\n")
             if not cycle.keep_alive:
                 parts.append(b"connection: close\r\n")
             parts += (b"\r\n", body)
