@@ -1,9 +1,9 @@
-"""One relayed request (see ``_relay.py``): its attempts, its deadline timer, its answer.
+"""One relayed request (see ``_relay.py``): its attempts, its deadline, its answer.
 
 A :class:`Flight` is driven by callbacks: the relay starts it, the upstream
 connection calls :meth:`Flight._responded` when the response is whole (or its
-head is in, or the exchange failed), the loop calls :meth:`Flight._timed_out`
-when the route's ``timeout_s`` passes first. Only a connect (no idle pooled
+head is in, or the exchange failed), the relay's :class:`Deadlines` call
+:meth:`Flight.timed_out` when the route's ``timeout_s`` passes first. Only a connect (no idle pooled
 connection at hand) or a long response's streaming runs as a task. The rules
 are the proxy's: retries on another instance while the retry budget allows
 (a bodyless request is replayable), breaker and balancer tickets settled on
