@@ -11,24 +11,12 @@ Every error ends a command with one line on stderr and an exit code (see
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from importlib import import_module
+from typing import Annotated, Any
 
 import typer
 
-from keel.cli import (
-    _config_cmds,
-    _console_cmds,
-    _coord_cmds,
-    _events_cmds,
-    _gateway_cmds,
-    _instance_cmds,
-    _jobs_cmds,
-    _registry_cmds,
-    _saga_cmds,
-    _service_cmds,
-    _store_cmds,
-)
-from keel.cli._argv import hoist_global_options
+from keel.cli._argv import command_word, hoist_global_options
 from keel.cli._common import EXIT_CODES, console, invoke, quiet_logs, run, state
 from keel.cli._help import install as _install_help
 
@@ -42,27 +30,66 @@ _EPILOG = (
     + "\n  keel lock exits with its command's own code otherwise."
 )
 
-app = typer.Typer(
-    help="keel: registry, config, locks, scheduling and resilience for Python services.\n\n"
-    "Read commands take -o table|wide|json|yaml; piped output is never cut or coloured.",
-    epilog=_EPILOG,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode=None,
-)
-app.add_typer(_store_cmds.app, name="store")
-app.add_typer(_config_cmds.app, name="config")
-app.add_typer(_instance_cmds.app, name="instance")
-_coord_cmds.register(app)
-_registry_cmds.register(app)
-_service_cmds.register(app)
-_jobs_cmds.register(app)
-_saga_cmds.register(app)
-_events_cmds.register(app)
-_console_cmds.register(app)
-_gateway_cmds.register(app)
+# Each module of commands and the top-level words it adds, in help order. A
+# command line loads only the module of its word (typer would otherwise import
+# every module and read every command's signature on each start).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "_store_cmds": ("store",),
+    "_config_cmds": ("config",),
+    "_instance_cmds": ("instance",),
+    "_coord_cmds": ("locks", "lock", "leader"),
+    "_registry_cmds": ("services", "instances", "register", "deregister", "health-checker"),
+    "_service_cmds": ("run",),
+    "_jobs_cmds": ("worker", "jobs"),
+    "_up": ("up",),
+    "_status": ("status",),
+    "_saga_cmds": ("sagas",),
+    "_events_cmds": ("events",),
+    "_console_cmds": ("console",),
+    "_gateway_cmds": ("gateway",),
+}
+
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        help="keel: registry, config, locks, scheduling and resilience for Python services.\n\n"
+        "Read commands take -o table|wide|json|yaml; piped output is never cut or coloured.",
+        epilog=_EPILOG,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        rich_markup_mode=None,
+    )
+
+
+def _add(root: typer.Typer, module: str) -> None:
+    """Register the commands of ``module`` on ``root``."""
+    if module == "_up":
+        root.command("up")(up_cmd)
+        return
+    if module == "_status":
+        from keel.cli import _store_cmds
+
+        root.command(
+            "status", help="Same as 'keel store status': which store, where from, what is in it."
+        )(_store_cmds.status_cmd)
+        return
+    if module in ("_store_cmds", "_config_cmds", "_instance_cmds"):
+        group = import_module(f"keel.cli.{module}")
+        root.add_typer(group.app, name=_MODULES[module][0])
+        return
+    import_module(f"keel.cli.{module}").register(root)
+
+
+def build_app(word: str | None = None) -> typer.Typer:
+    """The root app with the commands of ``word``'s module only, or with all of them."""
+    root = _new_app()
+    root.callback()(_options)
+    modules = [m for m, words in _MODULES.items() if word in words] or list(_MODULES)
+    for module in modules:
+        _add(root, module)
+    return root
 
 
 def _version(value: bool) -> None:
@@ -73,7 +100,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _options(
     ctx: typer.Context,
     store: Annotated[
@@ -108,7 +134,6 @@ def _options(
     quiet_logs(debug)
 
 
-@app.command("up")
 def up_cmd(
     duration: Annotated[
         float,
@@ -160,11 +185,13 @@ def up_cmd(
     console.print("keel up: stopped cleanly")
 
 
-app.command("status", help="Same as 'keel store status': which store, where from, what is in it.")(
-    _store_cmds.status_cmd
-)
-
-
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``keel`` script: run the command, exit with its code."""
-    sys.exit(invoke(app, hoist_global_options(sys.argv[1:] if args is None else args)))
+    argv = hoist_global_options(sys.argv[1:] if args is None else args)
+    sys.exit(invoke(build_app(command_word(argv)), argv))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole command tree, for documentation and tests
+        return build_app()
+    raise AttributeError(f"module 'keel.cli' has no attribute {name!r}")

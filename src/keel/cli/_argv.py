@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["hoist_global_options"]
+__all__ = ["command_word", "hoist_global_options"]
 
 _VALUED: Final = ("--store",)
 _FLAGS: Final = ("--debug",)
@@ -30,6 +30,12 @@ def _command_at(argv: list[str]) -> int:
         else:
             return i
     return i
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` runs (``store`` in ``--debug store get k``), if any."""
+    at = _command_at(argv)
+    return argv[at] if at < len(argv) else None
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
