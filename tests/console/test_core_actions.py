@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.console._core import CHEAP, PASSWORD, add_user, anonymous, app_for, log_in, logged_in
 
+import keel
 from keel.console import Role, Users
 from keel.console._audit import Audit
 from keel.console._sessions import COOKIE, Sessions
@@ -152,3 +153,30 @@ async def test_metrics_and_health_are_served(store: Store) -> None:
     assert 'keel_console_logins_total{outcome="failed"} 1.0' in metrics.text
     assert 'keel_console_logins_total{outcome="ok"} 1.0' in metrics.text
     assert "keel_console_request_seconds_bucket" in metrics.text
+
+
+async def test_a_done_change_whose_audit_record_fails_says_so_and_stands(store: Store) -> None:
+    """The change was committed: the answer is ok, with the audit miss named, not a 500."""
+    await add_user(store, "ada", Role.ADMIN)
+    app = app_for(store)
+    elsewhere = await keel.connect("memory://")
+    await elsewhere.close()
+    app.state.console.audit = Audit(elsewhere)  # its store is closed: every record fails
+    async with logged_in(app, "ada") as client:
+        done = await client.post(
+            "/store/put", {"key": "app/y", "value": "1", "expected": "0"}, headers=JSON
+        )
+        assert done.status_code == 200 and done.json()["ok"] is True
+        assert "audit record could not be written" in done.json()["audit_error"]
+        page = await client.post(
+            "/store/put", {"key": "app/z", "value": "1", "expected": "0", "next": "/store"}
+        )
+        assert page.status_code == 303
+        shown = await client.get("/store")
+        assert "audit record could not be written" in shown.text
+    assert (await store.get("app/y")) is not None and (await store.get("app/z")) is not None
+    assert not any(e.action == "store.put" for e in await Audit(store).recent(10))
+    counted = app.state.console.metrics.registry.get_sample_value(
+        "keel_console_actions_total", {"action": "store.put", "outcome": "unaudited"}
+    )
+    assert counted == 2

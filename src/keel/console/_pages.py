@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -69,6 +70,8 @@ from keel.errors import ConflictError, KeelError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from keel.console._app import Console
+
+_log = logging.getLogger("keel.console")
 
 __all__ = [
     "PAGE_MODULES",
@@ -267,16 +270,37 @@ def action(role: Role, name: str) -> Callable[[Handler], Endpoint]:
                 app.metrics.actions.labels(name, "refused").inc()
                 return _refused(request, exc, back)
             app.metrics.actions.labels(name, "done").inc()
-            await app.record(user.name, name, done)
+            unaudited = await _audit(app, user.name, name, done)
             if wants_json(request):
-                return JSONResponse({"ok": True, "message": done.message, **done.data})
+                extra = {"audit_error": unaudited} if unaudited else {}
+                return JSONResponse({"ok": True, "message": done.message, **done.data, **extra})
             if done.message:
                 flash(request, done.message)
+            if unaudited:
+                flash(request, unaudited, level="error")
             return RedirectResponse(done.redirect or back or "/", status_code=303)
 
         return endpoint
 
     return decorate
+
+
+async def _audit(app: Console, actor: str, action: str, done: Done) -> str | None:
+    """Write the audit record of a change that is done; say why if it could not be written.
+
+    The change itself stands (it was committed before): answering with an
+    error would invite the operator to make it again. The miss is logged and
+    counted (``keel_console_actions_total{outcome="unaudited"}``) instead.
+    """
+    try:
+        await app.record(actor, action, done)
+    except KeelError as exc:
+        app.metrics.actions.labels(action, "unaudited").inc()
+        _log.error(
+            "console action %s by %s on %s was not audited: %s", action, actor, done.target, exc
+        )
+        return f"done, but its audit record could not be written ({exc}); the change stands"
+    return None
 
 
 def status_of(exc: KeelError) -> int:
