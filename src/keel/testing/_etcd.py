@@ -18,10 +18,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from keel.testing._ports import free_port, wait_for_port
+from keel.testing._process import Launcher, end_process
 
 __all__ = ["EtcdCluster", "EtcdTLS"]
 
@@ -51,7 +51,7 @@ class _Member:
     process: subprocess.Popen[bytes] | None = None
 
 
-class EtcdCluster:
+class EtcdCluster(Launcher):
     """One or more etcd members on loopback, started in a temporary directory.
 
     Args:
@@ -269,24 +269,8 @@ class EtcdCluster:
         for i, member in enumerate(self.members):
             if member.process is not None:
                 self.resume(i)
-                member.process.terminate()
-                try:
-                    member.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    member.process.kill()
-                    member.process.wait()
+                end_process(member.process, 5)
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         alive = sum(self.running(i) for i in range(len(self.members)))

@@ -15,10 +15,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from types import TracebackType
 from typing import Self
 
 from keel.testing._ports import free_port, wait_for_port
+from keel.testing._process import Launcher, end_process, running
 
 __all__ = ["PostgresServer", "postgres_bindir"]
 
@@ -37,7 +37,7 @@ def postgres_bindir() -> str | None:
     return os.path.dirname(initdb) if initdb else None
 
 
-class PostgresServer:
+class PostgresServer(Launcher):
     """One ``postgres`` process with a fresh cluster in a temporary directory.
 
     The cluster trusts local connections (user ``keel``, database ``postgres``)
@@ -123,26 +123,10 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and delete its directory."""
-        if self.process is not None and self.process.poll() is None:
-            # SIGINT is postgres's "fast" shutdown; runuser forwards it to the server.
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        # SIGINT is postgres's "fast" shutdown; runuser forwards it to the server.
+        end_process(self.process, 10, group_signal=signal.SIGINT)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        alive = self.process is not None and self.process.poll() is None
+        alive = running(self.process)
         return f"<PostgresServer port={self.port} {'running' if alive else 'stopped'}>"

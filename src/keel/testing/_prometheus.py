@@ -20,15 +20,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from keel.testing._ports import free_port, wait_for_port
+from keel.testing._process import Launcher, end_process, running
 
 __all__ = ["PrometheusServer"]
 
 
-class PrometheusServer:
+class PrometheusServer(Launcher):
     """One prometheus process with its TSDB in a temporary directory.
 
     Args:
@@ -134,26 +134,9 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """Stop the server and delete its directory."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, 10)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        alive = self.process is not None and self.process.poll() is None
+        alive = running(self.process)
         return f"<PrometheusServer port={self.port} {'running' if alive else 'stopped'}>"

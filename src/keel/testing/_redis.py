@@ -7,15 +7,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from types import TracebackType
 from typing import Self
 
 from keel.testing._ports import free_port, wait_for_port
+from keel.testing._process import Launcher, end_process, running
 
 __all__ = ["RedisServer"]
 
 
-class RedisServer:
+class RedisServer(Launcher):
     """One redis-server process (no persistence) in a temporary directory.
 
     Args:
@@ -86,27 +86,11 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server and delete its directory."""
-        if self.process is not None and self.process.poll() is None:
+        if running(self.process):
             self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, 5)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        alive = self.process is not None and self.process.poll() is None
+        alive = running(self.process)
         return f"<RedisServer port={self.port} {'running' if alive else 'stopped'}>"

@@ -16,10 +16,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from keel.testing._ports import wait_for_port
+from keel.testing._process import Launcher, end_process
 
 __all__ = ["RedisCluster"]
 
@@ -27,7 +27,7 @@ BUS_OFFSET = 10_000
 """Redis Cluster's node-to-node bus listens on the client port + 10,000."""
 
 
-class RedisCluster:
+class RedisCluster(Launcher):
     """``size`` Redis Cluster masters on free loopback ports (no persistence, no replicas).
 
     Args:
@@ -142,25 +142,10 @@ class RedisCluster:
         """Stop every master and delete their directories."""
         for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.terminate()  # all asked first: they stop in parallel
         for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, 5)
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         alive = sum(1 for p in self.processes if p.poll() is None)
