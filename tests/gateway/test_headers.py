@@ -21,6 +21,7 @@ def _up(
     client: str | None = "203.0.113.7",
     trusted: TrustedProxies = NONE,
     consumer: Consumer | None = None,
+    style: str = "both",
 ) -> list[tuple[bytes, bytes]]:
     return upstream_headers(
         headers,
@@ -30,6 +31,7 @@ def _up(
         trusted=trusted,
         consumer=consumer,
         consumer_header=b"x-consumer",
+        style=style,
     )
 
 
@@ -126,6 +128,27 @@ def test_forwarded_headers_from_a_trusted_proxy_are_appended() -> None:
     assert _values(out, b"forwarded") == [
         b"for=198.51.100.1;proto=https, for=10.0.0.2;proto=https;host=api.example"
     ]
+
+
+def test_one_style_of_forwarded_headers_by_default_or_as_chosen() -> None:
+    """X-Forwarded-* alone by default (each added header costs every upstream), or Forwarded."""
+    incoming = [(b"forwarded", b"for=198.51.100.1"), (b"x-forwarded-for", b"198.51.100.1")]
+    default = upstream_headers(
+        incoming,
+        client="203.0.113.7",
+        scheme="https",
+        host=b"api.example",
+        trusted=NONE,
+        consumer=None,
+        consumer_header=b"x-consumer",
+    )
+    assert [k for k, _ in default] == [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    ]
+    rfc = _up(incoming, client="10.0.0.2", trusted=PROXIES, style="rfc7239")
+    assert rfc == [(b"forwarded", b"for=198.51.100.1, for=10.0.0.2;proto=https;host=api.example")]
 
 
 def test_forwarded_element_quotes_ipv6_and_unknown() -> None:

@@ -324,33 +324,36 @@ def test_the_relay_head_is_the_proxy_head(
     who = Consumer(consumer, "jwt") if consumer is not None else None
     host = dict(headers).get(b"host")
     extra = [(b"x-env", b"test"), (b"x-request-id", b"r-9")]
-    out = upstream_headers(
-        headers,
-        client=client,
-        scheme="http",
-        host=host,
-        trusted=TrustedProxies.parse([]),
-        consumer=who,
-        consumer_header=b"x-consumer",
-        drop=drop,
-    )
-    general = request_head("GET", b"/a?b=1", [*out, *extra])
     skip = relay_skip(drop, b"x-consumer")
     assert skip is not None
     tail = b"".join(k + b": " + v + b"\r\n" for k, v in extra)
     if who is not None:
         tail = b"x-consumer: " + who.name.encode() + b"\r\n" + tail
-    found = plain_head(
-        b"GET /a?b=1 HTTP/1.1\r\n",
-        headers,
-        skip=skip,
-        client=client,
-        scheme="http",
-        host=host,
-        trusted=TrustedProxies.parse([]),
-        tail=tail,
-    )
-    assert found == (general.prefix, general.has_host)
+    for style in ("x-forwarded", "rfc7239", "both"):
+        out = upstream_headers(
+            headers,
+            client=client,
+            scheme="http",
+            host=host,
+            trusted=TrustedProxies.parse([]),
+            consumer=who,
+            consumer_header=b"x-consumer",
+            drop=drop,
+            style=style,
+        )
+        general = request_head("GET", b"/a?b=1", [*out, *extra])
+        found = plain_head(
+            b"GET /a?b=1 HTTP/1.1\r\n",
+            headers,
+            skip=skip,
+            client=client,
+            scheme="http",
+            host=host,
+            trusted=TrustedProxies.parse([]),
+            tail=tail,
+            style=style,
+        )
+        assert found == (general.prefix, general.has_host), style
     with_connection = [*headers, (b"connection", b"x-other")]
     assert (
         plain_head(

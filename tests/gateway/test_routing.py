@@ -324,3 +324,12 @@ async def test_forwarded_headers_believed_only_from_trusted_proxies(mem: Store) 
             "6.6.6.6, 127.0.0.1",
             "https",
         )
+        names = [k for k, _ in (await http.get("/x")).json()["headers"]]
+        assert "forwarded" not in names  # one style by default: X-Forwarded-*
+        await publish(
+            mem, {"forwarded_headers": "rfc7239", "trusted_proxies": [], "routes": [route]}
+        )
+        await eventually(lambda: gw.version == 3, 5)
+        sent = dict((await http.get("/x", headers=spoof)).json()["headers"])
+        assert sent["forwarded"].startswith("for=127.0.0.1;proto=http;host=")
+        assert not any(k.startswith("x-forwarded-") for k in sent)

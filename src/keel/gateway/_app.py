@@ -347,6 +347,7 @@ class GatewayApp:
             consumer=consumer,
             consumer_header=state.consumer_header,
             drop=plan.req_drop,
+            style=state.forwarded,
         )
         if plan.req_set:
             out += plan.req_set

@@ -107,6 +107,7 @@ async def _session(
             trusted=state.trusted,
             consumer=consumer,
             consumer_header=state.consumer_header,
+            style=state.forwarded,
         )
         out = [(k, v) for k, v in out if k != _RID and k not in plan.req_remove]
         out += [*plan.req_set, *plan.req_add, (_RID, record.request_id.encode())]

@@ -156,6 +156,7 @@ class Flight:
                 host=self.host,
                 trusted=state.trusted,
                 tail=tail,
+                style=state.forwarded,
             )
             if found is not None:
                 return RequestHead(found[0], found[1], None, None)
@@ -168,6 +169,7 @@ class Flight:
             consumer=consumer,
             consumer_header=state.consumer_header,
             drop=plan.req_drop,
+            style=state.forwarded,
         )
         out += plan.req_set
         out += plan.req_add

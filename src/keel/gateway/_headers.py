@@ -11,11 +11,13 @@
   ``Transfer-Encoding`` does not travel);
 - every client copy of the consumer header is removed whatever its case, and
   the authenticated consumer (if any) is set by the gateway;
-- ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and the
-  RFC 7239 ``Forwarded`` header: when the direct peer is a trusted proxy, its
-  values are kept and this hop is appended; otherwise every incoming copy (and
-  ``X-Real-IP``) is dropped and the gateway's own view replaces them, so a
-  client cannot claim another address.
+- ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and/or the
+  RFC 7239 ``Forwarded`` header (the document's ``forwarded_headers``: one
+  style by default, since each header costs every upstream its parsing): when
+  the direct peer is a trusted proxy, its values are kept and this hop is
+  appended; otherwise every incoming copy (and ``X-Real-IP``) is dropped and
+  the gateway's own view replaces them, so a client cannot claim another
+  address.
 
 :func:`client_address` is the address limits and logs should use: the direct
 peer, or, behind trusted proxies, the right-most ``X-Forwarded-For`` entry
@@ -110,6 +112,7 @@ def upstream_headers(
     consumer: Consumer | None,
     consumer_header: bytes,
     drop: frozenset[bytes] = frozenset(),
+    style: str = "x-forwarded",
 ) -> list[tuple[bytes, bytes]]:
     """The headers to send upstream; see the module docstring.
 
@@ -122,6 +125,7 @@ def upstream_headers(
         consumer: the authenticated consumer, or None.
         consumer_header: the consumer header's name, lower case.
         drop: more header names (lower case) to leave out (the route's removals).
+        style: ``x-forwarded``, ``rfc7239`` or ``both``: which forwarded headers to send.
 
     Returns:
         A new list; ``headers`` is not modified.
@@ -153,12 +157,14 @@ def upstream_headers(
                     out.append((lower, value))
             continue
         out.append((lower, value))
-    this = client.encode() if client is not None else b"unknown"
-    out.append((_XFF, b", ".join([*xff, this])))
-    out.append((_XFP, proto if proto is not None else scheme.encode()))
-    if fhost is not None or host:
-        out.append((_XFH, fhost if fhost is not None else host or b""))
-    out.append((_FWD, b", ".join([*fwd, forwarded_element(client, scheme, host)])))
+    if style != "rfc7239":
+        this = client.encode() if client is not None else b"unknown"
+        out.append((_XFF, b", ".join([*xff, this])))
+        out.append((_XFP, proto if proto is not None else scheme.encode()))
+        if fhost is not None or host:
+            out.append((_XFH, fhost if fhost is not None else host or b""))
+    if style != "x-forwarded":
+        out.append((_FWD, b", ".join([*fwd, forwarded_element(client, scheme, host)])))
     if consumer is not None:
         out.append((consumer_header, consumer.name.encode()))
     if drop and not (drop.isdisjoint(_ADDED) and consumer_header not in drop):
@@ -174,24 +180,25 @@ def relay_skip(drop: frozenset[bytes], consumer_header: bytes) -> frozenset[byte
     return HOP_BY_HOP | _FORWARDED_FAMILY | drop | {consumer_header, b"keel-deadline"}
 
 
-def _forwarded_lines(client: str | None, scheme: str, host: bytes | None) -> bytes:
-    key = (client, scheme, host)
+def _forwarded_lines(client: str | None, scheme: str, host: bytes | None, style: str) -> bytes:
+    key = (client, scheme, host, style)
     found = _LINES.get(key)
     if found is None:
         if len(_LINES) >= 4096:  # clients x hosts: bounded
             _LINES.clear()
-        added = [
-            (_XFF, client.encode() if client is not None else b"unknown"),
-            (_XFP, scheme.encode()),
-        ]
-        if host:
-            added.append((_XFH, host))
-        added.append((_FWD, forwarded_element(client, scheme, host)))
+        added: list[tuple[bytes, bytes]] = []
+        if style != "rfc7239":
+            added.append((_XFF, client.encode() if client is not None else b"unknown"))
+            added.append((_XFP, scheme.encode()))
+            if host:
+                added.append((_XFH, host))
+        if style != "x-forwarded":
+            added.append((_FWD, forwarded_element(client, scheme, host)))
         found = _LINES[key] = b"".join(k + b": " + v + b"\r\n" for k, v in added)
     return found
 
 
-_LINES: dict[tuple[str | None, str, bytes | None], bytes] = {}
+_LINES: dict[tuple[str | None, str, bytes | None, str], bytes] = {}
 
 
 def plain_head(
@@ -204,6 +211,7 @@ def plain_head(
     host: bytes | None,
     trusted: TrustedProxies,
     tail: bytes,
+    style: str = "x-forwarded",
 ) -> tuple[bytes, bool] | None:
     """:func:`upstream_headers` and the request head in one pass, for the relay's requests.
 
@@ -221,6 +229,7 @@ def plain_head(
         trusted: the trusted proxies.
         tail: header lines that end the head (the consumer's, the route's
             set/add, the request id).
+        style: which forwarded headers to send (see :func:`upstream_headers`).
 
     Returns:
         the head without its closing blank line, and whether it carries a Host.
@@ -237,7 +246,7 @@ def plain_head(
         if name == b"host":
             has_host = True
         parts += (name, b": ", value, b"\r\n")
-    parts.append(_forwarded_lines(client, scheme, host))
+    parts.append(_forwarded_lines(client, scheme, host, style))
     parts.append(tail)
     return b"".join(parts), has_host
 

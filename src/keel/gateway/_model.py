@@ -307,6 +307,9 @@ class GatewayDocument(BaseModel):
         consumer_header: the header naming the authenticated consumer to upstreams
             (a client-sent copy is always removed).
         trusted_proxies: CIDRs whose ``X-Forwarded-For``/``Forwarded`` are believed.
+        forwarded_headers: which headers tell upstreams about the client:
+            ``x-forwarded`` (``X-Forwarded-For``/``-Proto``/``-Host``, what most
+            frameworks read), ``rfc7239`` (``Forwarded``) or ``both``.
         cors: the CORS policy of routes with ``cors: true``.
         jwt: named JWT verifiers that routes' ``auth.jwt`` refer to.
         max_body_bytes: the default request body limit of every route.
@@ -318,6 +321,7 @@ class GatewayDocument(BaseModel):
     routes: list[Route] = Field(default_factory=list)
     consumer_header: HeaderName = "x-consumer"
     trusted_proxies: TrustedProxyList = Field(default_factory=list)
+    forwarded_headers: Literal["x-forwarded", "rfc7239", "both"] = "x-forwarded"
     cors: CorsConfig | None = None
     jwt: dict[str, JwtConfig] = Field(default_factory=dict)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)

@@ -187,6 +187,7 @@ class State:
     router: Router[Plan]
     trusted: TrustedProxies
     consumer_header: bytes
+    forwarded: str = "x-forwarded"
     authenticator: Authenticator | None = None
     cors: CorsPolicy | None = None
     limits: Limiter | None = None
@@ -215,6 +216,7 @@ def compile_state(
         router=Router(entries),
         trusted=TrustedProxies.parse(document.trusted_proxies),
         consumer_header=document.consumer_header.encode("latin-1"),
+        forwarded=document.forwarded_headers,
         authenticator=authenticator,
         cors=cors,
         limits=limits,
