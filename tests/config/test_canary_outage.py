@@ -32,7 +32,11 @@ async def test_outage_pauses_then_the_canary_goes_on(private_etcd: EtcdCluster) 
     """While the store is frozen (longer than the step) there is no decision; afterwards the
     healthy canary is promoted by an evaluation taken after the store came back."""
     url = f"{private_etcd.url}?timeout_s=0.5"
-    plan = Analysis(steps=(Step(percent=50, duration_s=1), Step(percent=100)), interval_s=0.2)
+    # The deadline leaves room for the outage and the reconnect after it (the default,
+    # twice the steps plus ten intervals, is 4 s: shorter than an outage plus a recovery).
+    plan = Analysis(
+        steps=(Step(percent=50, duration_s=1), Step(percent=100)), interval_s=0.2, deadline_s=20
+    )
     async with keel.connect(url) as store, Session(store, ttl_s=15) as session:
         center = ConfigCenter(store)
         await center.publish(NAME, "timeout_s: 1\n")

@@ -93,6 +93,7 @@ class LiveConfig(Generic[T]):
         self._file = file
         self._snapshot = snapshot_dir / f"{name}.json" if snapshot_dir else None
         self._session = session
+        self._unreported = False  # the last report failed: written again on the next check
         self._environ = environ
         self._metrics = metrics
         self._main: ConfigDocument | None = None
@@ -313,7 +314,7 @@ class LiveConfig(Generic[T]):
         """Sample the application's check on its interval; report when the verdict moves."""
         while True:
             await health.clock.sleep(health.interval_s)
-            if await health.sample():
+            if await health.sample() or self._unreported:
                 await self._report()
 
     async def _report(self) -> None:
@@ -331,12 +332,16 @@ class LiveConfig(Generic[T]):
             detail=h.current.detail if h else "",
             checked_at=h.checked_at if h else 0.0,
         )
-        with contextlib.suppress(KeelError):
+        try:
             await self.store.put(
                 client_key(self.name, self.client_id),
                 body.encode(),
                 lease=self._session.lease_id,
             )
+        except KeelError:  # the store is away: a canary must not judge by the old report
+            self._unreported = True
+        else:
+            self._unreported = False
 
     def _save_snapshot(self) -> None:
         effective = self._effective()
