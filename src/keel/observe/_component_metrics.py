@@ -32,10 +32,9 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from keel.observe._registry import register_default
+from keel.observe._registry import LateCollector, cumulative
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
     from prometheus_client.core import Metric
 
 __all__ = ["ComponentMetrics", "component_metrics"]
@@ -122,12 +121,7 @@ class _Histogram:
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
+        return cumulative(self.counts, self.bounds)
 
 
 # name, help text, label names, kind: the labelled counters and gauges kept as plain numbers.
@@ -170,7 +164,7 @@ _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class ComponentMetrics:
+class ComponentMetrics(LateCollector):
     """The session, endpoint, probe and balancer series on one registry.
 
     The numbers are plain ints and floats turned into metric families at
@@ -181,39 +175,13 @@ class ComponentMetrics:
         registry: where to register (default: a new private registry).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        if registry is None:
-            from prometheus_client import CollectorRegistry
-
-            registry = CollectorRegistry()
-        self._start(registry)
-        registry.register(self)
-
-    def _start(self, registry: CollectorRegistry | None) -> None:
-        self._registry = registry
+    def _start(self) -> None:
         self._values: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in _SERIES}
         self._histograms: dict[str, dict[tuple[str, ...], _Histogram]] = {
             name: {} for name in _HISTOGRAMS
         }
         self._balancers = _Balancers()
         self._holds = _Holds()
-
-    @classmethod
-    def on_default_registry(cls) -> ComponentMetrics:
-        """New series on ``prometheus_client.REGISTRY``, registered when the library loads."""
-        made = cls.__new__(cls)
-        made._start(None)
-        register_default(made)
-        return made
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        """Where the series are registered (``prometheus_client.REGISTRY`` for the default)."""
-        if self._registry is None:
-            from prometheus_client import REGISTRY
-
-            return REGISTRY
-        return self._registry
 
     def _add(self, name: str, labels: tuple[str, ...], amount: float = 1.0) -> None:
         values = self._values[name]

@@ -21,14 +21,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
 
+    from prometheus_client import CollectorRegistry
     from prometheus_client.registry import Collector
 
-__all__ = ["register_default"]
+__all__ = ["LateCollector", "cumulative", "register_default"]
 
 _MODULE = "prometheus_client"
 _pending: list[Collector] = []
@@ -102,3 +103,54 @@ _finder = _Finder()
 def _install() -> None:
     if _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)
+
+
+class LateCollector:
+    """A collector of plain numbers: on a given registry now, or on the default one later.
+
+    ``Cls(registry)`` registers on ``registry`` (a new private one when None);
+    ``Cls.on_default_registry()`` on ``prometheus_client.REGISTRY`` once the
+    library is loaded. Subclasses set their numbers up in :meth:`_start`.
+    """
+
+    _registry: CollectorRegistry | None
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        if registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = CollectorRegistry()
+        self._registry = registry
+        self._start()
+        registry.register(self)  # type: ignore[arg-type]  # subclasses define collect()
+
+    def _start(self) -> None:
+        """Set up the numbers (before any registration reads them)."""
+
+    @classmethod
+    def on_default_registry(cls) -> Self:
+        """New series on ``prometheus_client.REGISTRY``, registered when the library loads."""
+        made = cls.__new__(cls)
+        made._registry = None
+        made._start()
+        register_default(made)  # type: ignore[arg-type]
+        return made
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the series are registered (``prometheus_client.REGISTRY`` for the default)."""
+        if self._registry is None:
+            from prometheus_client import REGISTRY
+
+            return REGISTRY
+        return self._registry
+
+
+def cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Histogram buckets as Prometheus wants them: (upper bound, running count), +Inf last."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return out

@@ -32,11 +32,10 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from keel.observe._registry import register_default
+from keel.observe._registry import LateCollector, cumulative
 from keel.observe.spans import GATE
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
     from prometheus_client.core import Metric
 
 __all__ = ["BUCKETS", "OPERATIONS", "OpSeries", "StoreMetrics", "StoreSeries", "store_metrics"]
@@ -163,7 +162,7 @@ class _CommitSeries:
         self.sum = 0.0
 
 
-class StoreMetrics:
+class StoreMetrics(LateCollector):
     """The store series on one registry (a collector read at scrape time).
 
     Attributes:
@@ -171,37 +170,11 @@ class StoreMetrics:
             benchmark's "metrics off"); on by default.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        if registry is None:
-            from prometheus_client import CollectorRegistry
-
-            registry = CollectorRegistry()
-        self._start(registry)
-        registry.register(self)
-
-    def _start(self, registry: CollectorRegistry | None) -> None:
-        self._registry = registry
+    def _start(self) -> None:
         self.enabled = True
         self._stores: dict[str, StoreSeries] = {}
         self._commits: dict[str, _CommitSeries] = {}
         _live.add(self)
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        """Where the series are registered (``prometheus_client.REGISTRY`` for the default)."""
-        if self._registry is None:
-            from prometheus_client import REGISTRY
-
-            return REGISTRY
-        return self._registry
-
-    @classmethod
-    def on_default_registry(cls) -> StoreMetrics:
-        """New series on ``prometheus_client.REGISTRY``, registered when the library loads."""
-        made = cls.__new__(cls)
-        made._start(None)
-        register_default(made)
-        return made
 
     def series(self, store: str) -> StoreSeries | None:
         """The series of backend ``store`` (created once), or None when disabled."""
@@ -278,15 +251,15 @@ class StoreMetrics:
                     continue
                 counts = list(series.buckets)
                 total.add_metric(labels, series.calls)
-                latency.add_metric(labels, _cumulative(counts, _ALL), series.sum)
+                latency.add_metric(labels, cumulative(counts, _ALL), series.sum)
                 for kind, count in list(series.errors.items()):
                     errors.add_metric([store, op, kind], count)
             watches.add_metric([store], s.watches)
             events.add_metric([store], s.events_out)
             backlog.add_metric([store], max(0, s.events_in - s.events_out))
-            delay.add_metric([store], _cumulative(list(s.delay), _ALL), s.delay_sum)
+            delay.add_metric([store], cumulative(list(s.delay), _ALL), s.delay_sum)
             if any(s.lag):
-                lag.add_metric([store], _cumulative(list(s.lag), _BEHIND), s.lag_sum)
+                lag.add_metric([store], cumulative(list(s.lag), _BEHIND), s.lag_sum)
         yield from (total, errors, latency, watches, events, backlog, delay, lag)
         yield from self._collect_commits()
 
@@ -304,21 +277,12 @@ class StoreMetrics:
             labels=("store",),
         )
         for store, c in list(self._commits.items()):
-            sizes.add_metric([store], _cumulative(list(c.sizes), _GROUP_SIZES), c.sizes_sum)
-            seconds.add_metric([store], _cumulative(list(c.seconds), _ALL), c.sum)
+            sizes.add_metric([store], cumulative(list(c.sizes), _GROUP_SIZES), c.sizes_sum)
+            seconds.add_metric([store], cumulative(list(c.seconds), _ALL), c.sum)
         yield from (sizes, seconds)
 
     def __repr__(self) -> str:
         return f"StoreMetrics(stores={sorted(self._stores)}, enabled={self.enabled})"
-
-
-def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    running = 0
-    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
-        running += count
-        out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-    return out
 
 
 def _time_every_call(series: StoreSeries, on: bool) -> None:
