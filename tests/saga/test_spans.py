@@ -54,6 +54,17 @@ def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableS
     return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
 
 
+async def _ended(exporter: InMemorySpanExporter, name: str) -> None:
+    """Wait until the span ``name`` has ended.
+
+    The saga's last state is visible in the store (and to ``wait``) before the task
+    driving it has returned; leaving the coordinator then would cancel that task and
+    end the span as ``stopped``.
+    """
+    while not any(s.name == name for s in exporter.get_finished_spans()):
+        await asyncio.sleep(0.01)
+
+
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, [s.name for s in spans]
@@ -84,6 +95,7 @@ async def test_failed_step_compensates_under_one_saga_span(
         with provider.get_tracer("test").start_as_current_span("checkout") as request:
             saga_id = await coord.start("order", {"sku": "a1"})
         assert await coord.wait(saga_id) is Outcome.COMPENSATED
+        await _ended(exporter, "saga order")
         await participant.interceptor.wait_idle()  # its last server span has ended
     trace_id = request.get_span_context().trace_id
     spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
@@ -136,6 +148,7 @@ async def test_a_saga_taken_over_is_its_own_trace(
         saga_id = await coord.start("resume")  # not running here: left for a coordinator
     async with asyncio.timeout(20), coord:
         assert await coord.wait(saga_id) is Outcome.COMMITTED
+        await _ended(exporter, "saga resume")
     root = _one(list(exporter.get_finished_spans()), "saga resume")
     assert root.parent is None
     assert _attrs(root)["keel.saga.resumed"] is True
