@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 
 from keel.saga import Coordinator, Outcome, Saga, SagaContext, Step, get_saga
 from keel.store import Store
+from tests._util import eventually
 from tests.saga._helpers import Log
 
 
@@ -50,8 +51,8 @@ async def test_a_lost_owner_is_taken_over_and_fenced(store: Store) -> None:
             await store.revoke(a._session.lease_id)  # as if a's process had died
             assert await b.wait(saga_id) is Outcome.COMMITTED
             release_first.set()
-            while outcomes("t", "committed") == before:  # counted once b's task returns
-                await asyncio.sleep(0.01)
+            # counted once b's task returns, which is after the record shows it
+            await eventually(lambda: outcomes("t", "committed") > before, 10, 0.01)
         rec = await get_saga(store, saga_id)
     assert len(calls) == 2 and calls[1] > calls[0]  # run again, under a newer token
     assert rec.steps["two"].result == calls[1]

@@ -15,6 +15,7 @@ from keel.grpc import Channel, Server
 from keel.observe.spans import use_tracer_provider
 from keel.saga import Coordinator, Outcome, Saga, SagaContext, Step
 from keel.store import Store
+from tests._util import eventually
 from tests.grpc import echo_pb2, echo_pb2_grpc
 from tests.grpc._echo import EchoService
 
@@ -61,8 +62,7 @@ async def _ended(exporter: InMemorySpanExporter, name: str) -> None:
     driving it has returned; leaving the coordinator then would cancel that task and
     end the span as ``stopped``.
     """
-    while not any(s.name == name for s in exporter.get_finished_spans()):
-        await asyncio.sleep(0.01)
+    await eventually(lambda: any(s.name == name for s in exporter.get_finished_spans()), 10, 0.01)
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
