@@ -15,6 +15,7 @@ from keel.backends.sqlite._gate import WriteGate
 from keel.errors import CompactedError, StoreUnavailableError, ValidationError
 from keel.store import EventType
 from keel.testing import FakeClock
+from tests._util import eventually
 from tests.backends.sqlite._procs import check_file
 
 
@@ -272,3 +273,28 @@ async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailableError, match="not a valid keel database"):
         await keel.connect(url_of(db))
     assert db.read_text() == "not a database\n" * 200
+
+
+async def test_the_poller_hurries_after_key_changes_not_after_lease_renewals(
+    tmp_path: Path,
+) -> None:
+    """Polling every 2 ms follows a change of keys; a lease kept alive leaves it at 10 ms."""
+    from keel.backends.sqlite._poller import POLL_INTERVAL_S, QUIET_POLL_INTERVAL_S
+
+    db = tmp_path / "keel.db"
+    async with keel.connect(url_of(db)) as store, keel.connect(url_of(db)) as other:
+        assert isinstance(store, SqliteStore) and store._hub is not None
+        hub = store._hub
+        watch = await store.watch("k").start()
+        lease = await other.grant(30)
+        await asyncio.sleep(0.4)  # quiet for longer than the hurry lasts
+        assert hub._interval() == QUIET_POLL_INTERVAL_S
+        version = hub._data_version
+        await other.keepalive(lease.id)  # the file changes, no key does
+        await eventually(lambda: hub._data_version != version, 5, 0.005)
+        assert hub._interval() == QUIET_POLL_INTERVAL_S
+        await other.put("k", b"v")
+        async with asyncio.timeout(5):
+            assert (await anext(watch)).kv.value == b"v"
+        assert hub._interval() == POLL_INTERVAL_S
+        await watch.aclose()
