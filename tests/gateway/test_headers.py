@@ -22,6 +22,7 @@ def _up(
     trusted: TrustedProxies = NONE,
     consumer: Consumer | None = None,
     style: str = "both",
+    drop: frozenset[bytes] = frozenset(),
 ) -> list[tuple[bytes, bytes]]:
     return upstream_headers(
         headers,
@@ -31,6 +32,7 @@ def _up(
         trusted=trusted,
         consumer=consumer,
         consumer_header=b"x-consumer",
+        drop=drop,
         style=style,
     )
 
@@ -105,9 +107,20 @@ def test_forwarded_headers_from_an_untrusted_peer_are_replaced() -> None:
     )
     assert _values(out, b"x-forwarded-for") == [b"203.0.113.7"]
     assert _values(out, b"x-forwarded-proto") == [b"https"]
-    assert _values(out, b"x-forwarded-host") == [b"api.example"]
+    assert _values(out, b"x-forwarded-host") == []  # the upstream gets the client's Host
     assert _values(out, b"forwarded") == [b"for=203.0.113.7;proto=https;host=api.example"]
     assert _values(out, b"x-real-ip") == []
+
+
+def test_x_forwarded_host_carries_the_host_a_route_replaces() -> None:
+    """Only a route that sets or removes Host sends the client's in X-Forwarded-Host."""
+    incoming = [(b"host", b"api.example"), (b"x-forwarded-host", b"evil.example")]
+    kept = _up(incoming, style="x-forwarded")
+    assert _values(kept, b"host") == [b"api.example"]
+    assert _values(kept, b"x-forwarded-host") == []
+    replaced = _up(incoming, style="x-forwarded", drop=frozenset({b"host"}))
+    assert _values(replaced, b"host") == []
+    assert _values(replaced, b"x-forwarded-host") == [b"api.example"]
 
 
 def test_forwarded_headers_from_a_trusted_proxy_are_appended() -> None:
@@ -142,11 +155,7 @@ def test_one_style_of_forwarded_headers_by_default_or_as_chosen() -> None:
         consumer=None,
         consumer_header=b"x-consumer",
     )
-    assert [k for k, _ in default] == [
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-    ]
+    assert [k for k, _ in default] == [b"x-forwarded-for", b"x-forwarded-proto"]
     rfc = _up(incoming, client="10.0.0.2", trusted=PROXIES, style="rfc7239")
     assert rfc == [(b"forwarded", b"for=198.51.100.1, for=10.0.0.2;proto=https;host=api.example")]
 

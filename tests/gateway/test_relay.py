@@ -42,6 +42,12 @@ def _document(raw_port: int = 9, pem: Path | None = None) -> dict[str, Any]:
             "forward": {"service": "users"},
             "response_headers": {"set": {"x-served-by": "keel"}},
         },
+        {
+            "id": "vhost",
+            "match": {"path": "/v/"},
+            "forward": {"service": "users"},
+            "request_headers": {"set": {"host": "users.internal"}},
+        },
         {"id": "raw", "match": {"path": "/raw/"}, "forward": raw},
         {
             "id": "short",
@@ -124,6 +130,7 @@ async def test_relayed_and_app_answers_are_the_same(mem: Store) -> None:
             ("/api/status/404", {"x-request-id": "r-3"}),
             ("/api/status/503", {"x-request-id": "r-4"}),
             ("/api/stream/200000", {"x-request-id": "r-5"}),
+            ("/v/users", {"x-request-id": "r-6"}),  # Host set by the route
         ]
         for path, headers in asks:
             headers["host"] = "gw.example"  # the same Host (and so Forwarded) for both
@@ -137,6 +144,10 @@ async def test_relayed_and_app_answers_are_the_same(mem: Store) -> None:
         sent = dict(echo["headers"])
         assert 0 < float(sent["keel-deadline"]) <= 30
         assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-request-id"]
+        assert "x-forwarded-host" not in sent  # the upstream has the client's Host itself
+        vhost = (await _get(relayed, "/v/users", headers={"host": "gw.example"})).json()
+        hosts = [(k, v) for k, v in vhost["headers"] if k in ("host", "x-forwarded-host")]
+        assert sorted(hosts) == [("host", "users.internal"), ("x-forwarded-host", "gw.example")]
 
 
 async def test_requests_the_relay_leaves_to_the_app(mem: Store) -> None:
@@ -320,40 +331,46 @@ def test_the_relay_head_is_the_proxy_head(
     from keel.gateway._headers import TrustedProxies, plain_head, relay_skip, upstream_headers
     from keel.gateway._wire import request_head
 
-    drop = frozenset({b"x-request-id", b"x-secret"})
     who = Consumer(consumer, "jwt") if consumer is not None else None
     host = dict(headers).get(b"host")
-    extra = [(b"x-env", b"test"), (b"x-request-id", b"r-9")]
-    skip = relay_skip(drop, b"x-consumer")
-    assert skip is not None
-    tail = b"".join(k + b": " + v + b"\r\n" for k, v in extra)
-    if who is not None:
-        tail = b"x-consumer: " + who.name.encode() + b"\r\n" + tail
-    for style in ("x-forwarded", "rfc7239", "both"):
-        out = upstream_headers(
-            headers,
-            client=client,
-            scheme="http",
-            host=host,
-            trusted=TrustedProxies.parse([]),
-            consumer=who,
-            consumer_header=b"x-consumer",
-            drop=drop,
-            style=style,
-        )
-        general = request_head("GET", b"/a?b=1", [*out, *extra])
-        found = plain_head(
-            b"GET /a?b=1 HTTP/1.1\r\n",
-            headers,
-            skip=skip,
-            client=client,
-            scheme="http",
-            host=host,
-            trusted=TrustedProxies.parse([]),
-            tail=tail,
-            style=style,
-        )
-        assert found == (general.prefix, general.has_host), style
+    for drop, extra in (
+        (frozenset({b"x-request-id", b"x-secret"}), [(b"x-env", b"test")]),
+        (frozenset({b"x-request-id", b"host"}), [(b"host", b"users.internal")]),  # Host set
+    ):
+        extra = [*extra, (b"x-request-id", b"r-9")]
+        skip = relay_skip(drop, b"x-consumer")
+        assert skip is not None
+        tail = b"".join(k + b": " + v + b"\r\n" for k, v in extra)
+        if who is not None:
+            tail = b"x-consumer: " + who.name.encode() + b"\r\n" + tail
+        for style in ("x-forwarded", "rfc7239", "both"):
+            out = upstream_headers(
+                headers,
+                client=client,
+                scheme="http",
+                host=host,
+                trusted=TrustedProxies.parse([]),
+                consumer=who,
+                consumer_header=b"x-consumer",
+                drop=drop,
+                style=style,
+            )
+            general = request_head("GET", b"/a?b=1", [*out, *extra])
+            found = plain_head(
+                b"GET /a?b=1 HTTP/1.1\r\n",
+                headers,
+                skip=skip,
+                client=client,
+                scheme="http",
+                host=host,
+                trusted=TrustedProxies.parse([]),
+                tail=tail,
+                style=style,
+            )
+            assert found == (general.prefix, general.has_host), (style, drop)
+            assert (b"x-forwarded-host: " in found[0]) == (
+                style != "rfc7239" and b"host" in drop and host is not None
+            )
     with_connection = [*headers, (b"connection", b"x-other")]
     assert (
         plain_head(
