@@ -35,13 +35,15 @@ async def test_valid_key_by_header_and_bearer(store: Store) -> None:
         assert secret.startswith(f"keel_{key_id}_") and len(secret) >= 16 + 6 + 43
         await _until(lambda: len(keys) == 1)
         auth = Authenticator({}, keys)
-        for headers in (
-            [(b"x-api-key", secret.encode())],
-            [(b"authorization", b"Bearer " + secret.encode())],
-        ):
+        bearer = [(b"authorization", b"Bearer " + secret.encode())]
+        for headers, hidden in (([(b"x-api-key", secret.encode())], False), (bearer, True)):
             consumer = auth.authenticate(ROUTE, headers)
             assert consumer is not None
             assert (consumer.name, consumer.method, consumer.key_id) == ("alice", "api_key", key_id)
+            assert consumer.hide_authorization is hidden  # a key as a bearer stays here
+        forwarding = AuthConfig(api_key=True, forward_api_key=True)
+        consumer = auth.authenticate(forwarding, bearer)
+        assert consumer is not None and not consumer.hide_authorization
 
 
 async def test_revoked_key_stops_working_within_a_second(store: Store) -> None:

@@ -135,6 +135,14 @@ async def test_client_consumer_header_never_reaches_the_upstream(setup: Setup) -
         assert with_key.status_code == 200, with_key.text
         assert _seen(with_key, "x-consumer") == ["alice"]
         assert _seen(with_key, "x-api-key") == []  # the key stays between client and gateway
+        as_bearer = [*spoofed, (b"authorization", f"Bearer {secret}".encode())]
+        for answer in (  # a relayed GET, and a POST through the app
+            await client.get("/keys/x", headers=as_bearer),
+            await client.post("/keys/x", headers=as_bearer, content=b"{}"),
+        ):
+            assert answer.status_code == 200, answer.text
+            assert _seen(answer, "x-consumer") == ["alice"]
+            assert _seen(answer, "authorization") == []  # nor as a bearer token
 
         with_jwt = await client.get(
             "/jwt/x", headers=[*spoofed, (b"authorization", f"Bearer {token}".encode())]
@@ -142,6 +150,7 @@ async def test_client_consumer_header_never_reaches_the_upstream(setup: Setup) -
         assert with_jwt.status_code == 200, with_jwt.text
         assert _seen(with_jwt, "x-consumer") == ["bob"]
         assert _seen(with_jwt, "x-forwarded-for") == ["127.0.0.1"]
+        assert _seen(with_jwt, "authorization") == [f"Bearer {token}"]  # a JWT travels on
 
         no_token = await client.get("/jwt/x", headers=spoofed)
         assert no_token.status_code == 401

@@ -15,7 +15,7 @@ document (see :class:`~keel.gateway._jwt.JwtKeys`) and the long-lived
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,12 +46,15 @@ class Consumer:
         method: ``"jwt"`` or ``"api_key"``.
         key_id: the API key's id (None for JWTs).
         claims: the verified JWT claims (empty for API keys).
+        hide_authorization: the API key came as ``Authorization: Bearer``; that
+            header is not sent upstream (unless the route's ``forward_api_key``).
     """
 
     name: str
     method: Literal["jwt", "api_key"]
     key_id: str | None = None
     claims: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    hide_authorization: bool = False
 
 
 class AuthError(errors.AuthError):
@@ -141,7 +144,11 @@ class Authenticator:
                 and bearer is not None
                 and (bearer.startswith(_KEY_PREFIX) or auth.jwt is None)
             ):
-                secret, bearer = bearer, None
+                consumer = self._api_key(bearer)
+                if auth.forward_api_key:
+                    return consumer
+                # the key came as a bearer token: a secret of the client's, as in its header
+                return replace(consumer, hide_authorization=True)
             if secret is not None:
                 return self._api_key(secret)
         if auth.jwt is not None and bearer is not None:

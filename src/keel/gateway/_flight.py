@@ -141,7 +141,7 @@ class Flight:
         peer = scope["client"]
         client = str(peer[0]) if peer else None
         skip = plan.relay_skip
-        if skip is not None:
+        if skip is not None and not (consumer is not None and consumer.hide_authorization):
             name, value = self.rid
             tail = plan.relay_tail + name + b": " + value + b"\r\n"
             if consumer is not None:

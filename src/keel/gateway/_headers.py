@@ -10,7 +10,8 @@
   request's framing that way. The proxy frames the body itself (the request's
   ``Transfer-Encoding`` does not travel);
 - every client copy of the consumer header is removed whatever its case, and
-  the authenticated consumer (if any) is set by the gateway;
+  the authenticated consumer (if any) is set by the gateway; an API key the
+  client sent as ``Authorization: Bearer`` is removed as its own header is;
 - ``X-Forwarded-For``, ``X-Forwarded-Proto`` and/or the RFC 7239
   ``Forwarded`` header (the document's ``forwarded_headers``: one style by
   default, since each header costs every upstream its parsing): when the
@@ -68,6 +69,7 @@ _UNSTRIPPABLE = frozenset({b"host", b"content-length"})
 _XFF, _XFP, _XFH, _FWD = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"
 _ADDED = frozenset({_XFF, _XFP, _XFH, _FWD})
 _HOST = b"host"
+_AUTHORIZATION = frozenset({b"authorization"})
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ELEMENTS: dict[tuple[str | None, str, bytes | None], bytes] = {}  # forwarded_element, memoized
 
@@ -137,6 +139,8 @@ def upstream_headers(
     """
     keep_forwarded = client in trusted
     named: set[bytes] | frozenset[bytes] = drop
+    if consumer is not None and consumer.hide_authorization:
+        named = named | _AUTHORIZATION  # an API key given as a bearer token
     for name, value in headers:
         if name == b"connection" or name.lower() == b"connection":
             named = named | (_connection_tokens(value) - _UNSTRIPPABLE)

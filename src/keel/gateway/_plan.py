@@ -340,7 +340,9 @@ def _credentials(auth: AuthConfig | None) -> frozenset[bytes]:
 
     The upstream learns who called from the consumer header; the key itself is
     a secret of the client's that a compromised or logging upstream should
-    never see (a bearer JWT stays: upstreams may verify it themselves).
+    never see (a bearer JWT stays: upstreams may verify it themselves). A key
+    sent as ``Authorization: Bearer`` is known per request: see
+    ``Consumer.hide_authorization``.
     """
     if auth is None or not auth.api_key or auth.api_key_header is None or auth.forward_api_key:
         return frozenset()
