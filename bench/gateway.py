@@ -402,6 +402,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(results, low, args)
 
 
+def _rounds(results: dict[str, list[dict[str, float]]], base: str, name: str = "gateway") -> str:
+    """The ratio of ``name`` to ``base`` in each round (the two ran seconds apart)."""
+    ratios = [a["rps"] / b["rps"] for a, b in zip(results[name], results[base], strict=True)]
+    if len(ratios) < 2:
+        return ""
+    return f"; by round {min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -426,7 +434,7 @@ def report(
     out: dict[str, Any] = {"throughput": med, "low_load": lat}
     g, d = med["gateway"]["rps"], med["direct"]["rps"]
     out["gateway_vs_direct"] = g / d
-    print(f"\ngateway / direct: {g / d:.2f}x (target >= 0.5x)")
+    print(f"\ngateway / direct: {g / d:.2f}x (target >= 0.5x){_rounds(results, 'direct')}")
     if "nginx" in med:
         n = med["nginx"]["rps"]
         out["gateway_vs_nginx"] = g / n
@@ -434,7 +442,10 @@ def report(
     if "gateway+jwt+limit" in med:
         secure = med["gateway+jwt+limit"]["rps"]
         out["jwt_limit_vs_plain"] = secure / g
-        print(f"gateway with JWT + rate limit / plain: {secure / g:.2f}x (target >= 0.85x)")
+        print(
+            f"gateway with JWT + rate limit / plain: {secure / g:.2f}x (target >= 0.85x)"
+            + _rounds(results, "gateway", "gateway+jwt+limit")
+        )
     if "bare proxy" in med:
         out["bare_proxy_vs_direct"] = med["bare proxy"]["rps"] / d
         print(f"bare Upstreams ASGI app (no relay) / direct: {out['bare_proxy_vs_direct']:.2f}x")
