@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +13,10 @@ import keel
 from keel.store import Store
 from keel.testing import EtcdCluster, PostgresServer, PrometheusServer, RedisCluster, RedisServer
 from tests._procs import Children
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 BACKENDS = ("memory", "sqlite", "etcd")
 
@@ -89,6 +94,25 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     """An open store of each backend, empty under its root."""
     async with keel.connect(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """An SDK provider keel records its spans on (installed for keel), spans kept in memory."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from keel.observe.spans import use_tracer_provider
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    use_tracer_provider(provider)
+    try:
+        yield provider, exporter
+    finally:
+        use_tracer_provider(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

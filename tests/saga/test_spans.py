@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from keel.grpc import Channel, Server
-from keel.observe.spans import use_tracer_provider
 from keel.saga import Coordinator, Outcome, Saga, SagaContext, Step
 from keel.store import Store
 from tests._util import eventually
@@ -20,19 +18,6 @@ from tests.grpc import echo_pb2, echo_pb2_grpc
 from tests.grpc._echo import EchoService
 
 UNARY = "keel.test.Echo/Unary"
-
-
-@pytest.fixture
-def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    """An SDK provider keel records its spans on, its spans kept in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    use_tracer_provider(provider)
-    try:
-        yield provider, exporter
-    finally:
-        use_tracer_provider(None)
 
 
 @pytest.fixture
