@@ -14,6 +14,7 @@ from keel.config import Analysis, CanaryController, ConfigCenter, GrayRule, Step
 from keel.coord import Session
 from keel.observe import ConfigMetrics
 from keel.testing import EtcdCluster
+from tests._util import eventually
 from tests.config._canary_util import canary_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.etcd]
@@ -62,3 +63,27 @@ async def test_outage_pauses_then_the_canary_goes_on(private_etcd: EtcdCluster) 
     assert controller.statistics().paused > 0
     assert canary.status == "promoted", canary.decisions
     assert canary.decisions[-1].at >= resumed
+
+
+async def test_a_report_the_store_missed_is_written_again_without_a_health_check(
+    private_etcd: EtcdCluster,
+) -> None:
+    """A binding with no health check writes a failed report again once the store answers
+    (the canary counts clients by their reports)."""
+    from keel.config._model import client_key
+
+    url = f"{private_etcd.url}?timeout_s=0.5"
+    async with keel.connect(url) as store, Session(store, ttl_s=15) as session:
+        center = ConfigCenter(store)
+        await center.publish(NAME, "timeout_s: 1\n")
+        async with center.bind(NAME, client_id="c0", session=session) as live:
+            key = client_key(NAME, "c0")
+            assert await store.get(key) is not None
+            await store.delete(key)  # so that the next write is seen
+            private_etcd.pause(0)
+            try:
+                await live._report()  # as after a change that came while the store was away
+            finally:
+                private_etcd.resume(0)
+            await eventually(lambda: not live._unreported, 10)
+            assert await store.get(key) is not None

@@ -55,6 +55,7 @@ __all__ = ["LiveConfig"]
 log = logging.getLogger("keel.config")
 T = TypeVar("T")
 _RETRY_S = 0.5
+_REPORT_RETRY_MAX_S = 5.0
 
 
 class LiveConfig(Generic[T]):
@@ -94,6 +95,7 @@ class LiveConfig(Generic[T]):
         self._snapshot = snapshot_dir / f"{name}.json" if snapshot_dir else None
         self._session = session
         self._unreported = False  # the last report failed: written again on the next check
+        self._report_task: asyncio.Task[None] | None = None  # that, without a health check
         self._environ = environ
         self._metrics = metrics
         self._main: ConfigDocument | None = None
@@ -340,8 +342,18 @@ class LiveConfig(Generic[T]):
             )
         except KeelError:  # the store is away: a canary must not judge by the old report
             self._unreported = True
+            if self.health is None and (self._report_task is None or self._report_task.done()):
+                self._report_task = asyncio.ensure_future(self._report_again())
         else:
             self._unreported = False
+
+    async def _report_again(self) -> None:
+        """Write a failed report again, backing off (a health check does it when there is one)."""
+        delay = _RETRY_S
+        while self._unreported:
+            await asyncio.sleep(delay)
+            await self._report()
+            delay = min(delay * 2, _REPORT_RETRY_MAX_S)
 
     def _save_snapshot(self) -> None:
         effective = self._effective()
@@ -362,11 +374,12 @@ class LiveConfig(Generic[T]):
 
     async def close(self) -> None:
         """Stop following the store (the value stays readable)."""
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        for task in (self._health_task, self._report_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._health_task = self._report_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
