@@ -358,6 +358,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     tmp = tempfile.mkdtemp(prefix="keel-bench-gw-")
     store_url = f"sqlite:///{tmp}/keel.db"
+    etcd = None
+    if args.backend == "etcd":  # as in production: a store server, no poller thread
+        from keel.testing import EtcdCluster
+
+        etcd = EtcdCluster(1).start()
+        store_url = etcd.url
+    try:
+        return _run(args, tmp, store_url)
+    finally:
+        if etcd is not None:
+            etcd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, tmp: str, store_url: str) -> dict[str, Any]:
     hello, bare, gw, ngx = free_port(), free_port(), free_port(), free_port()
     results: dict[str, list[dict[str, float]]] = {}
     low: dict[str, list[dict[str, float]]] = {}
@@ -398,7 +413,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, port, path, header, _ in latency_targets:
                 row = wrk(port, args.latency_connections, args.latency_duration, path, header)
                 low.setdefault(name, []).append(row)
-    shutil.rmtree(tmp, ignore_errors=True)
     return report(results, low, args)
 
 
@@ -435,6 +449,12 @@ def report(
     g, d = med["gateway"]["rps"], med["direct"]["rps"]
     out["gateway_vs_direct"] = g / d
     print(f"\ngateway / direct: {g / d:.2f}x (target >= 0.5x){_rounds(results, 'direct')}")
+    per_core = med["direct"]["front_cpu_us"] / med["gateway"]["front_cpu_us"]
+    out["gateway_vs_direct_per_core"] = per_core
+    print(
+        f"  per core (the upstream's CPU per request / the gateway's): {per_core:.2f}x, what a "
+        "gateway process forwards for each request an upstream process serves, cores apart"
+    )
     if "nginx" in med:
         n = med["nginx"]["rps"]
         out["gateway_vs_nginx"] = g / n
@@ -463,6 +483,12 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "etcd"),
+        default="sqlite",
+        help="the store the gateway and the upstream use (etcd: a private etcd is started)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=64)
