@@ -148,7 +148,7 @@ class BreakerTicket:
             return
         self._done = True
         b = self._breaker
-        b._record(self._generation, failed, b._clock.monotonic() - self._start)
+        b._record(self._generation, failed, b._now() - self._start)
 
     def __repr__(self) -> str:
         return f"BreakerTicket(generation={self._generation}, done={self._done})"
@@ -213,12 +213,12 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the breaker is open, or half-open with every probe taken.
         """
-        return BreakerTicket(self, self._admit(), self._clock.monotonic())
+        return BreakerTicket(self, self._admit(), self._now())
 
     def _admit(self) -> int:
         if self._state is BreakerState.CLOSED:
             return self._generation
-        now = self._clock.monotonic()
+        now = self._now()
         if self._state is BreakerState.OPEN:
             left = self._opened_at + self.settings.open_duration_s - now
             if left > 0:
@@ -243,16 +243,16 @@ class CircuitBreaker:
             self._listener.on_call("breaker", self.name, "failure" if failed else "success")
         if self._state is BreakerState.CLOSED:
             w = self._window
-            w.record(failed, slow, self._clock.monotonic())
+            w.record(failed, slow, self._now())
             if (w.failures or w.slow) and self._tripped(w.calls, w.failures, w.slow):
-                self._transition(BreakerState.OPEN, self._clock.monotonic())
+                self._transition(BreakerState.OPEN, self._now())
         elif self._state is BreakerState.HALF_OPEN:
             p = self._probes
             p.record(failed, slow, 0.0)
             if p.calls >= self.settings.half_open_max_calls:
                 tripped = self._tripped(p.calls, p.failures, p.slow, minimum=1)
                 new = BreakerState.OPEN if tripped else BreakerState.CLOSED
-                self._transition(new, self._clock.monotonic())
+                self._transition(new, self._now())
 
     def _after_good_call(self, now: float) -> None:
         w = self._fast_window
@@ -388,7 +388,7 @@ class CircuitBreaker:
     def statistics(self) -> BreakerStatistics:
         """State, window totals and rates, rejections and transitions."""
         w = self._window
-        w.roll(self._clock.monotonic())
+        w.roll(self._now())
         calls = w.calls
         return BreakerStatistics(
             self._state,
