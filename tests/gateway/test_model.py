@@ -97,3 +97,10 @@ def test_a_route_keeps_its_api_key_from_the_upstream_unless_told() -> None:
     assert _credentials(AuthConfig(api_key=True, forward_api_key=True)) == frozenset()
     assert _credentials(AuthConfig(jwt="main")) == frozenset()
     assert _credentials(None) == frozenset()
+
+
+def test_a_route_can_keep_the_bearer_token_from_the_upstream() -> None:
+    """forward_token: false removes Authorization on the route (a JWT travels on by default)."""
+    assert _credentials(AuthConfig(jwt="main", forward_token=False)) == {b"authorization"}
+    both = AuthConfig(jwt="main", api_key=True, forward_token=False)
+    assert _credentials(both) == {b"authorization", b"x-api-key"}

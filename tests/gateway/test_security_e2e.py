@@ -56,6 +56,12 @@ def _document(pem: Path) -> dict[str, Any]:
                 "forward": forward,
                 "auth": {"jwt": "main"},
             },
+            {
+                "id": "jwt-kept",
+                "match": {"path": "/jwt-kept/"},
+                "forward": forward,
+                "auth": {"jwt": "main", "forward_token": False},
+            },
             {"id": "cors", "match": {"path": "/cors/"}, "forward": forward, "cors": True},
             {
                 "id": "limited",
@@ -151,6 +157,14 @@ async def test_client_consumer_header_never_reaches_the_upstream(setup: Setup) -
         assert _seen(with_jwt, "x-consumer") == ["bob"]
         assert _seen(with_jwt, "x-forwarded-for") == ["127.0.0.1"]
         assert _seen(with_jwt, "authorization") == [f"Bearer {token}"]  # a JWT travels on
+        bearer = [(b"authorization", f"Bearer {token}".encode())]
+        for kept in (  # unless the route says not to: relayed, and through the app
+            await client.get("/jwt-kept/x", headers=bearer),
+            await client.post("/jwt-kept/x", headers=bearer, content=b"{}"),
+        ):
+            assert kept.status_code == 200, kept.text
+            assert _seen(kept, "x-consumer") == ["bob"]
+            assert _seen(kept, "authorization") == []
 
         no_token = await client.get("/jwt/x", headers=spoofed)
         assert no_token.status_code == 401

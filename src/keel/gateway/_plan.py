@@ -340,10 +340,15 @@ def _credentials(auth: AuthConfig | None) -> frozenset[bytes]:
 
     The upstream learns who called from the consumer header; the key itself is
     a secret of the client's that a compromised or logging upstream should
-    never see (a bearer JWT stays: upstreams may verify it themselves). A key
-    sent as ``Authorization: Bearer`` is known per request: see
-    ``Consumer.hide_authorization``.
+    never see. A bearer JWT stays (upstreams may read or verify it) unless the
+    route's ``forward_token`` is false. A key sent as ``Authorization: Bearer``
+    is known per request: see ``Consumer.hide_authorization``.
     """
-    if auth is None or not auth.api_key or auth.api_key_header is None or auth.forward_api_key:
+    if auth is None:
         return frozenset()
-    return frozenset({auth.api_key_header.encode("latin-1")})
+    dropped = set()
+    if auth.api_key and auth.api_key_header is not None and not auth.forward_api_key:
+        dropped.add(auth.api_key_header.encode("latin-1"))
+    if not auth.forward_token:
+        dropped.add(b"authorization")
+    return frozenset(dropped)

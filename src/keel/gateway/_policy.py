@@ -91,6 +91,11 @@ class AuthConfig(BaseModel):
         description="send the API-key header on to the upstream (default: removed; the "
         "upstream gets the consumer header)",
     )
+    forward_token: bool = Field(
+        default=True,
+        description="send the 'Authorization' header on to the upstream (default: kept, so an "
+        "upstream can read the JWT's claims; false removes it on this route)",
+    )
 
     @model_validator(mode="after")
     def _one_method(self) -> AuthConfig:
