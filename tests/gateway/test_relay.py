@@ -333,6 +333,22 @@ def test_the_relay_head_is_the_proxy_head(
 
     who = Consumer(consumer, "jwt") if consumer is not None else None
     host = dict(headers).get(b"host")
+    nobody = TrustedProxies.parse([])
+
+    def relay(
+        sent: list[tuple[bytes, bytes]],
+        skip: frozenset[bytes],
+        *,
+        tail: bytes = b"",
+        style: str = "x-forwarded",
+        trusted: TrustedProxies = nobody,
+    ) -> tuple[bytes, bool] | None:
+        line = b"GET /a?b=1 HTTP/1.1\r\n"
+        return plain_head(
+            line, sent, skip=skip, client=client, scheme="http", host=host,
+            trusted=trusted, tail=tail, style=style,
+        )  # fmt: skip
+
     for drop, extra in (
         (frozenset({b"x-request-id", b"x-secret"}), [(b"x-env", b"test")]),
         (frozenset({b"x-request-id", b"host"}), [(b"host", b"users.internal")]),  # Host set
@@ -349,56 +365,21 @@ def test_the_relay_head_is_the_proxy_head(
                 client=client,
                 scheme="http",
                 host=host,
-                trusted=TrustedProxies.parse([]),
+                trusted=nobody,
                 consumer=who,
                 consumer_header=b"x-consumer",
                 drop=drop,
                 style=style,
             )
             general = request_head("GET", b"/a?b=1", [*out, *extra])
-            found = plain_head(
-                b"GET /a?b=1 HTTP/1.1\r\n",
-                headers,
-                skip=skip,
-                client=client,
-                scheme="http",
-                host=host,
-                trusted=TrustedProxies.parse([]),
-                tail=tail,
-                style=style,
-            )
+            found = relay(headers, skip, tail=tail, style=style)
             assert found == (general.prefix, general.has_host), (style, drop)
             assert (b"x-forwarded-host: " in found[0]) == (
                 style != "rfc7239" and b"host" in drop and host is not None
             )
-    with_connection = [*headers, (b"connection", b"x-other")]
-    assert (
-        plain_head(
-            b"",
-            with_connection,
-            skip=skip,
-            client=client,
-            scheme="http",
-            host=host,
-            trusted=TrustedProxies.parse([]),
-            tail=b"",
-        )
-        is None
-    )
-    behind_proxy = TrustedProxies.parse([client])
-    assert (
-        plain_head(
-            b"",
-            headers,
-            skip=skip,
-            client=client,
-            scheme="http",
-            host=host,
-            trusted=behind_proxy,
-            tail=b"",
-        )
-        is None
-    )
+        # the general path's cases: a Connection header, a peer that is a trusted proxy
+        assert relay([*headers, (b"connection", b"x-other")], skip) is None
+        assert relay(headers, skip, trusted=TrustedProxies.parse([client])) is None
     assert relay_skip(frozenset({b"x-forwarded-for"}), b"x-consumer") is None
 
 

@@ -20,9 +20,8 @@
   the gateway's own view replaces them, so a client cannot claim another
   address. ``X-Forwarded-Host`` carries the client's Host only when the
   route sets or removes ``Host`` (otherwise the upstream gets the client's
-  Host itself, and a copy would cost every request its parsing, about a
-  fifth of what the forwarded headers cost a uvicorn upstream), or a trusted
-  proxy's value.
+  Host itself, and a copy would cost every request its parsing), or a
+  trusted proxy's value.
 
 :func:`client_address` is the address limits and logs should use: the direct
 peer, or, behind trusted proxies, the right-most ``X-Forwarded-For`` entry
