@@ -13,7 +13,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 import keel
-from keel.gateway._serving import CoalescingTransport, GatewayHttpProtocol
+from keel.gateway._serving import CoalescingTransport, GatewayHttpProtocol, flushes_of
 from keel.store import Store
 from tests.gateway._gw import gateway, publish
 from tests.gateway._upstream_app import upstream
@@ -73,6 +73,33 @@ async def test_writes_of_one_loop_pass_leave_together() -> None:
     transport.write(b"next")
     await asyncio.sleep(0)
     assert raw.writes[1:] == [b"next"]
+
+
+async def test_one_callback_flushes_every_connection_of_a_pass() -> None:
+    """Writes to several connections in one pass: one scheduled callback sends them all."""
+    loop = asyncio.get_running_loop()
+    raws = [_Recording() for _ in range(3)]
+    transports = [CoalescingTransport(raw, loop) for raw in raws]
+    scheduled: list[object] = []
+    original = loop.call_soon
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        scheduled.append(callback)
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon = counting  # type: ignore[method-assign, assignment]
+    try:
+        for i, transport in enumerate(transports):
+            transport.write(b"answer %d" % i)
+        transports[0].write(b" more")
+    finally:
+        loop.call_soon = original  # type: ignore[method-assign]
+    assert len(scheduled) == 1 and flushes_of(loop) is flushes_of(loop)
+    await asyncio.sleep(0)
+    assert [raw.writes for raw in raws] == [[b"answer 0 more"], [b"answer 1"], [b"answer 2"]]
+    transports[1].write(b"next pass")
+    await asyncio.sleep(0)
+    assert raws[1].writes[1:] == [b"next pass"]
 
 
 async def test_close_flushes_abort_drops_and_a_closed_transport_gets_nothing() -> None:
