@@ -10,11 +10,11 @@ request, client head, client body) at about 30% of its CPU.
 :class:`CoalescingTransport` keeps the writes made during one pass of the
 event loop and sends them together at its end, so a small response leaves in
 one system call, as nginx's does. One callback per pass flushes every
-connection with something queued (:class:`Flushes`, one per loop): a handle
-per connection cost more, and writing at once, before the pass ends, woke
-the client while the gateway still had the pass's other requests to do
-(measured: about 5% more requests per second than a handle per connection,
-and again more than writing at once, on ``bench/gateway.py``'s machine).
+connection with something queued (:class:`Flushes`, one per loop), which
+schedules less than a handle per connection (in interleaved A/B runs on
+``bench/gateway.py``'s machine: from no difference to 5% more requests per
+second). Writing at once, before the pass ends, measured worse: it wakes the
+client while the gateway still has the pass's other requests to do.
 
 Everything else is uvicorn's: parsing, keep-alive, pipelining, 100-continue,
 flow control, WebSocket upgrades (the upgraded connection keeps the
