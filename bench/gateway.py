@@ -240,8 +240,9 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def child(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
+def child(*args: str, script: str = __file__) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``script`` (this one unless given) with ``args``; terminated on exit."""
+    proc = subprocess.Popen([sys.executable, script, *args], cwd=ROOT)
     try:
         yield proc
     finally:

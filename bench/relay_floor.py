@@ -187,9 +187,9 @@ def run(args: argparse.Namespace) -> None:
         with contextlib.ExitStack() as stack:
             up = stack.enter_context(child("--serve-hello", str(hello), "--store", store_url)).pid
             wait_port(hello)
-            here = Path(__file__).resolve()
+            here = str(Path(__file__).resolve())
             floor_pid = stack.enter_context(
-                _child(here, "--serve-floor", str(floor), str(hello))
+                child("--serve-floor", str(floor), str(hello), script=here)
             ).pid
             gw_pid = stack.enter_context(child("--serve-keel-gateway", str(gw), store_url)).pid
             wait_port(floor)
@@ -208,18 +208,6 @@ def run(args: argparse.Namespace) -> None:
         report(rows, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _child(script: Path, *args: str) -> Any:
-    import subprocess
-
-    proc = subprocess.Popen([sys.executable, str(script), *args])
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def report(rows: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
