@@ -123,22 +123,28 @@ async def test_breaker_opens_on_a_failing_instance_and_closes_after_it_recovers(
             async def batch() -> list[httpx.Response]:
                 return await asyncio.gather(*(client.get("/x") for _ in range(8)))
 
+            loop = asyncio.get_running_loop()
             await client.post(f"{a}/__fail?on=1")
-            seen_500 = 0
-            for _ in range(100):
+            # After each failure peak-EWMA keeps away from a until its penalty decays
+            # (about 0.5 s here), and the breaker needs three failed calls: bound the
+            # wait by time, not by a count of batches, which a fast run gets through
+            # before a has been tried three times.
+            seen_500, opened = 0, False
+            until = loop.time() + 12
+            while not opened and loop.time() < until:
                 seen_500 += sum(r.status_code == 500 for r in await batch())
-                if (await stats(client))["breakers_open"] == 1:
-                    break
-            assert (await stats(client))["breakers_open"] == 1
+                opened = (await stats(client))["breakers_open"] == 1
+                await asyncio.sleep(0.02)
+            assert opened, f"a's breaker never seen open ({seen_500} answers of 500)"
             assert seen_500 >= 3
             await client.post(f"{a}/__fail?on=0")
             answered: list[str] = []
-            for _ in range(200):
+            closed = False
+            until = loop.time() + 12
+            while not closed and loop.time() < until:
                 responses = await batch()
                 assert [r.status_code for r in responses] == [200] * 8
                 answered += [r.text for r in responses]
-                if (await stats(client))["breakers_open"] == 0 and "a" in answered:
-                    break
+                closed = (await stats(client))["breakers_open"] == 0 and "a" in answered
                 await asyncio.sleep(0.02)  # paces the loop across the 0.5 s open period
-            assert (await stats(client))["breakers_open"] == 0
-            assert "a" in answered
+            assert closed, f"breaker still open, or a not answering ({answered.count('a')} from a)"
