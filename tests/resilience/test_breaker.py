@@ -156,6 +156,22 @@ def test_stale_outcomes_are_ignored() -> None:
     assert b.state is OPEN
 
 
+def test_a_ticket_reports_once() -> None:
+    """A second report of the same ticket changes nothing, on the fast path and off it."""
+    clock = FakeClock()
+    b = CircuitBreaker(BreakerSettings(window_size=10, minimum_calls=2), clock=clock)
+    good = b.allow()
+    good.succeeded()
+    good.succeeded()
+    good.failed()
+    slow = b.allow()
+    clock.advance(b.settings.slow_call_duration_s)
+    slow.succeeded()
+    slow.failed()
+    stats = b.statistics()
+    assert (stats.calls, stats.failures, stats.slow_calls) == (2, 0, 1)
+
+
 async def test_call_with_fallback_and_is_failure() -> None:
     """call() uses the fallback on failure and on rejection; is_failure filters errors."""
     b = CircuitBreaker(BreakerSettings(minimum_calls=1), clock=FakeClock())

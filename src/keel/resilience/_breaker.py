@@ -131,6 +131,19 @@ class BreakerTicket:
 
     def succeeded(self) -> None:
         """The call worked (it may still count as slow)."""
+        b = self._breaker
+        if self._generation == b._fast_generation and not self._done:
+            # CircuitBreaker.call's hot path: closed, count window, no listener.
+            self._done = True
+            end = b._now()
+            if end - self._start < b._slow_s:
+                w = b._fast_window
+                w.seq += 1
+                if w.bad:
+                    b._after_good_call(end)
+                return
+            b._record(self._generation, False, end - self._start)
+            return
         self._finish(False)
 
     def failed(self) -> None:
@@ -213,6 +226,8 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the breaker is open, or half-open with every probe taken.
         """
+        if self._state is _CLOSED:
+            return BreakerTicket(self, self._generation, self._now())
         return BreakerTicket(self, self._admit(), self._now())
 
     def _admit(self) -> int:
