@@ -423,7 +423,9 @@ class Flight:
         series.observe(record.status, duration)
         if record.reason is not None:
             series.error(record.reason)
-        app.access_log.write(record, duration)
+        log = app.access_log
+        if log.enabled:
+            log.write(record, duration)
         admission, self.admission = self.admission, None
         if admission is not None:
             admission.release()

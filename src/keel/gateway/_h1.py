@@ -143,8 +143,8 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """A response header (httptools joins partial names and values)."""
-        self.headers.append((name, value))
+        """A response header, its name lowercased (httptools joins partial names and values)."""
+        self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         """The head is parsed: record it, skip 1xx interim responses."""
@@ -157,11 +157,10 @@ class Connection(asyncio.Protocol):
         self.head = True
         framed = False
         for name, value in self.headers:
-            low = name.lower()
-            if low == b"content-length":
+            if name == b"content-length":
                 framed = True
                 self.length = int(value) if value.isdigit() else None
-            elif low == b"transfer-encoding":
+            elif name == b"transfer-encoding":
                 framed = True
         self._until_eof = not framed and status not in (204, 304)
         if self._whole and self.length is not None and self.length <= self._whole_limit:

@@ -119,18 +119,20 @@ def _seconds(value: bytes) -> float | None:
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers, lowercased, hop-by-hop and Connection-named ones dropped."""
+    """The upstream's response headers without hop-by-hop and Connection-named ones.
+
+    ``raw`` has lowercase names, as :class:`~keel.gateway._h1.Connection` keeps them.
+    """
     out: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
     for name, value in raw:
-        low = name.lower()
-        if low in HOP_BY_HOP:
-            if low == b"connection":
+        if name in HOP_BY_HOP:
+            if name == b"connection":
                 named = {t.strip().lower() for t in value.split(b",")}
             continue
-        if low in _HIDDEN:
+        if name in _HIDDEN:
             continue
-        out.append((low, value))
+        out.append((name, value))
     if named:
         out = [(k, v) for k, v in out if k not in named]
     return out
