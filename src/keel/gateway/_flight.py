@@ -22,20 +22,20 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 
 from keel.gateway._asgi import error_body
 from keel.gateway._auth import Consumer
-from keel.gateway._deadlines import Deadlines
 from keel.gateway._exchange import Exchange, UpstreamError
-from keel.gateway._h1 import Connection, UpstreamClosedError, WriteBatch
+from keel.gateway._h1 import Connection, UpstreamClosedError
 from keel.gateway._headers import plain_head, upstream_headers
 from keel.gateway._logs import AccessRecord
 from keel.gateway._match import Hit
+from keel.gateway._pick import NO_TICKET
 from keel.gateway._pool import ConnectFailedError
 from keel.gateway._settings import ResponseAbortedError
 from keel.gateway._wire import RequestHead, error_json, request_head, response_headers
 
 if TYPE_CHECKING:
-    from keel.gateway._app import GatewayApp
     from keel.gateway._plan import Plan, State
     from keel.gateway._proxy import Target
+    from keel.gateway._relay import Relay
 
 __all__ = ["Flight"]
 
@@ -54,7 +54,6 @@ class Flight:
         "admission",
         "app",
         "attempt",
-        "attempts",
         "batch",
         "candidates",
         "conn",
@@ -63,12 +62,14 @@ class Flight:
         "deadlines",
         "expires",
         "gate",
-        "head",
+        "has_host",
         "hit",
         "host",
         "instance",
         "plan",
+        "prefix",
         "record",
+        "relay",
         "rid",
         "start_t",
         "state",
@@ -82,7 +83,7 @@ class Flight:
 
     def __init__(
         self,
-        app: GatewayApp,
+        relay: Relay,
         cycle: RequestResponseCycle,
         tasks: set[asyncio.Task[None]],
         state: State,
@@ -91,27 +92,26 @@ class Flight:
         target: Target,
         candidates: tuple[Any, ...],
         record: AccessRecord,
+        consumer: Consumer | None,
+        host: bytes | None,
     ) -> None:
-        self.app, self.u, self.cycle, self.tasks = app, app.upstreams, cycle, tasks
-        self.state, self.plan, self.hit, self.target = state, plan, hit, target
-        self.candidates, self.record = candidates, record
+        self.relay, self.app, self.u = relay, relay.app, relay.app.upstreams
+        self.cycle, self.tasks, self.state, self.plan, self.hit = cycle, tasks, state, plan, hit
+        self.target, self.candidates, self.record = target, candidates, record
+        self.consumer, self.host = consumer, host
+        self.batch, self.deadlines = relay.batch, relay.deadlines
         self.rid = (b"x-request-id", record.request_id.encode("ascii"))
-        self.consumer: Consumer | None = None
-        self.batch: WriteBatch | None = None
-        self.host: bytes | None = None
         self.admission: Any = None
         self.attempt = 0
-        self.attempts = 1 + max(0, target.retries)
         self.tried: set[str] | None = None
         self.conn: Connection | None = None
         self.instance: Any = None
         self.gate: Any = None
         self.ticket: Any = None
         self.task: asyncio.Task[None] | None = None
-        self.deadlines: Deadlines = _NO_DEADLINES
-        self.head: RequestHead | None = None
-        self.start_t = 0.0
-        self.expires = 0.0
+        self.prefix = b""
+        self.has_host = False
+        self.start_t = self.expires = 0.0
 
     # -- the request ----------------------------------------------------------------
 
@@ -119,23 +119,26 @@ class Flight:
         """Build the upstream head, arm the deadline and make the first attempt."""
         self.start_t = time.perf_counter()
         self.app.metrics.in_flight += 1
-        u, plan = self.u, self.plan
+        u, plan, target = self.u, self.plan, self.target
         scope: Any = self.cycle.scope
         u.counts["requests"] += 1
         raw = scope["raw_path"]
-        path = plan.upstream_path(raw, self.hit.params, self.hit.rest)
+        if plan.path_mode == "keep":
+            path = raw
+        else:
+            path = plan.upstream_path(raw, self.hit.params, self.hit.rest)
         query = scope["query_string"]
         path_qs = path + b"?" + query if query else path
-        if self.target.url is not None:
-            path_qs = u.picker.fixed(self.target.url).base_path + path_qs
-        self.head = self._head(scope, path_qs)
-        budget = self.target.timeout_s
+        if target.url is not None:
+            path_qs = u.picker.fixed(target.url).base_path + path_qs
+        self._head(scope, path_qs)
+        budget = target.timeout_s
         self.expires = time.monotonic() + budget
         self.deadlines.add(self, budget)
         u.budget.deposit()
         self._next()
 
-    def _head(self, scope: Any, path_qs: bytes) -> RequestHead:
+    def _head(self, scope: Any, path_qs: bytes) -> None:
         """The upstream head: one pass in the common case, else the proxy's two."""
         plan, state, consumer = self.plan, self.state, self.consumer
         peer = scope["client"]
@@ -159,7 +162,8 @@ class Flight:
                 style=state.forwarded,
             )
             if found is not None:
-                return RequestHead(found[0], found[1], None, None)
+                self.prefix, self.has_host = found
+                return
         out = upstream_headers(
             scope["headers"],
             client=client,
@@ -174,7 +178,8 @@ class Flight:
         out += plan.req_set
         out += plan.req_add
         out.append(self.rid)
-        return request_head(scope["method"], path_qs, out)
+        head = request_head(scope["method"], path_qs, out)
+        self.prefix, self.has_host = head.prefix, head.has_host
 
     def refuse(self, admission: Any) -> None:
         """A limit refused the request: 429 with ``Retry-After`` (as the app answers it)."""
@@ -195,13 +200,11 @@ class Flight:
         self.attempt += 1
         u = self.u
         try:
-            self.instance, self.gate, self.ticket = u.picker.choose(
-                self.target, self.candidates, self.tried
-            )
+            i, gate, ticket = u.picker.choose(self.target, self.candidates, self.tried)
         except UpstreamError as exc:  # no instance, or every breaker open
             self._answer(exc.status, exc.detail)
             return
-        i = self.instance
+        self.instance, self.gate, self.ticket = i, gate, ticket
         key = (i.scheme, i.address, i.port)
         conn = u.pool.try_acquire(key)
         if conn is None:
@@ -209,13 +212,17 @@ class Flight:
             return
         self._send(conn)
 
+    def _retries_left(self) -> bool:
+        """Whether another attempt may follow (the route's retries, then the retry budget)."""
+        return self.attempt <= self.target.retries and self.u.retried(self.target)
+
     async def _connect(self, key: tuple[str, str, int]) -> None:
         try:
             conn = await self.u.pool.acquire(key)
         except ConnectFailedError as exc:
             self.task = None
             self._failed()
-            if self.attempt < self.attempts and self.u.retried(self.target):
+            if self._retries_left():
                 self._next()
             else:
                 self._answer(502, str(exc))
@@ -225,22 +232,26 @@ class Flight:
 
     def _send(self, conn: Connection) -> None:
         self.conn = conn
-        head = self.head
-        assert head is not None
-        parts = [head.prefix]
-        if not head.has_host:
-            i = self.instance
-            parts.append(b"host: %s:%d\r\n" % (i.address.encode(), i.port))
-        left = max(0.0, self.expires - time.monotonic())
-        parts.append(b"keel-deadline: %.3f\r\n\r\n" % left)
         if conn.closed:
             self._broken(UpstreamClosedError("upstream connection closed before the request"))
             return
-        batch = self.batch
-        if batch is None:
-            conn.write(b"".join(parts))
+        if self.attempt == 1:  # (microseconds after start: the whole budget is left)
+            left = self.target.timeout_s
         else:
-            batch.add(conn, b"".join(parts))
+            left = max(0.0, self.expires - time.monotonic())
+        if self.has_host:
+            data = b"%skeel-deadline: %.3f\r\n\r\n" % (self.prefix, left)
+        else:
+            i = self.instance
+            data = b"%shost: %s:%d\r\nkeel-deadline: %.3f\r\n\r\n" % (
+                self.prefix,
+                i.address.encode(),
+                i.port,
+                left,
+            )
+        batch = self.batch
+        assert batch is not None
+        batch.add(conn, data)
         conn.expect_response(_SMALL, self._responded)
 
     def _responded(self) -> None:
@@ -254,29 +265,25 @@ class Flight:
         gate, ticket, self.gate, self.ticket = self.gate, self.ticket, None, None
         if status < 500:
             gate.succeeded()
-            ticket.succeeded()
+            if ticket is not NO_TICKET:
+                ticket.succeeded()
         else:
             gate.failed()
             ticket.failed()
-            u = self.u
-            if (
-                status in u.settings.retry_statuses
-                and self.attempt < self.attempts
-                and u.retried(self.target)
-            ):
+            if status in self.u.settings.retry_statuses and self._retries_left():
                 self._drop()
                 self._next()
                 return
-        self._disarm()
+        self.deadlines.discard(self)
         if conn.complete and status in STATUS_LINE:
-            self._reply(conn)
+            self._reply(conn, status)
         else:
             conn.stop_expecting()
             self.task = self._spawn(self._stream(conn))
 
     def _broken(self, exc: BaseException) -> None:
         self._failed()
-        if self.attempt < self.attempts and self.u.retried(self.target):
+        if self._retries_left():
             self._next()
         else:
             self._answer(502, f"upstream {self.instance.id}: {exc}")
@@ -316,9 +323,6 @@ class Flight:
         upstream = self.target.service or self.target.url or "?"
         self._answer(504, f"no response from {upstream!r} within {self.target.timeout_s:g} s")
 
-    def _disarm(self) -> None:
-        self.deadlines.discard(self)
-
     def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self.tasks.add(task)
@@ -327,22 +331,24 @@ class Flight:
 
     # -- the answer -----------------------------------------------------------------
 
-    def _reply(self, conn: Connection) -> None:
+    def _reply(self, conn: Connection, status: int) -> None:
         """Write a whole upstream response to the client in one piece."""
-        status = conn.status
         body = conn.take_buffered()
         headers = response_headers(conn.headers)
         self.conn = None
         self.u.pool.release(conn)
-        framed = conn.length is not None or any(k == b"content-length" for k, _ in headers)
-        if not framed and status not in _NO_BODY:
+        if (
+            conn.length is None
+            and status not in _NO_BODY
+            and not any(k == b"content-length" for k, _ in headers)
+        ):
             headers.append((b"content-length", b"%d" % len(body)))
         self._upstream_done(status)
         self._write(status, headers, body)
 
     def _answer(self, status: int, detail: str) -> None:
         """The proxy's own 502/503/504 (as ``Upstreams._answer``)."""
-        self._disarm()
+        self.deadlines.discard(self)
         kind = _KINDS.get(status)
         if kind is not None:
             self.u.counts[kind] += 1
@@ -368,31 +374,37 @@ class Flight:
     ) -> None:
         """Status line, the server's default headers, ``headers``, the request id, ``after``,
         ``body``: in the order the app's answers have them."""
-        cycle = self.cycle
-        self.record.status = status
-        self.record.bytes_out += len(body)
-        if not cycle.disconnected and not cycle.transport.is_closing():
-            parts = [STATUS_LINE[status], _server_lines(cycle.default_headers)]
+        cycle, record = self.cycle, self.record
+        record.status = status
+        record.bytes_out += len(body)
+        transport = cycle.transport
+        if not cycle.disconnected and not transport.is_closing():
+            server = _server_lines
+            if server.of is not cycle.default_headers:
+                server.refresh(cycle.default_headers)
+            parts = [STATUS_LINE[status], server.lines]
             for name, value in headers:
                 parts += (name, b": ", value, b"\r\n")
             name, value = self.rid
             parts += (name, b": ", value, b"\r\n")
-            for name, value in after or ():
-                parts += (name, b": ", value, b"\r\n")
+            if after is not None:
+                for name, value in after:
+                    parts += (name, b": ", value, b"\r\n")
             if not cycle.keep_alive:
                 parts.append(b"connection: close\r\n")
             parts += (b"\r\n", body)
             cycle.response_started = cycle.response_complete = True
-            cycle.transport.write(b"".join(parts))
+            transport.write(b"".join(parts))
             if not cycle.keep_alive:
-                cycle.transport.close()
+                transport.close()
             cycle.on_response()  # (no receive() waits on a relayed request: no event to set)
         self._done()
 
     async def _stream(self, conn: Connection) -> None:
         """A long or unframed response: the proxy's streaming, through uvicorn's ``send``."""
         cycle, u = self.cycle, self.u
-        exchange = Exchange(u, self.target, self.record.method, self.head, cycle.receive)  # type: ignore[arg-type]
+        head = RequestHead(self.prefix, self.has_host, None, None)
+        exchange = Exchange(u, self.target, self.record.method, head, cycle.receive)  # type: ignore[arg-type]
         exchange.conn = conn
         self.conn = None
         try:
@@ -434,11 +446,11 @@ class Flight:
         return f"<Flight {self.record.method} {self.record.path} attempt={self.attempt}>"
 
 
-_NO_DEADLINES = Deadlines(None)  # replaced by the relay's before a flight starts
-
-
 class _ServerLines:
-    """The server's default header lines as bytes, for the list uvicorn holds now."""
+    """The server's default header lines as bytes, for the list uvicorn holds now.
+
+    uvicorn replaces the list (it does not change it) when its date changes.
+    """
 
     __slots__ = ("lines", "of")
 
@@ -446,12 +458,10 @@ class _ServerLines:
         self.of: list[tuple[bytes, bytes]] | None = None
         self.lines = b""
 
-    def __call__(self, default_headers: list[tuple[bytes, bytes]]) -> bytes:
-        # uvicorn replaces the list (it does not change it) when its date changes
-        if self.of is not default_headers:
-            self.lines = b"".join(k + b": " + v + b"\r\n" for k, v in default_headers)
-            self.of = default_headers
-        return self.lines
+    def refresh(self, default_headers: list[tuple[bytes, bytes]]) -> None:
+        """Join the lines of ``default_headers``."""
+        self.lines = b"".join(k + b": " + v + b"\r\n" for k, v in default_headers)
+        self.of = default_headers
 
 
 _server_lines = _ServerLines()

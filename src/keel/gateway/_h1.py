@@ -82,6 +82,7 @@ class Connection(asyncio.Protocol):
         self.received = False
         self.error: BaseException | None = None
         self._interim = False
+        self._framed = False  # a Content-Length or Transfer-Encoding came
         self._until_eof = False
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -144,7 +145,13 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """A response header, its name lowercased (httptools joins partial names and values)."""
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        self.headers.append((name, value))
+        if name == b"content-length":
+            self._framed = True
+            self.length = int(value) if value.isdigit() else None
+        elif name == b"transfer-encoding":
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         """The head is parsed: record it, skip 1xx interim responses."""
@@ -152,17 +159,11 @@ class Connection(asyncio.Protocol):
         if status < 200:
             self._interim = True
             self.headers = []
+            self.length, self._framed = None, False
             return
         self.status = status
         self.head = True
-        framed = False
-        for name, value in self.headers:
-            if name == b"content-length":
-                framed = True
-                self.length = int(value) if value.isdigit() else None
-            elif name == b"transfer-encoding":
-                framed = True
-        self._until_eof = not framed and status not in (204, 304)
+        self._until_eof = not self._framed and status not in (204, 304)
         if self._whole and self.length is not None and self.length <= self._whole_limit:
             return  # the body follows: one wake-up when it is all here
         self._wake()

@@ -55,15 +55,23 @@ class AccessRecord:
         "upstream",
     )
 
-    def __init__(self, request_id: str, method: str, path: str) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        client: str | None = None,
+        route: str = "-",
+        upstream: str | None = None,
+    ) -> None:
         self.request_id = request_id
         self.method = method
         self.path = path
-        self.route = "-"
+        self.route = route
         self.status = 0
         self.consumer: str | None = None
-        self.client: str | None = None
-        self.upstream: str | None = None
+        self.client = client
+        self.upstream = upstream
         self.reason: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0

@@ -216,7 +216,10 @@ class GatewayMetrics:
 
     def upstream_request(self, route: str, upstream: str, status: int, latency_s: float) -> None:
         """One forwarded request ended with ``status`` (0: the client left) after ``latency_s``."""
-        self.upstream(route, upstream).observe(status, latency_s)
+        found = self._upstreams.get((route, upstream))
+        if found is None:
+            found = self.upstream(route, upstream)
+        found.observe(status, latency_s)
 
     def upstream_retry(self, route: str, upstream: str) -> None:
         """One attempt after the first."""

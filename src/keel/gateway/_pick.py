@@ -22,7 +22,7 @@ from keel.gateway._settings import UpstreamMetrics, UpstreamSettings
 from keel.registry import Discovery, Instance
 from keel.resilience import BreakerState, BreakerStateChanged, BreakerTicket, CircuitBreaker
 
-__all__ = ["Picker", "Target"]
+__all__ = ["NO_TICKET", "Picker", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class _NoTicket:
         """Nothing to record."""
 
 
-_NO_TICKET = _NoTicket()
+NO_TICKET = _NoTicket()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ class Picker:
             # but balancer bookkeeping (latency, ejection) would change no pick.
             instance = candidates[0]
             try:
-                return instance, self._breaker(name, instance).allow(), _NO_TICKET
+                return instance, self._breaker(name, instance).allow(), NO_TICKET
             except CircuitOpenError:
                 raise UpstreamError(
                     503, f"the only instance of {name!r} has an open circuit breaker"

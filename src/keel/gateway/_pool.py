@@ -139,13 +139,16 @@ class Pool:
     def release(self, conn: Connection) -> None:
         """Give back a connection after its exchange: kept if reusable, else closed."""
         key = conn.key
-        if conn.reusable:
-            idle = self._idle.setdefault(key, [])
+        if conn.complete and conn.keep_alive and not conn.closed and conn.error is None:  # reusable
+            idle = self._idle.get(key)
+            if idle is None:
+                idle = self._idle[key] = []
             if len(idle) < self._max_idle:
                 conn.idle_since = time.monotonic()
                 conn.on_lost = self._lost_idle
                 idle.append(conn)
-                self._wake(key)
+                if self._waiters.get(key):
+                    self._wake(key)
                 return
         self._discard(conn)
 

@@ -80,8 +80,8 @@ class Relay:
         self._always_tracing = tracer_provider is not None
         self._checked = -math.inf
         self._tracing = self._always_tracing
-        self._batch: WriteBatch | None = None
-        self._deadlines: Deadlines = Deadlines(None)
+        self.batch: WriteBatch | None = None  # (both made at the first request: the loop is known)
+        self.deadlines: Deadlines = Deadlines(None)
         self._routes_of: State | None = None
         self._routes: dict[tuple[str, bytes | None, str], Hit[Plan]] = {}
 
@@ -99,75 +99,75 @@ class Relay:
     def take(self, cycle: RequestResponseCycle, tasks: set[asyncio.Task[None]]) -> bool:
         """Serve the request of ``cycle`` if the relay can; False: the ASGI app must.
 
+        One function on purpose: it runs for every request the gateway gets.
+
         Args:
             cycle: uvicorn's request/response cycle (scope parsed, body pending).
             tasks: the server's task set (a streamed response's task joins it).
         """
-        flight = self._admit(cycle, tasks)
-        if flight is None:
-            self.passed += 1
-            return False
-        self.relayed += 1
-        admission = flight.admission
-        if admission is not None and not admission.allowed:
-            flight.refuse(admission)
-        else:
-            flight.start()
-        return True
-
-    def _admit(self, cycle: RequestResponseCycle, tasks: set[asyncio.Task[None]]) -> Flight | None:
-        state = self.app.state
+        app = self.app
+        state = app.state
         scope: Any = cycle.scope
         method: str = scope["method"]
         path: str = scope["path"]
         if state is None or method not in _METHODS or path in _PROBES or "/." in path:
-            return None
+            self.passed += 1
+            return False
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         host = rid = None
         for name, value in headers:
             if name in _ASGI_ONLY:
-                return None
+                self.passed += 1
+                return False
             if name == b"host":
                 host = value
             elif name == b"x-request-id":
                 rid = value
-        if self.tracing():
-            return None
-        found = self._match(state, method, host, path, headers)
-        if found is None:
-            return None
+        found = None if self.tracing() else self._match(state, method, host, path, headers)
+        if found is None or not found.rule.payload.direct:
+            self.passed += 1
+            return False
         plan: Plan = found.rule.payload
-        if not plan.direct:
-            return None
         target = plan.pick(None, headers)
-        candidates = self.app.upstreams.picker.cached(target)
+        candidates = app.upstreams.picker.cached(target)
         if not candidates:
-            return None
+            self.passed += 1
+            return False
         consumer = None
         if plan.auth is not None and state.authenticator is not None:
             try:
                 consumer = state.authenticator.authenticate(plan.auth, headers)
-            except AuthError:
-                return None  # the app answers it (and counts it)
-        client = client_address(scope, state.trusted)
+            except AuthError:  # the app answers it (and counts it)
+                self.passed += 1
+                return False
+        peer = scope["client"]
+        client = peer[0] if peer else ""
+        if state.trusted and client in state.trusted:
+            client = client_address(scope, state.trusted)
         admission = None
         if plan.limits is not None and state.limits is not None:
             admission = state.limits.try_admit(plan.id, plan.limits, consumer, client)
-            if admission is None:
-                return None
-        request_id = rid.decode("ascii") if rid is not None and sane_id(rid) else self.app.ids.new()
-        record = AccessRecord(request_id, method, path)
-        record.client, record.route, record.upstream = client, plan.id, plan.upstream
-        record.consumer = consumer.name if consumer is not None else None
-        flight = Flight(self.app, cycle, tasks, state, plan, found, target, candidates, record)
-        flight.consumer, flight.host, flight.admission = consumer, host, admission
-        batch = self._batch
-        if batch is None:  # the first request: the loop is known now
+            if admission is None:  # kept in Redis: the app waits for it
+                self.passed += 1
+                return False
+        request_id = rid.decode("ascii") if rid is not None and sane_id(rid) else app.ids.new()
+        record = AccessRecord(request_id, method, path, client, plan.id, plan.upstream)
+        if consumer is not None:
+            record.consumer = consumer.name
+        if self.batch is None:  # the first request: the loop is known now
             loop = asyncio.get_running_loop()
-            batch = self._batch = WriteBatch(loop)
-            self._deadlines = Deadlines(loop)
-        flight.batch, flight.deadlines = batch, self._deadlines
-        return flight
+            self.batch = WriteBatch(loop)
+            self.deadlines = Deadlines(loop)
+        flight = Flight(
+            self, cycle, tasks, state, plan, found, target, candidates, record, consumer, host
+        )
+        self.relayed += 1
+        if admission is not None and not admission.allowed:
+            flight.refuse(admission)
+        else:
+            flight.admission = admission
+            flight.start()
+        return True
 
     def _match(
         self,
