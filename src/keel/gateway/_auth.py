@@ -98,8 +98,8 @@ def check_consumer_name(name: object) -> str:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name or key.lower() == name:
+    for key, value in headers:  # (ASGI: lowercase names)
+        if key == name:
             return value
     return None
 

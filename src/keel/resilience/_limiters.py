@@ -276,7 +276,7 @@ class GCRA(_Limiter):
         ValidationError: rate or burst out of range.
     """
 
-    __slots__ = ("_interval", "_tat", "burst", "rate")
+    __slots__ = ("_interval", "_now", "_tat", "burst", "rate")
     kind = "gcra"
 
     def __init__(
@@ -292,15 +292,17 @@ class GCRA(_Limiter):
         super().__init__(clock, name, listener)
         self.rate, self.burst = float(rate), float(burst)
         self._interval = 1.0 / self.rate
-        self._tat = clock.monotonic()
+        self._now = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
+        self._tat = self._now()
 
     def _new_tat(self, n: int, now: float) -> float:
         return max(self._tat, now) + n * self._interval
 
     def try_acquire(self, n: int = 1) -> bool:
         """Admit ``n`` if the new arrival time stays within ``burst`` intervals of now."""
-        now = self._clock.monotonic()
-        new_tat = self._new_tat(n, now)
+        now = self._now()
+        tat = self._tat
+        new_tat = (tat if tat > now else now) + n * self._interval  # (_new_tat, inline)
         if new_tat - now <= self.burst * self._interval + _EPS:
             self._tat = new_tat
             self._admitted += 1
@@ -312,7 +314,7 @@ class GCRA(_Limiter):
         """Seconds until ``n`` conforms."""
         if n > self.burst:
             return math.inf
-        now = self._clock.monotonic()
+        now = self._now()
         return max(0.0, self._new_tat(n, now) - self.burst * self._interval - now)
 
     def __repr__(self) -> str:
