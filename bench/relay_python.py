@@ -2,6 +2,7 @@
 
     python bench/relay_python.py               # 200,000 requests, best of 5
     python bench/relay_python.py --requests 50000 --repeat 3
+    python bench/relay_python.py --secure      # the route with JWT auth and a rate limit
 
 A real :class:`keel.gateway.Gateway` runs in this process on a memory store
 with the route of ``bench/gateway.py``, but its server protocol is given a
@@ -35,7 +36,33 @@ RESPONSE = (
     b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 15:02:11 GMT\r\nserver: uvicorn\r\n"
     b"content-type: text/plain\r\ncontent-length: 13\r\n\r\nHello, world!"
 )
-ROUTES = {"routes": [{"id": "plain", "match": {"path": "/"}, "forward": {"service": "hello"}}]}
+ROUTES: dict[str, Any] = {
+    "routes": [{"id": "plain", "match": {"path": "/"}, "forward": {"service": "hello"}}]
+}
+
+
+def secure_routes(tmp: str) -> tuple[dict[str, Any], bytes]:
+    """``bench/gateway.py``'s JWT + rate limit route, and wrk's request for it (a valid token)."""
+    from gateway import _routes  # bench/gateway.py: the same document
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = Path(tmp) / "public.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    claims = {"sub": "bench", "aud": "bench", "iss": "https://id.example"}
+    token = jwt.encode({**claims, "exp": time.time() + 3600}, key, algorithm="RS256")
+    request = (
+        b"GET /secure/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\n\r\n"
+    )
+    return _routes(str(pem)), request
 
 
 class Recording:
@@ -78,7 +105,9 @@ class Recording:
         pass
 
 
-async def measure(requests: int, repeat: int) -> dict[str, float]:
+async def measure(requests: int, repeat: int, secure: bool = False) -> dict[str, float]:
+    import tempfile
+
     import uvicorn
     import yaml
     from prometheus_client import CollectorRegistry
@@ -93,7 +122,9 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
 
     loop = asyncio.get_running_loop()
     store = await keel.connect("memory://")
-    await ConfigCenter(store).publish("gateway.yaml", yaml.safe_dump(ROUTES))
+    tmp = tempfile.TemporaryDirectory()
+    routes, request = secure_routes(tmp.name) if secure else (ROUTES, REQUEST)
+    await ConfigCenter(store).publish("gateway.yaml", yaml.safe_dump(routes))
     settings = ServiceSettings(drain_delay_s=0.05, grace_s=1.0)
     async with (
         Registry(store) as registry,
@@ -127,13 +158,13 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
         up_writes: list[bytes] = upstream.transport.writes  # type: ignore[union-attr]
 
         async def one() -> None:
-            protocol.data_received(REQUEST)
+            protocol.data_received(request)
             await asyncio.sleep(0)  # the end-of-pass write of the upstream head
             upstream.data_received(RESPONSE)
             await asyncio.sleep(0)  # the end-of-pass write of the answer
 
         await one()
-        assert up_writes and up_writes[-1].startswith(b"GET / HTTP/1.1\r\n"), up_writes
+        assert up_writes and up_writes[-1].startswith(b"GET /"), up_writes
         assert client.writes and client.writes[-1].endswith(b"Hello, world!"), client.writes
         relayed = gw.relay.relayed
         best = float("inf")
@@ -148,6 +179,7 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
         floor = await _loop_floor(requests, repeat)
         listener.close()
     await store.close()
+    tmp.cleanup()
     return {"relay_us": best * 1e6, "loop_passes_us": floor * 1e6}
 
 
@@ -196,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--secure", action="store_true", help="the JWT + rate limit route")
     args = parser.parse_args()
     import logging
 
@@ -203,7 +236,7 @@ def main() -> None:
 
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
-    result = uvloop.run(measure(args.requests, args.repeat))
+    result = uvloop.run(measure(args.requests, args.repeat, args.secure))
     relay, passes = result["relay_us"], result["loop_passes_us"]
     print(f"relayed request, best of {args.repeat} x {args.requests}: {relay:.2f} us")
     print(f"  of which two bare loop passes: {passes:.2f} us")
