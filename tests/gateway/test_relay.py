@@ -201,7 +201,8 @@ async def test_pipelined_relayed_requests_keep_their_order(mem: Store) -> None:
 
 async def _serve_broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers by path: /raw/cut (a long body cut short), /raw/small (a short one cut),
-    /raw/reset (nothing), /raw/chunked (a small chunked body), /raw/hang (never)."""
+    /raw/reset (nothing), /raw/chunked (a small chunked body), /raw/private (headers
+    named by Connection), /raw/hang (never)."""
     try:
         await _answer_broken(reader, writer)
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -217,6 +218,14 @@ async def _answer_broken(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         if path == b"/raw/chunked":
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
             writer.write(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            continue
+        if path == b"/raw/private":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Connection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n"
+                b"X-Private: secret\r\nX-Public: ok\r\nServer: raw\r\n"
+                b"Content-Length: 2\r\n\r\nok"
+            )
             continue
         if path == b"/raw/hang":
             await asyncio.sleep(5)
@@ -254,6 +263,21 @@ async def test_upstream_failures_on_the_relay(mem: Store) -> None:
         assert (stats.failed, stats.timed_out, stats.aborted) == (2, 2, 1)
         # every connection of a failed exchange was closed, none left busy
         assert stats.connections_open == stats.connections_idle
+
+
+async def test_response_headers_named_by_connection_are_dropped(mem: Store) -> None:
+    """Hop-by-hop headers, those the upstream's Connection names, its Server: none pass."""
+    async with raw_upstream(_serve_broken) as port, pair(mem, _document(port)) as (gw, plain):
+        assert gw.relay is not None
+        relayed = gw.relay.relayed
+        rid = {"x-request-id": "c-0"}
+        answers = [await _get(each, "/raw/private", headers=rid) for each in (gw, plain)]
+        assert gw.relay.relayed == relayed + 1
+        assert _comparable(answers[0]) == _comparable(answers[1])
+        kept = answers[0].headers
+        assert (kept["x-public"], answers[0].text) == ("ok", "ok")
+        assert kept.get("server") != "raw"  # the gateway's own server header, if any
+        assert not {"x-private", "keep-alive", "connection"} & set(kept)
 
 
 async def test_a_client_gone_before_the_answer_leaves_the_relay_clean(mem: Store) -> None:

@@ -30,7 +30,14 @@ from keel.gateway._match import Hit
 from keel.gateway._pick import NO_TICKET
 from keel.gateway._pool import ConnectFailedError
 from keel.gateway._settings import ResponseAbortedError
-from keel.gateway._wire import RequestHead, error_json, request_head, response_headers
+from keel.gateway._wire import (
+    HIDDEN,
+    HOP_BY_HOP,
+    RequestHead,
+    error_json,
+    request_head,
+    response_headers,
+)
 
 if TYPE_CHECKING:
     from keel.gateway._plan import Plan, State
@@ -45,6 +52,7 @@ _SMALL = 64 * 1024  # as the proxy: bodies up to this size go to the client in o
 _NO_BODY = (204, 304)
 _KINDS = {502: "failed", 503: "unavailable", 504: "timed_out"}
 _JSON = b"application/json"
+_NOT_RELAYED = HOP_BY_HOP | HIDDEN  # response headers (see _wire.response_headers)
 
 
 class Flight:
@@ -334,17 +342,27 @@ class Flight:
     def _reply(self, conn: Connection, status: int) -> None:
         """Write a whole upstream response to the client in one piece."""
         body = conn.take_buffered()
-        headers = response_headers(conn.headers)
+        # response_headers' filter, serialized in the same pass (a Connection header: its way)
+        parts = [STATUS_LINE[status], b""]  # (the server's lines go in [1])
+        for name, value in conn.headers:
+            if name in _NOT_RELAYED:
+                if name == b"connection":
+                    parts = parts[:2]
+                    for name, value in response_headers(conn.headers):
+                        parts += (name, b": ", value, b"\r\n")
+                    break
+                continue
+            parts += (name, b": ", value, b"\r\n")
         self.conn = None
         self.u.pool.release(conn)
         if (
             conn.length is None
             and status not in _NO_BODY
-            and not any(k == b"content-length" for k, _ in headers)
+            and not any(k == b"content-length" for k, _ in conn.headers)
         ):
-            headers.append((b"content-length", b"%d" % len(body)))
+            parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
         self._upstream_done(status)
-        self._write(status, headers, body)
+        self._send_answer(status, parts, body)
 
     def _answer(self, status: int, detail: str) -> None:
         """The proxy's own 502/503/504 (as ``Upstreams._answer``)."""
@@ -374,6 +392,20 @@ class Flight:
     ) -> None:
         """Status line, the server's default headers, ``headers``, the request id, ``after``,
         ``body``: in the order the app's answers have them."""
+        parts = [STATUS_LINE[status], b""]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        self._send_answer(status, parts, body, after)
+
+    def _send_answer(
+        self,
+        status: int,
+        parts: list[bytes],
+        body: bytes,
+        after: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Finish ``parts`` (status line, a slot for the server's lines, header lines) with
+        the request id, ``after`` and ``body``, and write them to the client in one piece."""
         cycle, record = self.cycle, self.record
         record.status = status
         record.bytes_out += len(body)
@@ -382,9 +414,7 @@ class Flight:
             server = _server_lines
             if server.of is not cycle.default_headers:
                 server.refresh(cycle.default_headers)
-            parts = [STATUS_LINE[status], server.lines]
-            for name, value in headers:
-                parts += (name, b": ", value, b"\r\n")
+            parts[1] = server.lines
             name, value = self.rid
             parts += (name, b": ", value, b"\r\n")
             if after is not None:

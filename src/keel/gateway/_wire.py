@@ -17,6 +17,7 @@ from opentelemetry import trace
 from keel.observe import inject
 
 __all__ = [
+    "HIDDEN",
     "HOP_BY_HOP",
     "RequestHead",
     "error_json",
@@ -46,7 +47,7 @@ HOP_BY_HOP = frozenset(
 _REWRITTEN = frozenset({b"keel-deadline", b"transfer-encoding", b"content-length"})
 _TRACE = frozenset({b"traceparent", b"tracestate", b"baggage"})
 # The gateway's own server adds these, as nginx hides the upstream's.
-_HIDDEN = frozenset({b"date", b"server"})
+HIDDEN = frozenset({b"date", b"server"})
 _METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -130,7 +131,7 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
             if name == b"connection":
                 named = {t.strip().lower() for t in value.split(b",")}
             continue
-        if name in _HIDDEN:
+        if name in HIDDEN:
             continue
         out.append((name, value))
     if named:
