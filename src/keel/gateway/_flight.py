@@ -55,17 +55,20 @@ _JSON = b"application/json"
 _NOT_RELAYED = HOP_BY_HOP | HIDDEN  # response headers (see _wire.response_headers)
 
 
-class Flight:
-    """One relayed request: its attempts, its timer, and the answer."""
+class Flight(AccessRecord):
+    """One relayed request: its attempts, its timer, and the answer.
+
+    It is its own access record (one object per request, not two).
+    """
 
     __slots__ = (
         "admission",
         "app",
         "attempt",
+        "auth",
         "batch",
         "candidates",
         "conn",
-        "consumer",
         "cycle",
         "deadlines",
         "expires",
@@ -76,7 +79,6 @@ class Flight:
         "instance",
         "plan",
         "prefix",
-        "record",
         "relay",
         "rid",
         "start_t",
@@ -99,16 +101,21 @@ class Flight:
         hit: Hit[Plan],
         target: Target,
         candidates: tuple[Any, ...],
-        record: AccessRecord,
+        request_id: str,
+        client: str,
         consumer: Consumer | None,
         host: bytes | None,
     ) -> None:
+        scope: Any = cycle.scope
+        super().__init__(request_id, scope["method"], scope["path"], client, plan.id, plan.upstream)
+        if consumer is not None:
+            self.consumer = consumer.name
         self.relay, self.app, self.u = relay, relay.app, relay.app.upstreams
         self.cycle, self.tasks, self.state, self.plan, self.hit = cycle, tasks, state, plan, hit
-        self.target, self.candidates, self.record = target, candidates, record
-        self.consumer, self.host = consumer, host
+        self.target, self.candidates = target, candidates
+        self.auth, self.host = consumer, host
         self.batch, self.deadlines = relay.batch, relay.deadlines
-        self.rid = (b"x-request-id", record.request_id.encode("ascii"))
+        self.rid = (b"x-request-id", request_id.encode("ascii"))
         self.admission: Any = None
         self.attempt = 0
         self.tried: set[str] | None = None
@@ -148,7 +155,7 @@ class Flight:
 
     def _head(self, scope: Any, path_qs: bytes) -> None:
         """The upstream head: one pass in the common case, else the proxy's two."""
-        plan, state, consumer = self.plan, self.state, self.consumer
+        plan, state, consumer = self.plan, self.state, self.auth
         peer = scope["client"]
         client = str(peer[0]) if peer else None
         skip = plan.relay_skip
@@ -196,9 +203,8 @@ class Flight:
         self.admission = None
         reason = admission.reason
         self.plan.series.limit(reason)
-        record = self.record
-        record.reason = "limited"
-        body = error_body("limited", f"{reason} limit reached", record.request_id)
+        self.reason = "limited"
+        body = error_body("limited", f"{reason} limit reached", self.request_id)
         wait = b"%d" % max(1, math.ceil(admission.retry_after_s))
         headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))]
         self._write(429, headers, body, [(b"retry-after", wait)])
@@ -406,9 +412,9 @@ class Flight:
     ) -> None:
         """Finish ``parts`` (status line, a slot for the server's lines, header lines) with
         the request id, ``after`` and ``body``, and write them to the client in one piece."""
-        cycle, record = self.cycle, self.record
-        record.status = status
-        record.bytes_out += len(body)
+        cycle = self.cycle
+        self.status = status
+        self.bytes_out += len(body)
         transport = cycle.transport
         if not cycle.disconnected and not transport.is_closing():
             server = _server_lines
@@ -434,7 +440,7 @@ class Flight:
         """A long or unframed response: the proxy's streaming, through uvicorn's ``send``."""
         cycle, u = self.cycle, self.u
         head = RequestHead(self.prefix, self.has_host, None, None)
-        exchange = Exchange(u, self.target, self.record.method, head, cycle.receive)  # type: ignore[arg-type]
+        exchange = Exchange(u, self.target, self.method, head, cycle.receive)  # type: ignore[arg-type]
         exchange.conn = conn
         self.conn = None
         try:
@@ -442,38 +448,38 @@ class Flight:
                 cycle.send,  # type: ignore[arg-type]
                 u.settings.body_idle_timeout_s,
                 (self.rid,),
-                self.record,
+                self,
             )
         except ResponseAbortedError:
             u.counts["aborted"] += 1
-            self.record.reason = "upstream_aborted"
+            self.reason = "upstream_aborted"
             cycle.transport.close()  # the response is cut: so is the connection
         except Exception:
             log.exception("gateway: relayed response failed")
             cycle.transport.close()
         else:
-            self._upstream_done(self.record.status)
+            self._upstream_done(self.status)
         finally:
             self._done()
 
     def _done(self) -> None:
         """Metrics, the access line, and the limit's slot back."""
-        app, record = self.app, self.record
+        app = self.app
         app.metrics.in_flight -= 1
         duration = time.perf_counter() - self.start_t
         series = self.plan.series
-        series.observe(record.status, duration)
-        if record.reason is not None:
-            series.error(record.reason)
+        series.observe(self.status, duration)
+        if self.reason is not None:
+            series.error(self.reason)
         log = app.access_log
         if log.enabled:
-            log.write(record, duration)
+            log.write(self, duration)
         admission, self.admission = self.admission, None
         if admission is not None:
             admission.release()
 
     def __repr__(self) -> str:
-        return f"<Flight {self.record.method} {self.record.path} attempt={self.attempt}>"
+        return f"<Flight {self.method} {self.path} attempt={self.attempt}>"
 
 
 class _ServerLines:

@@ -42,7 +42,6 @@ from keel.gateway._deadlines import Deadlines
 from keel.gateway._flight import Flight
 from keel.gateway._h1 import WriteBatch
 from keel.gateway._headers import client_address
-from keel.gateway._logs import AccessRecord
 from keel.gateway._match import Hit, normal_host
 
 if TYPE_CHECKING:
@@ -151,15 +150,23 @@ class Relay:
                 self.passed += 1
                 return False
         request_id = rid.decode("ascii") if rid is not None and sane_id(rid) else app.ids.new()
-        record = AccessRecord(request_id, method, path, client, plan.id, plan.upstream)
-        if consumer is not None:
-            record.consumer = consumer.name
         if self.batch is None:  # the first request: the loop is known now
             loop = asyncio.get_running_loop()
             self.batch = WriteBatch(loop)
             self.deadlines = Deadlines(loop)
         flight = Flight(
-            self, cycle, tasks, state, plan, found, target, candidates, record, consumer, host
+            self,
+            cycle,
+            tasks,
+            state,
+            plan,
+            found,
+            target,
+            candidates,
+            request_id,
+            client,
+            consumer,
+            host,
         )
         self.relayed += 1
         if admission is not None and not admission.allowed:
