@@ -98,47 +98,57 @@ class Relay:
     def take(self, cycle: RequestResponseCycle, tasks: set[asyncio.Task[None]]) -> bool:
         """Serve the request of ``cycle`` if the relay can; False: the ASGI app must.
 
-        One function on purpose: it runs for every request the gateway gets.
-
         Args:
             cycle: uvicorn's request/response cycle (scope parsed, body pending).
             tasks: the server's task set (a streamed response's task joins it).
         """
+        flight = self._admit(cycle, tasks)
+        if flight is None:
+            self.passed += 1
+            return False
+        self.relayed += 1
+        admission = flight.admission
+        if admission is not None and not admission.allowed:
+            flight.refuse(admission)
+        else:
+            flight.start()
+        return True
+
+    def _admit(self, cycle: RequestResponseCycle, tasks: set[asyncio.Task[None]]) -> Flight | None:
         app = self.app
         state = app.state
         scope: Any = cycle.scope
         method: str = scope["method"]
         path: str = scope["path"]
         if state is None or method not in _METHODS or path in _PROBES or "/." in path:
-            self.passed += 1
-            return False
+            return None
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         host = rid = None
         for name, value in headers:
             if name in _ASGI_ONLY:
-                self.passed += 1
-                return False
+                return None
             if name == b"host":
                 host = value
             elif name == b"x-request-id":
                 rid = value
-        found = None if self.tracing() else self._match(state, method, host, path, headers)
-        if found is None or not found.rule.payload.direct:
-            self.passed += 1
-            return False
+        if self.tracing():
+            return None
+        found = self._match(state, method, host, path, headers)
+        if found is None:
+            return None
         plan: Plan = found.rule.payload
+        if not plan.direct:
+            return None
         target = plan.pick(None, headers)
         candidates = app.upstreams.picker.cached(target)
         if not candidates:
-            self.passed += 1
-            return False
+            return None
         consumer = None
         if plan.auth is not None and state.authenticator is not None:
             try:
                 consumer = state.authenticator.authenticate(plan.auth, headers)
-            except AuthError:  # the app answers it (and counts it)
-                self.passed += 1
-                return False
+            except AuthError:
+                return None  # the app answers it (and counts it)
         peer = scope["client"]
         client = peer[0] if peer else ""
         if state.trusted and client in state.trusted:
@@ -146,9 +156,8 @@ class Relay:
         admission = None
         if plan.limits is not None and state.limits is not None:
             admission = state.limits.try_admit(plan.id, plan.limits, consumer, client)
-            if admission is None:  # kept in Redis: the app waits for it
-                self.passed += 1
-                return False
+            if admission is None:
+                return None  # kept in Redis: the app waits for it
         request_id = rid.decode("ascii") if rid is not None and sane_id(rid) else app.ids.new()
         if self.batch is None:  # the first request: the loop is known now
             loop = asyncio.get_running_loop()
@@ -168,13 +177,8 @@ class Relay:
             consumer,
             host,
         )
-        self.relayed += 1
-        if admission is not None and not admission.allowed:
-            flight.refuse(admission)
-        else:
-            flight.admission = admission
-            flight.start()
-        return True
+        flight.admission = admission
+        return flight
 
     def _match(
         self,
