@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 import keel
 from keel.gateway import Gateway
+from keel.gateway._settings import UpstreamSettings
 from keel.store import Store
 from tests.gateway._gw import gateway, publish
 from tests.gateway._upstream_app import upstream
@@ -278,6 +279,24 @@ async def test_response_headers_named_by_connection_are_dropped(mem: Store) -> N
         assert (kept["x-public"], answers[0].text) == ("ok", "ok")
         assert kept.get("server") != "raw"  # the gateway's own server header, if any
         assert not {"x-private", "keep-alive", "connection"} & set(kept)
+
+
+async def test_a_wait_for_a_connection_counts_against_the_deadline(mem: Store) -> None:
+    """With one connection per instance, a request that waits for it sends the budget left."""
+    document = {"routes": [{"id": "r", "match": {"path": "/"}, "forward": {"service": "users"}}]}
+    await publish(mem, document)
+    one = UpstreamSettings(max_connections_per_instance=1)
+    async with upstream(mem, "users"), gateway(mem, upstream_settings=one) as gw:
+        assert gw.discovery is not None and gw.relay is not None
+        await gw.discovery.instances("users")
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+            slow = asyncio.ensure_future(http.get("/slow", params={"s": "1"}))
+            await asyncio.sleep(0.3)  # the slow request holds the only connection
+            waited = await http.get("/after")
+            assert (await slow).status_code == 200
+        sent = dict(waited.json()["headers"])
+        assert 27.0 < float(sent["keel-deadline"]) < 29.6  # 30 s less the wait
+        assert gw.relay.relayed >= 2
 
 
 async def test_a_client_gone_before_the_answer_leaves_the_relay_clean(mem: Store) -> None:

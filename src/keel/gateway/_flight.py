@@ -224,7 +224,7 @@ class Flight(AccessRecord):
         if conn is None:
             self.task = self._spawn(self._connect(key))
             return
-        self._send(conn)
+        self._send(conn, self.attempt == 1)
 
     def _retries_left(self) -> bool:
         """Whether another attempt may follow (the route's retries, then the retry budget)."""
@@ -242,17 +242,16 @@ class Flight(AccessRecord):
                 self._answer(502, str(exc))
             return
         self.task = None
-        self._send(conn)
+        self._send(conn, False)
 
-    def _send(self, conn: Connection) -> None:
+    def _send(self, conn: Connection, first: bool) -> None:
+        """Write the head on ``conn`` (``first``: the first attempt, without a wait before it)."""
         self.conn = conn
         if conn.closed:
             self._broken(UpstreamClosedError("upstream connection closed before the request"))
             return
-        if self.attempt == 1:  # (microseconds after start: the whole budget is left)
-            left = self.target.timeout_s
-        else:
-            left = max(0.0, self.expires - time.monotonic())
+        # first: microseconds after start, the whole budget is left
+        left = self.target.timeout_s if first else max(0.0, self.expires - time.monotonic())
         if self.has_host:
             data = b"%skeel-deadline: %.3f\r\n\r\n" % (self.prefix, left)
         else:
