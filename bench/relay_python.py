@@ -43,11 +43,11 @@ ROUTES: dict[str, Any] = {
 
 def secure_routes(tmp: str) -> tuple[dict[str, Any], bytes]:
     """``bench/gateway.py``'s JWT + rate limit route, and wrk's request for it (a valid token)."""
-    from gateway import _routes  # bench/gateway.py: the same document
-
     import jwt
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from gateway import _routes  # bench/gateway.py: the same document
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = Path(tmp) / "public.pem"
