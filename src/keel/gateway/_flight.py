@@ -347,17 +347,15 @@ class Flight(AccessRecord):
     def _reply(self, conn: Connection, status: int) -> None:
         """Write a whole upstream response to the client in one piece."""
         body = conn.take_buffered()
-        # response_headers' filter, serialized in the same pass (a Connection header: its way)
+        # response_headers' filter, serialized in the same pass
         parts = [STATUS_LINE[status], b""]  # (the server's lines go in [1])
         for name, value in conn.headers:
-            if name in _NOT_RELAYED:
-                if name == b"connection":
-                    parts = parts[:2]
-                    for name, value in response_headers(conn.headers):
-                        parts += (name, b": ", value, b"\r\n")
-                    break
-                continue
-            parts += (name, b": ", value, b"\r\n")
+            if name not in _NOT_RELAYED:
+                parts += (name, b": ", value, b"\r\n")
+            elif name == b"connection":  # it names more headers to drop: response_headers' way
+                kept = response_headers(conn.headers)
+                parts[2:] = [piece for k, v in kept for piece in (k, b": ", v, b"\r\n")]
+                break
         self.conn = None
         self.u.pool.release(conn)
         if (
