@@ -139,7 +139,7 @@ class Pool:
     def release(self, conn: Connection) -> None:
         """Give back a connection after its exchange: kept if reusable, else closed."""
         key = conn.key
-        if conn.complete and conn.keep_alive and not conn.closed and conn.error is None:  # reusable
+        if conn.reusable:
             idle = self._idle.get(key)
             if idle is None:
                 idle = self._idle[key] = []
