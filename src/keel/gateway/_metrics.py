@@ -92,9 +92,7 @@ class RouteSeries:
         """Count one answered request."""
         statuses = self.statuses
         statuses[status] = statuses.get(status, 0) + 1
-        d = self.duration  # (the histogram's observe, inline: once per request)
-        d.buckets[bisect_left(BUCKETS, duration_s)] += 1
-        d.sum += duration_s
+        self.duration.observe(duration_s)
 
     def error(self, kind: str) -> None:
         """Count one answer the gateway made itself (``not_found``, ``too_large``...)."""
@@ -123,9 +121,7 @@ class UpstreamSeries:
         """Count one attempt (``status`` None or 0: no response came back)."""
         statuses, key = self.statuses, status or 0
         statuses[key] = statuses.get(key, 0) + 1
-        d = self.duration
-        d.buckets[bisect_left(BUCKETS, duration_s)] += 1
-        d.sum += duration_s
+        self.duration.observe(duration_s)
 
     def retried(self) -> None:
         """Count one attempt after the first."""

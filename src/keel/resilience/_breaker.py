@@ -131,20 +131,9 @@ class BreakerTicket:
 
     def succeeded(self) -> None:
         """The call worked (it may still count as slow)."""
-        b = self._breaker
-        if self._generation == b._fast_generation and not self._done:
-            # CircuitBreaker.call's hot path: closed, count window, no listener.
+        if not self._done:
             self._done = True
-            end = b._now()
-            if end - self._start < b._slow_s:
-                w = b._fast_window
-                w.seq += 1
-                if w.bad:
-                    b._after_good_call(end)
-                return
-            b._record(self._generation, False, end - self._start)
-            return
-        self._finish(False)
+            self._breaker._succeeded(self._generation, self._start)
 
     def failed(self) -> None:
         """The call failed."""
@@ -352,7 +341,11 @@ class CircuitBreaker:
         except BaseException:
             self._release(generation)
             raise
-        end = now()
+        self._succeeded(generation, start)
+        return result
+
+    def _succeeded(self, generation: int, start: float) -> None:
+        end = self._now()
         if generation == self._fast_generation and end - start < self._slow_s:
             # The hot path: a good call, closed, count window, no listener.
             w = self._fast_window
@@ -361,7 +354,6 @@ class CircuitBreaker:
                 self._after_good_call(end)
         else:
             self._record(generation, False, end - start)
-        return result
 
     # The pipeline step (``fallback``/``is_failure`` are keywords of the breaker here too).
     run = call

@@ -301,8 +301,7 @@ class GCRA(_Limiter):
     def try_acquire(self, n: int = 1) -> bool:
         """Admit ``n`` if the new arrival time stays within ``burst`` intervals of now."""
         now = self._now()
-        tat = self._tat
-        new_tat = (tat if tat > now else now) + n * self._interval  # (_new_tat, inline)
+        new_tat = self._new_tat(n, now)
         if new_tat - now <= self.burst * self._interval + _EPS:
             self._tat = new_tat
             self._admitted += 1
